@@ -1,0 +1,1 @@
+//! The driver-side helper: implement [`ShutdownHandler`], call `serve`.

@@ -1,0 +1,97 @@
+//! The PCI function a driver process serves, as pcid describes it.
+
+use std::fmt;
+use std::str::FromStr;
+
+/// A PCI function address: segment, bus, device, function (`0000:00:04.0`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PciAddress {
+    /// PCI segment (domain).
+    pub segment: u16,
+    /// Bus number.
+    pub bus: u8,
+    /// Device number, 0..=31.
+    pub device: u8,
+    /// Function number, 0..=7.
+    pub function: u8,
+}
+
+/// Error parsing a [`PciAddress`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid PCI address {0:?}: expected SSSS:BB:DD.F, e.g. 0000:00:04.0")]
+pub struct AddressParseError(pub String);
+
+impl fmt::Display for PciAddress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{:04x}:{:02x}:{:02x}.{:x}",
+            self.segment, self.bus, self.device, self.function
+        )
+    }
+}
+
+impl FromStr for PciAddress {
+    type Err = AddressParseError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let err = || AddressParseError(s.to_string());
+        let (seg, rest) = s.split_once(':').ok_or_else(err)?;
+        let (bus, rest) = rest.split_once(':').ok_or_else(err)?;
+        let (dev, func) = rest.split_once('.').ok_or_else(err)?;
+        let segment = u16::from_str_radix(seg, 16).map_err(|_| err())?;
+        let bus = u8::from_str_radix(bus, 16).map_err(|_| err())?;
+        let device = u8::from_str_radix(dev, 16).map_err(|_| err())?;
+        let function = u8::from_str_radix(func, 16).map_err(|_| err())?;
+        if seg.len() != 4 || device > 31 || function > 7 {
+            return Err(err());
+        }
+        Ok(Self {
+            segment,
+            bus,
+            device,
+            function,
+        })
+    }
+}
+
+/// How the driver reaches the function's registers and DMA.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FunctionBackend {
+    /// A simulated device: the driver runs the device model in-process.
+    /// `properties` is the TOML table describing the device in the machine file.
+    Simulated {
+        /// TOML text of the device's table from the machine description.
+        properties: String,
+    },
+    /// A real function on Linux, reached through sysfs
+    /// (`sysfs_path` is e.g. `/sys/bus/pci/devices/0000:00:04.0`).
+    LinuxSysfs {
+        /// Directory of the function in sysfs.
+        sysfs_path: String,
+    },
+    /// A real function on Redox, reached through pcid's scheme.
+    Redox,
+}
+
+/// Everything pcid tells a driver about its function.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PciFunction {
+    /// Address of the function.
+    pub address: PciAddress,
+    /// Vendor id.
+    pub vendor: u16,
+    /// Device id.
+    pub device: u16,
+    /// Class code.
+    pub class: u8,
+    /// Subclass code.
+    pub subclass: u8,
+    /// Programming interface.
+    pub interface: u8,
+    /// Revision id.
+    pub revision: u8,
+    /// The bridge this function sits behind, if any.
+    pub parent: Option<PciAddress>,
+    /// How to reach the hardware.
+    pub backend: FunctionBackend,
+}

@@ -1,0 +1,22 @@
+//! `pcid_interface`: what a driver process links to talk to `pcid`.
+//!
+//! * [`function`] — the description of the PCI function a driver was spawned for;
+//! * [`protocol`] — the shutdown protocol v1 message types (driver channel) and
+//!   the control messages `shutdownd` exchanges with `pcid`;
+//! * [`wire`] — framing and encoding of those messages (no OS calls, never panics);
+//! * [`transport`] — the OS side: the channel fd named by `PCID_CLIENT_CHANNEL`,
+//!   Unix sockets on Linux;
+//! * [`driver`] — the helper a driver implements in two methods (`begin`, `finish`).
+//!
+//! The wire format is specified in `pcid/interface/PROTOCOL.md`.
+
+pub mod driver;
+pub mod function;
+pub mod protocol;
+pub mod transport;
+pub mod wire;
+
+pub use pcid_hw as hw;
+
+/// Environment variable naming the inherited channel fd (Redox's convention).
+pub const PCID_CLIENT_CHANNEL: &str = "PCID_CLIENT_CHANNEL";

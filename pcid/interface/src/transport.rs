@@ -1,0 +1,1 @@
+//! OS transport for the channels: inherited fd / Unix sockets.

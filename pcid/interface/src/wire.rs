@@ -1,0 +1,1 @@
+//! Framing and encoding of [`crate::protocol`] messages. See PROTOCOL.md.
