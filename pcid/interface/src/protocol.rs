@@ -66,6 +66,9 @@ pub enum DriverMessage {
         /// The function description.
         function: PciFunction,
     },
+    /// driver → pcid: the device is up and the driver is serving it
+    /// (sent once, after `Welcome` and the driver's own bring-up).
+    Ready,
     /// pcid → driver: start shutting down, do not wait for completion.
     Begin {
         /// Sequence number chosen by pcid; echoed in the ack.
