@@ -14,6 +14,9 @@
 
 use std::time::{Duration, Instant};
 
+#[cfg(target_os = "linux")]
+pub mod linux;
+
 /// Size of a DMA page. Device addresses are contiguous only within one page.
 pub const PAGE_SIZE: usize = 4096;
 
@@ -36,6 +39,14 @@ pub enum HwError {
         /// Requested length in bytes.
         len: usize,
         /// Why the backend refused.
+        reason: String,
+    },
+    /// The physical (bus) address of DMA memory cannot be found, e.g. because
+    /// `/proc/self/pagemap` hides page frame numbers from processes without
+    /// `CAP_SYS_ADMIN`.
+    #[error("no physical address for DMA memory: {reason}")]
+    NoPhysicalAddress {
+        /// Why the address is unavailable.
         reason: String,
     },
     /// An operating-system call failed.
