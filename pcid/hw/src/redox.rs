@@ -1,0 +1,501 @@
+//! Redox backend: BARs and ECAM through physmap, DMA from physically allocated
+//! memory, legacy configuration ports.
+//!
+//! Redox gives a privileged userspace process access to hardware through the
+//! kernel's `memory` scheme and the process scheme:
+//!
+//! * [`PhysMap`] maps a physical range (a BAR, or the ECAM window of a PCI
+//!   segment) by opening `/scheme/memory/physical@<type>` and `mmap`ing it
+//!   with the physical address as the file offset, as Redox's own drivers do.
+//!   It implements [`RegisterIo`] with volatile 32-bit accesses.
+//! * [`RedoxDmaAllocator`] allocates zeroed, physically contiguous pages from
+//!   `/scheme/memory/zeroed@wb?phys_contiguous` and learns each page's
+//!   physical address through the `/scheme/memory/translation` handle.
+//!   x86 keeps DMA coherent with write-back caching, so buffers are mapped
+//!   write-back there; other architectures map them uncacheable.
+//! * [`LegacyConfigPorts`] is PCI configuration mechanism #1 (ports `0xCF8`
+//!   address, `0xCFC` data; PCI Local Bus Specification 3.0, §3.2.2.3.2), used
+//!   when the ACPI MCFG table is absent. Port access rights are granted per
+//!   thread by the kernel (the `Iopl` verb of the process scheme); this type
+//!   acquires them on first use in each thread.
+//!
+//! Ordering is the same as in the Linux backend: a register write is preceded
+//! by a release fence and a register read followed by an acquire fence; DMA
+//! copies are volatile and bracketed by fences, so queue entries written
+//! before a doorbell are visible to the device when the doorbell lands.
+//!
+//! All of this needs the privileges Redox gives drivers (root, before
+//! `setrens(0, 0)`): open the memory scheme first, drop privileges after.
+#![allow(unsafe_code)]
+
+use std::cell::Cell;
+use std::ptr::NonNull;
+use std::sync::atomic::{fence, Ordering};
+
+use libredox::call::MmapArgs;
+use libredox::flag;
+use libredox::Fd;
+
+use crate::{DmaAllocator, DmaBuffer, HwError, RegisterIo, PAGE_SIZE};
+
+/// Caching behaviour requested for a physical mapping (the suffix of
+/// `/scheme/memory/physical@<type>`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemoryType {
+    /// Write-back (`wb`): ordinary RAM.
+    WriteBack,
+    /// Uncacheable (`uc`): device registers, ECAM.
+    Uncacheable,
+    /// Write-combining (`wc`): frame buffers.
+    WriteCombining,
+}
+
+impl MemoryType {
+    fn suffix(self) -> &'static str {
+        match self {
+            MemoryType::WriteBack => "wb",
+            MemoryType::Uncacheable => "uc",
+            MemoryType::WriteCombining => "wc",
+        }
+    }
+}
+
+/// Memory type used for DMA buffers on this architecture.
+const DMA_MEMORY_TYPE: MemoryType = if cfg!(any(target_arch = "x86", target_arch = "x86_64")) {
+    MemoryType::WriteBack
+} else {
+    MemoryType::Uncacheable
+};
+
+fn redox_error(what: impl Into<String>, err: libredox::error::Error) -> HwError {
+    HwError::Os {
+        what: what.into(),
+        source: std::io::Error::from(err),
+    }
+}
+
+fn syscall_error(what: impl Into<String>, err: syscall::Error) -> HwError {
+    HwError::Os {
+        what: what.into(),
+        source: std::io::Error::from_raw_os_error(err.errno),
+    }
+}
+
+/// Rounds `len` up to whole pages; `None` on overflow.
+fn page_round(len: usize) -> Option<usize> {
+    len.max(1).checked_next_multiple_of(PAGE_SIZE)
+}
+
+/// A physical address range mapped into this process (a BAR or an ECAM window).
+#[derive(Debug)]
+pub struct PhysMap {
+    base: NonNull<u8>,
+    /// Mapped length (whole pages).
+    mapped: usize,
+    /// Length the caller asked for; accesses are bounded by this.
+    len: usize,
+    phys: u64,
+}
+
+// SAFETY: the mapping is owned by this value and only accessed with volatile
+// 32-bit loads and stores, which are safe to issue from any thread; device
+// registers have no Rust-level aliasing invariants.
+unsafe impl Send for PhysMap {}
+// SAFETY: as above: `&self` methods only perform volatile accesses.
+unsafe impl Sync for PhysMap {}
+
+impl PhysMap {
+    /// Maps `len` bytes of physical address space starting at `phys`
+    /// (which must be page aligned, as BARs and ECAM bases are).
+    pub fn map(phys: u64, len: usize, memory_type: MemoryType) -> Result<Self, HwError> {
+        let what = format!("physmap {phys:#x}+{len:#x}@{}", memory_type.suffix());
+        if phys == 0 || phys % PAGE_SIZE as u64 != 0 {
+            return Err(HwError::Os {
+                what,
+                source: std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    "physical address is zero or not page aligned",
+                ),
+            });
+        }
+        let mapped = page_round(len).ok_or_else(|| HwError::Os {
+            what: what.clone(),
+            source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "length overflows"),
+        })?;
+        let path = format!("/scheme/memory/physical@{}", memory_type.suffix());
+        let fd = Fd::open(&path, flag::O_CLOEXEC | flag::O_RDWR, 0)
+            .map_err(|e| redox_error(format!("{what}: open {path}"), e))?;
+        // SAFETY: a shared mapping of the physical-memory scheme at an address
+        // the kernel chooses; it cannot alias any Rust object. The kernel
+        // refuses ranges that are ordinary RAM owned by someone else.
+        let ptr = unsafe {
+            libredox::call::mmap(MmapArgs {
+                addr: std::ptr::null_mut(),
+                length: mapped,
+                prot: flag::PROT_READ | flag::PROT_WRITE,
+                flags: flag::MAP_SHARED,
+                fd: fd.raw(),
+                offset: phys,
+            })
+        }
+        .map_err(|e| redox_error(format!("{what}: mmap"), e))?;
+        // The mapping stays valid after the fd is closed (dropped here).
+        drop(fd);
+        let base = NonNull::new(ptr.cast::<u8>()).ok_or_else(|| HwError::Os {
+            what,
+            source: std::io::Error::other("mmap returned a null mapping"),
+        })?;
+        Ok(Self {
+            base,
+            mapped,
+            len,
+            phys,
+        })
+    }
+
+    /// Physical address of the start of the mapping.
+    pub fn physical_address(&self) -> u64 {
+        self.phys
+    }
+
+    fn register(&self, offset: usize) -> Option<*mut u32> {
+        let end = offset.checked_add(4)?;
+        if offset % 4 != 0 || end > self.len {
+            return None;
+        }
+        // SAFETY: `offset + 4 <= len <= mapped`, so the pointer and the 4 bytes
+        // after it lie inside the mapping; the base is page aligned and the
+        // offset a multiple of 4, so the pointer is aligned for u32.
+        Some(unsafe { self.base.as_ptr().add(offset) }.cast::<u32>())
+    }
+}
+
+impl RegisterIo for PhysMap {
+    fn size(&self) -> usize {
+        self.len
+    }
+
+    fn read32(&self, offset: usize) -> u32 {
+        let Some(reg) = self.register(offset) else {
+            log::warn!(
+                "physmap {:#x}: read32 at {offset:#x} outside window of {:#x} bytes",
+                self.phys,
+                self.len
+            );
+            return u32::MAX;
+        };
+        // SAFETY: `reg` is an aligned pointer inside the live mapping (see `register`).
+        let value = unsafe { std::ptr::read_volatile(reg) };
+        fence(Ordering::Acquire);
+        value
+    }
+
+    fn write32(&self, offset: usize, value: u32) {
+        let Some(reg) = self.register(offset) else {
+            log::warn!(
+                "physmap {:#x}: write32 at {offset:#x} outside window of {:#x} bytes dropped",
+                self.phys,
+                self.len
+            );
+            return;
+        };
+        fence(Ordering::Release);
+        // SAFETY: `reg` is an aligned pointer inside the live mapping (see `register`).
+        unsafe { std::ptr::write_volatile(reg, value) };
+    }
+}
+
+impl Drop for PhysMap {
+    fn drop(&mut self) {
+        // SAFETY: `base`/`mapped` describe exactly the mapping created in `map`,
+        // owned solely by this value and unmapped once, here.
+        let result = unsafe { libredox::call::munmap(self.base.as_ptr().cast(), self.mapped) };
+        if let Err(err) = result {
+            log::warn!("physmap {:#x}: munmap failed: {err}", self.phys);
+        }
+    }
+}
+
+/// Allocates DMA memory: zeroed, physically contiguous pages with known bus addresses.
+pub struct RedoxDmaAllocator {
+    /// Handle to `/scheme/memory/translation` (virtual → physical).
+    translation: Fd,
+}
+
+impl std::fmt::Debug for RedoxDmaAllocator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedoxDmaAllocator")
+            .field("translation_fd", &self.translation.raw())
+            .finish()
+    }
+}
+
+impl RedoxDmaAllocator {
+    /// Opens the translation handle. Needs root; call before `setrens(0, 0)`.
+    pub fn new() -> Result<Self, HwError> {
+        let translation = Fd::open("/scheme/memory/translation", flag::O_CLOEXEC, 0)
+            .map_err(|e| redox_error("open /scheme/memory/translation", e))?;
+        Ok(Self { translation })
+    }
+
+    /// Physical address of the page containing virtual address `virt`.
+    fn translate(&self, virt: usize) -> Result<u64, HwError> {
+        let mut buf = virt.to_ne_bytes();
+        syscall::call_rw(
+            self.translation.raw(),
+            &mut buf,
+            syscall::CallFlags::empty(),
+            &[],
+        )
+        .map_err(|e| syscall_error(format!("translate {virt:#x}"), e))?;
+        let phys = usize::from_ne_bytes(buf) as u64;
+        if phys == 0 {
+            return Err(HwError::Allocation {
+                len: PAGE_SIZE,
+                reason: format!("no physical page behind {virt:#x}"),
+            });
+        }
+        Ok(phys)
+    }
+}
+
+impl DmaAllocator for RedoxDmaAllocator {
+    type Buffer = RedoxDmaBuffer;
+
+    fn allocate(&self, len: usize) -> Result<RedoxDmaBuffer, HwError> {
+        let len = page_round(len).ok_or(HwError::Allocation {
+            len,
+            reason: "size overflows".to_string(),
+        })?;
+        let path = format!(
+            "/scheme/memory/zeroed@{}?phys_contiguous",
+            DMA_MEMORY_TYPE.suffix()
+        );
+        let fd = Fd::open(&path, flag::O_CLOEXEC, 0).map_err(|e| HwError::Allocation {
+            len,
+            reason: format!("open {path}: {e}"),
+        })?;
+        // SAFETY: a private mapping of fresh zeroed memory at a kernel-chosen
+        // address; it cannot alias any existing Rust object.
+        let ptr = unsafe {
+            libredox::call::mmap(MmapArgs {
+                addr: std::ptr::null_mut(),
+                length: len,
+                prot: flag::PROT_READ | flag::PROT_WRITE,
+                flags: flag::MAP_PRIVATE,
+                fd: fd.raw(),
+                offset: 0,
+            })
+        }
+        .map_err(|e| HwError::Allocation {
+            len,
+            reason: format!("mmap {path}: {e}"),
+        })?;
+        drop(fd);
+        let base = NonNull::new(ptr.cast::<u8>()).ok_or_else(|| HwError::Allocation {
+            len,
+            reason: "mmap returned a null mapping".to_string(),
+        })?;
+        // From here on the mapping is owned by `buffer`, whose Drop unmaps it.
+        let mut buffer = RedoxDmaBuffer {
+            base,
+            len,
+            phys: Vec::with_capacity(len / PAGE_SIZE),
+        };
+        for page in 0..len / PAGE_SIZE {
+            let virt = base.as_ptr() as usize + page * PAGE_SIZE;
+            buffer.phys.push(self.translate(virt)?);
+        }
+        Ok(buffer)
+    }
+}
+
+/// A zeroed, page-granular DMA buffer from [`RedoxDmaAllocator`].
+#[derive(Debug)]
+pub struct RedoxDmaBuffer {
+    base: NonNull<u8>,
+    len: usize,
+    /// Physical address of each page.
+    phys: Vec<u64>,
+}
+
+// SAFETY: the buffer exclusively owns its mapping; moving it to another thread
+// moves that ownership. Accesses through `&self` are volatile copies.
+unsafe impl Send for RedoxDmaBuffer {}
+
+impl RedoxDmaBuffer {
+    fn check(&self, offset: usize, len: usize) -> Result<(), HwError> {
+        match offset.checked_add(len) {
+            Some(end) if end <= self.len => Ok(()),
+            _ => Err(HwError::OutOfBounds {
+                offset,
+                len,
+                size: self.len,
+            }),
+        }
+    }
+}
+
+impl DmaBuffer for RedoxDmaBuffer {
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn device_address(&self, offset: usize) -> Result<u64, HwError> {
+        self.check(offset, 1)?;
+        let page = self.phys[offset / PAGE_SIZE];
+        Ok(page + (offset % PAGE_SIZE) as u64)
+    }
+
+    fn read(&self, offset: usize, out: &mut [u8]) -> Result<(), HwError> {
+        self.check(offset, out.len())?;
+        fence(Ordering::Acquire);
+        for (i, byte) in out.iter_mut().enumerate() {
+            // SAFETY: `check` proved `offset..offset + out.len()` lies inside the
+            // mapping, which lives as long as `self`.
+            *byte = unsafe { std::ptr::read_volatile(self.base.as_ptr().add(offset + i)) };
+        }
+        fence(Ordering::Acquire);
+        Ok(())
+    }
+
+    fn write(&self, offset: usize, data: &[u8]) -> Result<(), HwError> {
+        self.check(offset, data.len())?;
+        fence(Ordering::Release);
+        for (i, byte) in data.iter().enumerate() {
+            // SAFETY: `check` proved `offset..offset + data.len()` lies inside the
+            // mapping, which lives as long as `self`.
+            unsafe { std::ptr::write_volatile(self.base.as_ptr().add(offset + i), *byte) };
+        }
+        fence(Ordering::Release);
+        Ok(())
+    }
+}
+
+impl Drop for RedoxDmaBuffer {
+    fn drop(&mut self) {
+        // SAFETY: `base`/`len` describe exactly the mapping created in `allocate`,
+        // owned solely by this buffer and unmapped once, here. The driver stops
+        // the device from using the buffer before dropping it.
+        let result = unsafe { libredox::call::munmap(self.base.as_ptr().cast(), self.len) };
+        if let Err(err) = result {
+            log::warn!("DMA buffer: munmap failed: {err}");
+        }
+    }
+}
+
+/// PCI configuration mechanism #1 through I/O ports `0xCF8`/`0xCFC`
+/// (segment 0, offsets below 256 only).
+#[derive(Debug)]
+pub struct LegacyConfigPorts {
+    _private: (),
+}
+
+thread_local! {
+    /// Whether this thread already holds I/O port rights.
+    static PORT_RIGHTS: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Configuration address port.
+const CONFIG_ADDRESS: u16 = 0xCF8;
+/// Configuration data port.
+const CONFIG_DATA: u16 = 0xCFC;
+
+impl LegacyConfigPorts {
+    /// Acquires I/O port rights for the calling thread (other threads acquire
+    /// them on their first access).
+    pub fn new() -> Result<Self, HwError> {
+        acquire_port_rights()?;
+        Ok(Self { _private: () })
+    }
+
+    fn address(bus: u8, device: u8, function: u8, offset: u8) -> u32 {
+        0x8000_0000
+            | (u32::from(bus) << 16)
+            | (u32::from(device & 0x1F) << 11)
+            | (u32::from(function & 0x7) << 8)
+            | u32::from(offset & 0xFC)
+    }
+
+    /// Reads the dword at `offset` (rounded down to a multiple of 4) of a function.
+    /// Returns all-ones if port rights cannot be obtained, like a master abort.
+    pub fn read32(&self, bus: u8, device: u8, function: u8, offset: u8) -> u32 {
+        if let Err(err) = acquire_port_rights() {
+            log::error!("PCI config read: {err}");
+            return u32::MAX;
+        }
+        port_io::read(Self::address(bus, device, function, offset))
+    }
+
+    /// Writes the dword at `offset` (rounded down to a multiple of 4) of a function.
+    pub fn write32(&self, bus: u8, device: u8, function: u8, offset: u8, value: u32) {
+        if let Err(err) = acquire_port_rights() {
+            log::error!("PCI config write dropped: {err}");
+            return;
+        }
+        port_io::write(Self::address(bus, device, function, offset), value);
+    }
+}
+
+/// Asks the kernel for I/O port rights for the calling thread, once per thread.
+fn acquire_port_rights() -> Result<(), HwError> {
+    if PORT_RIGHTS.with(Cell::get) {
+        return Ok(());
+    }
+    extern "C" {
+        /// relibc: the fd of the current thread in the process scheme.
+        fn redox_cur_thrfd_v0() -> usize;
+    }
+    // SAFETY: relibc's accessor takes no arguments and only returns the
+    // current thread's descriptor number; it has no preconditions.
+    let thread_fd = unsafe { redox_cur_thrfd_v0() };
+    let kernel_fd = syscall::dup(thread_fd, b"open_via_dup")
+        .map_err(|e| syscall_error("open thread handle for I/O port rights", e))?;
+    let metadata = [syscall::ProcSchemeVerb::Iopl as u64];
+    let mut payload: [u8; 0] = [];
+    // SAFETY: SYS_CALL with an empty payload and a one-element metadata slice,
+    // both valid for the duration of the call; the kernel only reads them.
+    let result = unsafe {
+        syscall::syscall5(
+            syscall::SYS_CALL,
+            kernel_fd,
+            payload.as_mut_ptr() as usize,
+            payload.len(),
+            metadata.len(),
+            metadata.as_ptr() as usize,
+        )
+    };
+    let _ = syscall::close(kernel_fd);
+    result.map_err(|e| syscall_error("acquire I/O port rights", e))?;
+    PORT_RIGHTS.with(|rights| rights.set(true));
+    Ok(())
+}
+
+#[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+mod port_io {
+    use syscall::io::{Io, Pio};
+
+    /// Writes the configuration address, then reads the data port.
+    /// Callers hold I/O port rights (checked by `acquire_port_rights`).
+    pub(super) fn read(address: u32) -> u32 {
+        Pio::<u32>::new(super::CONFIG_ADDRESS).write(address);
+        Pio::<u32>::new(super::CONFIG_DATA).read()
+    }
+
+    /// Writes the configuration address, then the data port.
+    pub(super) fn write(address: u32, value: u32) {
+        Pio::<u32>::new(super::CONFIG_ADDRESS).write(address);
+        Pio::<u32>::new(super::CONFIG_DATA).write(value);
+    }
+}
+
+#[cfg(not(any(target_arch = "x86", target_arch = "x86_64")))]
+mod port_io {
+    /// No configuration ports on this architecture: reads see a master abort.
+    pub(super) fn read(_address: u32) -> u32 {
+        u32::MAX
+    }
+
+    /// No configuration ports on this architecture: writes are dropped.
+    pub(super) fn write(_address: u32, _value: u32) {}
+}
