@@ -1,1 +1,21 @@
-//! shutdownd
+//! `shutdownd`: orchestrates the two-phase shutdown of every PCI device driver.
+//!
+//! shutdownd asks pcid for its device list, sends `Begin` to every two-phase
+//! driver (and `Shutdown` to every one-phase driver) before waiting for any
+//! device to finish, answers each `BeginAck` with `Finish`, enforces per-device
+//! and global deadlines, and reports the outcome of every device.
+//!
+//! * [`plan`] — children-before-parents ordering and cycle detection;
+//! * [`scheduler`] — the pure state machine, polled with the current time;
+//! * [`report`] — the human table and the JSON report;
+//! * [`run`] — the I/O loop over pcid's control connection.
+
+pub mod plan;
+pub mod report;
+pub mod run;
+pub mod scheduler;
+
+pub use plan::{Plan, PlanError};
+pub use report::{DeviceReport, Report};
+pub use run::{list_devices, run_shutdown, ControlPort, PortError, RunError};
+pub use scheduler::{Config, Mode, Outcome, Scheduler};

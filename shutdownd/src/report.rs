@@ -1,0 +1,249 @@
+//! The shutdown report: a human table and the JSON form written by `--json`.
+//!
+//! JSON schema (times in milliseconds relative to the first `Begin`/`Shutdown`
+//! sent, `null` for steps that did not happen):
+//!
+//! ```json
+//! {"mode": "two-phase", "kind": "poweroff", "total_ms": 4503.2,
+//!  "global_deadline_ms": 120000.0, "cycles": [],
+//!  "devices": [{"address": "0000:00:04.0", "driver": "nvmed", "protocol": "two-phase",
+//!    "budget_ms": 4500.0, "begin_sent_ms": 0.0, "begin_ack_ms": 0.4,
+//!    "finish_sent_ms": 0.4, "finish_deadline_ms": 7250.0, "finish_ack_ms": 4502.9,
+//!    "elapsed_ms": 4500.1, "outcome": "clean", "detail": "..."}]}
+//! ```
+//!
+//! For a one-phase driver `begin_sent_ms` is when `Shutdown` was sent,
+//! `begin_ack_ms`, `finish_sent_ms` and `budget_ms` are `null`, and
+//! `finish_ack_ms` is when its `FinishAck` arrived. `total_ms` runs from the
+//! first message sent to the last outcome.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use pcid_interface::protocol::ShutdownSupport;
+use serde::Serialize;
+
+use crate::scheduler::{kind_str, support_str, Outcome, Scheduler};
+
+/// The whole report.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Report {
+    /// `two-phase` or `sequential`.
+    pub mode: String,
+    /// `poweroff` or `reboot`.
+    pub kind: String,
+    /// From the first message sent to the last outcome, in ms.
+    pub total_ms: f64,
+    /// The global deadline in force, in ms.
+    pub global_deadline_ms: f64,
+    /// Parent cycles found in the device list (their ordering was ignored).
+    pub cycles: Vec<Vec<String>>,
+    /// One entry per device, in pcid's order.
+    pub devices: Vec<DeviceReport>,
+}
+
+/// One device's line in the report.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DeviceReport {
+    /// PCI address, `0000:00:04.0`.
+    pub address: String,
+    /// Driver name.
+    pub driver: String,
+    /// `two-phase`, `one-phase` or `none`.
+    pub protocol: String,
+    /// Budget from `BeginAck`.
+    pub budget_ms: Option<f64>,
+    /// When `Begin` (or one-phase `Shutdown`) was sent.
+    pub begin_sent_ms: Option<f64>,
+    /// When `BeginAck` arrived.
+    pub begin_ack_ms: Option<f64>,
+    /// When `Finish` was sent.
+    pub finish_sent_ms: Option<f64>,
+    /// Deadline carried by `Finish` (or by a one-phase `Shutdown`).
+    pub finish_deadline_ms: Option<f64>,
+    /// When `FinishAck` arrived.
+    pub finish_ack_ms: Option<f64>,
+    /// Shutdown time measured by the driver.
+    pub elapsed_ms: Option<f64>,
+    /// When the outcome was recorded (for `no-response` / `driver-died`: when detected).
+    pub done_ms: Option<f64>,
+    /// Final outcome.
+    pub outcome: String,
+    /// Explanation from the driver or the scheduler.
+    pub detail: String,
+}
+
+fn ms(d: Duration) -> f64 {
+    // Microsecond resolution, rounded to 0.001 ms.
+    (d.as_micros() as f64) / 1000.0
+}
+
+impl Report {
+    /// Builds the report from the scheduler's state; `now` is used for
+    /// `total_ms` when not every device has an outcome yet.
+    pub fn from_scheduler(s: &Scheduler, now: Duration) -> Self {
+        let origin = s.first_send().unwrap_or(s.start());
+        let rel = |t: Option<Duration>| t.map(|t| ms(t.saturating_sub(origin)));
+        let end = s.finished_at().unwrap_or(now);
+        let devices = s
+            .records()
+            .iter()
+            .map(|r| {
+                let one_phase = r.info.support == ShutdownSupport::OnePhase;
+                DeviceReport {
+                    address: r.info.address.to_string(),
+                    driver: r.info.driver.clone(),
+                    protocol: support_str(r.info.support).to_string(),
+                    budget_ms: r.budget.map(ms),
+                    begin_sent_ms: rel(r.begin_sent),
+                    begin_ack_ms: rel(r.begin_ack),
+                    finish_sent_ms: rel(r.finish_sent),
+                    finish_deadline_ms: if one_phase {
+                        r.begin_deadline.map(ms)
+                    } else {
+                        r.finish_deadline.map(ms)
+                    },
+                    finish_ack_ms: rel(r.finish_ack),
+                    elapsed_ms: r.elapsed.map(ms),
+                    done_ms: rel(r.done_at),
+                    outcome: r.outcome.map_or("pending", Outcome::as_str).to_string(),
+                    detail: r.detail.clone(),
+                }
+            })
+            .collect();
+        Self {
+            mode: s.config().mode.as_str().to_string(),
+            kind: kind_str(s.config().kind).to_string(),
+            total_ms: ms(end.saturating_sub(origin)),
+            global_deadline_ms: ms(s.config().global_deadline),
+            cycles: s
+                .plan()
+                .cycles()
+                .iter()
+                .map(|c| c.iter().map(ToString::to_string).collect())
+                .collect(),
+            devices,
+        }
+    }
+
+    /// True when every device ended `clean` or `not-supported`.
+    pub fn all_ok(&self) -> bool {
+        self.devices
+            .iter()
+            .all(|d| d.outcome == "clean" || d.outcome == "not-supported")
+    }
+
+    /// Count of devices per outcome, in a fixed order, omitting zeros.
+    pub fn outcome_counts(&self) -> Vec<(&'static str, usize)> {
+        [
+            Outcome::Clean,
+            Outcome::Abrupt,
+            Outcome::TimedOut,
+            Outcome::Failed,
+            Outcome::NoResponse,
+            Outcome::DriverDied,
+            Outcome::NotSupported,
+        ]
+        .iter()
+        .map(|o| {
+            (
+                o.as_str(),
+                self.devices
+                    .iter()
+                    .filter(|d| d.outcome == o.as_str())
+                    .count(),
+            )
+        })
+        .filter(|(_, n)| *n > 0)
+        .collect()
+    }
+
+    /// JSON text of the report (pretty-printed).
+    pub fn to_json(&self) -> Result<String, serde_json::Error> {
+        serde_json::to_string_pretty(self)
+    }
+
+    /// The human-readable table.
+    pub fn to_table(&self) -> String {
+        let opt = |v: Option<f64>| v.map_or_else(|| "-".to_string(), |v| format!("{v:.1}"));
+        let header = [
+            "ADDRESS",
+            "DRIVER",
+            "PROTOCOL",
+            "BUDGET",
+            "BEGIN",
+            "BEGIN-ACK",
+            "FINISH-ACK",
+            "OUTCOME",
+            "DETAIL",
+        ];
+        let rows: Vec<[String; 9]> = self
+            .devices
+            .iter()
+            .map(|d| {
+                [
+                    d.address.clone(),
+                    d.driver.clone(),
+                    d.protocol.clone(),
+                    opt(d.budget_ms),
+                    opt(d.begin_sent_ms),
+                    opt(d.begin_ack_ms),
+                    opt(d.finish_ack_ms),
+                    d.outcome.clone(),
+                    d.detail.clone(),
+                ]
+            })
+            .collect();
+        let mut width = header.map(str::len);
+        for row in &rows {
+            for (w, cell) in width.iter_mut().zip(row) {
+                *w = (*w).max(cell.chars().count());
+            }
+        }
+        let mut out = String::new();
+        let mut line = |cells: &[String]| {
+            let mut l = String::new();
+            for (k, (cell, w)) in cells.iter().zip(width).enumerate() {
+                if k + 1 == cells.len() {
+                    l.push_str(cell);
+                } else if (3..=6).contains(&k) {
+                    let _ = write!(l, "{cell:>w$}  ");
+                } else {
+                    let _ = write!(l, "{cell:<w$}  ");
+                }
+            }
+            out.push_str(l.trim_end());
+            out.push('\n');
+        };
+        line(&header.map(String::from));
+        for row in &rows {
+            line(row);
+        }
+        let counts: Vec<String> = self
+            .outcome_counts()
+            .iter()
+            .map(|(o, n)| format!("{n} {o}"))
+            .collect();
+        let _ = writeln!(
+            out,
+            "{} devices: {}; total {:.1} ms ({}, {}; times in ms from the first Begin)",
+            self.devices.len(),
+            if counts.is_empty() {
+                "none".to_string()
+            } else {
+                counts.join(", ")
+            },
+            self.total_ms,
+            self.mode,
+            self.kind
+        );
+        for c in &self.cycles {
+            let _ = writeln!(
+                out,
+                "warning: parent cycle {} ignored for ordering",
+                c.join(" -> ")
+            );
+        }
+        out
+    }
+}

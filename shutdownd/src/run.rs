@@ -1,0 +1,197 @@
+//! The thin I/O loop that drives a [`Scheduler`] over pcid's control connection.
+//!
+//! One thread, no helper threads: every `Begin`/`Shutdown` the scheduler wants
+//! is written to the connection before the loop reads anything, then the loop
+//! alternates between reading one message (with a timeout no later than the
+//! scheduler's next wake-up) and polling the scheduler.
+
+use std::time::{Duration, Instant};
+
+use pcid_interface::protocol::{ControlMessage, DeviceInfo};
+
+use crate::plan::{Plan, PlanError};
+use crate::report::Report;
+use crate::scheduler::{Config, Handled, Progress, ProgressKind, Scheduler};
+
+/// Request id used for the initial `ListDevices`.
+pub const LIST_REQUEST_ID: u32 = 1;
+
+/// Error reported by a [`ControlPort`].
+#[derive(Debug, thiserror::Error)]
+pub enum PortError {
+    /// pcid closed the connection.
+    #[error("pcid closed the control connection")]
+    Closed,
+    /// Any other transport or decoding failure.
+    #[error("{0}")]
+    Other(String),
+}
+
+/// The control connection to pcid, as the loop needs it.
+pub trait ControlPort {
+    /// Sends one message.
+    fn send(&mut self, msg: &ControlMessage) -> Result<(), PortError>;
+    /// Waits up to `timeout` for one message; `Ok(None)` when none arrived.
+    fn recv(&mut self, timeout: Duration) -> Result<Option<ControlMessage>, PortError>;
+}
+
+/// Errors that stop shutdownd before it has a report.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// Sending `ListDevices` or reading its answer failed.
+    #[error("cannot list devices: {0}")]
+    List(#[source] PortError),
+    /// pcid did not answer `ListDevices` in time.
+    #[error("pcid did not answer ListDevices within {0:?}")]
+    ListTimeout(Duration),
+    /// pcid answered `ListDevices` with an error.
+    #[error("pcid refused ListDevices: {0}")]
+    ListRefused(String),
+    /// The device list cannot be scheduled.
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+}
+
+/// Asks pcid for its device list, waiting at most `timeout`.
+pub fn list_devices(
+    port: &mut dyn ControlPort,
+    timeout: Duration,
+) -> Result<Vec<DeviceInfo>, RunError> {
+    let start = Instant::now();
+    port.send(&ControlMessage::ListDevices {
+        id: LIST_REQUEST_ID,
+    })
+    .map_err(RunError::List)?;
+    loop {
+        let left = timeout.saturating_sub(start.elapsed());
+        if left.is_zero() {
+            return Err(RunError::ListTimeout(timeout));
+        }
+        match port.recv(left).map_err(RunError::List)? {
+            Some(ControlMessage::Devices { id, devices }) if id == LIST_REQUEST_ID => {
+                return Ok(devices)
+            }
+            Some(ControlMessage::Error { id, message }) if id == LIST_REQUEST_ID || id == 0 => {
+                return Err(RunError::ListRefused(message))
+            }
+            Some(other) => log::warn!("ignoring message while listing devices: {other:?}"),
+            None => {}
+        }
+    }
+}
+
+/// Runs the shutdown of `devices` with `config` over `port`, calling `progress`
+/// with one line of text per step worth showing. Returns the final report.
+///
+/// A lost connection does not fail the run: devices still waiting get
+/// `no-response` naming the cause, and the report is returned.
+pub fn run_shutdown(
+    port: &mut dyn ControlPort,
+    devices: Vec<DeviceInfo>,
+    config: Config,
+    progress: &mut dyn FnMut(&str),
+) -> Result<Report, RunError> {
+    let plan = Plan::new(devices)?;
+    for cycle in plan.cycles() {
+        let names: Vec<String> = cycle.iter().map(ToString::to_string).collect();
+        log::warn!(
+            "parent cycle {} in the device list; ordering inside it ignored",
+            names.join(" -> ")
+        );
+    }
+    let clock = Instant::now();
+    let now = || clock.elapsed();
+    let mut s = Scheduler::new(plan, config, now());
+    loop {
+        let out = s.poll(now());
+        let mut lost = None;
+        for msg in &out {
+            if let Err(e) = port.send(msg) {
+                lost = Some(format!("lost the control connection to pcid: {e}"));
+                break;
+            }
+        }
+        if let Some(reason) = lost {
+            log::error!("{reason}");
+            s.abort(now(), &reason);
+        }
+        emit_progress(&mut s, progress);
+        let Some(wake) = s.next_wakeup() else { break };
+        let timeout = wake.saturating_sub(now());
+        if timeout.is_zero() {
+            continue;
+        }
+        match port.recv(timeout) {
+            Ok(Some(msg)) => {
+                if let Handled::Ignored(why) = s.handle(now(), msg) {
+                    log::warn!("{why}");
+                }
+            }
+            Ok(None) => {}
+            Err(e) => {
+                let reason = format!("lost the control connection to pcid: {e}");
+                log::error!("{reason}");
+                s.abort(now(), &reason);
+            }
+        }
+    }
+    emit_progress(&mut s, progress);
+    Ok(Report::from_scheduler(&s, now()))
+}
+
+fn emit_progress(s: &mut Scheduler, progress: &mut dyn FnMut(&str)) {
+    let events = s.take_progress();
+    let origin = s.first_send().unwrap_or(s.start());
+    let sent: Vec<&Progress> = events
+        .iter()
+        .filter(|p| matches!(p.kind, ProgressKind::BeginSent | ProgressKind::ShutdownSent))
+        .collect();
+    if sent.len() > 1 {
+        let begins = sent
+            .iter()
+            .filter(|p| p.kind == ProgressKind::BeginSent)
+            .count();
+        let at = sent[0].at.saturating_sub(origin);
+        progress(&format!(
+            "[{:>9.1} ms] sent Begin to {begins} and Shutdown to {} device(s)",
+            ms(at),
+            sent.len() - begins
+        ));
+    }
+    for p in &events {
+        let r = &s.records()[p.device];
+        let at = ms(p.at.saturating_sub(origin));
+        let who = format!("{} {}", r.info.address, r.info.driver);
+        let line = match p.kind {
+            ProgressKind::BeginSent | ProgressKind::ShutdownSent if sent.len() == 1 => {
+                let what = if p.kind == ProgressKind::BeginSent {
+                    "Begin"
+                } else {
+                    "Shutdown"
+                };
+                format!("[{at:>9.1} ms] {who}: {what} sent")
+            }
+            ProgressKind::BeginAcked => format!(
+                "[{at:>9.1} ms] {who}: BeginAck, budget {:.1} ms",
+                ms(r.budget.unwrap_or_default())
+            ),
+            ProgressKind::Done(outcome) => {
+                let mut l = format!("[{at:>9.1} ms] {who}: {}", outcome.as_str());
+                if let Some(e) = r.elapsed {
+                    l.push_str(&format!(" (driver measured {:.1} ms)", ms(e)));
+                }
+                if !r.detail.is_empty() {
+                    l.push_str(" — ");
+                    l.push_str(&r.detail);
+                }
+                l
+            }
+            _ => continue,
+        };
+        progress(&line);
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_micros() as f64 / 1000.0
+}

@@ -1,0 +1,764 @@
+//! The shutdown scheduler: a state machine polled with the current time.
+//!
+//! The scheduler does no I/O and reads no clock. The caller (see [`crate::run`])
+//! feeds it the messages pcid sends ([`Scheduler::handle`]), calls
+//! [`Scheduler::poll`] to get the messages to send, and sleeps at most until
+//! [`Scheduler::next_wakeup`]. Times are [`Duration`]s since any origin the
+//! caller picks, so unit tests drive it with a fake clock.
+//!
+//! # Two-phase mode (the default)
+//! On the first poll every device that is free to start gets its first message:
+//! `Begin` for a two-phase driver, `Shutdown` for a one-phase driver (a one-phase
+//! driver's whole shutdown is that single message, so it runs concurrently with
+//! everybody else's). Nothing waits for an answer before every first message is
+//! out. Each `BeginAck` is answered with `Finish` on the next poll, with a
+//! deadline derived from the budget the driver announced
+//! ([`Config::finish_deadline`]).
+//!
+//! A device behind a listed parent bridge ([`crate::plan`]) is started first; the
+//! parent gets its `Begin` only after every child has a final outcome (its
+//! `FinishAck`, or a timeout, or its driver dying). The Linux asynchronous
+//! shutdown series lost exactly this ordering; here a parent never begins while a
+//! child behind it is still shutting down.
+//!
+//! # Sequential mode
+//! One device at a time, children first: `Begin`, wait for `BeginAck`, `Finish`,
+//! wait for `FinishAck`, then the next device. This is what kernels do today and
+//! serves as the baseline.
+//!
+//! # Deadlines
+//! * A `Begin` (or one-phase `Shutdown`) carries [`Config::begin_timeout`]
+//!   (resp. [`Config::one_phase_timeout`]); a `Finish` carries the derived finish
+//!   deadline. Each is clamped so that it ends before the global deadline.
+//! * The scheduler waits for the answer until the deadline it sent plus
+//!   [`Config::ack_grace`] (time for the reply to travel back), never past the
+//!   global deadline. No answer by then: outcome `no-response`.
+//! * At the global deadline ([`Config::global_deadline`], counted from
+//!   [`Scheduler::new`]) every device without an outcome gets `no-response`, and
+//!   the scheduler is done. The caller therefore finishes within the global
+//!   deadline plus its own processing time.
+//!
+//! Devices whose driver declared no shutdown support get `not-supported` without
+//! any message; a driver process already gone gets `driver-died`; a driver that
+//! never announced itself gets `no-response`.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use pcid_interface::function::PciAddress;
+use pcid_interface::protocol::{
+    ControlMessage, DeviceErrorKind, DeviceInfo, DriverState, FinishOutcome, ShutdownKind,
+    ShutdownSupport,
+};
+
+use crate::plan::Plan;
+
+/// How devices are scheduled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Begin every device, then collect the finishes (children before parents).
+    TwoPhase,
+    /// Begin and finish one device at a time (today's kernels; the baseline).
+    Sequential,
+}
+
+impl Mode {
+    /// Name used in reports: `two-phase` or `sequential`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::TwoPhase => "two-phase",
+            Mode::Sequential => "sequential",
+        }
+    }
+}
+
+/// Name of a shutdown kind as used on the command line and in reports.
+pub fn kind_str(kind: ShutdownKind) -> &'static str {
+    match kind {
+        ShutdownKind::Poweroff => "poweroff",
+        ShutdownKind::Reboot => "reboot",
+    }
+}
+
+/// Name of a declared shutdown support as used in reports.
+pub fn support_str(support: ShutdownSupport) -> &'static str {
+    match support {
+        ShutdownSupport::TwoPhase => "two-phase",
+        ShutdownSupport::OnePhase => "one-phase",
+        ShutdownSupport::None => "none",
+    }
+}
+
+/// Scheduler settings. [`Config::default`] gives the documented defaults.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Two-phase or sequential.
+    pub mode: Mode,
+    /// Poweroff or reboot (passed on to drivers).
+    pub kind: ShutdownKind,
+    /// Bound on the whole shutdown, from [`Scheduler::new`]. Default 120 s
+    /// (large enough for the sequential baseline of 16 drives at 4.5 s).
+    pub global_deadline: Duration,
+    /// Deadline sent with `Begin` for the driver to answer `BeginAck`. Default 2 s.
+    pub begin_timeout: Duration,
+    /// Deadline sent with a one-phase `Shutdown`. Default 10 s.
+    pub one_phase_timeout: Duration,
+    /// Finish deadline = max(budget × `finish_factor_percent` / 100 + `finish_margin`,
+    /// `finish_floor`). Default 150 %.
+    pub finish_factor_percent: u32,
+    /// See `finish_factor_percent`. Default 500 ms.
+    pub finish_margin: Duration,
+    /// See `finish_factor_percent`. Default 1 s.
+    pub finish_floor: Duration,
+    /// Extra time the scheduler waits for an answer after the deadline it sent,
+    /// for the answer to travel back through pcid. Default 250 ms.
+    pub ack_grace: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            mode: Mode::TwoPhase,
+            kind: ShutdownKind::Poweroff,
+            global_deadline: Duration::from_secs(120),
+            begin_timeout: Duration::from_secs(2),
+            one_phase_timeout: Duration::from_secs(10),
+            finish_factor_percent: 150,
+            finish_margin: Duration::from_millis(500),
+            finish_floor: Duration::from_secs(1),
+            ack_grace: Duration::from_millis(250),
+        }
+    }
+}
+
+impl Config {
+    /// The finish deadline for a device that announced `budget`, before clamping
+    /// by the global deadline: max(budget × factor + margin, floor).
+    pub fn finish_deadline(&self, budget: Duration) -> Duration {
+        let scaled = budget.saturating_mul(self.finish_factor_percent) / 100;
+        scaled
+            .saturating_add(self.finish_margin)
+            .max(self.finish_floor)
+    }
+}
+
+/// Final result for one device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Outcome {
+    /// The driver reported a completed normal shutdown.
+    Clean,
+    /// The driver escalated to an abrupt shutdown.
+    Abrupt,
+    /// The driver reported that the device did not finish before its deadline.
+    TimedOut,
+    /// The driver or pcid reported a failure (see the detail).
+    Failed,
+    /// No answer before the scheduler's deadline.
+    NoResponse,
+    /// The driver process exited or closed its channel.
+    DriverDied,
+    /// The driver takes no part in shutdown.
+    NotSupported,
+}
+
+impl Outcome {
+    /// Name used in reports, e.g. `timed-out`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Clean => "clean",
+            Outcome::Abrupt => "abrupt",
+            Outcome::TimedOut => "timed-out",
+            Outcome::Failed => "failed",
+            Outcome::NoResponse => "no-response",
+            Outcome::DriverDied => "driver-died",
+            Outcome::NotSupported => "not-supported",
+        }
+    }
+
+    /// Whether this outcome counts as success for the exit status
+    /// (`clean`, or `not-supported`: nothing was expected of the device).
+    pub fn is_success(self) -> bool {
+        matches!(self, Outcome::Clean | Outcome::NotSupported)
+    }
+}
+
+impl From<FinishOutcome> for Outcome {
+    fn from(o: FinishOutcome) -> Self {
+        match o {
+            FinishOutcome::Clean => Outcome::Clean,
+            FinishOutcome::Abrupt => Outcome::Abrupt,
+            FinishOutcome::TimedOut => Outcome::TimedOut,
+            FinishOutcome::Failed => Outcome::Failed,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Pending,
+    AwaitBeginAck { id: u32, until: Duration },
+    BeginAcked,
+    AwaitFinishAck { id: u32, until: Duration },
+    Done,
+}
+
+/// What the scheduler knows about one device. Times are on the caller's clock.
+#[derive(Debug, Clone)]
+pub struct DeviceRecord {
+    /// The device as pcid listed it.
+    pub info: DeviceInfo,
+    /// Budget from `BeginAck`.
+    pub budget: Option<Duration>,
+    /// When `Begin` (or one-phase `Shutdown`) was sent.
+    pub begin_sent: Option<Duration>,
+    /// Deadline carried by that `Begin` / `Shutdown`.
+    pub begin_deadline: Option<Duration>,
+    /// When `BeginAck` arrived.
+    pub begin_ack: Option<Duration>,
+    /// When `Finish` was sent.
+    pub finish_sent: Option<Duration>,
+    /// Deadline carried by `Finish`.
+    pub finish_deadline: Option<Duration>,
+    /// When `FinishAck` arrived.
+    pub finish_ack: Option<Duration>,
+    /// Shutdown time measured by the driver (from `FinishAck`).
+    pub elapsed: Option<Duration>,
+    /// Final outcome, once known.
+    pub outcome: Option<Outcome>,
+    /// When the outcome became known.
+    pub done_at: Option<Duration>,
+    /// Driver's or scheduler's explanation (may be empty).
+    pub detail: String,
+    phase: Phase,
+}
+
+/// A step worth telling the user about, in the order it happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProgressKind {
+    /// `Begin` was sent.
+    BeginSent,
+    /// A one-phase `Shutdown` was sent.
+    ShutdownSent,
+    /// `BeginAck` arrived (budget in the record).
+    BeginAcked,
+    /// `Finish` was sent.
+    FinishSent,
+    /// The device has its final outcome.
+    Done(Outcome),
+}
+
+/// One progress event: what happened to which device (index into
+/// [`Scheduler::records`]) and when.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Progress {
+    /// When it happened (caller's clock).
+    pub at: Duration,
+    /// Index of the device.
+    pub device: usize,
+    /// What happened.
+    pub kind: ProgressKind,
+}
+
+/// What [`Scheduler::handle`] did with a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Handled {
+    /// The message advanced a device.
+    Applied,
+    /// The message did not match anything outstanding (late, duplicate, unknown
+    /// id, wrong address); the text says why. The caller logs it.
+    Ignored(String),
+}
+
+/// The scheduler. See the module documentation.
+#[derive(Debug)]
+pub struct Scheduler {
+    config: Config,
+    plan: Plan,
+    records: Vec<DeviceRecord>,
+    start: Duration,
+    global_end: Duration,
+    first_send: Option<Duration>,
+    finished_at: Option<Duration>,
+    next_id: u32,
+    outstanding: HashMap<u32, usize>,
+    progress: Vec<Progress>,
+}
+
+impl Scheduler {
+    /// Creates a scheduler for `plan`; `now` starts the global deadline.
+    pub fn new(plan: Plan, config: Config, now: Duration) -> Self {
+        let records = plan
+            .devices()
+            .iter()
+            .map(|info| DeviceRecord {
+                info: info.clone(),
+                budget: None,
+                begin_sent: None,
+                begin_deadline: None,
+                begin_ack: None,
+                finish_sent: None,
+                finish_deadline: None,
+                finish_ack: None,
+                elapsed: None,
+                outcome: None,
+                done_at: None,
+                detail: String::new(),
+                phase: Phase::Pending,
+            })
+            .collect();
+        let global_end = now.saturating_add(config.global_deadline);
+        let mut s = Self {
+            config,
+            plan,
+            records,
+            start: now,
+            global_end,
+            first_send: None,
+            finished_at: None,
+            next_id: 1,
+            outstanding: HashMap::new(),
+            progress: Vec::new(),
+        };
+        for i in 0..s.records.len() {
+            let info = &s.records[i].info;
+            match (info.state, info.support) {
+                (DriverState::Gone, _) => s.conclude(
+                    i,
+                    now,
+                    Outcome::DriverDied,
+                    "driver process was gone before shutdown started".into(),
+                ),
+                (DriverState::Starting, _) => s.conclude(
+                    i,
+                    now,
+                    Outcome::NoResponse,
+                    "driver never announced its shutdown support".into(),
+                ),
+                (DriverState::Running, ShutdownSupport::None) => s.conclude(
+                    i,
+                    now,
+                    Outcome::NotSupported,
+                    "driver declared no shutdown support".into(),
+                ),
+                _ => {}
+            }
+        }
+        s
+    }
+
+    /// The settings in use.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The plan in use.
+    pub fn plan(&self) -> &Plan {
+        &self.plan
+    }
+
+    /// Per-device state, indexed like [`Plan::devices`].
+    pub fn records(&self) -> &[DeviceRecord] {
+        &self.records
+    }
+
+    /// When the scheduler was created (origin of the global deadline).
+    pub fn start(&self) -> Duration {
+        self.start
+    }
+
+    /// When the first `Begin`/`Shutdown` was sent, if any was.
+    pub fn first_send(&self) -> Option<Duration> {
+        self.first_send
+    }
+
+    /// When the last device got its outcome, once all have one.
+    pub fn finished_at(&self) -> Option<Duration> {
+        self.finished_at
+    }
+
+    /// True when every device has an outcome.
+    pub fn is_done(&self) -> bool {
+        self.records.iter().all(|r| r.phase == Phase::Done)
+    }
+
+    /// Takes the progress events recorded since the last call.
+    pub fn take_progress(&mut self) -> Vec<Progress> {
+        std::mem::take(&mut self.progress)
+    }
+
+    /// The latest time the caller may sleep until before calling [`Scheduler::poll`]
+    /// again if no message arrives; `None` once done.
+    pub fn next_wakeup(&self) -> Option<Duration> {
+        if self.is_done() {
+            return None;
+        }
+        let mut t = self.global_end;
+        for r in &self.records {
+            match r.phase {
+                Phase::AwaitBeginAck { until, .. } | Phase::AwaitFinishAck { until, .. } => {
+                    t = t.min(until)
+                }
+                // Work to do right away.
+                Phase::BeginAcked => t = t.min(self.start),
+                Phase::Pending | Phase::Done => {}
+            }
+        }
+        Some(t)
+    }
+
+    /// Advances time to `now`: applies timeouts and the global deadline, and
+    /// returns the messages to send to pcid, in order.
+    pub fn poll(&mut self, now: Duration) -> Vec<ControlMessage> {
+        let mut out = Vec::new();
+        if self.is_done() {
+            return out;
+        }
+        for i in 0..self.records.len() {
+            match self.records[i].phase {
+                Phase::AwaitBeginAck { until, .. } if now >= until => {
+                    let what = if self.records[i].info.support == ShutdownSupport::OnePhase {
+                        "FinishAck to Shutdown"
+                    } else {
+                        "BeginAck"
+                    };
+                    let detail = self.wait_detail(what, self.records[i].begin_deadline, until);
+                    self.conclude(i, now, Outcome::NoResponse, detail);
+                }
+                Phase::AwaitFinishAck { until, .. } if now >= until => {
+                    let detail =
+                        self.wait_detail("FinishAck", self.records[i].finish_deadline, until);
+                    self.conclude(i, now, Outcome::NoResponse, detail);
+                }
+                _ => {}
+            }
+        }
+        if now >= self.global_end {
+            let limit = ms(self.config.global_deadline);
+            for i in 0..self.records.len() {
+                let detail = match self.records[i].phase {
+                    Phase::Done => continue,
+                    Phase::Pending => {
+                        format!("not started: global deadline of {limit} ms passed first")
+                    }
+                    Phase::BeginAcked => {
+                        format!("global deadline of {limit} ms passed before Finish")
+                    }
+                    Phase::AwaitBeginAck { .. } | Phase::AwaitFinishAck { .. } => {
+                        format!("global deadline of {limit} ms passed while waiting for an answer")
+                    }
+                };
+                self.conclude(i, now, Outcome::NoResponse, detail);
+            }
+            return out;
+        }
+        for i in 0..self.records.len() {
+            if self.records[i].phase == Phase::BeginAcked {
+                out.push(self.send_finish(i, now));
+            }
+        }
+        match self.config.mode {
+            Mode::TwoPhase => {
+                for k in 0..self.plan.order().len() {
+                    let i = self.plan.order()[k];
+                    if self.records[i].phase == Phase::Pending && self.children_done(i) {
+                        out.push(self.send_first(i, now));
+                    }
+                }
+            }
+            Mode::Sequential => {
+                let busy = self
+                    .records
+                    .iter()
+                    .any(|r| !matches!(r.phase, Phase::Pending | Phase::Done));
+                if !busy {
+                    let next = self
+                        .plan
+                        .order()
+                        .iter()
+                        .copied()
+                        .find(|&i| self.records[i].phase == Phase::Pending);
+                    if let Some(i) = next {
+                        out.push(self.send_first(i, now));
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Applies a message received from pcid at time `now`.
+    pub fn handle(&mut self, now: Duration, msg: ControlMessage) -> Handled {
+        match msg {
+            ControlMessage::BeginAck {
+                id,
+                address,
+                budget,
+            } => {
+                let i = match self.match_reply(id, address, "BeginAck") {
+                    Ok(i) => i,
+                    Err(why) => return Handled::Ignored(why),
+                };
+                match self.records[i].phase {
+                    Phase::AwaitBeginAck { id: want, .. }
+                        if want == id
+                            && self.records[i].info.support == ShutdownSupport::TwoPhase =>
+                    {
+                        self.outstanding.remove(&id);
+                        let r = &mut self.records[i];
+                        r.budget = Some(budget);
+                        r.begin_ack = Some(now);
+                        r.phase = Phase::BeginAcked;
+                        self.progress.push(Progress {
+                            at: now,
+                            device: i,
+                            kind: ProgressKind::BeginAcked,
+                        });
+                        Handled::Applied
+                    }
+                    _ => Handled::Ignored(format!(
+                        "{address}: BeginAck (request {id}) does not answer a Begin in progress"
+                    )),
+                }
+            }
+            ControlMessage::FinishAck {
+                id,
+                address,
+                outcome,
+                elapsed,
+                detail,
+            } => {
+                let i = match self.match_reply(id, address, "FinishAck") {
+                    Ok(i) => i,
+                    Err(why) => return Handled::Ignored(why),
+                };
+                let one_phase = self.records[i].info.support == ShutdownSupport::OnePhase;
+                match self.records[i].phase {
+                    Phase::AwaitFinishAck { id: want, .. } if want == id => {}
+                    Phase::AwaitBeginAck { id: want, .. } if want == id && one_phase => {}
+                    _ => {
+                        return Handled::Ignored(format!(
+                            "{address}: FinishAck (request {id}) does not answer a Finish or Shutdown in progress"
+                        ))
+                    }
+                }
+                self.outstanding.remove(&id);
+                let r = &mut self.records[i];
+                r.finish_ack = Some(now);
+                r.elapsed = Some(elapsed);
+                self.conclude(i, now, outcome.into(), detail);
+                Handled::Applied
+            }
+            ControlMessage::DeviceError {
+                id,
+                address,
+                kind,
+                message,
+            } => {
+                let i = if id == 0 {
+                    match self.records.iter().position(|r| r.info.address == address) {
+                        Some(i) => i,
+                        None => {
+                            return Handled::Ignored(format!(
+                                "{address}: error event for a device not in the list: {message}"
+                            ))
+                        }
+                    }
+                } else {
+                    match self.match_reply(id, address, "DeviceError") {
+                        Ok(i) => i,
+                        Err(why) => return Handled::Ignored(why),
+                    }
+                };
+                if self.records[i].phase == Phase::Done {
+                    return Handled::Ignored(format!(
+                        "{address}: error after the device's outcome was recorded: {message}"
+                    ));
+                }
+                let (outcome, what) = match kind {
+                    DeviceErrorKind::DriverDied => (Outcome::DriverDied, "driver died"),
+                    DeviceErrorKind::NotSupported => (Outcome::NotSupported, "not supported"),
+                    DeviceErrorKind::ProtocolViolation => (Outcome::Failed, "protocol violation"),
+                    DeviceErrorKind::UnknownDevice => {
+                        (Outcome::Failed, "pcid knows no such device")
+                    }
+                    DeviceErrorKind::Busy => {
+                        (Outcome::Failed, "pcid is busy with another shutdown")
+                    }
+                };
+                let detail = if message.is_empty() {
+                    what.to_string()
+                } else {
+                    format!("{what}: {message}")
+                };
+                self.conclude(i, now, outcome, detail);
+                Handled::Applied
+            }
+            ControlMessage::Error { id, message } => match self.outstanding.get(&id).copied() {
+                Some(i) if id != 0 => {
+                    self.conclude(i, now, Outcome::Failed, format!("pcid: {message}"));
+                    Handled::Applied
+                }
+                _ => Handled::Ignored(format!("pcid reported an error (request {id}): {message}")),
+            },
+            other => Handled::Ignored(format!("unexpected message from pcid: {other:?}")),
+        }
+    }
+
+    /// Ends the run early (e.g. the connection to pcid was lost): every device
+    /// without an outcome gets `no-response` with `reason`.
+    pub fn abort(&mut self, now: Duration, reason: &str) {
+        for i in 0..self.records.len() {
+            if self.records[i].phase != Phase::Done {
+                self.conclude(i, now, Outcome::NoResponse, reason.to_string());
+            }
+        }
+    }
+
+    fn children_done(&self, i: usize) -> bool {
+        self.plan
+            .children(i)
+            .iter()
+            .all(|&c| self.records[c].phase == Phase::Done)
+    }
+
+    fn remaining(&self, now: Duration) -> Duration {
+        self.global_end.saturating_sub(now)
+    }
+
+    fn alloc_id(&mut self, device: usize) -> u32 {
+        let id = self.next_id;
+        // Id 0 means "unsolicited" on the control channel; skip it on wrap-around.
+        self.next_id = self.next_id.checked_add(1).unwrap_or(1);
+        self.outstanding.insert(id, device);
+        id
+    }
+
+    fn send_first(&mut self, i: usize, now: Duration) -> ControlMessage {
+        let remaining = self.remaining(now);
+        let one_phase = self.records[i].info.support == ShutdownSupport::OnePhase;
+        let limit = if one_phase {
+            self.config.one_phase_timeout
+        } else {
+            self.config.begin_timeout
+        };
+        let deadline = limit.min(remaining.saturating_sub(self.config.ack_grace));
+        let until = now
+            .saturating_add(deadline)
+            .saturating_add(self.config.ack_grace)
+            .min(self.global_end);
+        let id = self.alloc_id(i);
+        self.first_send.get_or_insert(now);
+        let address = self.records[i].info.address;
+        let kind = self.config.kind;
+        let r = &mut self.records[i];
+        r.begin_sent = Some(now);
+        r.begin_deadline = Some(deadline);
+        r.phase = Phase::AwaitBeginAck { id, until };
+        self.progress.push(Progress {
+            at: now,
+            device: i,
+            kind: if one_phase {
+                ProgressKind::ShutdownSent
+            } else {
+                ProgressKind::BeginSent
+            },
+        });
+        if one_phase {
+            ControlMessage::Shutdown {
+                id,
+                address,
+                kind,
+                deadline,
+            }
+        } else {
+            ControlMessage::Begin {
+                id,
+                address,
+                kind,
+                deadline,
+            }
+        }
+    }
+
+    fn send_finish(&mut self, i: usize, now: Duration) -> ControlMessage {
+        let budget = self.records[i].budget.unwrap_or_default();
+        let deadline = self
+            .config
+            .finish_deadline(budget)
+            .min(self.remaining(now).saturating_sub(self.config.ack_grace));
+        let until = now
+            .saturating_add(deadline)
+            .saturating_add(self.config.ack_grace)
+            .min(self.global_end);
+        let id = self.alloc_id(i);
+        let address = self.records[i].info.address;
+        let r = &mut self.records[i];
+        r.finish_sent = Some(now);
+        r.finish_deadline = Some(deadline);
+        r.phase = Phase::AwaitFinishAck { id, until };
+        self.progress.push(Progress {
+            at: now,
+            device: i,
+            kind: ProgressKind::FinishSent,
+        });
+        ControlMessage::Finish {
+            id,
+            address,
+            deadline,
+        }
+    }
+
+    fn match_reply(&self, id: u32, address: PciAddress, what: &str) -> Result<usize, String> {
+        match self.outstanding.get(&id) {
+            Some(&i) if self.records[i].info.address == address => Ok(i),
+            Some(&i) => Err(format!(
+                "{what} for request {id} names {address}, but request {id} went to {}",
+                self.records[i].info.address
+            )),
+            None => Err(format!(
+                "{address}: {what} for request {id}, which is not outstanding (late or duplicate)"
+            )),
+        }
+    }
+
+    fn wait_detail(&self, what: &str, sent: Option<Duration>, until: Duration) -> String {
+        let clamped = until >= self.global_end;
+        format!(
+            "no {what} within {} ms{}",
+            ms(sent
+                .unwrap_or_default()
+                .saturating_add(self.config.ack_grace)),
+            if clamped {
+                " (clamped by the global deadline)"
+            } else {
+                ""
+            }
+        )
+    }
+
+    fn conclude(&mut self, i: usize, now: Duration, outcome: Outcome, detail: String) {
+        let r = &mut self.records[i];
+        if let Phase::AwaitBeginAck { id, .. } | Phase::AwaitFinishAck { id, .. } = r.phase {
+            self.outstanding.remove(&id);
+        }
+        r.phase = Phase::Done;
+        r.outcome = Some(outcome);
+        r.done_at = Some(now);
+        r.detail = detail;
+        self.progress.push(Progress {
+            at: now,
+            device: i,
+            kind: ProgressKind::Done(outcome),
+        });
+        if self.is_done() {
+            self.finished_at = Some(now);
+        }
+    }
+}
+
+fn ms(d: Duration) -> u128 {
+    d.as_millis()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,525 @@
+//! Fake-clock tests of the scheduler: time only moves when a test says so.
+
+use super::*;
+use crate::report::Report;
+
+const MS: Duration = Duration::from_millis(1);
+
+fn t(ms: u64) -> Duration {
+    Duration::from_millis(ms)
+}
+
+fn addr(i: usize) -> PciAddress {
+    PciAddress {
+        segment: 0,
+        bus: 1 + (i / 32) as u8,
+        device: (i % 32) as u8,
+        function: 0,
+    }
+}
+
+fn dev(i: usize, support: ShutdownSupport) -> DeviceInfo {
+    DeviceInfo {
+        address: addr(i),
+        parent: None,
+        driver: match support {
+            ShutdownSupport::TwoPhase => "nvmed",
+            ShutdownSupport::OnePhase => "legacyd",
+            ShutdownSupport::None => "plaind",
+        }
+        .into(),
+        support,
+        pid: 100 + i as u32,
+        state: DriverState::Running,
+    }
+}
+
+fn nvme(n: usize) -> Vec<DeviceInfo> {
+    (0..n).map(|i| dev(i, ShutdownSupport::TwoPhase)).collect()
+}
+
+fn sched(devices: Vec<DeviceInfo>, config: Config) -> Scheduler {
+    Scheduler::new(Plan::new(devices).unwrap(), config, t(0))
+}
+
+fn begin_ack(msg: &ControlMessage, budget: Duration) -> ControlMessage {
+    match msg {
+        ControlMessage::Begin { id, address, .. } => ControlMessage::BeginAck {
+            id: *id,
+            address: *address,
+            budget,
+        },
+        other => panic!("expected Begin, got {other:?}"),
+    }
+}
+
+fn finish_ack(msg: &ControlMessage, outcome: FinishOutcome) -> ControlMessage {
+    match msg {
+        ControlMessage::Finish { id, address, .. }
+        | ControlMessage::Shutdown { id, address, .. } => ControlMessage::FinishAck {
+            id: *id,
+            address: *address,
+            outcome,
+            elapsed: t(10),
+            detail: String::new(),
+        },
+        other => panic!("expected Finish or Shutdown, got {other:?}"),
+    }
+}
+
+fn address_of(msg: &ControlMessage) -> PciAddress {
+    match msg {
+        ControlMessage::Begin { address, .. }
+        | ControlMessage::Finish { address, .. }
+        | ControlMessage::Shutdown { address, .. } => *address,
+        other => panic!("not a request: {other:?}"),
+    }
+}
+
+fn deadline_of(msg: &ControlMessage) -> Duration {
+    match msg {
+        ControlMessage::Begin { deadline, .. }
+        | ControlMessage::Finish { deadline, .. }
+        | ControlMessage::Shutdown { deadline, .. } => *deadline,
+        other => panic!("not a request: {other:?}"),
+    }
+}
+
+fn outcomes(s: &Scheduler) -> Vec<Outcome> {
+    s.records().iter().map(|r| r.outcome.unwrap()).collect()
+}
+
+#[test]
+fn every_begin_goes_out_before_any_finish_is_awaited() {
+    let mut s = sched(nvme(16), Config::default());
+    let begins = s.poll(t(0));
+    assert_eq!(begins.len(), 16);
+    assert!(begins
+        .iter()
+        .all(|m| matches!(m, ControlMessage::Begin { .. })));
+    // Acks arrive one by one; each is answered with Finish right away.
+    let mut finishes = Vec::new();
+    for (k, b) in begins.iter().enumerate() {
+        let now = t(1 + k as u64);
+        assert_eq!(s.handle(now, begin_ack(b, t(4500))), Handled::Applied);
+        let out = s.poll(now);
+        assert_eq!(out.len(), 1);
+        assert!(matches!(out[0], ControlMessage::Finish { .. }));
+        assert_eq!(address_of(&out[0]), address_of(b));
+        finishes.push(out[0].clone());
+    }
+    for f in &finishes {
+        assert_eq!(
+            s.handle(t(4520), finish_ack(f, FinishOutcome::Clean)),
+            Handled::Applied
+        );
+    }
+    assert!(s.is_done());
+    assert!(s.poll(t(4520)).is_empty());
+    assert_eq!(outcomes(&s), vec![Outcome::Clean; 16]);
+    let report = Report::from_scheduler(&s, t(4520));
+    assert_eq!(report.total_ms, 4520.0);
+    let max_begin = report
+        .devices
+        .iter()
+        .map(|d| d.begin_sent_ms.unwrap())
+        .fold(0.0, f64::max);
+    let min_finish = report
+        .devices
+        .iter()
+        .map(|d| d.finish_ack_ms.unwrap())
+        .fold(f64::INFINITY, f64::min);
+    assert!(max_begin < min_finish);
+    assert!(report.all_ok());
+}
+
+#[test]
+fn finish_deadline_follows_the_budget_and_the_global_deadline() {
+    let c = Config::default();
+    assert_eq!(c.finish_deadline(t(4500)), t(7250));
+    assert_eq!(c.finish_deadline(t(0)), t(1000));
+    assert_eq!(c.finish_deadline(t(200)), t(1000));
+    // A budget near the maximum representable value must not overflow.
+    assert!(c.finish_deadline(Duration::from_micros(u64::MAX)) > t(0));
+
+    let config = Config {
+        global_deadline: t(3000),
+        ..Config::default()
+    };
+    let mut s = sched(nvme(1), config);
+    let b = s.poll(t(0)).remove(0);
+    assert_eq!(deadline_of(&b), t(2000));
+    s.handle(t(100), begin_ack(&b, t(4500)));
+    let f = s.poll(t(100)).remove(0);
+    // 7250 ms wanted, but only 2900 ms remain, minus the 250 ms reply grace.
+    assert_eq!(deadline_of(&f), t(2650));
+    assert_eq!(s.next_wakeup(), Some(t(3000)));
+}
+
+#[test]
+fn missing_begin_ack_is_no_response_and_does_not_hold_up_others() {
+    let mut s = sched(nvme(2), Config::default());
+    let begins = s.poll(t(0));
+    s.handle(t(1), begin_ack(&begins[1], t(200)));
+    let f = s.poll(t(1)).remove(0);
+    // Device 0 never answers: its wait ends at 2000 + 250 ms.
+    assert_eq!(s.next_wakeup(), Some(t(1251)));
+    s.handle(t(210), finish_ack(&f, FinishOutcome::Clean));
+    assert!(s.poll(t(2249)).is_empty());
+    assert!(!s.is_done());
+    assert_eq!(s.next_wakeup(), Some(t(2250)));
+    s.poll(t(2250));
+    assert!(s.is_done());
+    assert_eq!(outcomes(&s), vec![Outcome::NoResponse, Outcome::Clean]);
+    assert!(
+        s.records()[0].detail.contains("BeginAck"),
+        "{}",
+        s.records()[0].detail
+    );
+    assert_eq!(s.records()[0].done_at, Some(t(2250)));
+    // A late ack changes nothing.
+    assert!(matches!(
+        s.handle(t(2300), begin_ack(&begins[0], t(1))),
+        Handled::Ignored(_)
+    ));
+    assert_eq!(s.records()[0].outcome, Some(Outcome::NoResponse));
+}
+
+#[test]
+fn missing_finish_ack_is_no_response_at_deadline_plus_grace() {
+    let mut s = sched(nvme(1), Config::default());
+    let b = s.poll(t(0)).remove(0);
+    s.handle(t(5), begin_ack(&b, t(200)));
+    let f = s.poll(t(5)).remove(0);
+    assert_eq!(deadline_of(&f), t(1000));
+    assert_eq!(s.next_wakeup(), Some(t(1255)));
+    s.poll(t(1254));
+    assert!(!s.is_done());
+    s.poll(t(1255));
+    assert_eq!(outcomes(&s), vec![Outcome::NoResponse]);
+    assert!(s.records()[0].detail.contains("FinishAck"));
+}
+
+#[test]
+fn driver_reported_outcomes_are_kept() {
+    let mut s = sched(nvme(3), Config::default());
+    let begins = s.poll(t(0));
+    let mut fin = Vec::new();
+    for b in &begins {
+        s.handle(t(1), begin_ack(b, t(200)));
+    }
+    fin.extend(s.poll(t(1)));
+    assert_eq!(fin.len(), 3);
+    s.handle(t(1000), finish_ack(&fin[0], FinishOutcome::TimedOut));
+    s.handle(t(1001), finish_ack(&fin[1], FinishOutcome::Abrupt));
+    s.handle(t(1002), finish_ack(&fin[2], FinishOutcome::Failed));
+    assert_eq!(
+        outcomes(&s),
+        vec![Outcome::TimedOut, Outcome::Abrupt, Outcome::Failed]
+    );
+    assert!(!Report::from_scheduler(&s, t(1002)).all_ok());
+}
+
+#[test]
+fn global_deadline_ends_everything() {
+    let config = Config {
+        global_deadline: t(1500),
+        ..Config::default()
+    };
+    let mut devices = nvme(3);
+    devices[2].parent = Some(addr(1));
+    let mut s = sched(devices, config);
+    let begins = s.poll(t(0));
+    // Device 2 is the child; device 1 waits for it. Devices 0 and 2 begin.
+    assert_eq!(begins.len(), 2);
+    assert_eq!(deadline_of(&begins[0]), t(1250));
+    s.handle(t(10), begin_ack(&begins[0], t(4500)));
+    let f = s.poll(t(10)).remove(0);
+    assert_eq!(deadline_of(&f), t(1240));
+    // Nothing ever answers. The scheduler never sleeps past the global deadline.
+    let mut now = t(10);
+    while let Some(w) = s.next_wakeup() {
+        assert!(w <= t(1500), "wake-up {w:?} after the global deadline");
+        now = w;
+        s.poll(now);
+    }
+    assert!(now <= t(1500));
+    assert!(s.is_done());
+    assert_eq!(outcomes(&s), vec![Outcome::NoResponse; 3]);
+    // Device 2 ran out of time on its own Begin wait (clamped to the global end),
+    // releasing its parent with no time left.
+    assert!(s.records().iter().all(|r| r.done_at.unwrap() <= t(1500)));
+}
+
+#[test]
+fn sequential_mode_runs_one_device_at_a_time() {
+    let config = Config {
+        mode: Mode::Sequential,
+        ..Config::default()
+    };
+    let mut devices = nvme(2);
+    devices.push(dev(2, ShutdownSupport::OnePhase));
+    let mut s = sched(devices, config);
+    let mut now = t(0);
+    let mut order = Vec::new();
+    for _ in 0..3 {
+        let out = s.poll(now);
+        assert_eq!(out.len(), 1, "exactly one device in flight: {out:?}");
+        order.push(address_of(&out[0]));
+        if let ControlMessage::Begin { .. } = out[0] {
+            now += 2 * MS;
+            s.handle(now, begin_ack(&out[0], t(100)));
+            // While this device is in flight, nothing else starts.
+            let f = s.poll(now);
+            assert_eq!(f.len(), 1);
+            assert!(matches!(f[0], ControlMessage::Finish { .. }));
+            assert!(s.poll(now + t(50)).is_empty());
+            now += t(100);
+            s.handle(now, finish_ack(&f[0], FinishOutcome::Clean));
+        } else {
+            assert!(matches!(out[0], ControlMessage::Shutdown { .. }));
+            assert!(s.poll(now + t(50)).is_empty());
+            now += t(100);
+            s.handle(now, finish_ack(&out[0], FinishOutcome::Clean));
+        }
+    }
+    assert_eq!(order, vec![addr(0), addr(1), addr(2)]);
+    assert!(s.is_done());
+    let report = Report::from_scheduler(&s, now);
+    assert_eq!(report.mode, "sequential");
+    // Each device begins only after the previous one finished.
+    for w in report.devices.windows(2) {
+        assert!(w[1].begin_sent_ms.unwrap() >= w[0].finish_ack_ms.unwrap());
+    }
+}
+
+#[test]
+fn parent_begins_only_after_its_children_finish() {
+    // 0 is a bridge with children 1 and 2; 3 is behind 1 (grandchild).
+    let mut devices = nvme(5);
+    devices[1].parent = Some(addr(0));
+    devices[2].parent = Some(addr(0));
+    devices[3].parent = Some(addr(1));
+    let mut s = sched(devices, Config::default());
+    let first: Vec<PciAddress> = s.poll(t(0)).iter().map(address_of).collect();
+    // Leaves first: 2, 3 and the independent 4.
+    assert_eq!(first, vec![addr(3), addr(2), addr(4)]);
+    let recs = |s: &Scheduler, i: usize| s.records()[i].clone();
+    // Finish device 3 (grandchild): that releases 1 but not 0.
+    let b3 = ControlMessage::Begin {
+        id: 1,
+        address: addr(3),
+        kind: ShutdownKind::Poweroff,
+        deadline: t(2000),
+    };
+    s.handle(t(1), begin_ack(&b3, t(100)));
+    let f3 = s.poll(t(1)).remove(0);
+    s.handle(t(100), finish_ack(&f3, FinishOutcome::TimedOut));
+    let out = s.poll(t(100));
+    assert_eq!(
+        out.iter().map(address_of).collect::<Vec<_>>(),
+        vec![addr(1)]
+    );
+    assert!(recs(&s, 0).begin_sent.is_none());
+    // Device 2 fails to answer its Begin; device 1 finishes; then 0 begins.
+    let b1 = out[0].clone();
+    s.handle(t(120), begin_ack(&b1, t(10)));
+    let f1 = s.poll(t(120)).remove(0);
+    s.handle(t(130), finish_ack(&f1, FinishOutcome::Clean));
+    assert!(s.poll(t(130)).is_empty(), "device 2 still in flight");
+    let out = s.poll(t(2250));
+    assert_eq!(
+        out.iter().map(address_of).collect::<Vec<_>>(),
+        vec![addr(0)]
+    );
+    assert_eq!(recs(&s, 2).outcome, Some(Outcome::NoResponse));
+    for child in [1, 2] {
+        assert!(recs(&s, 0).begin_sent.unwrap() >= recs(&s, child).done_at.unwrap());
+    }
+}
+
+#[test]
+fn cycle_members_are_not_held_back() {
+    let mut devices = nvme(3);
+    devices[0].parent = Some(addr(1));
+    devices[1].parent = Some(addr(0));
+    devices[2].parent = Some(addr(2));
+    let mut s = sched(devices, Config::default());
+    assert_eq!(s.plan().cycles().len(), 2);
+    assert_eq!(s.poll(t(0)).len(), 3);
+    let report = Report::from_scheduler(&s, t(0));
+    assert_eq!(report.cycles.len(), 2);
+}
+
+#[test]
+fn one_phase_none_and_gone_devices() {
+    let mut devices = vec![
+        dev(0, ShutdownSupport::TwoPhase),
+        dev(1, ShutdownSupport::OnePhase),
+        dev(2, ShutdownSupport::None),
+        dev(3, ShutdownSupport::TwoPhase),
+        dev(4, ShutdownSupport::TwoPhase),
+    ];
+    devices[3].state = DriverState::Gone;
+    devices[4].state = DriverState::Starting;
+    let mut s = sched(devices, Config::default());
+    let out = s.poll(t(0));
+    assert_eq!(out.len(), 2);
+    assert!(matches!(out[0], ControlMessage::Begin { .. }));
+    let ControlMessage::Shutdown { deadline, .. } = out[1] else {
+        panic!("one-phase driver gets Shutdown: {:?}", out[1]);
+    };
+    assert_eq!(deadline, t(10_000));
+    // A BeginAck is not a valid answer to Shutdown.
+    let bogus = ControlMessage::BeginAck {
+        id: 2,
+        address: addr(1),
+        budget: t(1),
+    };
+    assert!(matches!(s.handle(t(1), bogus), Handled::Ignored(_)));
+    s.handle(t(300), finish_ack(&out[1], FinishOutcome::Clean));
+    // Driver 0 dies during Begin (pcid's unsolicited event).
+    let died = ControlMessage::DeviceError {
+        id: 0,
+        address: addr(0),
+        kind: DeviceErrorKind::DriverDied,
+        message: "exit status 1".into(),
+    };
+    assert_eq!(s.handle(t(400), died), Handled::Applied);
+    assert!(s.is_done());
+    assert_eq!(
+        outcomes(&s),
+        vec![
+            Outcome::DriverDied,
+            Outcome::Clean,
+            Outcome::NotSupported,
+            Outcome::DriverDied,
+            Outcome::NoResponse
+        ]
+    );
+    let report = Report::from_scheduler(&s, t(400));
+    assert_eq!(report.devices[1].protocol, "one-phase");
+    assert_eq!(report.devices[1].begin_sent_ms, Some(0.0));
+    assert_eq!(report.devices[1].begin_ack_ms, None);
+    assert_eq!(report.devices[1].finish_ack_ms, Some(300.0));
+    assert_eq!(report.devices[2].begin_sent_ms, None);
+    assert_eq!(report.devices[2].outcome, "not-supported");
+    assert_eq!(report.total_ms, 400.0);
+}
+
+#[test]
+fn device_errors_map_to_outcomes() {
+    let cases = [
+        (DeviceErrorKind::NotSupported, Outcome::NotSupported),
+        (DeviceErrorKind::ProtocolViolation, Outcome::Failed),
+        (DeviceErrorKind::Busy, Outcome::Failed),
+        (DeviceErrorKind::UnknownDevice, Outcome::Failed),
+        (DeviceErrorKind::DriverDied, Outcome::DriverDied),
+    ];
+    for (kind, want) in cases {
+        let mut s = sched(nvme(1), Config::default());
+        let ControlMessage::Begin { id, address, .. } = s.poll(t(0)).remove(0) else {
+            panic!("expected Begin");
+        };
+        let err = ControlMessage::DeviceError {
+            id,
+            address,
+            kind,
+            message: "x".into(),
+        };
+        assert_eq!(s.handle(t(1), err), Handled::Applied);
+        assert_eq!(outcomes(&s), vec![want]);
+    }
+}
+
+#[test]
+fn mismatched_and_unknown_replies_are_ignored() {
+    let mut s = sched(nvme(2), Config::default());
+    let begins = s.poll(t(0));
+    // Right id, wrong address.
+    let ControlMessage::Begin { id, .. } = begins[0] else {
+        panic!()
+    };
+    let wrong = ControlMessage::BeginAck {
+        id,
+        address: addr(1),
+        budget: t(1),
+    };
+    assert!(matches!(s.handle(t(1), wrong), Handled::Ignored(_)));
+    // Unknown id.
+    let unknown = ControlMessage::BeginAck {
+        id: 999,
+        address: addr(0),
+        budget: t(1),
+    };
+    assert!(matches!(s.handle(t(1), unknown), Handled::Ignored(_)));
+    // FinishAck before Finish.
+    let early = ControlMessage::FinishAck {
+        id,
+        address: addr(0),
+        outcome: FinishOutcome::Clean,
+        elapsed: t(0),
+        detail: String::new(),
+    };
+    assert!(matches!(s.handle(t(1), early), Handled::Ignored(_)));
+    // Duplicate BeginAck.
+    assert_eq!(
+        s.handle(t(2), begin_ack(&begins[0], t(1))),
+        Handled::Applied
+    );
+    assert!(matches!(
+        s.handle(t(3), begin_ack(&begins[0], t(1))),
+        Handled::Ignored(_)
+    ));
+    assert!(s.records().iter().all(|r| r.outcome.is_none()));
+}
+
+#[test]
+fn abort_gives_every_open_device_an_outcome() {
+    let mut s = sched(nvme(3), Config::default());
+    let begins = s.poll(t(0));
+    s.handle(t(1), begin_ack(&begins[0], t(1)));
+    let f = s.poll(t(1)).remove(0);
+    s.handle(t(2), finish_ack(&f, FinishOutcome::Clean));
+    s.abort(t(3), "lost the control connection to pcid");
+    assert_eq!(
+        outcomes(&s),
+        vec![Outcome::Clean, Outcome::NoResponse, Outcome::NoResponse]
+    );
+    assert_eq!(s.next_wakeup(), None);
+}
+
+#[test]
+fn all_unsupported_is_done_at_once() {
+    let s = sched(vec![dev(0, ShutdownSupport::None)], Config::default());
+    assert!(s.is_done());
+    let report = Report::from_scheduler(&s, t(0));
+    assert!(report.all_ok());
+    assert_eq!(report.total_ms, 0.0);
+}
+
+#[test]
+fn json_has_the_documented_shape() {
+    let mut s = sched(vec![dev(0, ShutdownSupport::TwoPhase)], Config::default());
+    let b = s.poll(t(0)).remove(0);
+    s.handle(t(1), begin_ack(&b, t(4500)));
+    let f = s.poll(t(1)).remove(0);
+    s.handle(t(4501), finish_ack(&f, FinishOutcome::Clean));
+    let json = Report::from_scheduler(&s, t(4501)).to_json().unwrap();
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["mode"], "two-phase");
+    assert_eq!(v["kind"], "poweroff");
+    assert_eq!(v["total_ms"], 4501.0);
+    let d = &v["devices"][0];
+    assert_eq!(d["address"], "0000:01:00.0");
+    assert_eq!(d["driver"], "nvmed");
+    assert_eq!(d["protocol"], "two-phase");
+    assert_eq!(d["budget_ms"], 4500.0);
+    assert_eq!(d["begin_sent_ms"], 0.0);
+    assert_eq!(d["begin_ack_ms"], 1.0);
+    assert_eq!(d["finish_ack_ms"], 4501.0);
+    assert_eq!(d["outcome"], "clean");
+    let table = Report::from_scheduler(&s, t(4501)).to_table();
+    assert!(table.contains("0000:01:00.0"));
+    assert!(table.contains("1 clean"));
+}
