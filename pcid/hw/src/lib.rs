@@ -16,6 +16,8 @@ use std::time::{Duration, Instant};
 
 #[cfg(target_os = "linux")]
 pub mod linux;
+#[cfg(target_os = "redox")]
+pub mod redox;
 
 /// Size of a DMA page. Device addresses are contiguous only within one page.
 pub const PAGE_SIZE: usize = 4096;
