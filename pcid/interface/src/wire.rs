@@ -1,1 +1,1083 @@
-//! Framing and encoding of [`crate::protocol`] messages. See PROTOCOL.md.
+//! Framing and encoding of [`crate::protocol`] messages. See `PROTOCOL.md`.
+//!
+//! Every message travels as one *frame*: a fixed 16-byte header followed by a
+//! payload whose length the header states. All integers are little-endian.
+//!
+//! | offset | size | field                                             |
+//! |-------:|-----:|---------------------------------------------------|
+//! | 0      | 4    | magic `b"PCID"` (`50 43 49 44`)                   |
+//! | 4      | 2    | frame format version, [`WIRE_VERSION`] (1)        |
+//! | 6      | 1    | message type ([`msg_type`])                       |
+//! | 7      | 1    | flags, must be 0 in version 1                     |
+//! | 8      | 4    | sequence number / request id (0 if none)          |
+//! | 12     | 4    | payload length in bytes, ≤ [`MAX_PAYLOAD_LEN`]    |
+//!
+//! Decoding is done in the smoltcp manner: [`FrameHeader::parse`] checks the
+//! header once, then the payload is read by a bounds-checked cursor. No input
+//! makes the decoder panic or allocate more than the frame it was given; every
+//! failure is a [`DecodeError`].
+//!
+//! Durations are encoded as `u64` microseconds (sub-microsecond parts are
+//! truncated, durations above `u64::MAX` µs saturate). Strings are a `u16`
+//! byte length followed by that many bytes of UTF-8, each field with its own
+//! maximum length.
+
+use std::time::Duration;
+
+use crate::function::{FunctionBackend, PciAddress, PciFunction};
+use crate::protocol::{
+    ControlMessage, DeviceErrorKind, DeviceInfo, DriverMessage, DriverState, FinishOutcome,
+    ShutdownKind, ShutdownSupport,
+};
+
+/// The four magic bytes every frame starts with.
+pub const MAGIC: [u8; 4] = *b"PCID";
+/// Frame format version written and accepted by this crate.
+pub const WIRE_VERSION: u16 = 1;
+/// Length of the frame header.
+pub const HEADER_LEN: usize = 16;
+/// Maximum length of a whole frame (header + payload): 64 KiB.
+pub const MAX_FRAME_LEN: usize = 64 * 1024;
+/// Maximum payload length (`MAX_FRAME_LEN - HEADER_LEN`).
+pub const MAX_PAYLOAD_LEN: usize = MAX_FRAME_LEN - HEADER_LEN;
+
+/// Maximum byte length of a driver name.
+pub const MAX_NAME_LEN: usize = 255;
+/// Maximum byte length of a detail or error text.
+pub const MAX_TEXT_LEN: usize = 1024;
+/// Maximum byte length of a filesystem path.
+pub const MAX_PATH_LEN: usize = 4096;
+/// Maximum byte length of a simulated function's TOML properties.
+pub const MAX_PROPERTIES_LEN: usize = 32 * 1024;
+
+/// Message type codes (header byte 6).
+///
+/// Driver-channel messages use `0x01..=0x09`, control-endpoint messages
+/// `0x41..=0x49`. A type from the other family is an unknown type.
+pub mod msg_type {
+    /// [`DriverMessage::Hello`](crate::protocol::DriverMessage::Hello).
+    pub const HELLO: u8 = 0x01;
+    /// [`DriverMessage::Welcome`](crate::protocol::DriverMessage::Welcome).
+    pub const WELCOME: u8 = 0x02;
+    /// [`DriverMessage::Ready`](crate::protocol::DriverMessage::Ready).
+    pub const READY: u8 = 0x03;
+    /// [`DriverMessage::Begin`](crate::protocol::DriverMessage::Begin).
+    pub const BEGIN: u8 = 0x04;
+    /// [`DriverMessage::BeginAck`](crate::protocol::DriverMessage::BeginAck).
+    pub const BEGIN_ACK: u8 = 0x05;
+    /// [`DriverMessage::Finish`](crate::protocol::DriverMessage::Finish).
+    pub const FINISH: u8 = 0x06;
+    /// [`DriverMessage::Shutdown`](crate::protocol::DriverMessage::Shutdown).
+    pub const SHUTDOWN: u8 = 0x07;
+    /// [`DriverMessage::FinishAck`](crate::protocol::DriverMessage::FinishAck).
+    pub const FINISH_ACK: u8 = 0x08;
+    /// [`DriverMessage::Error`](crate::protocol::DriverMessage::Error).
+    pub const ERROR: u8 = 0x09;
+
+    /// [`ControlMessage::ListDevices`](crate::protocol::ControlMessage::ListDevices).
+    pub const CTL_LIST_DEVICES: u8 = 0x41;
+    /// [`ControlMessage::Devices`](crate::protocol::ControlMessage::Devices).
+    pub const CTL_DEVICES: u8 = 0x42;
+    /// [`ControlMessage::Begin`](crate::protocol::ControlMessage::Begin).
+    pub const CTL_BEGIN: u8 = 0x43;
+    /// [`ControlMessage::Finish`](crate::protocol::ControlMessage::Finish).
+    pub const CTL_FINISH: u8 = 0x44;
+    /// [`ControlMessage::Shutdown`](crate::protocol::ControlMessage::Shutdown).
+    pub const CTL_SHUTDOWN: u8 = 0x45;
+    /// [`ControlMessage::BeginAck`](crate::protocol::ControlMessage::BeginAck).
+    pub const CTL_BEGIN_ACK: u8 = 0x46;
+    /// [`ControlMessage::FinishAck`](crate::protocol::ControlMessage::FinishAck).
+    pub const CTL_FINISH_ACK: u8 = 0x47;
+    /// [`ControlMessage::DeviceError`](crate::protocol::ControlMessage::DeviceError).
+    pub const CTL_DEVICE_ERROR: u8 = 0x48;
+    /// [`ControlMessage::Error`](crate::protocol::ControlMessage::Error).
+    pub const CTL_ERROR: u8 = 0x49;
+}
+
+/// Why a frame could not be decoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    /// The frame does not start with [`MAGIC`].
+    #[error("bad magic {found:02x?}, expected \"PCID\"")]
+    BadMagic {
+        /// The first four bytes received.
+        found: [u8; 4],
+    },
+    /// The header names a frame format version this crate does not speak.
+    #[error("unsupported frame version {version} (this side speaks {WIRE_VERSION})")]
+    UnsupportedVersion {
+        /// Version found in the header.
+        version: u16,
+    },
+    /// The header announces a payload larger than [`MAX_PAYLOAD_LEN`].
+    #[error("payload length {length} exceeds the maximum of {max}")]
+    Oversize {
+        /// Announced payload length.
+        length: u32,
+        /// The maximum.
+        max: u32,
+    },
+    /// Fewer bytes than needed.
+    #[error("truncated {what}: need {needed} bytes, have {available}")]
+    Truncated {
+        /// What was being read.
+        what: &'static str,
+        /// Bytes needed.
+        needed: usize,
+        /// Bytes available.
+        available: usize,
+    },
+    /// Bytes left over after the message (or after the announced frame).
+    #[error("{extra} trailing bytes after the message")]
+    TrailingBytes {
+        /// Number of extra bytes.
+        extra: usize,
+    },
+    /// A message type that is not defined for this channel.
+    #[error("unknown message type 0x{msg_type:02x}")]
+    UnknownMessageType {
+        /// The type byte.
+        msg_type: u8,
+    },
+    /// Flags other than 0 (version 1 defines none).
+    #[error("unsupported flags 0x{flags:02x}")]
+    UnsupportedFlags {
+        /// The flags byte.
+        flags: u8,
+    },
+    /// A string field is not valid UTF-8.
+    #[error("field {field} is not valid UTF-8")]
+    InvalidUtf8 {
+        /// Field name.
+        field: &'static str,
+    },
+    /// A string field is longer than its maximum.
+    #[error("field {field} is {len} bytes long, the maximum is {max}")]
+    StringTooLong {
+        /// Field name.
+        field: &'static str,
+        /// Announced length.
+        len: usize,
+        /// Maximum length.
+        max: usize,
+    },
+    /// An enumeration byte has no defined meaning.
+    #[error("field {field} has invalid value {value}")]
+    InvalidEnumValue {
+        /// Field name.
+        field: &'static str,
+        /// The value found.
+        value: u8,
+    },
+    /// A PCI address with device > 31 or function > 7.
+    #[error("invalid PCI address: device {device}, function {function}")]
+    InvalidAddress {
+        /// Device number found.
+        device: u8,
+        /// Function number found.
+        function: u8,
+    },
+}
+
+impl DecodeError {
+    /// Whether the byte stream can still be trusted after this error.
+    ///
+    /// Errors found in the header (bad magic, unsupported version, oversize
+    /// length) mean frame boundaries are lost: the channel must be closed.
+    /// Every other error concerns one complete frame that has been consumed;
+    /// the receiver answers `Error` and carries on.
+    pub fn is_stream_fatal(&self) -> bool {
+        matches!(
+            self,
+            DecodeError::BadMagic { .. }
+                | DecodeError::UnsupportedVersion { .. }
+                | DecodeError::Oversize { .. }
+        )
+    }
+}
+
+/// Why a message could not be encoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EncodeError {
+    /// A string field is longer than its maximum.
+    #[error("field {field} is {len} bytes long, the maximum is {max}")]
+    StringTooLong {
+        /// Field name.
+        field: &'static str,
+        /// Actual length.
+        len: usize,
+        /// Maximum length.
+        max: usize,
+    },
+    /// The encoded frame would exceed [`MAX_FRAME_LEN`].
+    #[error("encoded frame of {len} bytes exceeds the maximum of {max}")]
+    FrameTooLarge {
+        /// Encoded length.
+        len: usize,
+        /// The maximum.
+        max: usize,
+    },
+    /// A PCI address with device > 31 or function > 7.
+    #[error("invalid PCI address: device {device}, function {function}")]
+    InvalidAddress {
+        /// Device number.
+        device: u8,
+        /// Function number.
+        function: u8,
+    },
+}
+
+/// A parsed, checked frame header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameHeader {
+    /// Message type byte.
+    pub msg_type: u8,
+    /// Flags byte (0 in version 1; checked when the payload is decoded).
+    pub flags: u8,
+    /// Sequence number / request id.
+    pub seq: u32,
+    /// Payload length, ≤ [`MAX_PAYLOAD_LEN`].
+    pub payload_len: u32,
+}
+
+impl FrameHeader {
+    /// Checks magic, version and payload length of the first [`HEADER_LEN`]
+    /// bytes of `buf`. Errors returned here are stream-fatal
+    /// ([`DecodeError::is_stream_fatal`]) except `Truncated`.
+    pub fn parse(buf: &[u8]) -> Result<Self, DecodeError> {
+        let Some(h) = buf.get(..HEADER_LEN) else {
+            return Err(DecodeError::Truncated {
+                what: "frame header",
+                needed: HEADER_LEN,
+                available: buf.len(),
+            });
+        };
+        let mut r = Reader::new(h);
+        let magic = r.array::<4>("magic")?;
+        if magic != MAGIC {
+            return Err(DecodeError::BadMagic { found: magic });
+        }
+        let version = r.u16("version")?;
+        if version != WIRE_VERSION {
+            return Err(DecodeError::UnsupportedVersion { version });
+        }
+        let msg_type = r.u8("message type")?;
+        let flags = r.u8("flags")?;
+        let seq = r.u32("sequence")?;
+        let payload_len = r.u32("payload length")?;
+        if payload_len as usize > MAX_PAYLOAD_LEN {
+            return Err(DecodeError::Oversize {
+                length: payload_len,
+                max: MAX_PAYLOAD_LEN as u32,
+            });
+        }
+        Ok(Self {
+            msg_type,
+            flags,
+            seq,
+            payload_len,
+        })
+    }
+
+    /// Total frame length (header + payload).
+    pub fn frame_len(&self) -> usize {
+        HEADER_LEN + self.payload_len as usize
+    }
+
+    fn emit(&self, out: &mut [u8; HEADER_LEN]) {
+        out[0..4].copy_from_slice(&MAGIC);
+        out[4..6].copy_from_slice(&WIRE_VERSION.to_le_bytes());
+        out[6] = self.msg_type;
+        out[7] = self.flags;
+        out[8..12].copy_from_slice(&self.seq.to_le_bytes());
+        out[12..16].copy_from_slice(&self.payload_len.to_le_bytes());
+    }
+}
+
+/// A message family that can travel in frames.
+pub trait WireMessage: Sized {
+    /// Encodes the message as one complete frame.
+    fn encode(&self) -> Result<Vec<u8>, EncodeError>;
+
+    /// Decodes the payload of a frame whose header was already checked.
+    fn decode_payload(header: &FrameHeader, payload: &[u8]) -> Result<Self, DecodeError>;
+
+    /// Decodes exactly one complete frame (header + payload, nothing more).
+    fn decode(frame: &[u8]) -> Result<Self, DecodeError> {
+        let header = FrameHeader::parse(frame)?;
+        let payload = &frame[HEADER_LEN..];
+        let want = header.payload_len as usize;
+        if payload.len() < want {
+            return Err(DecodeError::Truncated {
+                what: "payload",
+                needed: want,
+                available: payload.len(),
+            });
+        }
+        if payload.len() > want {
+            return Err(DecodeError::TrailingBytes {
+                extra: payload.len() - want,
+            });
+        }
+        Self::decode_payload(&header, payload)
+    }
+
+    /// Sequence number / request id carried in the header (0 if none).
+    fn seq(&self) -> u32;
+}
+
+// ---------------------------------------------------------------------------
+// Reading
+// ---------------------------------------------------------------------------
+
+/// Bounds-checked little-endian cursor.
+struct Reader<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn new(buf: &'a [u8]) -> Self {
+        Self { buf, pos: 0 }
+    }
+
+    fn remaining(&self) -> usize {
+        self.buf.len().saturating_sub(self.pos)
+    }
+
+    fn take(&mut self, n: usize, what: &'static str) -> Result<&'a [u8], DecodeError> {
+        let available = self.remaining();
+        if n > available {
+            return Err(DecodeError::Truncated {
+                what,
+                needed: n,
+                available,
+            });
+        }
+        let s = &self.buf[self.pos..self.pos + n];
+        self.pos += n;
+        Ok(s)
+    }
+
+    fn array<const N: usize>(&mut self, what: &'static str) -> Result<[u8; N], DecodeError> {
+        let mut a = [0u8; N];
+        a.copy_from_slice(self.take(N, what)?);
+        Ok(a)
+    }
+
+    fn u8(&mut self, what: &'static str) -> Result<u8, DecodeError> {
+        Ok(self.array::<1>(what)?[0])
+    }
+
+    fn u16(&mut self, what: &'static str) -> Result<u16, DecodeError> {
+        Ok(u16::from_le_bytes(self.array(what)?))
+    }
+
+    fn u32(&mut self, what: &'static str) -> Result<u32, DecodeError> {
+        Ok(u32::from_le_bytes(self.array(what)?))
+    }
+
+    fn u64(&mut self, what: &'static str) -> Result<u64, DecodeError> {
+        Ok(u64::from_le_bytes(self.array(what)?))
+    }
+
+    fn duration(&mut self, what: &'static str) -> Result<Duration, DecodeError> {
+        Ok(Duration::from_micros(self.u64(what)?))
+    }
+
+    fn string(&mut self, field: &'static str, max: usize) -> Result<String, DecodeError> {
+        let len = self.u16(field)? as usize;
+        if len > max {
+            return Err(DecodeError::StringTooLong { field, len, max });
+        }
+        let bytes = self.take(len, field)?;
+        match std::str::from_utf8(bytes) {
+            Ok(s) => Ok(s.to_owned()),
+            Err(_) => Err(DecodeError::InvalidUtf8 { field }),
+        }
+    }
+
+    fn address(&mut self) -> Result<PciAddress, DecodeError> {
+        let segment = self.u16("address segment")?;
+        let bus = self.u8("address bus")?;
+        let device = self.u8("address device")?;
+        let function = self.u8("address function")?;
+        if device > 31 || function > 7 {
+            return Err(DecodeError::InvalidAddress { device, function });
+        }
+        Ok(PciAddress {
+            segment,
+            bus,
+            device,
+            function,
+        })
+    }
+
+    fn opt_address(&mut self, field: &'static str) -> Result<Option<PciAddress>, DecodeError> {
+        match self.u8(field)? {
+            0 => Ok(None),
+            1 => Ok(Some(self.address()?)),
+            value => Err(DecodeError::InvalidEnumValue { field, value }),
+        }
+    }
+
+    fn kind(&mut self) -> Result<ShutdownKind, DecodeError> {
+        match self.u8("kind")? {
+            1 => Ok(ShutdownKind::Poweroff),
+            2 => Ok(ShutdownKind::Reboot),
+            value => Err(DecodeError::InvalidEnumValue {
+                field: "kind",
+                value,
+            }),
+        }
+    }
+
+    fn support(&mut self) -> Result<ShutdownSupport, DecodeError> {
+        match self.u8("support")? {
+            1 => Ok(ShutdownSupport::None),
+            2 => Ok(ShutdownSupport::OnePhase),
+            3 => Ok(ShutdownSupport::TwoPhase),
+            value => Err(DecodeError::InvalidEnumValue {
+                field: "support",
+                value,
+            }),
+        }
+    }
+
+    fn outcome(&mut self) -> Result<FinishOutcome, DecodeError> {
+        match self.u8("outcome")? {
+            1 => Ok(FinishOutcome::Clean),
+            2 => Ok(FinishOutcome::Abrupt),
+            3 => Ok(FinishOutcome::TimedOut),
+            4 => Ok(FinishOutcome::Failed),
+            value => Err(DecodeError::InvalidEnumValue {
+                field: "outcome",
+                value,
+            }),
+        }
+    }
+
+    fn state(&mut self) -> Result<DriverState, DecodeError> {
+        match self.u8("state")? {
+            1 => Ok(DriverState::Starting),
+            2 => Ok(DriverState::Running),
+            3 => Ok(DriverState::Gone),
+            value => Err(DecodeError::InvalidEnumValue {
+                field: "state",
+                value,
+            }),
+        }
+    }
+
+    fn error_kind(&mut self) -> Result<DeviceErrorKind, DecodeError> {
+        match self.u8("error kind")? {
+            1 => Ok(DeviceErrorKind::UnknownDevice),
+            2 => Ok(DeviceErrorKind::DriverDied),
+            3 => Ok(DeviceErrorKind::ProtocolViolation),
+            4 => Ok(DeviceErrorKind::NotSupported),
+            5 => Ok(DeviceErrorKind::Busy),
+            value => Err(DecodeError::InvalidEnumValue {
+                field: "error kind",
+                value,
+            }),
+        }
+    }
+
+    fn function(&mut self) -> Result<PciFunction, DecodeError> {
+        let address = self.address()?;
+        let vendor = self.u16("vendor")?;
+        let device = self.u16("device")?;
+        let class = self.u8("class")?;
+        let subclass = self.u8("subclass")?;
+        let interface = self.u8("interface")?;
+        let revision = self.u8("revision")?;
+        let parent = self.opt_address("parent")?;
+        let backend = match self.u8("backend")? {
+            1 => FunctionBackend::Simulated {
+                properties: self.string("properties", MAX_PROPERTIES_LEN)?,
+            },
+            2 => FunctionBackend::LinuxSysfs {
+                sysfs_path: self.string("sysfs_path", MAX_PATH_LEN)?,
+            },
+            3 => FunctionBackend::Redox,
+            value => {
+                return Err(DecodeError::InvalidEnumValue {
+                    field: "backend",
+                    value,
+                })
+            }
+        };
+        Ok(PciFunction {
+            address,
+            vendor,
+            device,
+            class,
+            subclass,
+            interface,
+            revision,
+            parent,
+            backend,
+        })
+    }
+
+    fn device_info(&mut self) -> Result<DeviceInfo, DecodeError> {
+        let address = self.address()?;
+        let parent = self.opt_address("parent")?;
+        let support = self.support()?;
+        let pid = self.u32("pid")?;
+        let state = self.state()?;
+        let driver = self.string("driver", MAX_NAME_LEN)?;
+        Ok(DeviceInfo {
+            address,
+            parent,
+            driver,
+            support,
+            pid,
+            state,
+        })
+    }
+
+    fn finish(self) -> Result<(), DecodeError> {
+        match self.remaining() {
+            0 => Ok(()),
+            extra => Err(DecodeError::TrailingBytes { extra }),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Writing
+// ---------------------------------------------------------------------------
+
+/// Frame builder: reserves the header, appends the payload, patches the length.
+struct Writer {
+    buf: Vec<u8>,
+    msg_type: u8,
+    seq: u32,
+}
+
+impl Writer {
+    fn new(msg_type: u8, seq: u32) -> Self {
+        let mut buf = Vec::with_capacity(64);
+        buf.resize(HEADER_LEN, 0);
+        Self { buf, msg_type, seq }
+    }
+
+    fn u8(&mut self, v: u8) {
+        self.buf.push(v);
+    }
+
+    fn u16(&mut self, v: u16) {
+        self.buf.extend_from_slice(&v.to_le_bytes());
+    }
+
+    fn u32(&mut self, v: u32) {
+        self.buf.extend_from_slice(&v.to_le_bytes());
+    }
+
+    fn u64(&mut self, v: u64) {
+        self.buf.extend_from_slice(&v.to_le_bytes());
+    }
+
+    fn duration(&mut self, d: Duration) {
+        self.u64(u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
+    }
+
+    fn string(&mut self, field: &'static str, s: &str, max: usize) -> Result<(), EncodeError> {
+        let len = s.len();
+        if len > max || len > usize::from(u16::MAX) {
+            return Err(EncodeError::StringTooLong { field, len, max });
+        }
+        self.u16(len as u16);
+        self.buf.extend_from_slice(s.as_bytes());
+        Ok(())
+    }
+
+    fn address(&mut self, a: &PciAddress) -> Result<(), EncodeError> {
+        if a.device > 31 || a.function > 7 {
+            return Err(EncodeError::InvalidAddress {
+                device: a.device,
+                function: a.function,
+            });
+        }
+        self.u16(a.segment);
+        self.u8(a.bus);
+        self.u8(a.device);
+        self.u8(a.function);
+        Ok(())
+    }
+
+    fn opt_address(&mut self, a: &Option<PciAddress>) -> Result<(), EncodeError> {
+        match a {
+            None => self.u8(0),
+            Some(a) => {
+                self.u8(1);
+                self.address(a)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn function(&mut self, f: &PciFunction) -> Result<(), EncodeError> {
+        self.address(&f.address)?;
+        self.u16(f.vendor);
+        self.u16(f.device);
+        self.u8(f.class);
+        self.u8(f.subclass);
+        self.u8(f.interface);
+        self.u8(f.revision);
+        self.opt_address(&f.parent)?;
+        match &f.backend {
+            FunctionBackend::Simulated { properties } => {
+                self.u8(1);
+                self.string("properties", properties, MAX_PROPERTIES_LEN)?;
+            }
+            FunctionBackend::LinuxSysfs { sysfs_path } => {
+                self.u8(2);
+                self.string("sysfs_path", sysfs_path, MAX_PATH_LEN)?;
+            }
+            FunctionBackend::Redox => self.u8(3),
+        }
+        Ok(())
+    }
+
+    fn device_info(&mut self, d: &DeviceInfo) -> Result<(), EncodeError> {
+        self.address(&d.address)?;
+        self.opt_address(&d.parent)?;
+        self.u8(support_code(d.support));
+        self.u32(d.pid);
+        self.u8(state_code(d.state));
+        self.string("driver", &d.driver, MAX_NAME_LEN)
+    }
+
+    fn finish(mut self) -> Result<Vec<u8>, EncodeError> {
+        let len = self.buf.len();
+        if len > MAX_FRAME_LEN {
+            return Err(EncodeError::FrameTooLarge {
+                len,
+                max: MAX_FRAME_LEN,
+            });
+        }
+        let header = FrameHeader {
+            msg_type: self.msg_type,
+            flags: 0,
+            seq: self.seq,
+            payload_len: (len - HEADER_LEN) as u32,
+        };
+        let mut h = [0u8; HEADER_LEN];
+        header.emit(&mut h);
+        self.buf[..HEADER_LEN].copy_from_slice(&h);
+        Ok(self.buf)
+    }
+}
+
+fn kind_code(k: ShutdownKind) -> u8 {
+    match k {
+        ShutdownKind::Poweroff => 1,
+        ShutdownKind::Reboot => 2,
+    }
+}
+
+fn support_code(s: ShutdownSupport) -> u8 {
+    match s {
+        ShutdownSupport::None => 1,
+        ShutdownSupport::OnePhase => 2,
+        ShutdownSupport::TwoPhase => 3,
+    }
+}
+
+fn outcome_code(o: FinishOutcome) -> u8 {
+    match o {
+        FinishOutcome::Clean => 1,
+        FinishOutcome::Abrupt => 2,
+        FinishOutcome::TimedOut => 3,
+        FinishOutcome::Failed => 4,
+    }
+}
+
+fn state_code(s: DriverState) -> u8 {
+    match s {
+        DriverState::Starting => 1,
+        DriverState::Running => 2,
+        DriverState::Gone => 3,
+    }
+}
+
+fn error_kind_code(k: DeviceErrorKind) -> u8 {
+    match k {
+        DeviceErrorKind::UnknownDevice => 1,
+        DeviceErrorKind::DriverDied => 2,
+        DeviceErrorKind::ProtocolViolation => 3,
+        DeviceErrorKind::NotSupported => 4,
+        DeviceErrorKind::Busy => 5,
+    }
+}
+
+fn check_flags(header: &FrameHeader) -> Result<(), DecodeError> {
+    if header.flags != 0 {
+        return Err(DecodeError::UnsupportedFlags {
+            flags: header.flags,
+        });
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// Driver channel
+// ---------------------------------------------------------------------------
+
+impl WireMessage for DriverMessage {
+    fn encode(&self) -> Result<Vec<u8>, EncodeError> {
+        use msg_type::*;
+        let mut w;
+        match self {
+            DriverMessage::Hello {
+                version,
+                driver,
+                support,
+            } => {
+                w = Writer::new(HELLO, 0);
+                w.u16(*version);
+                w.u8(support_code(*support));
+                w.string("driver", driver, MAX_NAME_LEN)?;
+            }
+            DriverMessage::Welcome { version, function } => {
+                w = Writer::new(WELCOME, 0);
+                w.u16(*version);
+                w.function(function)?;
+            }
+            DriverMessage::Ready => w = Writer::new(READY, 0),
+            DriverMessage::Begin {
+                seq,
+                kind,
+                deadline,
+            } => {
+                w = Writer::new(BEGIN, *seq);
+                w.u8(kind_code(*kind));
+                w.duration(*deadline);
+            }
+            DriverMessage::BeginAck { seq, budget } => {
+                w = Writer::new(BEGIN_ACK, *seq);
+                w.duration(*budget);
+            }
+            DriverMessage::Finish { seq, deadline } => {
+                w = Writer::new(FINISH, *seq);
+                w.duration(*deadline);
+            }
+            DriverMessage::Shutdown {
+                seq,
+                kind,
+                deadline,
+            } => {
+                w = Writer::new(SHUTDOWN, *seq);
+                w.u8(kind_code(*kind));
+                w.duration(*deadline);
+            }
+            DriverMessage::FinishAck {
+                seq,
+                outcome,
+                elapsed,
+                detail,
+            } => {
+                w = Writer::new(FINISH_ACK, *seq);
+                w.u8(outcome_code(*outcome));
+                w.duration(*elapsed);
+                w.string("detail", detail, MAX_TEXT_LEN)?;
+            }
+            DriverMessage::Error { seq, message } => {
+                w = Writer::new(ERROR, *seq);
+                w.string("message", message, MAX_TEXT_LEN)?;
+            }
+        }
+        w.finish()
+    }
+
+    fn decode_payload(header: &FrameHeader, payload: &[u8]) -> Result<Self, DecodeError> {
+        use msg_type::*;
+        let seq = header.seq;
+        check_flags(header)?;
+        let mut r = Reader::new(payload);
+        let msg = match header.msg_type {
+            HELLO => {
+                let version = r.u16("version")?;
+                let support = r.support()?;
+                let driver = r.string("driver", MAX_NAME_LEN)?;
+                DriverMessage::Hello {
+                    version,
+                    driver,
+                    support,
+                }
+            }
+            WELCOME => {
+                let version = r.u16("version")?;
+                let function = r.function()?;
+                DriverMessage::Welcome { version, function }
+            }
+            READY => DriverMessage::Ready,
+            BEGIN => {
+                let kind = r.kind()?;
+                let deadline = r.duration("deadline")?;
+                DriverMessage::Begin {
+                    seq,
+                    kind,
+                    deadline,
+                }
+            }
+            BEGIN_ACK => DriverMessage::BeginAck {
+                seq,
+                budget: r.duration("budget")?,
+            },
+            FINISH => DriverMessage::Finish {
+                seq,
+                deadline: r.duration("deadline")?,
+            },
+            SHUTDOWN => {
+                let kind = r.kind()?;
+                let deadline = r.duration("deadline")?;
+                DriverMessage::Shutdown {
+                    seq,
+                    kind,
+                    deadline,
+                }
+            }
+            FINISH_ACK => {
+                let outcome = r.outcome()?;
+                let elapsed = r.duration("elapsed")?;
+                let detail = r.string("detail", MAX_TEXT_LEN)?;
+                DriverMessage::FinishAck {
+                    seq,
+                    outcome,
+                    elapsed,
+                    detail,
+                }
+            }
+            ERROR => DriverMessage::Error {
+                seq,
+                message: r.string("message", MAX_TEXT_LEN)?,
+            },
+            other => return Err(DecodeError::UnknownMessageType { msg_type: other }),
+        };
+        r.finish()?;
+        Ok(msg)
+    }
+
+    fn seq(&self) -> u32 {
+        match self {
+            DriverMessage::Hello { .. } | DriverMessage::Welcome { .. } | DriverMessage::Ready => 0,
+            DriverMessage::Begin { seq, .. }
+            | DriverMessage::BeginAck { seq, .. }
+            | DriverMessage::Finish { seq, .. }
+            | DriverMessage::Shutdown { seq, .. }
+            | DriverMessage::FinishAck { seq, .. }
+            | DriverMessage::Error { seq, .. } => *seq,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Control endpoint
+// ---------------------------------------------------------------------------
+
+impl WireMessage for ControlMessage {
+    fn encode(&self) -> Result<Vec<u8>, EncodeError> {
+        use msg_type::*;
+        let mut w;
+        match self {
+            ControlMessage::ListDevices { id } => w = Writer::new(CTL_LIST_DEVICES, *id),
+            ControlMessage::Devices { id, devices } => {
+                w = Writer::new(CTL_DEVICES, *id);
+                let count = u16::try_from(devices.len()).map_err(|_| EncodeError::FrameTooLarge {
+                    len: devices.len(),
+                    max: usize::from(u16::MAX),
+                })?;
+                w.u16(count);
+                for d in devices {
+                    w.device_info(d)?;
+                    if w.buf.len() > MAX_FRAME_LEN {
+                        return Err(EncodeError::FrameTooLarge {
+                            len: w.buf.len(),
+                            max: MAX_FRAME_LEN,
+                        });
+                    }
+                }
+            }
+            ControlMessage::Begin {
+                id,
+                address,
+                kind,
+                deadline,
+            } => {
+                w = Writer::new(CTL_BEGIN, *id);
+                w.address(address)?;
+                w.u8(kind_code(*kind));
+                w.duration(*deadline);
+            }
+            ControlMessage::Finish {
+                id,
+                address,
+                deadline,
+            } => {
+                w = Writer::new(CTL_FINISH, *id);
+                w.address(address)?;
+                w.duration(*deadline);
+            }
+            ControlMessage::Shutdown {
+                id,
+                address,
+                kind,
+                deadline,
+            } => {
+                w = Writer::new(CTL_SHUTDOWN, *id);
+                w.address(address)?;
+                w.u8(kind_code(*kind));
+                w.duration(*deadline);
+            }
+            ControlMessage::BeginAck {
+                id,
+                address,
+                budget,
+            } => {
+                w = Writer::new(CTL_BEGIN_ACK, *id);
+                w.address(address)?;
+                w.duration(*budget);
+            }
+            ControlMessage::FinishAck {
+                id,
+                address,
+                outcome,
+                elapsed,
+                detail,
+            } => {
+                w = Writer::new(CTL_FINISH_ACK, *id);
+                w.address(address)?;
+                w.u8(outcome_code(*outcome));
+                w.duration(*elapsed);
+                w.string("detail", detail, MAX_TEXT_LEN)?;
+            }
+            ControlMessage::DeviceError {
+                id,
+                address,
+                kind,
+                message,
+            } => {
+                w = Writer::new(CTL_DEVICE_ERROR, *id);
+                w.address(address)?;
+                w.u8(error_kind_code(*kind));
+                w.string("message", message, MAX_TEXT_LEN)?;
+            }
+            ControlMessage::Error { id, message } => {
+                w = Writer::new(CTL_ERROR, *id);
+                w.string("message", message, MAX_TEXT_LEN)?;
+            }
+        }
+        w.finish()
+    }
+
+    fn decode_payload(header: &FrameHeader, payload: &[u8]) -> Result<Self, DecodeError> {
+        use msg_type::*;
+        let id = header.seq;
+        check_flags(header)?;
+        let mut r = Reader::new(payload);
+        let msg = match header.msg_type {
+            CTL_LIST_DEVICES => ControlMessage::ListDevices { id },
+            CTL_DEVICES => {
+                let count = r.u16("device count")? as usize;
+                // Each entry takes at least 14 bytes; never trust the count
+                // for an allocation larger than the payload could hold.
+                let mut devices = Vec::with_capacity(count.min(r.remaining() / 14));
+                for _ in 0..count {
+                    devices.push(r.device_info()?);
+                }
+                ControlMessage::Devices { id, devices }
+            }
+            CTL_BEGIN => {
+                let address = r.address()?;
+                let kind = r.kind()?;
+                let deadline = r.duration("deadline")?;
+                ControlMessage::Begin {
+                    id,
+                    address,
+                    kind,
+                    deadline,
+                }
+            }
+            CTL_FINISH => {
+                let address = r.address()?;
+                let deadline = r.duration("deadline")?;
+                ControlMessage::Finish {
+                    id,
+                    address,
+                    deadline,
+                }
+            }
+            CTL_SHUTDOWN => {
+                let address = r.address()?;
+                let kind = r.kind()?;
+                let deadline = r.duration("deadline")?;
+                ControlMessage::Shutdown {
+                    id,
+                    address,
+                    kind,
+                    deadline,
+                }
+            }
+            CTL_BEGIN_ACK => {
+                let address = r.address()?;
+                let budget = r.duration("budget")?;
+                ControlMessage::BeginAck {
+                    id,
+                    address,
+                    budget,
+                }
+            }
+            CTL_FINISH_ACK => {
+                let address = r.address()?;
+                let outcome = r.outcome()?;
+                let elapsed = r.duration("elapsed")?;
+                let detail = r.string("detail", MAX_TEXT_LEN)?;
+                ControlMessage::FinishAck {
+                    id,
+                    address,
+                    outcome,
+                    elapsed,
+                    detail,
+                }
+            }
+            CTL_DEVICE_ERROR => {
+                let address = r.address()?;
+                let kind = r.error_kind()?;
+                let message = r.string("message", MAX_TEXT_LEN)?;
+                ControlMessage::DeviceError {
+                    id,
+                    address,
+                    kind,
+                    message,
+                }
+            }
+            CTL_ERROR => ControlMessage::Error {
+                id,
+                message: r.string("message", MAX_TEXT_LEN)?,
+            },
+            other => return Err(DecodeError::UnknownMessageType { msg_type: other }),
+        };
+        r.finish()?;
+        Ok(msg)
+    }
+
+    fn seq(&self) -> u32 {
+        match self {
+            ControlMessage::ListDevices { id }
+            | ControlMessage::Devices { id, .. }
+            | ControlMessage::Begin { id, .. }
+            | ControlMessage::Finish { id, .. }
+            | ControlMessage::Shutdown { id, .. }
+            | ControlMessage::BeginAck { id, .. }
+            | ControlMessage::FinishAck { id, .. }
+            | ControlMessage::DeviceError { id, .. }
+            | ControlMessage::Error { id, .. } => *id,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
