@@ -203,7 +203,6 @@ pub fn describe(f: &PciFunction) -> String {
     )
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -250,7 +249,13 @@ mod tests {
         let fs = FakeSysfs::new();
         fs.add(&["0000:00:00.0"], "0x8086", "0x29c0", "0x060000", "0x00");
         fs.add(&["0000:00:1c.0"], "0x1b36", "0x000c", "0x060400", "0x00");
-        fs.add(&["0000:00:1c.0", "0000:01:00.0"], "0x1b36", "0x0010", "0x010802", "0x02");
+        fs.add(
+            &["0000:00:1c.0", "0000:01:00.0"],
+            "0x1b36",
+            "0x0010",
+            "0x010802",
+            "0x02",
+        );
         fs.add(&["0000:00:04.0"], "0x1b36", "0x0010", "0x010802", "0x02");
         // Something that is not a function.
         std::fs::write(fs.devices().join("README"), "x").unwrap();
@@ -259,7 +264,12 @@ mod tests {
         let addrs: Vec<String> = functions.iter().map(|f| f.address.to_string()).collect();
         assert_eq!(
             addrs,
-            ["0000:00:00.0", "0000:00:04.0", "0000:00:1c.0", "0000:01:00.0"]
+            [
+                "0000:00:00.0",
+                "0000:00:04.0",
+                "0000:00:1c.0",
+                "0000:01:00.0"
+            ]
         );
         let behind = &functions[3];
         assert_eq!((behind.vendor, behind.device), (0x1b36, 0x0010));
@@ -269,7 +279,11 @@ mod tests {
         assert_eq!(
             behind.backend,
             FunctionBackend::LinuxSysfs {
-                sysfs_path: fs.devices().join("0000:01:00.0").to_string_lossy().into_owned()
+                sysfs_path: fs
+                    .devices()
+                    .join("0000:01:00.0")
+                    .to_string_lossy()
+                    .into_owned()
             }
         );
         // Directly on the root bus: the parent component is `pci0000:00`.
@@ -282,7 +296,9 @@ mod tests {
     fn bad_attributes_are_typed_errors() {
         let fs = FakeSysfs::new();
         fs.add(&["0000:00:04.0"], "0x1b36", "zzz", "0x010802", "0x02");
-        let e = LinuxSysfsBus::with_root(fs.devices()).enumerate().unwrap_err();
+        let e = LinuxSysfsBus::with_root(fs.devices())
+            .enumerate()
+            .unwrap_err();
         assert!(matches!(e, BusError::Attribute { .. }), "{e}");
         assert!(e.to_string().contains("0000:00:04.0/device"), "{e}");
 
@@ -300,8 +316,12 @@ mod tests {
     fn missing_revision_defaults_to_zero() {
         let fs = FakeSysfs::new();
         fs.add(&["0000:00:04.0"], "0x1b36", "0x0010", "0x010802", "0x02");
-        std::fs::remove_file(fs.dir.path().join("devices/pci0000:00/0000:00:04.0/revision"))
-            .unwrap();
+        std::fs::remove_file(
+            fs.dir
+                .path()
+                .join("devices/pci0000:00/0000:00:04.0/revision"),
+        )
+        .unwrap();
         let f = LinuxSysfsBus::with_root(fs.devices()).enumerate().unwrap();
         assert_eq!(f[0].revision, 0);
     }

@@ -8,3 +8,4 @@ pub mod bus;
 pub mod location;
 pub mod machine;
 pub mod matching;
+pub mod relay;

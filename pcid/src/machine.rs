@@ -79,7 +79,9 @@ pub enum MachineError {
         source: pcid_interface::function::AddressParseError,
     },
     /// Two functions have the same address.
-    #[error("{location}: function {address}: duplicate address (first defined at line {first_line})")]
+    #[error(
+        "{location}: function {address}: duplicate address (first defined at line {first_line})"
+    )]
     Duplicate {
         /// Where the second definition is.
         location: Location,
@@ -414,7 +416,10 @@ faults = { shutdown_never_completes = true }
     fn out_of_range_value_names_line() {
         let text = NVME.replace("vendor = 0x1b36", "vendor = 0x11b36");
         let e = parse(&text).unwrap_err().to_string();
-        assert!(e.starts_with("machine.toml:12: function 0000:01:00.0:"), "{e}");
+        assert!(
+            e.starts_with("machine.toml:12: function 0000:01:00.0:"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -500,6 +505,9 @@ parent = "0000:00:01.0"
     #[test]
     fn unknown_top_level_key() {
         let e = parse("machine = 1\n").unwrap_err().to_string();
-        assert!(e.starts_with("machine.toml:1: unknown field `machine`"), "{e}");
+        assert!(
+            e.starts_with("machine.toml:1: unknown field `machine`"),
+            "{e}"
+        );
     }
 }

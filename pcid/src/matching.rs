@@ -187,15 +187,14 @@ impl MatchTable {
                             .get_ref()
                             .strip_prefix("0x")
                             .unwrap_or(vendor.get_ref());
-                        let v = u16::from_str_radix(digits, 16).map_err(|_| {
-                            MatchError::Invalid {
+                        let v =
+                            u16::from_str_radix(digits, 16).map_err(|_| MatchError::Invalid {
                                 location: Location::at_span(path, text, Some(vendor.span())),
                                 message: format!(
                                     "ids: key {:?} is not a hexadecimal vendor id (e.g. 0x8086)",
                                     vendor.get_ref()
                                 ),
-                            }
-                        })?;
+                            })?;
                         ids.entry(v).or_insert_with(Vec::new).extend(devices);
                     }
                     Some(ids)
@@ -306,8 +305,9 @@ mod tests {
 
     #[test]
     fn class_entry_matches_any_vendor() {
-        let t = parse("[[drivers]]\nname = \"NVMe\"\nclass = 1\nsubclass = 8\ncommand = [\"nvmed\"]\n")
-            .unwrap();
+        let t =
+            parse("[[drivers]]\nname = \"NVMe\"\nclass = 1\nsubclass = 8\ncommand = [\"nvmed\"]\n")
+                .unwrap();
         let e = t.find(&function(0x1b36, 0x10, 1, 8, 2)).unwrap();
         assert_eq!(e.name, "NVMe");
         assert_eq!(e.program(), Some("nvmed"));
@@ -337,8 +337,14 @@ mod tests {
              [[drivers]]\nvendor = 0x1234\ndevice_id_range = { start = 0x10, end = 0x20 }\ncommand = [\"b\"]\n",
         )
         .unwrap();
-        assert_eq!(t.find(&function(0x1af4, 0x10f1, 0, 0, 0)).unwrap().name, "a");
-        assert_eq!(t.find(&function(0x8086, 0x100e, 0, 0, 0)).unwrap().name, "a");
+        assert_eq!(
+            t.find(&function(0x1af4, 0x10f1, 0, 0, 0)).unwrap().name,
+            "a"
+        );
+        assert_eq!(
+            t.find(&function(0x8086, 0x100e, 0, 0, 0)).unwrap().name,
+            "a"
+        );
         assert!(t.find(&function(0x8086, 0x10f1, 0, 0, 0)).is_none());
         assert_eq!(t.find(&function(0x1234, 0x10, 0, 0, 0)).unwrap().name, "b");
         assert_eq!(t.find(&function(0x1234, 0x1f, 0, 0, 0)).unwrap().name, "b");
@@ -354,7 +360,10 @@ mod tests {
         )
         .unwrap();
         let e = t.find(&function(0, 0, 1, 0, 0)).unwrap();
-        assert_eq!(e.command.as_deref(), Some(&["x".to_string(), "--flag".to_string()][..]));
+        assert_eq!(
+            e.command.as_deref(),
+            Some(&["x".to_string(), "--flag".to_string()][..])
+        );
         assert_eq!(e.location.line, 4);
     }
 
@@ -379,7 +388,10 @@ mod tests {
         let e = parse("[[drivers]]\ndevice_id_range = { start = 5, end = 5 }\ncommand = [\"a\"]\n")
             .unwrap_err()
             .to_string();
-        assert!(e.starts_with("t.toml:1: device_id_range: empty range"), "{e}");
+        assert!(
+            e.starts_with("t.toml:1: device_id_range: empty range"),
+            "{e}"
+        );
         let e = parse("[[drivers]\n").unwrap_err().to_string();
         assert!(e.starts_with("t.toml:1:"), "{e}");
     }
@@ -387,10 +399,16 @@ mod tests {
     #[test]
     fn load_dir_reads_toml_files_in_name_order() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("b.toml"), "[[drivers]]\nclass = 1\ncommand = [\"b\"]\n")
-            .unwrap();
-        std::fs::write(dir.path().join("a.toml"), "[[drivers]]\nclass = 1\ncommand = [\"a\"]\n")
-            .unwrap();
+        std::fs::write(
+            dir.path().join("b.toml"),
+            "[[drivers]]\nclass = 1\ncommand = [\"b\"]\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("a.toml"),
+            "[[drivers]]\nclass = 1\ncommand = [\"a\"]\n",
+        )
+        .unwrap();
         std::fs::write(dir.path().join("README"), "not a table").unwrap();
         let t = MatchTable::load_dir(dir.path()).unwrap();
         assert_eq!(t.entries.len(), 2);
@@ -399,7 +417,9 @@ mod tests {
         std::fs::write(dir.path().join("c.toml"), "[[drivers]]\nclass = \"one\"\n").unwrap();
         let e = MatchTable::load_dir(dir.path()).unwrap_err().to_string();
         assert!(e.contains("c.toml:2:"), "{e}");
-        let e = MatchTable::load_dir(&dir.path().join("missing")).unwrap_err().to_string();
+        let e = MatchTable::load_dir(&dir.path().join("missing"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("cannot read match table"), "{e}");
     }
 

@@ -1,0 +1,908 @@
+//! The relay: pcid's bookkeeping of driver processes and shutdown requests.
+//!
+//! [`Relay`] is a pure state machine: the runtime ([`crate::daemon`]) feeds it
+//! [`Input`]s (a message from a driver's channel, a channel that closed, a
+//! process that exited, a control client's request, the passing of time) and
+//! carries out the [`Output`]s it returns (send to a driver, send to a client,
+//! close a driver's channel, announce readiness, exit). It never blocks and
+//! never reads a clock: time is passed in, so every rule below is unit-tested
+//! with synthetic instants.
+//!
+//! Rules:
+//! * A driver's channel only ever speaks for its own function: the channel a
+//!   message arrived on ([`DriverId`]) decides the device, never its content.
+//! * Driver start: `Hello` → pcid answers `Welcome` (the function) → `Ready`.
+//!   A driver that sends no `Hello` before its hello deadline is treated as
+//!   [`ShutdownSupport::None`] (a driver not linking the protocol) and still
+//!   listed. A driver is *settled* once it sent `Ready`, went away, or passed
+//!   its ready deadline; when all are settled, [`Output::Ready`] is emitted once.
+//! * Requests (`Begin`, `Finish`, `Shutdown`) are relayed with a pcid-chosen
+//!   sequence number; the acks are relayed back with the client's request id.
+//!   Requests to different devices are independent: nothing waits on another
+//!   driver.
+//! * One shutdown session at a time: the first client to send a shutdown
+//!   request owns the session until it disconnects; shutdown requests from any
+//!   other client get `DeviceError { kind: Busy }`.
+//! * A driver that breaks the protocol (undecodable frame, message in the wrong
+//!   direction, duplicate `Hello`/`Ready`, an ack with the wrong sequence number
+//!   or with no request outstanding) is logged naming its device, its
+//!   outstanding request fails with `ProtocolViolation`, and its channel is
+//!   closed. Other drivers are unaffected.
+//! * A driver whose process exits or whose channel closes fails its outstanding
+//!   request with `DriverDied`. Either way every connected client also gets an
+//!   unsolicited `DeviceError { id: 0, .. }` event, once per driver.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use pcid_interface::function::{PciAddress, PciFunction};
+use pcid_interface::protocol::{
+    ControlMessage, DeviceErrorKind, DeviceInfo, DriverMessage, DriverState, ShutdownSupport,
+    PROTOCOL_VERSION,
+};
+
+/// Index of a driver in the relay (the order drivers were added).
+pub type DriverId = usize;
+/// Identifier of a control connection, chosen by the runtime.
+pub type ClientId = u64;
+
+/// Deadlines for driver start-up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StartDeadlines {
+    /// Time from spawn to `Hello`; after it the driver counts as not linking the protocol.
+    pub hello: Duration,
+    /// Time from spawn to `Ready`; after it the driver counts as settled anyway.
+    pub ready: Duration,
+}
+
+impl Default for StartDeadlines {
+    fn default() -> Self {
+        Self {
+            hello: Duration::from_secs(5),
+            ready: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Something that happened, fed to [`Relay::handle`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Input {
+    /// A decoded message arrived on a driver's channel.
+    DriverMessage {
+        /// The channel it arrived on.
+        driver: DriverId,
+        /// The message.
+        message: DriverMessage,
+    },
+    /// Bytes on a driver's channel could not be decoded (garbage, truncated
+    /// frame, oversize length, unknown version or type).
+    DriverBadFrame {
+        /// The channel.
+        driver: DriverId,
+        /// What was wrong.
+        error: String,
+    },
+    /// A driver's channel reached end of file or failed.
+    DriverChannelClosed {
+        /// The channel.
+        driver: DriverId,
+    },
+    /// A driver process exited (it has been reaped).
+    DriverExited {
+        /// The driver.
+        driver: DriverId,
+        /// Exit status as text, e.g. `exit status: 3` or `signal: 9 (SIGKILL)`.
+        status: String,
+    },
+    /// A control client connected (its peer credentials were accepted).
+    ClientConnected {
+        /// The client.
+        client: ClientId,
+    },
+    /// A decoded control message arrived.
+    ClientMessage {
+        /// The client.
+        client: ClientId,
+        /// The message.
+        message: ControlMessage,
+    },
+    /// A control frame could not be decoded.
+    ClientBadFrame {
+        /// The client.
+        client: ClientId,
+        /// What was wrong.
+        error: String,
+        /// Whether frame boundaries are lost (the connection must be closed).
+        fatal: bool,
+    },
+    /// A control client disconnected.
+    ClientClosed {
+        /// The client.
+        client: ClientId,
+    },
+    /// Time passed (deadline checks only).
+    Tick,
+}
+
+/// Something the runtime must do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    /// Send a message on a driver's channel.
+    ToDriver {
+        /// The driver.
+        driver: DriverId,
+        /// The message.
+        message: DriverMessage,
+    },
+    /// Close a driver's channel (after a protocol violation).
+    CloseDriver {
+        /// The driver.
+        driver: DriverId,
+    },
+    /// Send a message to a control client.
+    ToClient {
+        /// The client.
+        client: ClientId,
+        /// The message.
+        message: ControlMessage,
+    },
+    /// Close a control connection.
+    CloseClient {
+        /// The client.
+        client: ClientId,
+    },
+    /// Every driver is settled (emitted once).
+    Ready {
+        /// Drivers that sent `Ready`.
+        ready: usize,
+        /// Drivers spawned.
+        total: usize,
+    },
+    /// The shutdown session ended and pcid was asked to exit after it.
+    Exit,
+}
+
+/// Why a driver is gone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Gone {
+    Exited(String),
+    ChannelClosed,
+    Violation(String),
+}
+
+impl Gone {
+    fn kind(&self) -> DeviceErrorKind {
+        match self {
+            Gone::Violation(_) => DeviceErrorKind::ProtocolViolation,
+            Gone::Exited(_) | Gone::ChannelClosed => DeviceErrorKind::DriverDied,
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Gone::Exited(status) => format!("driver process exited ({status})"),
+            Gone::ChannelClosed => "driver closed its channel".to_string(),
+            Gone::Violation(m) => format!("driver broke the protocol: {m}"),
+        }
+    }
+}
+
+/// Who asked for the request a driver is working on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Requester {
+    client: ClientId,
+    id: u32,
+    seq: u32,
+}
+
+/// Where a driver is in the shutdown sequence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Idle,
+    BeginSent(Requester),
+    Begun,
+    FinishSent(Requester),
+    ShutdownSent(Requester),
+    Done,
+}
+
+impl Phase {
+    fn outstanding(&self) -> Option<Requester> {
+        match *self {
+            Phase::BeginSent(r) | Phase::FinishSent(r) | Phase::ShutdownSent(r) => Some(r),
+            _ => None,
+        }
+    }
+
+    fn describe(&self) -> &'static str {
+        match self {
+            Phase::Idle => "no shutdown request yet",
+            Phase::BeginSent(_) => "Begin in flight",
+            Phase::Begun => "Begin acknowledged",
+            Phase::FinishSent(_) => "Finish in flight",
+            Phase::ShutdownSent(_) => "Shutdown in flight",
+            Phase::Done => "shutdown finished",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Driver {
+    function: PciFunction,
+    /// Program name from the match table; replaced by `Hello`'s name.
+    name: String,
+    pid: u32,
+    hello_deadline: Instant,
+    ready_deadline: Instant,
+    /// `Some` once `Hello` arrived (or the hello deadline passed: `None` support).
+    support: Option<ShutdownSupport>,
+    hello_received: bool,
+    ready: bool,
+    gone: Option<Gone>,
+    phase: Phase,
+}
+
+impl Driver {
+    fn settled(&self, now: Instant) -> bool {
+        self.ready || self.gone.is_some() || now >= self.ready_deadline
+    }
+
+    fn state(&self) -> DriverState {
+        if self.gone.is_some() {
+            DriverState::Gone
+        } else if self.support.is_some() {
+            DriverState::Running
+        } else {
+            DriverState::Starting
+        }
+    }
+}
+
+/// Relay configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RelayConfig {
+    /// Start-up deadlines.
+    pub deadlines: StartDeadlines,
+    /// Emit [`Output::Exit`] when the client owning a shutdown session disconnects.
+    pub exit_after_shutdown: bool,
+}
+
+/// The relay state machine. See the module documentation.
+#[derive(Debug)]
+pub struct Relay {
+    config: RelayConfig,
+    drivers: Vec<Driver>,
+    by_address: BTreeMap<PciAddress, DriverId>,
+    clients: BTreeSet<ClientId>,
+    session_owner: Option<ClientId>,
+    next_seq: u32,
+    ready_emitted: bool,
+}
+
+impl Relay {
+    /// An empty relay.
+    pub fn new(config: RelayConfig) -> Self {
+        Self {
+            config,
+            drivers: Vec::new(),
+            by_address: BTreeMap::new(),
+            clients: BTreeSet::new(),
+            session_owner: None,
+            next_seq: 1,
+            ready_emitted: false,
+        }
+    }
+
+    /// Register a driver process spawned at `now` for `function`.
+    pub fn add_driver(
+        &mut self,
+        function: PciFunction,
+        name: String,
+        pid: u32,
+        now: Instant,
+    ) -> DriverId {
+        let id = self.drivers.len();
+        self.by_address.insert(function.address, id);
+        self.drivers.push(Driver {
+            function,
+            name,
+            pid,
+            hello_deadline: now + self.config.deadlines.hello,
+            ready_deadline: now + self.config.deadlines.ready,
+            support: None,
+            hello_received: false,
+            ready: false,
+            gone: None,
+            phase: Phase::Idle,
+        });
+        id
+    }
+
+    /// Number of drivers.
+    pub fn driver_count(&self) -> usize {
+        self.drivers.len()
+    }
+
+    /// Address of a driver's function.
+    pub fn address(&self, driver: DriverId) -> Option<PciAddress> {
+        self.drivers.get(driver).map(|d| d.function.address)
+    }
+
+    /// Whether the driver is gone (exited, channel closed or cut off).
+    pub fn is_gone(&self, driver: DriverId) -> bool {
+        self.drivers.get(driver).is_none_or(|d| d.gone.is_some())
+    }
+
+    /// The device list as `ListDevices` returns it.
+    pub fn devices(&self) -> Vec<DeviceInfo> {
+        self.drivers
+            .iter()
+            .map(|d| DeviceInfo {
+                address: d.function.address,
+                parent: d.function.parent,
+                driver: d.name.clone(),
+                support: d.support.unwrap_or(ShutdownSupport::None),
+                pid: d.pid,
+                state: d.state(),
+            })
+            .collect()
+    }
+
+    /// The earliest instant at which a [`Input::Tick`] would change something.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.drivers
+            .iter()
+            .filter(|d| d.gone.is_none())
+            .flat_map(|d| {
+                let hello = (!d.hello_received && d.support.is_none()).then_some(d.hello_deadline);
+                let ready = (!d.ready && !self.ready_emitted).then_some(d.ready_deadline);
+                hello.into_iter().chain(ready)
+            })
+            .min()
+    }
+
+    /// Process one input at time `now`, returning what to do.
+    pub fn handle(&mut self, input: Input, now: Instant) -> Vec<Output> {
+        let mut out = Vec::new();
+        match input {
+            Input::DriverMessage { driver, message } => {
+                self.driver_message(driver, message, &mut out)
+            }
+            Input::DriverBadFrame { driver, error } => {
+                self.violation(driver, format!("undecodable frame: {error}"), &mut out)
+            }
+            Input::DriverChannelClosed { driver } => {
+                self.gone(driver, Gone::ChannelClosed, &mut out)
+            }
+            Input::DriverExited { driver, status } => {
+                self.gone(driver, Gone::Exited(status), &mut out)
+            }
+            Input::ClientConnected { client } => {
+                self.clients.insert(client);
+            }
+            Input::ClientMessage { client, message } => {
+                self.client_message(client, message, &mut out)
+            }
+            Input::ClientBadFrame {
+                client,
+                error,
+                fatal,
+            } => {
+                log::warn!("control client {client}: bad frame: {error}");
+                out.push(Output::ToClient {
+                    client,
+                    message: ControlMessage::Error {
+                        id: 0,
+                        message: format!("undecodable frame: {error}"),
+                    },
+                });
+                if fatal {
+                    out.push(Output::CloseClient { client });
+                    self.client_closed(client, &mut out);
+                }
+            }
+            Input::ClientClosed { client } => self.client_closed(client, &mut out),
+            Input::Tick => {}
+        }
+        self.check_deadlines(now, &mut out);
+        out
+    }
+
+    fn check_deadlines(&mut self, now: Instant, out: &mut Vec<Output>) {
+        for d in &mut self.drivers {
+            if d.gone.is_none()
+                && !d.hello_received
+                && d.support.is_none()
+                && now >= d.hello_deadline
+            {
+                log::warn!(
+                    "{}: {} sent no Hello within its start deadline; treating it as a driver \
+                     without shutdown support",
+                    d.function.address,
+                    d.name
+                );
+                d.support = Some(ShutdownSupport::None);
+            }
+        }
+        if !self.ready_emitted && self.drivers.iter().all(|d| d.settled(now)) {
+            self.ready_emitted = true;
+            let ready = self.drivers.iter().filter(|d| d.ready).count();
+            for d in self.drivers.iter().filter(|d| !d.ready) {
+                let why = match &d.gone {
+                    Some(g) => g.describe(),
+                    None => "no Ready before its start deadline".to_string(),
+                };
+                log::warn!("{}: {} not ready: {why}", d.function.address, d.name);
+            }
+            out.push(Output::Ready {
+                ready,
+                total: self.drivers.len(),
+            });
+        }
+    }
+
+    fn driver_message(&mut self, id: DriverId, message: DriverMessage, out: &mut Vec<Output>) {
+        let Some(d) = self.drivers.get_mut(id) else {
+            return;
+        };
+        if d.gone.is_some() {
+            // Messages already queued when the channel was cut off.
+            return;
+        }
+        let address = d.function.address;
+        match message {
+            DriverMessage::Hello {
+                version,
+                driver,
+                support,
+            } => {
+                if d.hello_received {
+                    return self.violation(id, "second Hello".to_string(), out);
+                }
+                if version == 0 {
+                    return self.violation(id, "Hello with protocol version 0".to_string(), out);
+                }
+                if d.support.is_some() {
+                    log::warn!(
+                        "{address}: Hello from {driver} arrived after its start deadline; accepting it"
+                    );
+                }
+                d.hello_received = true;
+                d.support = Some(support);
+                if !driver.is_empty() {
+                    d.name = driver;
+                }
+                log::info!(
+                    "{address}: driver {} (pid {}) speaks protocol v{version}, shutdown support {support:?}",
+                    d.name,
+                    d.pid
+                );
+                out.push(Output::ToDriver {
+                    driver: id,
+                    message: DriverMessage::Welcome {
+                        version: version.min(PROTOCOL_VERSION),
+                        function: d.function.clone(),
+                    },
+                });
+            }
+            DriverMessage::Ready => {
+                if !d.hello_received {
+                    return self.violation(id, "Ready before Hello".to_string(), out);
+                }
+                if d.ready {
+                    return self.violation(id, "second Ready".to_string(), out);
+                }
+                d.ready = true;
+                log::info!("{address}: {} ready", d.name);
+            }
+            DriverMessage::BeginAck { seq, budget } => match d.phase {
+                Phase::BeginSent(r) if r.seq == seq => {
+                    d.phase = Phase::Begun;
+                    self.reply(
+                        r.client,
+                        ControlMessage::BeginAck {
+                            id: r.id,
+                            address,
+                            budget,
+                        },
+                        out,
+                    );
+                }
+                Phase::BeginSent(r) => {
+                    return self.violation(
+                        id,
+                        format!("BeginAck with sequence number {seq}, expected {}", r.seq),
+                        out,
+                    )
+                }
+                phase => {
+                    return self.violation(
+                        id,
+                        format!("unexpected BeginAck (seq {seq}): {}", phase.describe()),
+                        out,
+                    )
+                }
+            },
+            DriverMessage::FinishAck {
+                seq,
+                outcome,
+                elapsed,
+                detail,
+            } => match d.phase {
+                Phase::FinishSent(r) | Phase::ShutdownSent(r) if r.seq == seq => {
+                    d.phase = Phase::Done;
+                    self.reply(
+                        r.client,
+                        ControlMessage::FinishAck {
+                            id: r.id,
+                            address,
+                            outcome,
+                            elapsed,
+                            detail,
+                        },
+                        out,
+                    );
+                }
+                Phase::FinishSent(r) | Phase::ShutdownSent(r) => {
+                    return self.violation(
+                        id,
+                        format!("FinishAck with sequence number {seq}, expected {}", r.seq),
+                        out,
+                    )
+                }
+                phase => {
+                    return self.violation(
+                        id,
+                        format!("unexpected FinishAck (seq {seq}): {}", phase.describe()),
+                        out,
+                    )
+                }
+            },
+            DriverMessage::Error { seq, message } => match d.phase.outstanding() {
+                Some(r) if r.seq == seq => {
+                    log::warn!("{address}: {} refused request {seq}: {message}", d.name);
+                    d.phase = match d.phase {
+                        Phase::FinishSent(_) => Phase::Begun,
+                        _ => Phase::Idle,
+                    };
+                    self.reply(
+                        r.client,
+                        ControlMessage::DeviceError {
+                            id: r.id,
+                            address,
+                            kind: DeviceErrorKind::NotSupported,
+                            message: format!("driver refused the request: {message}"),
+                        },
+                        out,
+                    );
+                }
+                _ => log::warn!(
+                    "{address}: {} reports an error (seq {seq}): {message}",
+                    d.name
+                ),
+            },
+            DriverMessage::Welcome { .. }
+            | DriverMessage::Begin { .. }
+            | DriverMessage::Finish { .. }
+            | DriverMessage::Shutdown { .. } => {
+                return self.violation(
+                    id,
+                    format!(
+                        "pcid-to-driver message {} sent by the driver",
+                        kind_name(&message)
+                    ),
+                    out,
+                );
+            }
+        }
+    }
+
+    fn violation(&mut self, id: DriverId, what: String, out: &mut Vec<Output>) {
+        let Some(d) = self.drivers.get(id) else {
+            return;
+        };
+        if d.gone.is_some() {
+            return;
+        }
+        log::error!(
+            "{}: protocol violation by {} (pid {}): {what}; closing its channel",
+            d.function.address,
+            d.name,
+            d.pid
+        );
+        out.push(Output::CloseDriver { driver: id });
+        self.gone(id, Gone::Violation(what), out);
+    }
+
+    fn gone(&mut self, id: DriverId, why: Gone, out: &mut Vec<Output>) {
+        let Some(d) = self.drivers.get_mut(id) else {
+            return;
+        };
+        if d.gone.is_some() {
+            if let Gone::Exited(status) = why {
+                log::info!("{}: {} exited ({status})", d.function.address, d.name);
+            }
+            return;
+        }
+        let address = d.function.address;
+        let kind = why.kind();
+        let message = why.describe();
+        if kind == DeviceErrorKind::DriverDied {
+            log::error!("{address}: {} (pid {}): {message}", d.name, d.pid);
+        }
+        let outstanding = d.phase.outstanding();
+        d.gone = Some(why);
+        if let Some(r) = outstanding {
+            self.reply(
+                r.client,
+                ControlMessage::DeviceError {
+                    id: r.id,
+                    address,
+                    kind,
+                    message: message.clone(),
+                },
+                out,
+            );
+        }
+        for &client in &self.clients {
+            out.push(Output::ToClient {
+                client,
+                message: ControlMessage::DeviceError {
+                    id: 0,
+                    address,
+                    kind,
+                    message: message.clone(),
+                },
+            });
+        }
+    }
+
+    fn reply(&self, client: ClientId, message: ControlMessage, out: &mut Vec<Output>) {
+        if self.clients.contains(&client) {
+            out.push(Output::ToClient { client, message });
+        }
+    }
+
+    fn client_closed(&mut self, client: ClientId, out: &mut Vec<Output>) {
+        if !self.clients.remove(&client) {
+            return;
+        }
+        if self.session_owner == Some(client) {
+            self.session_owner = None;
+            log::info!("shutdown session of control client {client} ended");
+            if self.config.exit_after_shutdown {
+                out.push(Output::Exit);
+            }
+        }
+    }
+
+    fn client_message(&mut self, client: ClientId, message: ControlMessage, out: &mut Vec<Output>) {
+        if !self.clients.contains(&client) {
+            return;
+        }
+        let (id, address, request) = match message {
+            ControlMessage::ListDevices { id } => {
+                out.push(Output::ToClient {
+                    client,
+                    message: ControlMessage::Devices {
+                        id,
+                        devices: self.devices(),
+                    },
+                });
+                return;
+            }
+            ControlMessage::Begin {
+                id,
+                address,
+                kind,
+                deadline,
+            } => (id, address, Request::Begin { kind, deadline }),
+            ControlMessage::Finish {
+                id,
+                address,
+                deadline,
+            } => (id, address, Request::Finish { deadline }),
+            ControlMessage::Shutdown {
+                id,
+                address,
+                kind,
+                deadline,
+            } => (id, address, Request::Shutdown { kind, deadline }),
+            other => {
+                let id = control_id(&other);
+                out.push(Output::ToClient {
+                    client,
+                    message: ControlMessage::Error {
+                        id,
+                        message: format!("{} is not a request", control_kind_name(&other)),
+                    },
+                });
+                return;
+            }
+        };
+        let error = |kind, message: String| Output::ToClient {
+            client,
+            message: ControlMessage::DeviceError {
+                id,
+                address,
+                kind,
+                message,
+            },
+        };
+        match self.session_owner {
+            Some(owner) if owner != client => {
+                out.push(error(
+                    DeviceErrorKind::Busy,
+                    format!("another shutdown session (control client {owner}) is in progress"),
+                ));
+                return;
+            }
+            _ => {}
+        }
+        let Some(&driver) = self.by_address.get(&address) else {
+            out.push(error(
+                DeviceErrorKind::UnknownDevice,
+                format!("no driver serves {address}"),
+            ));
+            return;
+        };
+        if self.session_owner.is_none() {
+            log::info!("control client {client} starts a shutdown session");
+            self.session_owner = Some(client);
+        }
+        let seq = self.next_seq;
+        let Some(d) = self.drivers.get_mut(driver) else {
+            return;
+        };
+        if let Some(g) = &d.gone {
+            out.push(error(g.kind(), g.describe()));
+            return;
+        }
+        let support = d.support;
+        let requester = Requester { client, id, seq };
+        let (phase, message) = match (request, d.phase, support) {
+            (Request::Begin { kind, deadline }, Phase::Idle, Some(ShutdownSupport::TwoPhase)) => (
+                Phase::BeginSent(requester),
+                DriverMessage::Begin {
+                    seq,
+                    kind,
+                    deadline,
+                },
+            ),
+            (Request::Finish { deadline }, Phase::Begun, Some(ShutdownSupport::TwoPhase)) => (
+                Phase::FinishSent(requester),
+                DriverMessage::Finish { seq, deadline },
+            ),
+            (
+                Request::Shutdown { kind, deadline },
+                Phase::Idle,
+                Some(ShutdownSupport::OnePhase),
+            ) => (
+                Phase::ShutdownSent(requester),
+                DriverMessage::Shutdown {
+                    seq,
+                    kind,
+                    deadline,
+                },
+            ),
+            (request, phase, support) => {
+                let why = match support {
+                    None => format!("{} has not said Hello yet", d.name),
+                    Some(ShutdownSupport::None) => {
+                        format!("{} does not support shutdown", d.name)
+                    }
+                    Some(s) if !request.fits(s) => format!(
+                        "{} declared {} shutdown; {} does not apply",
+                        d.name,
+                        support_name(s),
+                        request.name()
+                    ),
+                    Some(_) => format!(
+                        "{} is out of phase for {}: {}",
+                        request.name(),
+                        d.name,
+                        phase.describe()
+                    ),
+                };
+                out.push(error(DeviceErrorKind::NotSupported, why));
+                return;
+            }
+        };
+        self.next_seq = self.next_seq.wrapping_add(1).max(1);
+        d.phase = phase;
+        log::debug!(
+            "{address}: relaying {} seq {seq} (request {id} of client {client})",
+            request_name(&message)
+        );
+        out.push(Output::ToDriver { driver, message });
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Request {
+    Begin {
+        kind: pcid_interface::protocol::ShutdownKind,
+        deadline: Duration,
+    },
+    Finish {
+        deadline: Duration,
+    },
+    Shutdown {
+        kind: pcid_interface::protocol::ShutdownKind,
+        deadline: Duration,
+    },
+}
+
+impl Request {
+    fn name(&self) -> &'static str {
+        match self {
+            Request::Begin { .. } => "Begin",
+            Request::Finish { .. } => "Finish",
+            Request::Shutdown { .. } => "Shutdown",
+        }
+    }
+
+    fn fits(&self, support: ShutdownSupport) -> bool {
+        match self {
+            Request::Begin { .. } | Request::Finish { .. } => support == ShutdownSupport::TwoPhase,
+            Request::Shutdown { .. } => support == ShutdownSupport::OnePhase,
+        }
+    }
+}
+
+fn support_name(s: ShutdownSupport) -> &'static str {
+    match s {
+        ShutdownSupport::None => "no",
+        ShutdownSupport::OnePhase => "one-phase",
+        ShutdownSupport::TwoPhase => "two-phase",
+    }
+}
+
+fn request_name(m: &DriverMessage) -> &'static str {
+    kind_name(m)
+}
+
+fn kind_name(m: &DriverMessage) -> &'static str {
+    match m {
+        DriverMessage::Hello { .. } => "Hello",
+        DriverMessage::Welcome { .. } => "Welcome",
+        DriverMessage::Ready => "Ready",
+        DriverMessage::Begin { .. } => "Begin",
+        DriverMessage::BeginAck { .. } => "BeginAck",
+        DriverMessage::Finish { .. } => "Finish",
+        DriverMessage::Shutdown { .. } => "Shutdown",
+        DriverMessage::FinishAck { .. } => "FinishAck",
+        DriverMessage::Error { .. } => "Error",
+    }
+}
+
+fn control_kind_name(m: &ControlMessage) -> &'static str {
+    match m {
+        ControlMessage::ListDevices { .. } => "ListDevices",
+        ControlMessage::Devices { .. } => "Devices",
+        ControlMessage::Begin { .. } => "Begin",
+        ControlMessage::Finish { .. } => "Finish",
+        ControlMessage::Shutdown { .. } => "Shutdown",
+        ControlMessage::BeginAck { .. } => "BeginAck",
+        ControlMessage::FinishAck { .. } => "FinishAck",
+        ControlMessage::DeviceError { .. } => "DeviceError",
+        ControlMessage::Error { .. } => "Error",
+    }
+}
+
+fn control_id(m: &ControlMessage) -> u32 {
+    match m {
+        ControlMessage::ListDevices { id }
+        | ControlMessage::Devices { id, .. }
+        | ControlMessage::Begin { id, .. }
+        | ControlMessage::Finish { id, .. }
+        | ControlMessage::Shutdown { id, .. }
+        | ControlMessage::BeginAck { id, .. }
+        | ControlMessage::FinishAck { id, .. }
+        | ControlMessage::DeviceError { id, .. }
+        | ControlMessage::Error { id, .. } => *id,
+    }
+}
+
+#[cfg(test)]
+mod tests;

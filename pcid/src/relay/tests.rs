@@ -1,0 +1,631 @@
+use super::*;
+use pcid_interface::function::FunctionBackend;
+use pcid_interface::protocol::{FinishOutcome, ShutdownKind};
+
+const T0_HELLO: Duration = Duration::from_secs(5);
+
+fn function(dev: u8) -> PciFunction {
+    PciFunction {
+        address: PciAddress {
+            segment: 0,
+            bus: 0,
+            device: dev,
+            function: 0,
+        },
+        vendor: 0x1b36,
+        device: 0x0010,
+        class: 1,
+        subclass: 8,
+        interface: 2,
+        revision: 0,
+        parent: None,
+        backend: FunctionBackend::Simulated {
+            properties: String::new(),
+        },
+    }
+}
+
+fn addr(dev: u8) -> PciAddress {
+    function(dev).address
+}
+
+struct Fixture {
+    relay: Relay,
+    t0: Instant,
+}
+
+impl Fixture {
+    fn new(n: u8, exit_after_shutdown: bool) -> Self {
+        let t0 = Instant::now();
+        let mut relay = Relay::new(RelayConfig {
+            deadlines: StartDeadlines {
+                hello: T0_HELLO,
+                ready: Duration::from_secs(30),
+            },
+            exit_after_shutdown,
+        });
+        for i in 0..n {
+            relay.add_driver(function(4 + i), "nvmed".into(), 100 + u32::from(i), t0);
+        }
+        Self { relay, t0 }
+    }
+
+    fn at(&mut self, input: Input, after: Duration) -> Vec<Output> {
+        self.relay.handle(input, self.t0 + after)
+    }
+
+    fn h(&mut self, input: Input) -> Vec<Output> {
+        self.at(input, Duration::from_millis(1))
+    }
+
+    fn drv(&mut self, driver: DriverId, message: DriverMessage) -> Vec<Output> {
+        self.h(Input::DriverMessage { driver, message })
+    }
+
+    fn ctl(&mut self, client: ClientId, message: ControlMessage) -> Vec<Output> {
+        self.h(Input::ClientMessage { client, message })
+    }
+
+    /// Bring every driver up as a two-phase driver.
+    fn start_all(&mut self, support: ShutdownSupport) {
+        for d in 0..self.relay.driver_count() {
+            self.drv(
+                d,
+                DriverMessage::Hello {
+                    version: 1,
+                    driver: "nvmed".into(),
+                    support,
+                },
+            );
+            self.drv(d, DriverMessage::Ready);
+        }
+    }
+}
+
+fn begin(id: u32, dev: u8) -> ControlMessage {
+    ControlMessage::Begin {
+        id,
+        address: addr(dev),
+        kind: ShutdownKind::Poweroff,
+        deadline: Duration::from_secs(10),
+    }
+}
+
+fn finish(id: u32, dev: u8) -> ControlMessage {
+    ControlMessage::Finish {
+        id,
+        address: addr(dev),
+        deadline: Duration::from_secs(10),
+    }
+}
+
+/// The sequence number of the single Begin/Finish/Shutdown sent to `driver`.
+fn sent_seq(out: &[Output], driver: DriverId) -> u32 {
+    let seqs: Vec<u32> = out
+        .iter()
+        .filter_map(|o| match o {
+            Output::ToDriver {
+                driver: d,
+                message:
+                    DriverMessage::Begin { seq, .. }
+                    | DriverMessage::Finish { seq, .. }
+                    | DriverMessage::Shutdown { seq, .. },
+            } if *d == driver => Some(*seq),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(seqs.len(), 1, "{out:?}");
+    seqs[0]
+}
+
+fn device_error(out: &[Output], client: ClientId, id: u32) -> (DeviceErrorKind, String) {
+    out.iter()
+        .find_map(|o| match o {
+            Output::ToClient {
+                client: c,
+                message:
+                    ControlMessage::DeviceError {
+                        id: i,
+                        kind,
+                        message,
+                        ..
+                    },
+            } if *c == client && *i == id => Some((*kind, message.clone())),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no DeviceError id {id} for client {client} in {out:?}"))
+}
+
+#[test]
+fn hello_gets_welcome_with_the_channel_function() {
+    let mut f = Fixture::new(2, false);
+    let out = f.drv(
+        1,
+        DriverMessage::Hello {
+            version: 7,
+            driver: "nvmed".into(),
+            support: ShutdownSupport::TwoPhase,
+        },
+    );
+    assert_eq!(
+        out,
+        vec![Output::ToDriver {
+            driver: 1,
+            message: DriverMessage::Welcome {
+                version: PROTOCOL_VERSION,
+                function: function(5),
+            }
+        }]
+    );
+    let devices = f.relay.devices();
+    assert_eq!(devices[1].support, ShutdownSupport::TwoPhase);
+    assert_eq!(devices[1].state, DriverState::Running);
+    assert_eq!(devices[0].state, DriverState::Starting);
+    assert_eq!(devices[1].pid, 101);
+}
+
+#[test]
+fn ready_is_announced_once_when_every_driver_is_settled() {
+    let mut f = Fixture::new(3, false);
+    for d in 0..3 {
+        f.drv(
+            d,
+            DriverMessage::Hello {
+                version: 1,
+                driver: "x".into(),
+                support: ShutdownSupport::TwoPhase,
+            },
+        );
+    }
+    assert!(f.drv(0, DriverMessage::Ready).is_empty());
+    // A driver that dies before Ready counts as settled.
+    let out = f.h(Input::DriverExited {
+        driver: 1,
+        status: "exit status: 1".into(),
+    });
+    assert!(!out.iter().any(|o| matches!(o, Output::Ready { .. })));
+    let out = f.drv(2, DriverMessage::Ready);
+    assert!(
+        out.contains(&Output::Ready { ready: 2, total: 3 }),
+        "{out:?}"
+    );
+    assert!(f.h(Input::Tick).is_empty());
+}
+
+#[test]
+fn silent_driver_becomes_no_support_at_hello_deadline_and_ready_deadline_settles_it() {
+    let mut f = Fixture::new(2, false);
+    f.start_all(ShutdownSupport::TwoPhase);
+    // Driver 0 up; make driver 1 silent by recreating the fixture with one active.
+    let mut f = Fixture::new(2, false);
+    f.drv(
+        0,
+        DriverMessage::Hello {
+            version: 1,
+            driver: "nvmed".into(),
+            support: ShutdownSupport::TwoPhase,
+        },
+    );
+    assert!(f.drv(0, DriverMessage::Ready).is_empty());
+    assert_eq!(f.relay.next_deadline(), Some(f.t0 + T0_HELLO));
+    assert!(f
+        .at(Input::Tick, T0_HELLO - Duration::from_millis(1))
+        .is_empty());
+    assert_eq!(f.relay.devices()[1].state, DriverState::Starting);
+    let out = f.at(Input::Tick, T0_HELLO);
+    assert!(out.is_empty(), "{out:?}");
+    let dev = &f.relay.devices()[1];
+    assert_eq!(dev.support, ShutdownSupport::None);
+    assert_eq!(dev.state, DriverState::Running);
+    // Next deadline: ready.
+    assert_eq!(
+        f.relay.next_deadline(),
+        Some(f.t0 + Duration::from_secs(30))
+    );
+    let out = f.at(Input::Tick, Duration::from_secs(30));
+    assert_eq!(out, vec![Output::Ready { ready: 1, total: 2 }]);
+    assert_eq!(f.relay.next_deadline(), None);
+}
+
+#[test]
+fn begin_finish_relay_with_request_ids_and_pcid_sequence_numbers() {
+    let mut f = Fixture::new(1, false);
+    f.start_all(ShutdownSupport::TwoPhase);
+    f.h(Input::ClientConnected { client: 9 });
+    let out = f.ctl(9, begin(77, 4));
+    let seq = sent_seq(&out, 0);
+    assert_ne!(seq, 77);
+    assert_eq!(
+        out,
+        vec![Output::ToDriver {
+            driver: 0,
+            message: DriverMessage::Begin {
+                seq,
+                kind: ShutdownKind::Poweroff,
+                deadline: Duration::from_secs(10)
+            }
+        }]
+    );
+    let out = f.drv(
+        0,
+        DriverMessage::BeginAck {
+            seq,
+            budget: Duration::from_millis(4500),
+        },
+    );
+    assert_eq!(
+        out,
+        vec![Output::ToClient {
+            client: 9,
+            message: ControlMessage::BeginAck {
+                id: 77,
+                address: addr(4),
+                budget: Duration::from_millis(4500)
+            }
+        }]
+    );
+    let out = f.ctl(9, finish(78, 4));
+    let fseq = sent_seq(&out, 0);
+    assert_ne!(fseq, seq);
+    let out = f.drv(
+        0,
+        DriverMessage::FinishAck {
+            seq: fseq,
+            outcome: FinishOutcome::Clean,
+            elapsed: Duration::from_millis(4501),
+            detail: "CSTS.SHST=10b".into(),
+        },
+    );
+    assert_eq!(
+        out,
+        vec![Output::ToClient {
+            client: 9,
+            message: ControlMessage::FinishAck {
+                id: 78,
+                address: addr(4),
+                outcome: FinishOutcome::Clean,
+                elapsed: Duration::from_millis(4501),
+                detail: "CSTS.SHST=10b".into()
+            }
+        }]
+    );
+}
+
+#[test]
+fn requests_to_different_drivers_are_independent() {
+    let mut f = Fixture::new(3, false);
+    f.start_all(ShutdownSupport::TwoPhase);
+    f.h(Input::ClientConnected { client: 1 });
+    // Begin to all before any ack; every Begin goes out immediately.
+    let seqs: Vec<u32> = (0..3u8)
+        .map(|i| sent_seq(&f.ctl(1, begin(10 + u32::from(i), 4 + i)), usize::from(i)))
+        .collect();
+    // Acks in reverse order are relayed as they come.
+    for i in (0..3usize).rev() {
+        let out = f.drv(
+            i,
+            DriverMessage::BeginAck {
+                seq: seqs[i],
+                budget: Duration::ZERO,
+            },
+        );
+        assert!(
+            matches!(&out[..], [Output::ToClient { message: ControlMessage::BeginAck { id, .. }, .. }] if *id == 10 + i as u32),
+            "{out:?}"
+        );
+    }
+    // Finish to all, driver 2 never answers; the others complete.
+    let fseqs: Vec<u32> = (0..3u8)
+        .map(|i| sent_seq(&f.ctl(1, finish(20 + u32::from(i), 4 + i)), usize::from(i)))
+        .collect();
+    for i in 0..2usize {
+        let out = f.drv(
+            i,
+            DriverMessage::FinishAck {
+                seq: fseqs[i],
+                outcome: FinishOutcome::Clean,
+                elapsed: Duration::ZERO,
+                detail: String::new(),
+            },
+        );
+        assert_eq!(out.len(), 1, "{out:?}");
+    }
+}
+
+#[test]
+fn wrong_sequence_number_is_a_violation_isolated_to_that_driver() {
+    let mut f = Fixture::new(2, false);
+    f.start_all(ShutdownSupport::TwoPhase);
+    f.h(Input::ClientConnected { client: 1 });
+    let s0 = sent_seq(&f.ctl(1, begin(1, 4)), 0);
+    let s1 = sent_seq(&f.ctl(1, begin(2, 5)), 1);
+    // Driver 1 answers with driver 0's sequence number: its channel cannot
+    // speak for driver 0.
+    let out = f.drv(
+        1,
+        DriverMessage::BeginAck {
+            seq: s0,
+            budget: Duration::ZERO,
+        },
+    );
+    assert!(out.contains(&Output::CloseDriver { driver: 1 }), "{out:?}");
+    let (kind, msg) = device_error(&out, 1, 2);
+    assert_eq!(kind, DeviceErrorKind::ProtocolViolation);
+    assert!(msg.contains(&format!("expected {s1}")), "{msg}");
+    let (kind, _) = device_error(&out, 1, 0);
+    assert_eq!(kind, DeviceErrorKind::ProtocolViolation);
+    assert!(!out.iter().any(|o| matches!(
+        o,
+        Output::ToClient {
+            message: ControlMessage::BeginAck { .. },
+            ..
+        }
+    )));
+    // Driver 0 is unaffected.
+    let out = f.drv(
+        0,
+        DriverMessage::BeginAck {
+            seq: s0,
+            budget: Duration::ZERO,
+        },
+    );
+    assert!(
+        matches!(
+            &out[..],
+            [Output::ToClient {
+                message: ControlMessage::BeginAck { id: 1, .. },
+                ..
+            }]
+        ),
+        "{out:?}"
+    );
+    assert_eq!(f.relay.devices()[1].state, DriverState::Gone);
+    assert_eq!(f.relay.devices()[0].state, DriverState::Running);
+    // Later requests to the cut-off driver fail with the same kind.
+    let (kind, _) = device_error(&f.ctl(1, finish(3, 5)), 1, 3);
+    assert_eq!(kind, DeviceErrorKind::ProtocolViolation);
+    // Messages queued before the cut are ignored.
+    assert!(f.drv(1, DriverMessage::Ready).is_empty());
+}
+
+#[test]
+fn duplicate_and_out_of_phase_acks_are_violations() {
+    let mut f = Fixture::new(3, false);
+    f.start_all(ShutdownSupport::TwoPhase);
+    f.h(Input::ClientConnected { client: 1 });
+    // Duplicate BeginAck.
+    let s = sent_seq(&f.ctl(1, begin(1, 4)), 0);
+    let ack = DriverMessage::BeginAck {
+        seq: s,
+        budget: Duration::ZERO,
+    };
+    assert_eq!(f.drv(0, ack.clone()).len(), 1);
+    let out = f.drv(0, ack);
+    assert!(out.contains(&Output::CloseDriver { driver: 0 }), "{out:?}");
+    // Unsolicited FinishAck with nothing outstanding.
+    let out = f.drv(
+        1,
+        DriverMessage::FinishAck {
+            seq: 0,
+            outcome: FinishOutcome::Clean,
+            elapsed: Duration::ZERO,
+            detail: String::new(),
+        },
+    );
+    assert!(out.contains(&Output::CloseDriver { driver: 1 }), "{out:?}");
+    // A pcid-to-driver message sent by a driver.
+    let out = f.drv(
+        2,
+        DriverMessage::Finish {
+            seq: 1,
+            deadline: Duration::ZERO,
+        },
+    );
+    assert!(out.contains(&Output::CloseDriver { driver: 2 }), "{out:?}");
+}
+
+#[test]
+fn bad_frames_and_startup_violations() {
+    let mut f = Fixture::new(3, false);
+    let out = f.h(Input::DriverBadFrame {
+        driver: 0,
+        error: "bad magic".into(),
+    });
+    assert!(out.contains(&Output::CloseDriver { driver: 0 }), "{out:?}");
+    let out = f.drv(1, DriverMessage::Ready);
+    assert!(out.contains(&Output::CloseDriver { driver: 1 }), "{out:?}");
+    let hello = DriverMessage::Hello {
+        version: 1,
+        driver: "x".into(),
+        support: ShutdownSupport::OnePhase,
+    };
+    f.drv(2, hello.clone());
+    let out = f.drv(2, hello);
+    assert!(out.contains(&Output::CloseDriver { driver: 2 }), "{out:?}");
+    // All three settled (gone): ready with 0.
+    assert!(
+        out.contains(&Output::Ready { ready: 0, total: 3 }),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn driver_death_fails_outstanding_request_and_notifies_every_client() {
+    let mut f = Fixture::new(2, false);
+    f.start_all(ShutdownSupport::TwoPhase);
+    f.h(Input::ClientConnected { client: 1 });
+    f.h(Input::ClientConnected { client: 2 });
+    sent_seq(&f.ctl(1, begin(5, 4)), 0);
+    let out = f.h(Input::DriverExited {
+        driver: 0,
+        status: "signal: 9 (SIGKILL)".into(),
+    });
+    let (kind, msg) = device_error(&out, 1, 5);
+    assert_eq!(kind, DeviceErrorKind::DriverDied);
+    assert!(msg.contains("SIGKILL"), "{msg}");
+    assert_eq!(device_error(&out, 1, 0).0, DeviceErrorKind::DriverDied);
+    assert_eq!(device_error(&out, 2, 0).0, DeviceErrorKind::DriverDied);
+    // The channel closing afterwards adds nothing.
+    assert!(f.h(Input::DriverChannelClosed { driver: 0 }).is_empty());
+    // Channel closed without exit: also DriverDied.
+    let out = f.h(Input::DriverChannelClosed { driver: 1 });
+    assert_eq!(device_error(&out, 2, 0).0, DeviceErrorKind::DriverDied);
+    assert_eq!(f.relay.devices()[1].state, DriverState::Gone);
+}
+
+#[test]
+fn second_session_is_busy_until_the_first_client_leaves() {
+    let mut f = Fixture::new(2, true);
+    f.start_all(ShutdownSupport::TwoPhase);
+    f.h(Input::ClientConnected { client: 1 });
+    f.h(Input::ClientConnected { client: 2 });
+    sent_seq(&f.ctl(1, begin(1, 4)), 0);
+    let out = f.ctl(2, begin(1, 5));
+    assert_eq!(device_error(&out, 2, 1).0, DeviceErrorKind::Busy);
+    // Listing is always allowed.
+    let out = f.ctl(2, ControlMessage::ListDevices { id: 4 });
+    assert!(
+        matches!(&out[..], [Output::ToClient { message: ControlMessage::Devices { id: 4, devices }, .. }] if devices.len() == 2)
+    );
+    // The owner leaves: with exit_after_shutdown pcid exits.
+    let out = f.h(Input::ClientClosed { client: 1 });
+    assert_eq!(out, vec![Output::Exit]);
+    // A client that only listed does not end a session.
+    assert!(f.h(Input::ClientClosed { client: 2 }).is_empty());
+}
+
+#[test]
+fn requests_that_do_not_fit_the_driver_are_refused_without_relaying() {
+    let mut f = Fixture::new(3, false);
+    f.drv(
+        0,
+        DriverMessage::Hello {
+            version: 1,
+            driver: "legacyd".into(),
+            support: ShutdownSupport::OnePhase,
+        },
+    );
+    f.drv(
+        1,
+        DriverMessage::Hello {
+            version: 1,
+            driver: "plaind".into(),
+            support: ShutdownSupport::None,
+        },
+    );
+    f.drv(
+        2,
+        DriverMessage::Hello {
+            version: 1,
+            driver: "nvmed".into(),
+            support: ShutdownSupport::TwoPhase,
+        },
+    );
+    f.h(Input::ClientConnected { client: 1 });
+    let (k, m) = device_error(&f.ctl(1, begin(1, 4)), 1, 1);
+    assert_eq!(k, DeviceErrorKind::NotSupported);
+    assert!(m.contains("one-phase"), "{m}");
+    let (k, _) = device_error(&f.ctl(1, begin(2, 5)), 1, 2);
+    assert_eq!(k, DeviceErrorKind::NotSupported);
+    let (k, m) = device_error(&f.ctl(1, finish(3, 6)), 1, 3);
+    assert_eq!(k, DeviceErrorKind::NotSupported);
+    assert!(m.contains("out of phase"), "{m}");
+    let (k, _) = device_error(
+        &f.ctl(
+            1,
+            ControlMessage::Shutdown {
+                id: 4,
+                address: addr(6),
+                kind: ShutdownKind::Reboot,
+                deadline: Duration::from_secs(1),
+            },
+        ),
+        1,
+        4,
+    );
+    assert_eq!(k, DeviceErrorKind::NotSupported);
+    let (k, _) = device_error(&f.ctl(1, begin(5, 30)), 1, 5);
+    assert_eq!(k, DeviceErrorKind::UnknownDevice);
+    // One-phase Shutdown relays and its FinishAck comes back.
+    let out = f.ctl(
+        1,
+        ControlMessage::Shutdown {
+            id: 6,
+            address: addr(4),
+            kind: ShutdownKind::Reboot,
+            deadline: Duration::from_secs(1),
+        },
+    );
+    let seq = sent_seq(&out, 0);
+    let out = f.drv(
+        0,
+        DriverMessage::FinishAck {
+            seq,
+            outcome: FinishOutcome::Clean,
+            elapsed: Duration::ZERO,
+            detail: String::new(),
+        },
+    );
+    assert!(
+        matches!(
+            &out[..],
+            [Output::ToClient {
+                message: ControlMessage::FinishAck { id: 6, .. },
+                ..
+            }]
+        ),
+        "{out:?}"
+    );
+    // A second Begin while one is in flight is out of phase.
+    sent_seq(&f.ctl(1, begin(7, 6)), 2);
+    let (k, _) = device_error(&f.ctl(1, begin(8, 6)), 1, 8);
+    assert_eq!(k, DeviceErrorKind::NotSupported);
+}
+
+#[test]
+fn driver_error_reply_fails_the_request_but_keeps_the_channel() {
+    let mut f = Fixture::new(1, false);
+    f.start_all(ShutdownSupport::TwoPhase);
+    f.h(Input::ClientConnected { client: 1 });
+    let seq = sent_seq(&f.ctl(1, begin(1, 4)), 0);
+    let out = f.drv(
+        0,
+        DriverMessage::Error {
+            seq,
+            message: "busy".into(),
+        },
+    );
+    assert!(!out.iter().any(|o| matches!(o, Output::CloseDriver { .. })));
+    assert_eq!(device_error(&out, 1, 1).0, DeviceErrorKind::NotSupported);
+    // Begin can be retried.
+    sent_seq(&f.ctl(1, begin(2, 4)), 0);
+}
+
+#[test]
+fn non_requests_from_clients_get_an_error() {
+    let mut f = Fixture::new(1, false);
+    f.h(Input::ClientConnected { client: 1 });
+    let out = f.ctl(
+        1,
+        ControlMessage::Error {
+            id: 3,
+            message: "x".into(),
+        },
+    );
+    assert!(
+        matches!(
+            &out[..],
+            [Output::ToClient {
+                message: ControlMessage::Error { id: 3, .. },
+                ..
+            }]
+        ),
+        "{out:?}"
+    );
+    let out = f.h(Input::ClientBadFrame {
+        client: 1,
+        error: "bad magic".into(),
+        fatal: true,
+    });
+    assert!(out.contains(&Output::CloseClient { client: 1 }), "{out:?}");
+}
