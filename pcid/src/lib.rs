@@ -2,10 +2,69 @@
 //!
 //! * [`bus`] — where functions come from: a simulated machine ([`machine`]) or Linux sysfs;
 //! * [`matching`] — Redox-format driver match tables (`pcid.d/*.toml`);
+//! * [`relay`] — the state machine relaying shutdown requests between the
+//!   control endpoint and driver channels;
+//! * [`daemon`] — the runtime: spawning drivers, threads, signals, readiness;
+//! * [`cli`] — the command line;
 //! * [`location`] — `file:line` positions for configuration errors.
 
 pub mod bus;
+pub mod cli;
+#[cfg(not(target_os = "redox"))]
+pub mod daemon;
 pub mod location;
 pub mod machine;
 pub mod matching;
 pub mod relay;
+
+/// Error of [`run`].
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The daemon failed.
+    #[cfg(not(target_os = "redox"))]
+    #[error(transparent)]
+    Daemon(#[from] daemon::DaemonError),
+    /// The bus could not be opened.
+    #[error(transparent)]
+    Bus(#[from] bus::BusError),
+    /// This platform has no runtime yet.
+    #[error("{0}")]
+    Unsupported(&'static str),
+}
+
+/// Why pcid stopped.
+#[cfg(not(target_os = "redox"))]
+pub type ExitReason = daemon::ExitReason;
+/// Why pcid stopped.
+#[cfg(target_os = "redox")]
+pub type ExitReason = ();
+
+/// Run pcid as the command line says.
+pub fn run(args: &cli::Args) -> Result<ExitReason, RunError> {
+    #[cfg(not(target_os = "redox"))]
+    {
+        let bus: Box<dyn bus::Bus> = match &args.bus {
+            cli::BusChoice::Sim { machine } => Box::new(bus::SimulatedBus::from_file(machine)?),
+            cli::BusChoice::Linux { sysfs } => {
+                Box::new(bus::LinuxSysfsBus::with_root(sysfs.clone()))
+            }
+        };
+        let options = daemon::Options {
+            match_dir: args.match_dir.clone(),
+            driver_path: args.driver_path.clone(),
+            control: args.control.clone(),
+            ready_fd: args.ready_fd,
+            deadlines: args.deadlines,
+            exit_after_shutdown: args.exit_after_shutdown,
+            exit_on_stdin_eof: args.exit_on_stdin_eof,
+        };
+        Ok(daemon::run(&options, bus.as_ref())?)
+    }
+    #[cfg(target_os = "redox")]
+    {
+        let _ = args;
+        Err(RunError::Unsupported(
+            "the Redox runtime (config space access and the pci scheme) is not part of this build",
+        ))
+    }
+}

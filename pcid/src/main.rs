@@ -1,1 +1,40 @@
-fn main() {}
+//! `pcid`: enumerate PCI functions, spawn their drivers, relay shutdown.
+//! See `pcid --help` and the library documentation.
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let command = match pcid::cli::parse(std::env::args().skip(1)) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("pcid: {e}\n\n{}", pcid::cli::USAGE);
+            return ExitCode::from(2);
+        }
+    };
+    let args = match command {
+        pcid::cli::Command::Help => {
+            println!("{}", pcid::cli::USAGE);
+            return ExitCode::SUCCESS;
+        }
+        pcid::cli::Command::Run(args) => args,
+    };
+    let level = match args.verbosity {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level))
+        .format_target(false)
+        .init();
+    match pcid::run(&args) {
+        Ok(reason) => {
+            log::info!("pcid stopped: {reason:?}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("pcid: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,313 @@
+//! Command line of the `pcid` binary.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::relay::StartDeadlines;
+
+/// Usage text.
+pub const USAGE: &str = "\
+usage: pcid --bus sim --machine FILE | --bus linux [--sysfs DIR]
+            --match-dir DIR [--driver-path DIR]... [--control PATH]
+            [--ready-fd N] [--hello-timeout-ms MS] [--ready-timeout-ms MS]
+            [--exit-after-shutdown] [--exit-on-stdin-eof] [-v]...
+
+  --bus sim|linux        where functions come from: a machine description, or
+                         /sys/bus/pci/devices
+  --machine FILE         machine description (TOML) for --bus sim
+  --sysfs DIR            directory listing PCI functions for --bus linux
+                         (default /sys/bus/pci/devices)
+  --match-dir DIR        directory of driver match tables (*.toml, Redox format);
+                         default /usr/lib/pcid.d on Redox, required elsewhere
+  --driver-path DIR      search DIR for driver programs before PATH (repeatable)
+  --control PATH         control socket for shutdownd (mode 0600, same uid only)
+  --ready-fd N           also write the readiness line to fd N
+  --hello-timeout-ms MS  a driver silent this long after spawn is treated as not
+                         speaking the protocol (default 5000)
+  --ready-timeout-ms MS  readiness is announced at the latest this long after
+                         spawn (default 60000)
+  --exit-after-shutdown  exit (stopping all drivers) when the control client
+                         that ran a shutdown disconnects
+  --exit-on-stdin-eof    exit when standard input reaches end of file
+  -v                     more logging (-v info, -vv debug, -vvv trace); RUST_LOG
+                         overrides
+
+Once every driver has sent Ready, exited, or passed its start deadline, pcid
+prints `pcid: ready: N drivers` on stdout (N = drivers that sent Ready).";
+
+/// Which bus backend to use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BusChoice {
+    /// The simulated bus from a machine description.
+    Sim {
+        /// The machine file.
+        machine: PathBuf,
+    },
+    /// Linux sysfs.
+    Linux {
+        /// The directory listing functions.
+        sysfs: PathBuf,
+    },
+}
+
+/// Parsed command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Args {
+    /// Bus backend.
+    pub bus: BusChoice,
+    /// Match table directory.
+    pub match_dir: PathBuf,
+    /// Driver search directories.
+    pub driver_path: Vec<PathBuf>,
+    /// Control socket.
+    pub control: Option<PathBuf>,
+    /// Readiness fd.
+    pub ready_fd: Option<u32>,
+    /// Start deadlines.
+    pub deadlines: StartDeadlines,
+    /// `--exit-after-shutdown`.
+    pub exit_after_shutdown: bool,
+    /// `--exit-on-stdin-eof`.
+    pub exit_on_stdin_eof: bool,
+    /// Number of `-v`.
+    pub verbosity: u8,
+}
+
+/// What the command line asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Run the daemon.
+    Run(Box<Args>),
+    /// Print usage.
+    Help,
+}
+
+/// A command-line error.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CliError {
+    /// An option needs a value.
+    #[error("{0} needs a value")]
+    MissingValue(String),
+    /// A value is invalid.
+    #[error("{option}: invalid value {value:?}: {why}")]
+    BadValue {
+        /// The option.
+        option: String,
+        /// The value.
+        value: String,
+        /// Why.
+        why: &'static str,
+    },
+    /// Unknown option or argument.
+    #[error("unknown argument {0:?}")]
+    Unknown(String),
+    /// A required option is missing or options conflict.
+    #[error("{0}")]
+    Usage(&'static str),
+}
+
+/// Default match table directory on Redox.
+pub const REDOX_MATCH_DIR: &str = "/usr/lib/pcid.d";
+
+/// Parse arguments (without the program name).
+pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, CliError> {
+    let mut it = args.into_iter();
+    let mut bus: Option<String> = None;
+    let mut machine = None;
+    let mut sysfs = None;
+    let mut match_dir = None;
+    let mut driver_path = Vec::new();
+    let mut control = None;
+    let mut ready_fd = None;
+    let mut deadlines = StartDeadlines::default();
+    let mut exit_after_shutdown = false;
+    let mut exit_on_stdin_eof = false;
+    let mut verbosity = 0u8;
+
+    while let Some(arg) = it.next() {
+        let (name, inline) = match arg.split_once('=') {
+            Some((n, v)) if n.starts_with("--") => (n.to_string(), Some(v.to_string())),
+            _ => (arg.clone(), None),
+        };
+        let mut value = || -> Result<String, CliError> {
+            match inline.clone() {
+                Some(v) => Ok(v),
+                None => it
+                    .next()
+                    .ok_or_else(|| CliError::MissingValue(name.clone())),
+            }
+        };
+        match name.as_str() {
+            "-h" | "--help" => return Ok(Command::Help),
+            "--bus" => bus = Some(value()?),
+            "--machine" => machine = Some(PathBuf::from(value()?)),
+            "--sysfs" => sysfs = Some(PathBuf::from(value()?)),
+            "--match-dir" => match_dir = Some(PathBuf::from(value()?)),
+            "--driver-path" => driver_path.push(PathBuf::from(value()?)),
+            "--control" => control = Some(PathBuf::from(value()?)),
+            "--ready-fd" => {
+                let v = value()?;
+                ready_fd = Some(v.parse::<u32>().map_err(|_| CliError::BadValue {
+                    option: name.clone(),
+                    value: v,
+                    why: "expected a file descriptor number",
+                })?);
+            }
+            "--hello-timeout-ms" => deadlines.hello = millis(&name, value()?)?,
+            "--ready-timeout-ms" => deadlines.ready = millis(&name, value()?)?,
+            "--exit-after-shutdown" => exit_after_shutdown = true,
+            "--exit-on-stdin-eof" => exit_on_stdin_eof = true,
+            v if v.len() > 1 && v.starts_with('-') && v[1..].chars().all(|c| c == 'v') => {
+                verbosity = verbosity.saturating_add((v.len() - 1) as u8);
+            }
+            _ => return Err(CliError::Unknown(arg)),
+        }
+    }
+
+    let bus = match bus.as_deref() {
+        Some("sim") => {
+            if sysfs.is_some() {
+                return Err(CliError::Usage("--sysfs applies to --bus linux only"));
+            }
+            BusChoice::Sim {
+                machine: machine.ok_or(CliError::Usage("--bus sim needs --machine FILE"))?,
+            }
+        }
+        Some("linux") => {
+            if machine.is_some() {
+                return Err(CliError::Usage("--machine applies to --bus sim only"));
+            }
+            BusChoice::Linux {
+                sysfs: sysfs.unwrap_or_else(|| PathBuf::from(crate::bus::LINUX_SYSFS_PCI_DEVICES)),
+            }
+        }
+        Some(other) => {
+            return Err(CliError::BadValue {
+                option: "--bus".into(),
+                value: other.into(),
+                why: "expected sim or linux",
+            })
+        }
+        None => return Err(CliError::Usage("--bus sim|linux is required")),
+    };
+    let match_dir = match match_dir {
+        Some(d) => d,
+        None if cfg!(target_os = "redox") => PathBuf::from(REDOX_MATCH_DIR),
+        None => {
+            return Err(CliError::Usage(
+                "--match-dir DIR is required (e.g. initfs/lib/pcid.d in the source tree)",
+            ))
+        }
+    };
+    if deadlines.ready < deadlines.hello {
+        return Err(CliError::Usage(
+            "--ready-timeout-ms must not be shorter than --hello-timeout-ms",
+        ));
+    }
+    Ok(Command::Run(Box::new(Args {
+        bus,
+        match_dir,
+        driver_path,
+        control,
+        ready_fd,
+        deadlines,
+        exit_after_shutdown,
+        exit_on_stdin_eof,
+        verbosity,
+    })))
+}
+
+fn millis(option: &str, v: String) -> Result<Duration, CliError> {
+    v.parse::<u64>()
+        .map(Duration::from_millis)
+        .map_err(|_| CliError::BadValue {
+            option: option.to_string(),
+            value: v,
+            why: "expected milliseconds",
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(args: &[&str]) -> Result<Command, CliError> {
+        parse(args.iter().map(|s| s.to_string()))
+    }
+
+    #[test]
+    fn full_sim_command_line() {
+        let Command::Run(a) = p(&[
+            "--bus",
+            "sim",
+            "--machine=m.toml",
+            "--match-dir",
+            "initfs/lib/pcid.d",
+            "--driver-path",
+            "a",
+            "--driver-path",
+            "b",
+            "--control",
+            "/tmp/c",
+            "--ready-fd",
+            "3",
+            "--hello-timeout-ms",
+            "100",
+            "--exit-after-shutdown",
+            "-vv",
+            "-v",
+        ])
+        .unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            a.bus,
+            BusChoice::Sim {
+                machine: "m.toml".into()
+            }
+        );
+        assert_eq!(a.driver_path, vec![PathBuf::from("a"), PathBuf::from("b")]);
+        assert_eq!(a.control, Some(PathBuf::from("/tmp/c")));
+        assert_eq!(a.ready_fd, Some(3));
+        assert_eq!(a.deadlines.hello, Duration::from_millis(100));
+        assert!(a.exit_after_shutdown && !a.exit_on_stdin_eof);
+        assert_eq!(a.verbosity, 3);
+    }
+
+    #[test]
+    fn linux_defaults_to_sysfs() {
+        let Command::Run(a) = p(&["--bus", "linux", "--match-dir", "d"]).unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            a.bus,
+            BusChoice::Linux {
+                sysfs: "/sys/bus/pci/devices".into()
+            }
+        );
+    }
+
+    #[test]
+    fn errors() {
+        assert_eq!(p(&["-h"]).unwrap(), Command::Help);
+        assert!(matches!(p(&[]), Err(CliError::Usage(_))));
+        assert!(matches!(
+            p(&["--bus", "sim", "--match-dir", "d"]),
+            Err(CliError::Usage(_))
+        ));
+        assert!(matches!(
+            p(&["--bus", "pci", "--match-dir", "d"]),
+            Err(CliError::BadValue { .. })
+        ));
+        assert!(matches!(p(&["--bus"]), Err(CliError::MissingValue(_))));
+        assert!(matches!(p(&["--frob"]), Err(CliError::Unknown(_))));
+        assert!(matches!(
+            p(&["--bus", "linux", "--match-dir", "d", "--ready-fd", "x"]),
+            Err(CliError::BadValue { .. })
+        ));
+        if !cfg!(target_os = "redox") {
+            let e = p(&["--bus", "linux"]).unwrap_err().to_string();
+            assert!(e.contains("--match-dir"), "{e}");
+        }
+    }
+}
