@@ -1,1 +1,40 @@
-//! nvmed
+//! `nvmed`: an NVMe driver library with two-phase shutdown.
+//!
+//! [`Controller`] is generic over the hardware-access traits of `pcid_hw`
+//! (register I/O, DMA memory, clock) and contains no `unsafe` code. It
+//! brings a controller up from any state (including enabled, as firmware
+//! leaves it), identifies it and its namespaces, creates one I/O queue pair,
+//! and offers Read, Write and Flush with PRPs, split by MDTS. Shutdown is in
+//! two phases: [`Controller::begin`] (quiesce, delete I/O queues, CC.SHN=01b,
+//! return the RTD3E budget) and [`Controller::finish`] (poll CSTS.SHST within
+//! a deadline, report outcome and measured duration).
+//!
+//! Every wait has a deadline taken from the controller (CAP.TO) or from
+//! [`Options`]; every failure is an [`NvmeError`] naming the step.
+//!
+//! ```no_run
+//! # fn demo<R: pcid_hw::RegisterIo, D: pcid_hw::DmaAllocator, C: pcid_hw::Clock>(
+//! #     regs: R, dma: D, clock: C) -> Result<(), nvmed::NvmeError> {
+//! use std::time::Duration;
+//! let ctrl = nvmed::Controller::bring_up("0000:00:04.0", regs, dma, clock, Default::default())?;
+//! let ns = ctrl.namespaces()[0];
+//! ctrl.write(ns.nsid, 0, &vec![0xAB; ns.block_size as usize])?;
+//! ctrl.flush(ns.nsid)?;
+//! let begun = ctrl.begin()?;
+//! let report = ctrl.finish(begun.budget * 2)?;
+//! assert!(report.outcome.is_clean());
+//! # Ok(()) }
+//! ```
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod controller;
+mod error;
+mod poll;
+mod queue;
+mod shutdown;
+
+pub use controller::{Controller, ControllerInfo, Namespace, Options};
+pub use error::NvmeError;
+pub use shutdown::{BeginReport, FinishReport, ShutdownOutcome};

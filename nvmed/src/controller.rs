@@ -1,0 +1,702 @@
+//! Controller bring-up, identification and I/O.
+
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use log::{debug, info, warn};
+use nvme_spec::cmd::{
+    NumberOfQueues, RwDw12, SubmissionEntry, CQ_ENTRY_SIZE_LOG2, SQ_ENTRY_SIZE_LOG2,
+};
+use nvme_spec::identify::{
+    parse_namespace_list, Cns, IdentifyController, IdentifyNamespace, IDENTIFY_SIZE,
+};
+use nvme_spec::regs::offset;
+use nvme_spec::status::GenericStatus;
+use nvme_spec::{Aqa, Cap, Cc, CommandSetSelect, Csts, NvmOpcode, ShutdownNotification, Version};
+use pcid_hw::{Clock, DmaAllocator, DmaBuffer, RegisterIo, PAGE_SIZE};
+
+use crate::poll::{wait_for, Backoff};
+use crate::queue::{QueuePair, WaitCtx, MAX_ENTRIES_PER_PAGE};
+use crate::shutdown::ShutdownState;
+use crate::NvmeError;
+
+/// Tunables of the driver. [`Options::default`] suits real controllers and the model.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Entries in each admin queue (clamped to 2..=64 so a queue fits one page).
+    pub admin_queue_entries: u16,
+    /// Entries in each I/O queue (clamped to 2..=64 and to CAP.MQES + 1).
+    pub io_queue_entries: u16,
+    /// Deadline for one admin or I/O command.
+    pub command_timeout: Duration,
+    /// Used for CSTS.RDY waits when CAP.TO is 0 (the controller gives no bound).
+    pub ready_timeout_fallback: Duration,
+    /// Largest transfer per command in bytes, further bounded by MDTS.
+    pub max_transfer_bytes: usize,
+    /// First delay between polls of a register or completion queue.
+    pub poll_initial: Duration,
+    /// Longest delay between polls of a completion queue or CSTS.RDY.
+    pub poll_max: Duration,
+    /// Longest delay between polls of CSTS.SHST in `finish`.
+    pub shutdown_poll_max: Duration,
+    /// When a normal shutdown has not completed near the deadline, write
+    /// CC.SHN=10b (abrupt) and report that it did.
+    pub escalate_to_abrupt: bool,
+    /// Share of the finish deadline kept for the abrupt shutdown when
+    /// escalating, capped at [`Options::abrupt_reserve_max`].
+    pub abrupt_reserve_fraction: f64,
+    /// Upper bound of the time kept for an abrupt shutdown.
+    pub abrupt_reserve_max: Duration,
+    /// Budget reported by `begin` when the controller's RTD3E is 0.
+    pub default_shutdown_budget: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            admin_queue_entries: 32,
+            io_queue_entries: 64,
+            command_timeout: Duration::from_secs(5),
+            ready_timeout_fallback: Duration::from_secs(30),
+            max_transfer_bytes: 256 * 1024,
+            poll_initial: Duration::from_micros(50),
+            poll_max: Duration::from_millis(1),
+            shutdown_poll_max: Duration::from_millis(2),
+            escalate_to_abrupt: true,
+            abrupt_reserve_fraction: 0.1,
+            abrupt_reserve_max: Duration::from_secs(1),
+            default_shutdown_budget: Duration::from_secs(1),
+        }
+    }
+}
+
+/// What the controller says about itself (registers and Identify Controller).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ControllerInfo {
+    /// PCI vendor ID from Identify.
+    pub vendor_id: u16,
+    /// Serial number (SN).
+    pub serial: String,
+    /// Model number (MN).
+    pub model: String,
+    /// Firmware revision (FR).
+    pub firmware: String,
+    /// NVMe version from the VS register.
+    pub version: Version,
+    /// RTD3 Entry Latency in µs (0 = not reported).
+    pub rtd3e_us: u32,
+    /// Whether a volatile write cache is present (VWC bit 0).
+    pub volatile_write_cache: bool,
+    /// Raw MDTS (power of two of the minimum page size; 0 = no limit).
+    pub mdts: u8,
+    /// Largest transfer this driver issues per command, in bytes.
+    pub max_transfer_bytes: usize,
+    /// Number of namespaces (NN).
+    pub namespace_count: u32,
+    /// The CAP register.
+    pub cap: Cap,
+}
+
+/// An active namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Namespace {
+    /// Namespace identifier.
+    pub nsid: u32,
+    /// Size in logical blocks (NSZE).
+    pub blocks: u64,
+    /// Logical block size in bytes (from the LBA format in use).
+    pub block_size: u32,
+}
+
+impl Namespace {
+    /// Size in bytes.
+    pub fn bytes(&self) -> u64 {
+        self.blocks.saturating_mul(u64::from(self.block_size))
+    }
+}
+
+/// The I/O queue pair with its bounce buffer and PRP list page.
+pub(crate) struct IoPath<B: DmaBuffer> {
+    pub(crate) queue: QueuePair<B>,
+    data: B,
+    prp_list: B,
+}
+
+/// A controller that has been brought up: admin queue, one I/O queue pair,
+/// identified namespaces. All methods take `&self`; the type is `Send + Sync`
+/// so I/O and the shutdown protocol can run on different threads.
+pub struct Controller<R: RegisterIo, D: DmaAllocator, C: Clock> {
+    pub(crate) name: String,
+    pub(crate) regs: R,
+    pub(crate) clock: C,
+    pub(crate) options: Options,
+    pub(crate) info: ControllerInfo,
+    namespaces: Vec<Namespace>,
+    pub(crate) admin: Mutex<QueuePair<D::Buffer>>,
+    pub(crate) io: Mutex<Option<IoPath<D::Buffer>>>,
+    pub(crate) state: AtomicU8,
+    pub(crate) shutdown: Mutex<ShutdownState<D::Buffer>>,
+    _dma: D,
+}
+
+/// Locks a mutex, recovering the data if another thread panicked with it.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Lifecycle states kept in [`Controller::state`].
+pub(crate) mod state {
+    pub const RUNNING: u8 = 0;
+    pub const QUIESCING: u8 = 1;
+    pub const NOTIFIED: u8 = 2;
+}
+
+/// Reads CSTS, turning all-ones into [`NvmeError::DeviceGone`].
+pub(crate) fn read_csts<R: RegisterIo + ?Sized>(
+    regs: &R,
+    step: &'static str,
+) -> Result<Csts, NvmeError> {
+    let csts = Csts(regs.read32(offset::CSTS));
+    if csts.is_all_ones() {
+        return Err(NvmeError::DeviceGone { step });
+    }
+    Ok(csts)
+}
+
+/// Reads CC, turning all-ones into [`NvmeError::DeviceGone`].
+pub(crate) fn read_cc<R: RegisterIo + ?Sized>(
+    regs: &R,
+    step: &'static str,
+) -> Result<Cc, NvmeError> {
+    let v = regs.read32(offset::CC);
+    if v == u32::MAX {
+        return Err(NvmeError::DeviceGone { step });
+    }
+    Ok(Cc(v))
+}
+
+impl<R: RegisterIo, D: DmaAllocator, C: Clock> Controller<R, D, C> {
+    /// Brings the controller up from whatever state it is in (NVMe Base
+    /// Specification 1.4, §7.6.1 "Initialization"): reset (CC.EN=0, wait
+    /// CSTS.RDY=0 within CAP.TO), admin queue setup (AQA/ASQ/ACQ), CC
+    /// configuration (CSS=NVM, MPS=4 KiB, IOSQES=6, IOCQES=4), enable (wait
+    /// CSTS.RDY=1 within CAP.TO), Identify Controller and namespaces, Set
+    /// Features Number of Queues, and creation of I/O queue pair 1.
+    ///
+    /// `name` identifies the device in log lines (e.g. its PCI address).
+    pub fn bring_up(
+        name: impl Into<String>,
+        regs: R,
+        dma: D,
+        clock: C,
+        options: Options,
+    ) -> Result<Self, NvmeError> {
+        let name = name.into();
+        let cap_raw = regs.read64(offset::CAP);
+        if cap_raw == u64::MAX {
+            return Err(NvmeError::DeviceGone { step: "read CAP" });
+        }
+        let cap = Cap(cap_raw);
+        let version = Version(regs.read32(offset::VS));
+        debug!("{name}: {cap:?}, version {version}");
+        if cap.css() & Cap::CSS_NVM == 0 {
+            return Err(NvmeError::Unsupported {
+                step: "read CAP",
+                reason: format!("CAP.CSS={:#x} lacks the NVM command set", cap.css()),
+            });
+        }
+        if cap.min_page_size() > PAGE_SIZE as u64 || cap.max_page_size() < PAGE_SIZE as u64 {
+            return Err(NvmeError::Unsupported {
+                step: "read CAP",
+                reason: format!(
+                    "memory page sizes {}..={} exclude {PAGE_SIZE}",
+                    cap.min_page_size(),
+                    cap.max_page_size()
+                ),
+            });
+        }
+        let ready_timeout = if cap.to() == 0 {
+            options.ready_timeout_fallback
+        } else {
+            cap.timeout()
+        };
+        let backoff = Backoff::new(options.poll_initial, options.poll_max);
+        let dstrd = cap.dstrd();
+
+        // Reset: clear CC.EN and wait for CSTS.RDY=0 (§7.6.1 step 1).
+        let cc = read_cc(&regs, "read CC before reset")?;
+        let csts = read_csts(&regs, "read CSTS before reset")?;
+        info!(
+            "{name}: found controller in state CC.EN={} CSTS.RDY={} CSTS.CFS={} SHST={:?}",
+            cc.en(),
+            csts.rdy(),
+            csts.cfs(),
+            csts.shutdown_status()
+        );
+        if cc.en() && !csts.rdy() && !csts.cfs() {
+            // An enable is in progress; the spec asks the host not to clear
+            // EN before RDY has followed it.
+            let r = wait_for(
+                &clock,
+                "wait CSTS.RDY=1 before reset",
+                ready_timeout,
+                backoff,
+                || {
+                    Ok(read_csts(&regs, "wait CSTS.RDY=1 before reset")?
+                        .rdy()
+                        .then_some(()))
+                },
+            );
+            if let Err(e) = r {
+                warn!("{name}: {e}; resetting anyway");
+            }
+        }
+        if cc.en() {
+            regs.write32(
+                offset::CC,
+                cc.with_en(false)
+                    .with_shutdown(ShutdownNotification::None)
+                    .0,
+            );
+        }
+        wait_for(
+            &clock,
+            "wait CSTS.RDY=0 after reset",
+            ready_timeout,
+            backoff,
+            || {
+                let csts = read_csts(&regs, "wait CSTS.RDY=0 after reset")?;
+                Ok((!csts.rdy()).then_some(()))
+            },
+        )?;
+
+        // Admin queue (§7.6.1 step 3).
+        let admin_entries = options
+            .admin_queue_entries
+            .clamp(2, MAX_ENTRIES_PER_PAGE)
+            .min(u16::try_from(cap.max_queue_entries()).unwrap_or(u16::MAX));
+        let admin = QueuePair::new(&dma, 0, admin_entries, dstrd)?;
+        let admin_entries = admin.entries();
+        regs.write32(
+            offset::AQA,
+            Aqa::for_entries(admin_entries, admin_entries).0,
+        );
+        regs.write64(offset::ASQ, admin.sq_address()?);
+        regs.write64(offset::ACQ, admin.cq_address()?);
+
+        // Configure and enable (§7.6.1 steps 4-6).
+        let cc = Cc(0)
+            .with_command_set(CommandSetSelect::Nvm)
+            .with_mps(0)
+            .with_ams(0)
+            .with_shutdown(ShutdownNotification::None)
+            .with_iosqes(SQ_ENTRY_SIZE_LOG2)
+            .with_iocqes(CQ_ENTRY_SIZE_LOG2)
+            .with_en(true);
+        regs.write32(offset::CC, cc.0);
+        wait_for(
+            &clock,
+            "wait CSTS.RDY=1 after enable",
+            ready_timeout,
+            backoff,
+            || {
+                let csts = read_csts(&regs, "wait CSTS.RDY=1 after enable")?;
+                if csts.cfs() {
+                    return Err(NvmeError::ControllerFatal {
+                        step: "wait CSTS.RDY=1 after enable",
+                    });
+                }
+                Ok(csts.rdy().then_some(()))
+            },
+        )?;
+        info!("{name}: controller enabled (NVMe {version})");
+
+        let mut this = Self {
+            name,
+            regs,
+            clock,
+            info: ControllerInfo {
+                vendor_id: 0,
+                serial: String::new(),
+                model: String::new(),
+                firmware: String::new(),
+                version,
+                rtd3e_us: 0,
+                volatile_write_cache: false,
+                mdts: 0,
+                max_transfer_bytes: 0,
+                namespace_count: 0,
+                cap,
+            },
+            namespaces: Vec::new(),
+            admin: Mutex::new(admin),
+            io: Mutex::new(None),
+            state: AtomicU8::new(state::RUNNING),
+            shutdown: Mutex::new(ShutdownState::default()),
+            options,
+            _dma: dma,
+        };
+        this.identify()?;
+        this.create_io_queues()?;
+        Ok(this)
+    }
+
+    /// The name given at construction (used in log lines).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Identity and limits of the controller.
+    pub fn info(&self) -> &ControllerInfo {
+        &self.info
+    }
+
+    /// The active namespaces found at bring-up.
+    pub fn namespaces(&self) -> &[Namespace] {
+        &self.namespaces
+    }
+
+    /// The namespace with identifier `nsid`.
+    pub fn namespace(&self, nsid: u32) -> Result<Namespace, NvmeError> {
+        self.namespaces
+            .iter()
+            .find(|n| n.nsid == nsid)
+            .copied()
+            .ok_or_else(|| NvmeError::InvalidRequest {
+                reason: format!("no active namespace {nsid}"),
+            })
+    }
+
+    pub(crate) fn wait_ctx(&self) -> WaitCtx<'_, R, C> {
+        WaitCtx {
+            regs: &self.regs,
+            clock: &self.clock,
+            name: &self.name,
+            timeout: self.options.command_timeout,
+            backoff: Backoff::new(self.options.poll_initial, self.options.poll_max),
+        }
+    }
+
+    /// Runs one admin command to completion.
+    pub(crate) fn admin_command(
+        &self,
+        command: &'static str,
+        entry: SubmissionEntry,
+    ) -> Result<nvme_spec::CompletionEntry, NvmeError> {
+        let mut admin = lock(&self.admin);
+        admin.execute(&self.wait_ctx(), command, entry)
+    }
+
+    /// Runs an Identify command into a fresh 4 KiB buffer and returns its bytes.
+    fn identify_raw(
+        &self,
+        command: &'static str,
+        cns: Cns,
+        nsid: u32,
+        buf: &D::Buffer,
+    ) -> Result<Vec<u8>, NvmeError> {
+        buf.write(0, &[0u8; IDENTIFY_SIZE])
+            .map_err(NvmeError::dma(command))?;
+        let prp1 = buf.device_address(0).map_err(NvmeError::dma(command))?;
+        self.admin_command(command, SubmissionEntry::identify(0, cns, nsid, prp1, 0))?;
+        let mut out = vec![0u8; IDENTIFY_SIZE];
+        buf.read(0, &mut out).map_err(NvmeError::dma(command))?;
+        Ok(out)
+    }
+
+    /// Identify Controller, the active namespace list and each namespace
+    /// (§5.15.2–§5.15.4).
+    fn identify(&mut self) -> Result<(), NvmeError> {
+        let buf = self
+            ._dma
+            .allocate(IDENTIFY_SIZE)
+            .map_err(NvmeError::dma("allocate Identify buffer"))?;
+        let raw = self.identify_raw("Identify Controller", Cns::Controller, 0, &buf)?;
+        let id = IdentifyController::parse(&raw).map_err(|e| NvmeError::BadData {
+            step: "Identify Controller",
+            reason: e.to_string(),
+        })?;
+        let mdts_bytes = id.max_transfer_bytes(self.info.cap.min_page_size());
+        // One PRP list page addresses 512 pages, plus the page in PRP1.
+        let prp_limit = (PAGE_SIZE / 8) * PAGE_SIZE;
+        let mut max_transfer = self.options.max_transfer_bytes.clamp(PAGE_SIZE, prp_limit);
+        if let Some(m) = mdts_bytes {
+            max_transfer = max_transfer.min(usize::try_from(m).unwrap_or(usize::MAX));
+        }
+        self.info = ControllerInfo {
+            vendor_id: id.vid,
+            serial: id.serial.clone(),
+            model: id.model.clone(),
+            firmware: id.firmware.clone(),
+            version: self.info.version,
+            rtd3e_us: id.rtd3e,
+            volatile_write_cache: id.volatile_write_cache(),
+            mdts: id.mdts,
+            max_transfer_bytes: max_transfer,
+            namespace_count: id.nn,
+            cap: self.info.cap,
+        };
+        info!(
+            "{}: serial {:?}, model {:?}, firmware {:?}, RTD3E {} us, VWC {}, MDTS {}, {} namespace(s)",
+            self.name,
+            id.serial,
+            id.model,
+            id.firmware,
+            id.rtd3e,
+            id.volatile_write_cache(),
+            id.mdts,
+            id.nn
+        );
+
+        let ids = match self.identify_raw(
+            "Identify Active Namespace List",
+            Cns::ActiveNamespaceList,
+            0,
+            &buf,
+        ) {
+            Ok(raw) => parse_namespace_list(&raw),
+            Err(NvmeError::CommandFailed { status, .. })
+                if status.as_generic() == Some(GenericStatus::InvalidField) =>
+            {
+                // Controllers before NVMe 1.1 lack CNS 02h: probe 1..=NN.
+                (1..=id.nn.min(1024)).collect()
+            }
+            Err(e) => return Err(e),
+        };
+        let mut namespaces = Vec::new();
+        for nsid in ids {
+            let raw = self.identify_raw("Identify Namespace", Cns::Namespace, nsid, &buf)?;
+            let ns = IdentifyNamespace::parse(&raw).map_err(|e| NvmeError::BadData {
+                step: "Identify Namespace",
+                reason: e.to_string(),
+            })?;
+            if ns.is_inactive() {
+                continue;
+            }
+            let Some(block_size) = ns.block_size() else {
+                warn!(
+                    "{}: namespace {nsid}: unusable LBA format {:?}; skipped",
+                    self.name,
+                    ns.current_format()
+                );
+                continue;
+            };
+            if ns.current_format().ms != 0 && ns.flbas & 0x10 != 0 {
+                warn!(
+                    "{}: namespace {nsid}: extended-LBA metadata is not supported; skipped",
+                    self.name
+                );
+                continue;
+            }
+            info!(
+                "{}: namespace {nsid}: {} blocks of {block_size} bytes",
+                self.name, ns.nsze
+            );
+            namespaces.push(Namespace {
+                nsid,
+                blocks: ns.nsze,
+                block_size,
+            });
+        }
+        self.namespaces = namespaces;
+        Ok(())
+    }
+
+    /// Set Features Number of Queues (§5.21.1.7), then Create I/O Completion
+    /// Queue 1 and Create I/O Submission Queue 1 (§5.3, §5.4).
+    fn create_io_queues(&mut self) -> Result<(), NvmeError> {
+        let c = self.admin_command(
+            "Set Features (Number of Queues)",
+            SubmissionEntry::set_number_of_queues(0, 1, 1),
+        )?;
+        let granted = NumberOfQueues(c.dw0);
+        debug!(
+            "{}: controller grants {} I/O SQs and {} I/O CQs",
+            self.name,
+            granted.sq_count(),
+            granted.cq_count()
+        );
+        let entries = self
+            .options
+            .io_queue_entries
+            .clamp(2, MAX_ENTRIES_PER_PAGE)
+            .min(u16::try_from(self.info.cap.max_queue_entries()).unwrap_or(u16::MAX));
+        let queue = QueuePair::new(&self._dma, 1, entries, self.info.cap.dstrd())?;
+        self.admin_command(
+            "Create I/O Completion Queue",
+            SubmissionEntry::create_io_cq(0, queue.qid(), queue.entries(), queue.cq_address()?),
+        )?;
+        self.admin_command(
+            "Create I/O Submission Queue",
+            SubmissionEntry::create_io_sq(
+                0,
+                queue.qid(),
+                queue.entries(),
+                queue.sq_address()?,
+                queue.qid(),
+            ),
+        )?;
+        let data = self
+            ._dma
+            .allocate(self.info.max_transfer_bytes)
+            .map_err(NvmeError::dma("allocate I/O bounce buffer"))?;
+        let prp_list = self
+            ._dma
+            .allocate(PAGE_SIZE)
+            .map_err(NvmeError::dma("allocate PRP list"))?;
+        info!(
+            "{}: I/O queue pair 1 created ({} entries, up to {} bytes per command)",
+            self.name,
+            queue.entries(),
+            self.info.max_transfer_bytes
+        );
+        *lock(&self.io) = Some(IoPath {
+            queue,
+            data,
+            prp_list,
+        });
+        Ok(())
+    }
+
+    /// Checks a block request against the namespace and returns it.
+    fn check_request(&self, nsid: u32, lba: u64, len: usize) -> Result<Namespace, NvmeError> {
+        let ns = self.namespace(nsid)?;
+        let bs = ns.block_size as usize;
+        if len % bs != 0 {
+            return Err(NvmeError::InvalidRequest {
+                reason: format!("length {len} is not a multiple of the block size {bs}"),
+            });
+        }
+        let blocks = (len / bs) as u64;
+        if lba.checked_add(blocks).is_none_or(|end| end > ns.blocks) {
+            return Err(NvmeError::InvalidRequest {
+                reason: format!(
+                    "blocks {lba}..{lba}+{blocks} are outside namespace {nsid} of {} blocks",
+                    ns.blocks
+                ),
+            });
+        }
+        Ok(ns)
+    }
+
+    /// Blocks per command for namespace `ns`.
+    fn chunk_blocks(&self, ns: &Namespace) -> usize {
+        let per = self.info.max_transfer_bytes / ns.block_size as usize;
+        per.clamp(1, 65536)
+    }
+
+    /// Locks the I/O path if new I/O is still accepted.
+    fn io_path(&self) -> Result<MutexGuard<'_, Option<IoPath<D::Buffer>>>, NvmeError> {
+        let guard = lock(&self.io);
+        if self.state.load(Ordering::SeqCst) != state::RUNNING || guard.is_none() {
+            return Err(NvmeError::ShuttingDown);
+        }
+        Ok(guard)
+    }
+
+    /// Writes `data` (a whole number of blocks) to namespace `nsid` from block
+    /// `lba`, split into commands of at most the MDTS-bounded transfer size.
+    /// Returns once every command completed successfully. After shutdown has
+    /// begun, fails with [`NvmeError::ShuttingDown`] (already completed
+    /// commands of a split transfer stay written).
+    pub fn write(&self, nsid: u32, lba: u64, data: &[u8]) -> Result<(), NvmeError> {
+        let ns = self.check_request(nsid, lba, data.len())?;
+        let chunk = self.chunk_blocks(&ns) * ns.block_size as usize;
+        for (i, part) in data.chunks(chunk).enumerate() {
+            let first = lba + (i * chunk / ns.block_size as usize) as u64;
+            let mut guard = self.io_path()?;
+            let io = guard.as_mut().ok_or(NvmeError::ShuttingDown)?;
+            io.data.write(0, part).map_err(NvmeError::dma("Write"))?;
+            self.transfer(io, NvmOpcode::Write, "Write", &ns, first, part.len())?;
+        }
+        Ok(())
+    }
+
+    /// Reads blocks from namespace `nsid` starting at `lba` into `buf` (a
+    /// whole number of blocks), split like [`Controller::write`].
+    pub fn read(&self, nsid: u32, lba: u64, buf: &mut [u8]) -> Result<(), NvmeError> {
+        let ns = self.check_request(nsid, lba, buf.len())?;
+        let chunk = self.chunk_blocks(&ns) * ns.block_size as usize;
+        for (i, part) in buf.chunks_mut(chunk).enumerate() {
+            let first = lba + (i * chunk / ns.block_size as usize) as u64;
+            let mut guard = self.io_path()?;
+            let io = guard.as_mut().ok_or(NvmeError::ShuttingDown)?;
+            self.transfer(io, NvmOpcode::Read, "Read", &ns, first, part.len())?;
+            io.data.read(0, part).map_err(NvmeError::dma("Read"))?;
+        }
+        Ok(())
+    }
+
+    /// Flush (§6.8): makes every completed write to `nsid` durable.
+    pub fn flush(&self, nsid: u32) -> Result<(), NvmeError> {
+        self.namespace(nsid)?;
+        let mut guard = self.io_path()?;
+        let io = guard.as_mut().ok_or(NvmeError::ShuttingDown)?;
+        let ctx = self.wait_ctx();
+        io.queue
+            .execute(&ctx, "Flush", SubmissionEntry::flush(0, nsid))?;
+        Ok(())
+    }
+
+    /// Issues one Read or Write of `len` bytes between the bounce buffer and
+    /// blocks from `lba`, with PRP1/PRP2 or a PRP list (§4.3).
+    fn transfer(
+        &self,
+        io: &mut IoPath<D::Buffer>,
+        op: NvmOpcode,
+        command: &'static str,
+        ns: &Namespace,
+        lba: u64,
+        len: usize,
+    ) -> Result<(), NvmeError> {
+        let blocks = len / ns.block_size as usize;
+        if blocks == 0 || blocks > 65536 {
+            return Err(NvmeError::InvalidRequest {
+                reason: format!("{blocks} blocks in one command"),
+            });
+        }
+        let (prp1, prp2) = build_prps(&io.data, &io.prp_list, len, command)?;
+        let mut entry = SubmissionEntry::read_write(op, 0, ns.nsid, lba, 1, prp1, prp2);
+        // NLB is 0's based: 65536 blocks encode as 0xFFFF.
+        entry.cdw12 = RwDw12(0).with_nlb((blocks - 1) as u16).0;
+        let ctx = self.wait_ctx();
+        io.queue.execute(&ctx, command, entry)?;
+        Ok(())
+    }
+}
+
+/// Builds PRP entries for `len` bytes at offset 0 of `data` (§4.3): PRP1 is
+/// the first page; PRP2 is the second page when the transfer spans exactly
+/// two pages, or the address of a PRP list naming pages 2..n.
+pub(crate) fn build_prps<B: DmaBuffer>(
+    data: &B,
+    prp_list: &B,
+    len: usize,
+    step: &'static str,
+) -> Result<(u64, u64), NvmeError> {
+    let pages = len.div_ceil(PAGE_SIZE).max(1);
+    let addr = |page: usize| {
+        data.device_address(page * PAGE_SIZE)
+            .map_err(NvmeError::dma(step))
+    };
+    let prp1 = addr(0)?;
+    let prp2 = match pages {
+        1 => 0,
+        2 => addr(1)?,
+        n => {
+            if n - 1 > PAGE_SIZE / 8 {
+                return Err(NvmeError::InvalidRequest {
+                    reason: format!("{n} pages exceed one PRP list"),
+                });
+            }
+            let mut list = Vec::with_capacity((n - 1) * 8);
+            for p in 1..n {
+                list.extend_from_slice(&addr(p)?.to_le_bytes());
+            }
+            prp_list.write(0, &list).map_err(NvmeError::dma(step))?;
+            prp_list.device_address(0).map_err(NvmeError::dma(step))?
+        }
+    };
+    Ok((prp1, prp2))
+}

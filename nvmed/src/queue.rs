@@ -1,0 +1,234 @@
+//! A submission/completion queue pair in DMA memory (NVMe Base Specification
+//! 1.4, §4.1 "Submission Queue & Completion Queue Definition").
+//!
+//! The driver keeps at most one command outstanding per queue pair, under the
+//! lock that owns the pair, so command identifiers never collide. Completion
+//! entries are validated (phase tag, submission queue identifier, command
+//! identifier, SQ head pointer) before they are believed.
+
+use std::time::Duration;
+
+use log::warn;
+use nvme_spec::cmd::{CompletionEntry, SubmissionEntry, CQ_ENTRY_SIZE, SQ_ENTRY_SIZE};
+use nvme_spec::regs::{cq_head_doorbell, offset, sq_tail_doorbell};
+use nvme_spec::Csts;
+use pcid_hw::{Clock, DmaAllocator, DmaBuffer, RegisterIo, PAGE_SIZE};
+
+use crate::poll::Backoff;
+use crate::NvmeError;
+
+/// Most entries a queue may have so that it fits in one DMA page: only one
+/// page is guaranteed to be physically contiguous, and the queues are created
+/// physically contiguous (CAP.CQR may require it).
+pub(crate) const MAX_ENTRIES_PER_PAGE: u16 = (PAGE_SIZE / SQ_ENTRY_SIZE) as u16;
+
+/// One submission queue and the completion queue it posts to.
+pub(crate) struct QueuePair<B: DmaBuffer> {
+    qid: u16,
+    entries: u16,
+    sq: B,
+    cq: B,
+    sq_tail: u16,
+    sq_head: u16,
+    cq_head: u16,
+    phase: bool,
+    next_cid: u16,
+    sq_doorbell: usize,
+    cq_doorbell: usize,
+}
+
+/// What the wait for one completion needs besides the queue.
+pub(crate) struct WaitCtx<'a, R: ?Sized, C: ?Sized> {
+    pub regs: &'a R,
+    pub clock: &'a C,
+    pub name: &'a str,
+    pub timeout: Duration,
+    pub backoff: Backoff,
+}
+
+impl<B: DmaBuffer> QueuePair<B> {
+    /// Allocates the queue memory for queue pair `qid` with `entries` entries.
+    pub(crate) fn new<D: DmaAllocator<Buffer = B>>(
+        dma: &D,
+        qid: u16,
+        entries: u16,
+        dstrd: u8,
+    ) -> Result<Self, NvmeError> {
+        let entries = entries.clamp(2, MAX_ENTRIES_PER_PAGE);
+        let sq = dma
+            .allocate(usize::from(entries) * SQ_ENTRY_SIZE)
+            .map_err(NvmeError::dma("allocate submission queue"))?;
+        let cq = dma
+            .allocate(usize::from(entries) * CQ_ENTRY_SIZE)
+            .map_err(NvmeError::dma("allocate completion queue"))?;
+        Ok(Self {
+            qid,
+            entries,
+            sq,
+            cq,
+            sq_tail: 0,
+            sq_head: 0,
+            cq_head: 0,
+            phase: true,
+            next_cid: 0,
+            sq_doorbell: sq_tail_doorbell(qid, dstrd),
+            cq_doorbell: cq_head_doorbell(qid, dstrd),
+        })
+    }
+
+    /// Queue identifier.
+    pub(crate) fn qid(&self) -> u16 {
+        self.qid
+    }
+    /// Number of entries in each queue.
+    pub(crate) fn entries(&self) -> u16 {
+        self.entries
+    }
+    /// Bus address of the submission queue.
+    pub(crate) fn sq_address(&self) -> Result<u64, NvmeError> {
+        self.sq
+            .device_address(0)
+            .map_err(NvmeError::dma("submission queue address"))
+    }
+    /// Bus address of the completion queue.
+    pub(crate) fn cq_address(&self) -> Result<u64, NvmeError> {
+        self.cq
+            .device_address(0)
+            .map_err(NvmeError::dma("completion queue address"))
+    }
+
+    /// Places `entry` (with a fresh command identifier) in the submission
+    /// queue and rings the tail doorbell. Returns the command identifier.
+    fn submit<R: RegisterIo + ?Sized>(
+        &mut self,
+        regs: &R,
+        step: &'static str,
+        mut entry: SubmissionEntry,
+    ) -> Result<u16, NvmeError> {
+        let next_tail = (self.sq_tail + 1) % self.entries;
+        if next_tail == self.sq_head {
+            return Err(NvmeError::QueueFull {
+                step,
+                qid: self.qid,
+            });
+        }
+        let cid = self.next_cid;
+        self.next_cid = self.next_cid.wrapping_add(1);
+        entry.set_cid(cid);
+        self.sq
+            .write(usize::from(self.sq_tail) * SQ_ENTRY_SIZE, &entry.to_bytes())
+            .map_err(NvmeError::dma(step))?;
+        self.sq_tail = next_tail;
+        regs.write32(self.sq_doorbell, u32::from(self.sq_tail));
+        Ok(cid)
+    }
+
+    /// Consumes the completion entry at the head if its phase tag says it is
+    /// new, and rings the head doorbell.
+    fn poll_one<R: RegisterIo + ?Sized>(
+        &mut self,
+        regs: &R,
+        step: &'static str,
+    ) -> Result<Option<CompletionEntry>, NvmeError> {
+        let mut raw = [0u8; CQ_ENTRY_SIZE];
+        self.cq
+            .read(usize::from(self.cq_head) * CQ_ENTRY_SIZE, &mut raw)
+            .map_err(NvmeError::dma(step))?;
+        let entry = CompletionEntry::from_bytes(&raw).map_err(|e| NvmeError::BadData {
+            step,
+            reason: e.to_string(),
+        })?;
+        if entry.phase != self.phase {
+            return Ok(None);
+        }
+        self.cq_head += 1;
+        if self.cq_head == self.entries {
+            self.cq_head = 0;
+            self.phase = !self.phase;
+        }
+        regs.write32(self.cq_doorbell, u32::from(self.cq_head));
+        Ok(Some(entry))
+    }
+
+    /// Submits `entry` and waits for its completion. A completion with an
+    /// error status is [`NvmeError::CommandFailed`]; entries that belong to no
+    /// outstanding command are logged and discarded. While waiting, CSTS is
+    /// checked so that a fatal or vanished controller ends the wait at once.
+    pub(crate) fn execute<R: RegisterIo + ?Sized, C: Clock + ?Sized>(
+        &mut self,
+        ctx: &WaitCtx<'_, R, C>,
+        command: &'static str,
+        entry: SubmissionEntry,
+    ) -> Result<CompletionEntry, NvmeError> {
+        let cid = self.submit(ctx.regs, command, entry)?;
+        let start = ctx.clock.now();
+        let deadline = start.saturating_add(ctx.timeout);
+        let mut backoff = ctx.backoff;
+        let mut discarded: u32 = 0;
+        let mut last_bad = (0u16, 0u16);
+        let mut run_without_sleep: u32 = 0;
+        loop {
+            if let Some(c) = self.poll_one(ctx.regs, command)? {
+                if c.cid == cid && c.sq_id == self.qid {
+                    if c.sq_head < self.entries {
+                        self.sq_head = c.sq_head;
+                    } else {
+                        warn!(
+                            "{}: {command}: completion reports SQ head {} beyond queue size {}; ignored",
+                            ctx.name, c.sq_head, self.entries
+                        );
+                        self.sq_head = self.sq_tail;
+                    }
+                    if c.status.is_success() {
+                        return Ok(c);
+                    }
+                    return Err(NvmeError::CommandFailed {
+                        command,
+                        status: c.status,
+                    });
+                }
+                discarded = discarded.saturating_add(1);
+                last_bad = (c.cid, c.sq_id);
+                warn!(
+                    "{}: {command}: discarding unexpected completion (command {:#06x} on SQ {}, expected {:#06x} on SQ {})",
+                    ctx.name, c.cid, c.sq_id, cid, self.qid
+                );
+                run_without_sleep += 1;
+                // A device that keeps posting garbage must not keep us
+                // spinning without the clock moving.
+                if run_without_sleep < u32::from(self.entries) {
+                    continue;
+                }
+            }
+            run_without_sleep = 0;
+            let csts = Csts(ctx.regs.read32(offset::CSTS));
+            if csts.is_all_ones() {
+                return Err(NvmeError::DeviceGone { step: command });
+            }
+            if csts.cfs() {
+                return Err(NvmeError::ControllerFatal { step: command });
+            }
+            let now = ctx.clock.now();
+            if now >= deadline {
+                // The command may still complete later; the submission slot is
+                // given up so the queue does not fill with lost commands.
+                self.sq_head = self.sq_tail;
+                if discarded > 0 {
+                    return Err(NvmeError::InvalidCompletion {
+                        step: command,
+                        expected_cid: cid,
+                        expected_sq: self.qid,
+                        discarded,
+                        last_cid: last_bad.0,
+                        last_sq: last_bad.1,
+                    });
+                }
+                return Err(NvmeError::Timeout {
+                    step: command,
+                    waited: now.saturating_sub(start),
+                });
+            }
+            ctx.clock.sleep(backoff.next_delay().min(deadline - now));
+        }
+    }
+}

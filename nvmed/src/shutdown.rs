@@ -1,0 +1,314 @@
+//! Two-phase shutdown (NVMe Base Specification 1.4, §7.6.2 "Shutdown").
+//!
+//! * [`Controller::begin`] stops new I/O, lets the command in flight
+//!   complete, deletes the I/O submission queue and then the I/O completion
+//!   queue, writes CC.SHN=01b and returns the time the controller says it
+//!   needs (RTD3E). It never waits for CSTS.SHST.
+//! * [`Controller::finish`] polls CSTS.SHST until it reads 10b or the
+//!   deadline passes, with a first look at once and exponential back-off
+//!   capped at a few milliseconds, and reports how it ended and how long the
+//!   controller took, measured from the CC.SHN write.
+
+use std::fmt;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use log::{info, warn};
+use nvme_spec::cmd::SubmissionEntry;
+use nvme_spec::regs::offset;
+use nvme_spec::{Csts, ShutdownNotification, ShutdownStatus};
+use pcid_hw::{Clock, DmaAllocator, DmaBuffer, RegisterIo};
+
+use crate::controller::{lock, read_cc, read_csts, state, Controller, IoPath};
+use crate::poll::Backoff;
+use crate::NvmeError;
+
+/// Bookkeeping between `begin` and `finish`.
+pub(crate) struct ShutdownState<B: DmaBuffer> {
+    begin: Option<BeginReport>,
+    /// The I/O path taken out of service by `begin`. Its memory stays
+    /// allocated as long as the controller object lives, so a controller
+    /// that did not accept the queue deletion never writes to freed memory.
+    retired_io: Option<IoPath<B>>,
+}
+
+impl<B: DmaBuffer> Default for ShutdownState<B> {
+    fn default() -> Self {
+        Self {
+            begin: None,
+            retired_io: None,
+        }
+    }
+}
+
+/// What [`Controller::begin`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BeginReport {
+    /// Time the controller is expected to need to complete the shutdown:
+    /// RTD3E, or [`crate::Options::default_shutdown_budget`] when RTD3E is 0.
+    pub budget: Duration,
+    /// RTD3E as reported by Identify Controller, µs (0 = not reported).
+    pub rtd3e_us: u32,
+    /// Whether the I/O submission and completion queues were deleted.
+    pub queues_deleted: bool,
+    /// Clock time at which CC.SHN=01b was written.
+    pub notified_at: Duration,
+}
+
+/// How a shutdown ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShutdownOutcome {
+    /// CSTS.SHST reached 10b after the normal shutdown notification.
+    Clean,
+    /// The normal shutdown did not complete in time; the driver wrote
+    /// CC.SHN=10b (abrupt) and that completed (CSTS.SHST=10b).
+    Abrupt,
+    /// CSTS.SHST did not reach 10b before the deadline.
+    TimedOut {
+        /// Whether the driver escalated to an abrupt shutdown (CC.SHN=10b).
+        escalated: bool,
+        /// The last shutdown status read.
+        last_status: ShutdownStatus,
+    },
+    /// The controller reported fatal status (CSTS.CFS=1).
+    ControllerFatal,
+    /// The registers read all-ones: the device is gone.
+    DeviceGone,
+}
+
+impl ShutdownOutcome {
+    /// Whether the controller completed a normal shutdown.
+    pub fn is_clean(&self) -> bool {
+        matches!(self, Self::Clean)
+    }
+}
+
+/// What [`Controller::finish`] observed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FinishReport {
+    /// How the shutdown ended.
+    pub outcome: ShutdownOutcome,
+    /// From the CC.SHN=01b write in `begin` to the observation that ended
+    /// the wait (CSTS.SHST=10b, CFS, all-ones, or the deadline).
+    pub duration: Duration,
+    /// Time spent inside `finish`.
+    pub waited: Duration,
+    /// Number of CSTS reads.
+    pub polls: u32,
+}
+
+impl fmt::Display for FinishReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let secs = self.duration.as_secs_f64();
+        match self.outcome {
+            ShutdownOutcome::Clean => write!(f, "CSTS.SHST=10b after {secs:.3} s"),
+            ShutdownOutcome::Abrupt => write!(
+                f,
+                "normal shutdown did not complete; abrupt shutdown (CC.SHN=10b) completed after {secs:.3} s"
+            ),
+            ShutdownOutcome::TimedOut {
+                escalated,
+                last_status,
+            } => write!(
+                f,
+                "CSTS.SHST still {last_status:?} after {secs:.3} s{}",
+                if escalated {
+                    " (escalated to abrupt shutdown, CC.SHN=10b)"
+                } else {
+                    ""
+                }
+            ),
+            ShutdownOutcome::ControllerFatal => {
+                write!(f, "controller fatal status (CSTS.CFS=1) after {secs:.3} s")
+            }
+            ShutdownOutcome::DeviceGone => {
+                write!(f, "device gone (registers read all-ones) after {secs:.3} s")
+            }
+        }
+    }
+}
+
+impl<R: RegisterIo, D: DmaAllocator, C: Clock> Controller<R, D, C> {
+    /// Whether shutdown has begun (new I/O is refused).
+    pub fn is_shutting_down(&self) -> bool {
+        self.state.load(Ordering::SeqCst) != state::RUNNING
+    }
+
+    /// First phase of shutdown. Refuses new I/O from now on
+    /// ([`NvmeError::ShuttingDown`]), waits for the command in flight (bounded
+    /// by the command timeout), deletes I/O submission queue 1 and then I/O
+    /// completion queue 1, writes CC.SHN=01b, and returns the budget. Does not
+    /// wait for the controller to finish. Calling it again returns the first
+    /// report.
+    ///
+    /// A failure to delete the queues is logged and reported in
+    /// [`BeginReport::queues_deleted`]; the shutdown notification is still
+    /// written, since the controller flushes its cache on it either way.
+    pub fn begin(&self) -> Result<BeginReport, NvmeError> {
+        let mut st = lock(&self.shutdown);
+        if let Some(report) = &st.begin {
+            return Ok(report.clone());
+        }
+        self.state.store(state::QUIESCING, Ordering::SeqCst);
+        // Every I/O command runs under this lock, so holding it means no I/O
+        // command is outstanding; waiting for it is bounded by the command
+        // timeout of the one in flight.
+        let io = lock(&self.io).take();
+        let mut queues_deleted = false;
+        if let Some(io) = io {
+            let qid = io.queue.qid();
+            let r = self
+                .admin_command(
+                    "Delete I/O Submission Queue",
+                    SubmissionEntry::delete_io_sq(0, qid),
+                )
+                .and_then(|_| {
+                    self.admin_command(
+                        "Delete I/O Completion Queue",
+                        SubmissionEntry::delete_io_cq(0, qid),
+                    )
+                });
+            match r {
+                Ok(_) => queues_deleted = true,
+                Err(e @ NvmeError::DeviceGone { .. }) => {
+                    st.retired_io = Some(io);
+                    return Err(e);
+                }
+                Err(e) => warn!(
+                    "{}: {e}; sending the shutdown notification anyway",
+                    self.name
+                ),
+            }
+            st.retired_io = Some(io);
+        }
+        let csts = read_csts(&self.regs, "read CSTS before shutdown notification")?;
+        if csts.cfs() {
+            warn!(
+                "{}: controller fatal status before shutdown notification",
+                self.name
+            );
+        }
+        let cc = read_cc(&self.regs, "write CC.SHN=01b")?;
+        self.regs
+            .write32(offset::CC, cc.with_shutdown(ShutdownNotification::Normal).0);
+        let notified_at = self.clock.now();
+        self.state.store(state::NOTIFIED, Ordering::SeqCst);
+        let budget = if self.info.rtd3e_us == 0 {
+            self.options.default_shutdown_budget
+        } else {
+            Duration::from_micros(u64::from(self.info.rtd3e_us))
+        };
+        info!(
+            "{}: shutdown begun (CC.SHN=01b{}); budget {:.3} s",
+            self.name,
+            if queues_deleted {
+                ", I/O queues deleted"
+            } else {
+                ""
+            },
+            budget.as_secs_f64()
+        );
+        let report = BeginReport {
+            budget,
+            rtd3e_us: self.info.rtd3e_us,
+            queues_deleted,
+            notified_at,
+        };
+        st.begin = Some(report.clone());
+        Ok(report)
+    }
+
+    /// Second phase of shutdown: polls CSTS.SHST until it reads 10b or
+    /// `deadline` (relative to now) passes. The first look is immediate;
+    /// later looks back off exponentially up to
+    /// [`crate::Options::shutdown_poll_max`]. With
+    /// [`crate::Options::escalate_to_abrupt`], a shutdown still incomplete
+    /// when only the abrupt reserve of the deadline is left is escalated to
+    /// CC.SHN=10b. Fails only with [`NvmeError::NotBegun`].
+    pub fn finish(&self, deadline: Duration) -> Result<FinishReport, NvmeError> {
+        let st = lock(&self.shutdown);
+        let begun = st.begin.as_ref().ok_or(NvmeError::NotBegun)?;
+        let notified_at = begun.notified_at;
+        let start = self.clock.now();
+        let end = start.saturating_add(deadline);
+        let reserve = deadline
+            .mul_f64(self.options.abrupt_reserve_fraction.clamp(0.0, 1.0))
+            .min(self.options.abrupt_reserve_max);
+        let escalate_at = if self.options.escalate_to_abrupt {
+            Some(end.saturating_sub(reserve))
+        } else {
+            None
+        };
+        let mut backoff = Backoff::new(self.options.poll_initial, self.options.shutdown_poll_max);
+        let mut escalated = false;
+        let mut polls: u32 = 0;
+        let (outcome, observed) = loop {
+            let csts = Csts(self.regs.read32(offset::CSTS));
+            polls = polls.saturating_add(1);
+            let now = self.clock.now();
+            if csts.is_all_ones() {
+                break (ShutdownOutcome::DeviceGone, now);
+            }
+            if csts.cfs() {
+                break (ShutdownOutcome::ControllerFatal, now);
+            }
+            let shst = csts.shutdown_status();
+            if shst == ShutdownStatus::Complete {
+                let o = if escalated {
+                    ShutdownOutcome::Abrupt
+                } else {
+                    ShutdownOutcome::Clean
+                };
+                break (o, now);
+            }
+            if now >= end {
+                break (
+                    ShutdownOutcome::TimedOut {
+                        escalated,
+                        last_status: shst,
+                    },
+                    now,
+                );
+            }
+            if let Some(at) = escalate_at.filter(|at| !escalated && now >= *at) {
+                let _ = at;
+                let cc = self.regs.read32(offset::CC);
+                if cc == u32::MAX {
+                    break (ShutdownOutcome::DeviceGone, now);
+                }
+                warn!(
+                    "{}: normal shutdown incomplete after {:.3} s (SHST {shst:?}); escalating to abrupt shutdown",
+                    self.name,
+                    now.saturating_sub(notified_at).as_secs_f64()
+                );
+                self.regs.write32(
+                    offset::CC,
+                    nvme_spec::Cc(cc)
+                        .with_shutdown(ShutdownNotification::Abrupt)
+                        .0,
+                );
+                escalated = true;
+                backoff.reset();
+                continue;
+            }
+            let next_event = match escalate_at {
+                Some(at) if !escalated => at.min(end),
+                _ => end,
+            };
+            self.clock
+                .sleep(backoff.next_delay().min(next_event.saturating_sub(now)));
+        };
+        let report = FinishReport {
+            outcome,
+            duration: observed.saturating_sub(notified_at),
+            waited: observed.saturating_sub(start),
+            polls,
+        };
+        if report.outcome.is_clean() {
+            info!("{}: shutdown complete: {report}", self.name);
+        } else {
+            warn!("{}: shutdown did not complete cleanly: {report}", self.name);
+        }
+        Ok(report)
+    }
+}
