@@ -1,1 +1,439 @@
-//! OS transport for the channels: inherited fd / Unix sockets.
+//! OS transport for the channels: the inherited driver channel fd and pcid's
+//! control endpoint, both Unix stream sockets carrying [`crate::wire`] frames.
+//!
+//! * [`Channel`] — one end of a connection carrying one message family
+//!   ([`DriverChannel`] for a driver's channel, [`ControlChannel`] for the
+//!   control endpoint). [`Channel::send`] writes one frame;
+//!   [`Channel::recv`] reads one, waiting at most a given time. Partial frames
+//!   are buffered across calls, so a timeout never loses bytes; a header
+//!   announcing an oversize payload is rejected before anything is allocated.
+//! * [`Sender`] — a cloneable send-only handle, so one thread can block in
+//!   `recv` while others send.
+//! * [`spawn_with_channel`] — how pcid hands one end of a [`Channel::pair`] to a
+//!   driver process (fd number in `PCID_CLIENT_CHANNEL`);
+//!   [`Channel::from_env`] is how the driver adopts it.
+//! * [`ControlListener`] / [`ControlClient`] — pcid's control socket (mode
+//!   0600, peer credentials from `SO_PEERCRED`) and shutdownd's connection.
+//!
+//! Sends are bounded too: a peer that stops reading makes [`Channel::send`]
+//! fail with [`TransportError::SendTimeout`] after the channel's send timeout
+//! ([`DEFAULT_SEND_TIMEOUT`] unless changed), never block forever.
+
+use std::fmt;
+use std::io;
+use std::marker::PhantomData;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::os::unix::net::UnixStream;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use crate::protocol::{ControlMessage, DriverMessage};
+use crate::wire::{DecodeError, EncodeError, FrameHeader, WireMessage, HEADER_LEN};
+
+#[cfg(not(target_os = "redox"))]
+mod control;
+#[cfg(not(target_os = "redox"))]
+mod sys;
+#[cfg(target_os = "redox")]
+#[path = "transport/redox.rs"]
+mod sys;
+#[cfg(not(target_os = "redox"))]
+mod unix;
+
+#[cfg(not(target_os = "redox"))]
+pub use control::{ControlClient, ControlError, ControlListener, PeerCred};
+pub use sys::spawn_with_channel;
+
+/// A channel carrying [`DriverMessage`]s (pcid ↔ one driver).
+pub type DriverChannel = Channel<DriverMessage>;
+/// A channel carrying [`ControlMessage`]s (shutdownd ↔ pcid).
+pub type ControlChannel = Channel<ControlMessage>;
+
+/// Send timeout a new channel starts with.
+pub const DEFAULT_SEND_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Errors of [`Channel`] operations.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    /// The peer closed the channel cleanly (between frames).
+    #[error("peer closed the channel")]
+    Closed,
+    /// The peer closed the channel after sending part of a frame.
+    #[error("peer closed the channel in the middle of a frame ({buffered} bytes received)")]
+    ClosedMidFrame {
+        /// Bytes of the incomplete frame that were received.
+        buffered: usize,
+    },
+    /// No complete frame arrived within the allowed time. The channel stays
+    /// usable; bytes of a partial frame are kept for the next `recv`.
+    #[error("no message within {0:?}")]
+    Timeout(Duration),
+    /// The peer did not take the frame within the send timeout.
+    #[error("peer did not read a frame within {0:?}")]
+    SendTimeout(Duration),
+    /// A frame arrived but could not be decoded. `seq` is the header's
+    /// sequence number (0 if the header itself was bad). When the error is not
+    /// [stream-fatal](DecodeError::is_stream_fatal) the frame was consumed and
+    /// the channel stays usable: answer `Error { seq, .. }` and go on.
+    #[error("malformed frame (seq {seq}): {error}")]
+    Malformed {
+        /// Sequence number from the frame header, 0 if unknown.
+        seq: u32,
+        /// What was wrong.
+        error: DecodeError,
+    },
+    /// The message could not be encoded (too long strings, too large frame).
+    #[error("cannot encode message: {0}")]
+    Encode(#[from] EncodeError),
+    /// An earlier error left the byte stream out of sync; the channel is unusable.
+    #[error("channel unusable after an earlier framing or I/O error")]
+    Broken,
+    /// Any other OS error.
+    #[error("channel I/O error: {0}")]
+    Io(#[from] io::Error),
+}
+
+impl TransportError {
+    /// Whether the channel can no longer be used after this error.
+    pub fn is_fatal(&self) -> bool {
+        match self {
+            TransportError::Timeout(_) | TransportError::Encode(_) => false,
+            TransportError::Malformed { error, .. } => error.is_stream_fatal(),
+            _ => true,
+        }
+    }
+}
+
+/// State shared by every handle that writes to one socket.
+#[derive(Debug)]
+struct WriteSide {
+    /// Set when a frame was only partly written: the stream is out of sync.
+    broken: bool,
+}
+
+/// One end of a framed, bidirectional channel carrying messages of type `M`.
+pub struct Channel<M> {
+    stream: Arc<UnixStream>,
+    write: Arc<Mutex<WriteSide>>,
+    send_timeout: Duration,
+    rx: Vec<u8>,
+    rx_broken: bool,
+    _m: PhantomData<fn() -> M>,
+}
+
+/// A cloneable, send-only handle to a [`Channel`], for use from other threads.
+pub struct Sender<M> {
+    stream: Arc<UnixStream>,
+    write: Arc<Mutex<WriteSide>>,
+    send_timeout: Duration,
+    _m: PhantomData<fn() -> M>,
+}
+
+impl<M> Clone for Sender<M> {
+    fn clone(&self) -> Self {
+        Self {
+            stream: Arc::clone(&self.stream),
+            write: Arc::clone(&self.write),
+            send_timeout: self.send_timeout,
+            _m: PhantomData,
+        }
+    }
+}
+
+impl<M> fmt::Debug for Channel<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Channel")
+            .field("stream", &self.stream)
+            .field("buffered", &self.rx.len())
+            .finish()
+    }
+}
+
+impl<M> fmt::Debug for Sender<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Sender")
+            .field("stream", &self.stream)
+            .finish()
+    }
+}
+
+fn lock(write: &Mutex<WriteSide>) -> MutexGuard<'_, WriteSide> {
+    // A panic while holding the lock cannot leave `broken` inconsistent.
+    write.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Writes one whole frame, bounded by `timeout`.
+fn send_frame(
+    stream: &UnixStream,
+    write: &Mutex<WriteSide>,
+    frame: &[u8],
+    timeout: Duration,
+) -> Result<(), TransportError> {
+    let mut side = lock(write);
+    if side.broken {
+        return Err(TransportError::Broken);
+    }
+    let deadline = Instant::now() + timeout;
+    let mut sent = 0;
+    while sent < frame.len() {
+        match sys::send_nonblocking(stream.as_fd(), &frame[sent..]) {
+            Ok(n) => sent += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                let now = Instant::now();
+                if now >= deadline || !sys::wait_writable(stream.as_fd(), deadline - now)? {
+                    if sent > 0 {
+                        side.broken = true;
+                    }
+                    return Err(TransportError::SendTimeout(timeout));
+                }
+            }
+            Err(e) => {
+                side.broken = true;
+                return Err(match e.kind() {
+                    io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset => {
+                        TransportError::Closed
+                    }
+                    _ => TransportError::Io(e),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+impl<M: WireMessage> Channel<M> {
+    /// Wraps a connected Unix stream socket.
+    pub fn from_stream(stream: UnixStream) -> Self {
+        Self {
+            stream: Arc::new(stream),
+            write: Arc::new(Mutex::new(WriteSide { broken: false })),
+            send_timeout: DEFAULT_SEND_TIMEOUT,
+            rx: Vec::new(),
+            rx_broken: false,
+            _m: PhantomData,
+        }
+    }
+
+    /// A connected pair of channels (a `socketpair`). Both ends are
+    /// close-on-exec; give one to a child with [`spawn_with_channel`].
+    pub fn pair() -> io::Result<(Self, Self)> {
+        let (a, b) = UnixStream::pair()?;
+        Ok((Self::from_stream(a), Self::from_stream(b)))
+    }
+
+    /// Adopts the channel fd a driver process inherited from pcid, named by
+    /// the environment variable [`PCID_CLIENT_CHANNEL`](crate::PCID_CLIENT_CHANNEL).
+    ///
+    /// The fd must be an open stream socket. It is made close-on-exec and the
+    /// variable is removed, so it is adopted only once and not passed on to
+    /// the driver's own children. Call it early, before starting threads that
+    /// read the environment.
+    #[cfg(not(target_os = "redox"))]
+    pub fn from_env() -> Result<Self, AdoptError> {
+        Ok(Self::from_stream(unix::adopt_from_env(
+            crate::PCID_CLIENT_CHANNEL,
+        )?))
+    }
+
+    /// Changes the time [`send`](Self::send) may wait for the peer to read.
+    /// Applies to this handle and to [`Sender`]s made afterwards.
+    pub fn set_send_timeout(&mut self, timeout: Duration) {
+        self.send_timeout = timeout;
+    }
+
+    /// Encodes and sends one message, waiting at most the send timeout.
+    pub fn send(&self, msg: &M) -> Result<(), TransportError> {
+        let frame = msg.encode()?;
+        send_frame(&self.stream, &self.write, &frame, self.send_timeout)
+    }
+
+    /// Sends raw bytes as they are (for tests of the peer's error handling).
+    pub fn send_raw(&self, bytes: &[u8]) -> Result<(), TransportError> {
+        send_frame(&self.stream, &self.write, bytes, self.send_timeout)
+    }
+
+    /// A send-only handle sharing this channel's socket.
+    pub fn sender(&self) -> Sender<M> {
+        Sender {
+            stream: Arc::clone(&self.stream),
+            write: Arc::clone(&self.write),
+            send_timeout: self.send_timeout,
+            _m: PhantomData,
+        }
+    }
+
+    /// Receives one message, waiting at most `timeout` (`None`: until a
+    /// message arrives or the peer closes the channel).
+    ///
+    /// `Some(Duration::ZERO)` only takes what has already arrived.
+    pub fn recv(&mut self, timeout: Option<Duration>) -> Result<M, TransportError> {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        loop {
+            if self.rx_broken {
+                return Err(TransportError::Broken);
+            }
+            if let Some(result) = self.take_buffered_frame() {
+                return result;
+            }
+            let mut chunk = [0u8; 8192];
+            match sys::recv_nonblocking(self.stream.as_fd(), &mut chunk) {
+                Ok(0) => {
+                    self.rx_broken = true;
+                    return Err(if self.rx.is_empty() {
+                        TransportError::Closed
+                    } else {
+                        TransportError::ClosedMidFrame {
+                            buffered: self.rx.len(),
+                        }
+                    });
+                }
+                Ok(n) => self.rx.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    let wait = match deadline {
+                        None => None,
+                        Some(d) => {
+                            let now = Instant::now();
+                            if now >= d {
+                                return Err(TransportError::Timeout(timeout.unwrap_or_default()));
+                            }
+                            Some(d - now)
+                        }
+                    };
+                    sys::wait_readable(self.stream.as_fd(), wait)?;
+                }
+                Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {
+                    self.rx_broken = true;
+                    return Err(TransportError::Closed);
+                }
+                Err(e) => {
+                    self.rx_broken = true;
+                    return Err(TransportError::Io(e));
+                }
+            }
+        }
+    }
+
+    /// Decodes a complete frame from the receive buffer, if there is one.
+    fn take_buffered_frame(&mut self) -> Option<Result<M, TransportError>> {
+        if self.rx.len() < HEADER_LEN {
+            return None;
+        }
+        let header = match FrameHeader::parse(&self.rx) {
+            Ok(h) => h,
+            Err(error) => {
+                // Frame boundaries are lost: nothing after this can be trusted.
+                self.rx_broken = true;
+                let seq = self
+                    .rx
+                    .get(8..12)
+                    .and_then(|s| <[u8; 4]>::try_from(s).ok())
+                    .map(u32::from_le_bytes)
+                    .unwrap_or(0);
+                return Some(Err(TransportError::Malformed { seq, error }));
+            }
+        };
+        let len = header.frame_len();
+        if self.rx.len() < len {
+            self.rx.reserve_exact(len - self.rx.len());
+            return None;
+        }
+        let result = M::decode_payload(&header, &self.rx[HEADER_LEN..len]).map_err(|error| {
+            TransportError::Malformed {
+                seq: header.seq,
+                error,
+            }
+        });
+        self.rx.drain(..len);
+        Some(result)
+    }
+
+    /// Peer credentials of the socket (Linux `SO_PEERCRED`).
+    #[cfg(not(target_os = "redox"))]
+    pub fn peer_cred(&self) -> io::Result<PeerCred> {
+        control::peer_cred(self.stream.as_fd())
+    }
+
+    /// Shuts down both directions: the peer's `recv` sees `Closed`, and so
+    /// does a thread of ours blocked in `recv` on this channel's socket.
+    pub fn shutdown(&self) -> io::Result<()> {
+        match self.stream.shutdown(std::net::Shutdown::Both) {
+            Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(()),
+            other => other,
+        }
+    }
+}
+
+impl<M> AsFd for Channel<M> {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.stream.as_fd()
+    }
+}
+
+impl<M: WireMessage> Sender<M> {
+    /// Encodes and sends one message, waiting at most the send timeout.
+    pub fn send(&self, msg: &M) -> Result<(), TransportError> {
+        let frame = msg.encode()?;
+        send_frame(&self.stream, &self.write, &frame, self.send_timeout)
+    }
+
+    /// Shuts down both directions of the underlying socket.
+    pub fn shutdown(&self) -> io::Result<()> {
+        match self.stream.shutdown(std::net::Shutdown::Both) {
+            Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(()),
+            other => other,
+        }
+    }
+}
+
+/// Why the inherited channel fd could not be adopted.
+#[derive(Debug, thiserror::Error)]
+pub enum AdoptError {
+    /// The environment variable is not set: the process was not started by pcid.
+    #[error("{var} is not set: this driver must be started by pcid")]
+    NotSet {
+        /// Variable name.
+        var: &'static str,
+    },
+    /// The variable does not hold a file descriptor number.
+    #[error("{var}={value:?} is not a file descriptor number")]
+    InvalidValue {
+        /// Variable name.
+        var: &'static str,
+        /// Its value.
+        value: String,
+    },
+    /// The fd is not open.
+    #[error("{var}: fd {fd} is not open")]
+    NotOpen {
+        /// Variable name.
+        var: &'static str,
+        /// The fd number.
+        fd: i32,
+    },
+    /// The fd is open but not a stream socket.
+    #[error("{var}: fd {fd} is not a stream socket")]
+    NotASocket {
+        /// Variable name.
+        var: &'static str,
+        /// The fd number.
+        fd: i32,
+    },
+    /// The channel fd was already adopted by this process.
+    #[error("the pcid channel was already adopted by this process")]
+    AlreadyAdopted,
+    /// An OS error while checking the fd.
+    #[error("{var}: checking fd {fd}: {source}")]
+    Io {
+        /// Variable name.
+        var: &'static str,
+        /// The fd number.
+        fd: i32,
+        /// The OS error.
+        source: io::Error,
+    },
+}
+
+#[cfg(test)]
+mod tests;

@@ -886,10 +886,11 @@ impl WireMessage for ControlMessage {
             ControlMessage::ListDevices { id } => w = Writer::new(CTL_LIST_DEVICES, *id),
             ControlMessage::Devices { id, devices } => {
                 w = Writer::new(CTL_DEVICES, *id);
-                let count = u16::try_from(devices.len()).map_err(|_| EncodeError::FrameTooLarge {
-                    len: devices.len(),
-                    max: usize::from(u16::MAX),
-                })?;
+                let count =
+                    u16::try_from(devices.len()).map_err(|_| EncodeError::FrameTooLarge {
+                        len: devices.len(),
+                        max: usize::from(u16::MAX),
+                    })?;
                 w.u16(count);
                 for d in devices {
                     w.device_info(d)?;

@@ -342,12 +342,7 @@ fn error_bad_magic() {
     let mut f = begin_frame();
     f[0] = b'X';
     let e = DriverMessage::decode(&f).unwrap_err();
-    assert_eq!(
-        e,
-        DecodeError::BadMagic {
-            found: *b"XCID"
-        }
-    );
+    assert_eq!(e, DecodeError::BadMagic { found: *b"XCID" });
     assert!(e.is_stream_fatal());
 }
 
@@ -428,7 +423,9 @@ fn error_unknown_type_and_wrong_family() {
         DriverMessage::decode(&f),
         Err(DecodeError::UnknownMessageType { msg_type: 0x7f })
     );
-    let list = ControlMessage::ListDevices { id: 1 }.encode().expect("encodes");
+    let list = ControlMessage::ListDevices { id: 1 }
+        .encode()
+        .expect("encodes");
     assert_eq!(
         DriverMessage::decode(&list),
         Err(DecodeError::UnknownMessageType { msg_type: 0x41 })
@@ -680,17 +677,19 @@ fn function() -> impl Strategy<Value = PciFunction> {
         proptest::option::of(address()),
         backend(),
     )
-        .prop_map(|(address, vendor, device, c, parent, backend)| PciFunction {
-            address,
-            vendor,
-            device,
-            class: c[0],
-            subclass: c[1],
-            interface: c[2],
-            revision: c[3],
-            parent,
-            backend,
-        })
+        .prop_map(
+            |(address, vendor, device, c, parent, backend)| PciFunction {
+                address,
+                vendor,
+                device,
+                class: c[0],
+                subclass: c[1],
+                interface: c[2],
+                revision: c[3],
+                parent,
+                backend,
+            },
+        )
 }
 
 fn driver_message() -> impl Strategy<Value = DriverMessage> {
@@ -712,7 +711,8 @@ fn driver_message() -> impl Strategy<Value = DriverMessage> {
                 deadline,
             }
         }),
-        (any::<u32>(), duration()).prop_map(|(seq, budget)| DriverMessage::BeginAck { seq, budget }),
+        (any::<u32>(), duration())
+            .prop_map(|(seq, budget)| DriverMessage::BeginAck { seq, budget }),
         (any::<u32>(), duration())
             .prop_map(|(seq, deadline)| DriverMessage::Finish { seq, deadline }),
         (any::<u32>(), kind(), duration()).prop_map(|(seq, kind, deadline)| {
@@ -747,14 +747,16 @@ fn device_info() -> impl Strategy<Value = DeviceInfo> {
             Just(DriverState::Gone)
         ],
     )
-        .prop_map(|(address, parent, driver, support, pid, state)| DeviceInfo {
-            address,
-            parent,
-            driver,
-            support,
-            pid,
-            state,
-        })
+        .prop_map(
+            |(address, parent, driver, support, pid, state)| DeviceInfo {
+                address,
+                parent,
+                driver,
+                support,
+                pid,
+                state,
+            },
+        )
 }
 
 fn error_kind() -> impl Strategy<Value = DeviceErrorKind> {
@@ -770,7 +772,10 @@ fn error_kind() -> impl Strategy<Value = DeviceErrorKind> {
 fn control_message() -> impl Strategy<Value = ControlMessage> {
     prop_oneof![
         any::<u32>().prop_map(|id| ControlMessage::ListDevices { id }),
-        (any::<u32>(), proptest::collection::vec(device_info(), 0..40))
+        (
+            any::<u32>(),
+            proptest::collection::vec(device_info(), 0..40)
+        )
             .prop_map(|(id, devices)| ControlMessage::Devices { id, devices }),
         (any::<u32>(), address(), kind(), duration()).prop_map(|(id, address, kind, deadline)| {
             ControlMessage::Begin {

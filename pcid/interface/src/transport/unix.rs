@@ -1,0 +1,74 @@
+//! Adopting the channel fd inherited from pcid: the one place in this crate
+//! that turns a raw fd number into an owned socket.
+#![allow(unsafe_code)]
+
+use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use rustix::io::FdFlags;
+use rustix::net::SocketType;
+
+use super::AdoptError;
+
+static ADOPTED: AtomicBool = AtomicBool::new(false);
+
+/// Reads the fd number from `var`, checks that it is an open stream socket,
+/// takes ownership of it, makes it close-on-exec and removes `var`.
+pub(super) fn adopt_from_env(var: &'static str) -> Result<UnixStream, AdoptError> {
+    let value = std::env::var(var).map_err(|e| match e {
+        std::env::VarError::NotPresent => AdoptError::NotSet { var },
+        std::env::VarError::NotUnicode(v) => AdoptError::InvalidValue {
+            var,
+            value: v.to_string_lossy().into_owned(),
+        },
+    })?;
+    let fd: i32 = match value.trim().parse() {
+        // 0, 1 and 2 are stdio, never a channel.
+        Ok(fd) if fd > 2 => fd,
+        _ => return Err(AdoptError::InvalidValue { var, value }),
+    };
+    if ADOPTED.swap(true, Ordering::SeqCst) {
+        return Err(AdoptError::AlreadyAdopted);
+    }
+    let result = check_and_adopt(var, fd);
+    if result.is_err() {
+        ADOPTED.store(false, Ordering::SeqCst);
+    }
+    let owned = result?;
+    // Only now that the fd is ours: it must not be adopted a second time.
+    std::env::remove_var(var);
+    rustix::io::fcntl_setfd(&owned, FdFlags::CLOEXEC).map_err(|e| AdoptError::Io {
+        var,
+        fd,
+        source: e.into(),
+    })?;
+    Ok(UnixStream::from(owned))
+}
+
+fn check_and_adopt(var: &'static str, fd: i32) -> Result<OwnedFd, AdoptError> {
+    // SAFETY: F_GETFD only reads the descriptor flags of `fd`; on a number
+    // that is not an open descriptor it fails with EBADF and touches nothing.
+    if unsafe { libc::fcntl(fd, libc::F_GETFD) } == -1 {
+        return Err(AdoptError::NotOpen { var, fd });
+    }
+    // SAFETY: `fd` was just shown to be open, and nothing in this function
+    // closes it, so it stays open for the lifetime of `borrowed`.
+    let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+    let io = |e: rustix::io::Errno| AdoptError::Io {
+        var,
+        fd,
+        source: e.into(),
+    };
+    let stat = rustix::fs::fstat(borrowed.as_fd()).map_err(io)?;
+    if rustix::fs::FileType::from_raw_mode(stat.st_mode) != rustix::fs::FileType::Socket {
+        return Err(AdoptError::NotASocket { var, fd });
+    }
+    if rustix::net::sockopt::socket_type(borrowed).map_err(io)? != SocketType::STREAM {
+        return Err(AdoptError::NotASocket { var, fd });
+    }
+    // SAFETY: `fd` is an open stream socket that pcid passed to this process
+    // for exactly this purpose (named by `var`). The ADOPTED flag and the
+    // removal of `var` by the caller make this the only owner in the process.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
