@@ -1,1 +1,154 @@
-fn main() {}
+//! `shutdownd`: shut down every device pcid knows, two-phase, within a deadline.
+//!
+//! ```text
+//! shutdownd --control PATH [--kind poweroff|reboot] [--sequential] [--json FILE]
+//!           [--deadline-ms MS] [--begin-timeout-ms MS] [--one-phase-timeout-ms MS]
+//!           [--quiet]
+//! ```
+//!
+//! Progress lines and the report table go to standard output; logs go to
+//! standard error (`RUST_LOG`, default `warn`).
+//!
+//! Exit status: 0 when every device ended `clean` or `not-supported`; 1 when
+//! the shutdown ran but some device ended otherwise; 2 for a usage error, when
+//! pcid cannot be reached or does not answer, or when the report cannot be
+//! written.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use pcid_interface::protocol::ShutdownKind;
+use shutdownd::{list_devices, run_shutdown, Config, Mode};
+
+mod port;
+
+/// How long pcid gets to answer `ListDevices`.
+const LIST_TIMEOUT: Duration = Duration::from_secs(5);
+
+const USAGE: &str = "usage: shutdownd --control PATH [--kind poweroff|reboot] [--sequential] \
+[--json FILE] [--deadline-ms MS] [--begin-timeout-ms MS] [--one-phase-timeout-ms MS] [--quiet]";
+
+struct Args {
+    control: PathBuf,
+    json: Option<PathBuf>,
+    quiet: bool,
+    config: Config,
+}
+
+fn parse_ms(flag: &str, value: Option<String>) -> Result<Duration, String> {
+    let v = value.ok_or_else(|| format!("{flag} needs a value in milliseconds"))?;
+    v.parse::<u64>()
+        .map(Duration::from_millis)
+        .map_err(|_| format!("{flag}: `{v}` is not a whole number of milliseconds"))
+}
+
+fn parse_args() -> Result<Option<Args>, String> {
+    let mut it = std::env::args().skip(1);
+    let mut control = None;
+    let mut json = None;
+    let mut quiet = false;
+    let mut config = Config::default();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "-h" | "--help" => return Ok(None),
+            "--control" => {
+                control = Some(PathBuf::from(it.next().ok_or("--control needs a path")?))
+            }
+            "--json" => json = Some(PathBuf::from(it.next().ok_or("--json needs a file name")?)),
+            "--sequential" => config.mode = Mode::Sequential,
+            "--quiet" => quiet = true,
+            "--kind" => {
+                config.kind = match it.next().as_deref() {
+                    Some("poweroff") => ShutdownKind::Poweroff,
+                    Some("reboot") => ShutdownKind::Reboot,
+                    other => {
+                        return Err(format!(
+                            "--kind must be poweroff or reboot, not {}",
+                            other.unwrap_or("nothing")
+                        ))
+                    }
+                }
+            }
+            "--deadline-ms" => config.global_deadline = parse_ms(&a, it.next())?,
+            "--begin-timeout-ms" => config.begin_timeout = parse_ms(&a, it.next())?,
+            "--one-phase-timeout-ms" => config.one_phase_timeout = parse_ms(&a, it.next())?,
+            other => return Err(format!("unknown argument `{other}`")),
+        }
+    }
+    let control = control.ok_or("--control PATH is required (pcid's control socket)")?;
+    Ok(Some(Args {
+        control,
+        json,
+        quiet,
+        config,
+    }))
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    let args = match parse_args() {
+        Ok(Some(a)) => a,
+        Ok(None) => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("shutdownd: {e}\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut port = match port::connect(&args.control) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("shutdownd: cannot reach pcid: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let devices = match list_devices(&mut port, LIST_TIMEOUT) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("shutdownd: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let mode = args.config.mode;
+    if !args.quiet {
+        println!(
+            "shutdownd: {} device(s), {} {}, global deadline {} ms",
+            devices.len(),
+            mode.as_str(),
+            shutdownd::scheduler::kind_str(args.config.kind),
+            args.config.global_deadline.as_millis()
+        );
+    }
+    let quiet = args.quiet;
+    let mut progress = |line: &str| {
+        if !quiet {
+            println!("{line}");
+        }
+    };
+    let report = match run_shutdown(&mut port, devices, args.config, &mut progress) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("shutdownd: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    print!("{}", report.to_table());
+    if let Some(path) = &args.json {
+        let written = report
+            .to_json()
+            .map_err(|e| e.to_string())
+            .and_then(|j| std::fs::write(path, j + "\n").map_err(|e| e.to_string()));
+        if let Err(e) = written {
+            eprintln!("shutdownd: cannot write report to {}: {e}", path.display());
+            return ExitCode::from(2);
+        }
+    }
+    if report.all_ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}

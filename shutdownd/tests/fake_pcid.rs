@@ -1,0 +1,269 @@
+//! The shutdownd binary against a scripted pcid on a real control socket.
+//!
+//! The scripted pcid answers in ways that make the assertions causal rather
+//! than timed: in two-phase mode it withholds every `FinishAck` until it has
+//! received a `Finish` for every device, so a scheduler that waited for one
+//! device before beginning the next could not end with all devices clean.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use pcid_interface::function::PciAddress;
+use pcid_interface::protocol::{
+    ControlMessage, DeviceInfo, DriverState, FinishOutcome, ShutdownSupport,
+};
+use pcid_interface::transport::ControlListener;
+
+#[derive(Clone, Copy, PartialEq)]
+enum Script {
+    /// Answer FinishAcks only once every device has been sent Finish/Shutdown.
+    ReleaseWhenAllFinishing,
+    /// Answer at once, and record how many devices were in flight at most.
+    Immediate,
+    /// Never answer Finish for device 0; answer the others at once.
+    Device0SilentInFinish,
+    /// Close the connection after the first Begin.
+    HangUpAfterFirstBegin,
+}
+
+struct Trace {
+    max_in_flight: usize,
+    received: Vec<String>,
+}
+
+fn addr(i: usize) -> PciAddress {
+    PciAddress {
+        segment: 0,
+        bus: 1,
+        device: i as u8,
+        function: 0,
+    }
+}
+
+fn devices(n: usize) -> Vec<DeviceInfo> {
+    (0..n)
+        .map(|i| DeviceInfo {
+            address: addr(i),
+            parent: None,
+            driver: if i == n - 1 { "legacyd" } else { "nvmed" }.into(),
+            support: if i == n - 1 {
+                ShutdownSupport::OnePhase
+            } else {
+                ShutdownSupport::TwoPhase
+            },
+            pid: 1000 + i as u32,
+            state: DriverState::Running,
+        })
+        .collect()
+}
+
+fn fake_pcid(path: &Path, n: usize, script: Script) -> JoinHandle<Trace> {
+    let listener = ControlListener::bind(path).expect("bind control socket");
+    std::thread::spawn(move || {
+        let (mut ch, _cred) = listener
+            .accept(Some(Duration::from_secs(20)))
+            .expect("shutdownd connects");
+        let mut trace = Trace {
+            max_in_flight: 0,
+            received: Vec::new(),
+        };
+        let mut in_flight = BTreeMap::new();
+        let mut held: Vec<ControlMessage> = Vec::new();
+        let mut finishing = 0;
+        let ack = |id, address| ControlMessage::FinishAck {
+            id,
+            address,
+            outcome: FinishOutcome::Clean,
+            elapsed: Duration::from_millis(1),
+            detail: "scripted".into(),
+        };
+        loop {
+            let msg = match ch.recv(Some(Duration::from_secs(20))) {
+                Ok(m) => m,
+                Err(_) => return trace,
+            };
+            match msg {
+                ControlMessage::ListDevices { id } => {
+                    ch.send(&ControlMessage::Devices {
+                        id,
+                        devices: devices(n),
+                    })
+                    .expect("send Devices");
+                }
+                ControlMessage::Begin { id, address, .. } => {
+                    trace.received.push(format!("Begin {address}"));
+                    in_flight.insert(address, ());
+                    trace.max_in_flight = trace.max_in_flight.max(in_flight.len());
+                    if script == Script::HangUpAfterFirstBegin {
+                        return trace;
+                    }
+                    ch.send(&ControlMessage::BeginAck {
+                        id,
+                        address,
+                        budget: Duration::from_secs(5),
+                    })
+                    .expect("send BeginAck");
+                }
+                ControlMessage::Finish { id, address, .. }
+                | ControlMessage::Shutdown { id, address, .. } => {
+                    trace.received.push(format!("Finish {address}"));
+                    in_flight.insert(address, ());
+                    trace.max_in_flight = trace.max_in_flight.max(in_flight.len());
+                    finishing += 1;
+                    match script {
+                        Script::ReleaseWhenAllFinishing => {
+                            held.push(ack(id, address));
+                            if finishing == n {
+                                for m in held.drain(..) {
+                                    ch.send(&m).expect("send FinishAck");
+                                }
+                            }
+                        }
+                        Script::Device0SilentInFinish if address == addr(0) => {}
+                        _ => {
+                            in_flight.remove(&address);
+                            ch.send(&ack(id, address)).expect("send FinishAck");
+                        }
+                    }
+                }
+                other => panic!("unexpected message from shutdownd: {other:?}"),
+            }
+        }
+    })
+}
+
+struct Run {
+    out: Output,
+    report: serde_json::Value,
+}
+
+fn shutdownd(dir: &Path, socket: &Path, args: &[&str]) -> Run {
+    let json: PathBuf = dir.join("report.json");
+    let out = Command::new(env!("CARGO_BIN_EXE_shutdownd"))
+        .arg("--control")
+        .arg(socket)
+        .arg("--json")
+        .arg(&json)
+        .args(args)
+        .output()
+        .expect("run shutdownd");
+    let text = std::fs::read_to_string(&json).unwrap_or_else(|e| {
+        panic!(
+            "no report ({e}); stdout:\n{}\nstderr:\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    Run {
+        out,
+        report: serde_json::from_str(&text).expect("report is JSON"),
+    }
+}
+
+fn outcomes(r: &serde_json::Value) -> Vec<String> {
+    r["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["outcome"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn two_phase_begins_every_device_before_any_finish_completes() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("pcid.sock");
+    let pcid = fake_pcid(&sock, 8, Script::ReleaseWhenAllFinishing);
+    let run = shutdownd(dir.path(), &sock, &[]);
+    let trace = pcid.join().unwrap();
+    assert_eq!(run.out.status.code(), Some(0), "{run:?}", run = run.out);
+    assert_eq!(outcomes(&run.report), vec!["clean"; 8]);
+    assert_eq!(trace.max_in_flight, 8);
+    // Every Begin (and the one-phase Shutdown) was received before any Finish.
+    let first_finish = trace
+        .received
+        .iter()
+        .position(|m| m.starts_with("Finish"))
+        .unwrap();
+    let begins = trace
+        .received
+        .iter()
+        .filter(|m| m.starts_with("Begin"))
+        .count();
+    assert_eq!(begins, 7);
+    assert!(trace.received[..first_finish]
+        .iter()
+        .all(|m| m.starts_with("Begin")));
+    let d = &run.report["devices"][0];
+    assert_eq!(d["protocol"], "two-phase");
+    assert_eq!(d["budget_ms"], 5000.0);
+    assert_eq!(run.report["devices"][7]["protocol"], "one-phase");
+    assert!(String::from_utf8_lossy(&run.out.stdout).contains("8 clean"));
+}
+
+#[test]
+fn sequential_mode_keeps_one_device_in_flight() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("pcid.sock");
+    let pcid = fake_pcid(&sock, 5, Script::Immediate);
+    let run = shutdownd(dir.path(), &sock, &["--sequential", "--kind", "reboot"]);
+    let trace = pcid.join().unwrap();
+    assert_eq!(run.out.status.code(), Some(0));
+    assert_eq!(trace.max_in_flight, 1);
+    assert_eq!(run.report["mode"], "sequential");
+    assert_eq!(run.report["kind"], "reboot");
+    assert_eq!(outcomes(&run.report), vec!["clean"; 5]);
+}
+
+#[test]
+fn silent_device_ends_at_the_global_deadline_and_exit_status_is_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("pcid.sock");
+    let pcid = fake_pcid(&sock, 4, Script::Device0SilentInFinish);
+    let run = shutdownd(dir.path(), &sock, &["--deadline-ms", "1500"]);
+    drop(pcid);
+    assert_eq!(run.out.status.code(), Some(1));
+    assert_eq!(
+        outcomes(&run.report),
+        vec!["no-response", "clean", "clean", "clean"]
+    );
+    // shutdownd's own clock: the silent device was given up at the global
+    // deadline (its finish deadline was clamped to it), within the documented
+    // wake-up grace.
+    let limit = 1500.0 + shutdownd::EXIT_GRACE.as_secs_f64() * 1000.0;
+    let done = run.report["devices"][0]["done_ms"].as_f64().unwrap();
+    assert!(done <= limit, "{done}");
+    assert!(run.report["total_ms"].as_f64().unwrap() <= limit);
+}
+
+#[test]
+fn lost_connection_gives_every_open_device_an_outcome() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("pcid.sock");
+    let pcid = fake_pcid(&sock, 3, Script::HangUpAfterFirstBegin);
+    let run = shutdownd(dir.path(), &sock, &[]);
+    pcid.join().unwrap();
+    assert_eq!(run.out.status.code(), Some(1));
+    assert_eq!(outcomes(&run.report), vec!["no-response"; 3]);
+    assert!(run.report["devices"][0]["detail"]
+        .as_str()
+        .unwrap()
+        .contains("control connection"));
+}
+
+#[test]
+fn without_pcid_shutdownd_says_so_and_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_shutdownd"))
+        .arg("--control")
+        .arg(dir.path().join("nobody.sock"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("pcid is not running"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+}
