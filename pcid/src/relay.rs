@@ -14,8 +14,11 @@
 //! * Driver start: `Hello` → pcid answers `Welcome` (the function) → `Ready`.
 //!   A driver that sends no `Hello` before its hello deadline is treated as
 //!   [`ShutdownSupport::None`] (a driver not linking the protocol) and still
-//!   listed. A driver is *settled* once it sent `Ready`, went away, or passed
-//!   its ready deadline; when all are settled, [`Output::Ready`] is emitted once.
+//!   listed. A driver is *settled* once it sent `Ready`, went away, passed its
+//!   hello deadline without `Hello`, or passed its ready deadline; when all are
+//!   settled, [`Output::Ready`] is emitted once.
+//! * `Begin`/`Finish` go to two-phase drivers; `Shutdown` (one step) to
+//!   one-phase and two-phase drivers (the latter run begin then finish).
 //! * Requests (`Begin`, `Finish`, `Shutdown`) are relayed with a pcid-chosen
 //!   sequence number; the acks are relayed back with the client's request id.
 //!   Requests to different devices are independent: nothing waits on another
@@ -244,7 +247,10 @@ struct Driver {
 
 impl Driver {
     fn settled(&self, now: Instant) -> bool {
-        self.ready || self.gone.is_some() || now >= self.ready_deadline
+        self.ready
+            || self.gone.is_some()
+            || now >= self.ready_deadline
+            || (!self.hello_received && now >= self.hello_deadline)
     }
 
     fn state(&self) -> DriverState {
@@ -776,7 +782,7 @@ impl Relay {
             (
                 Request::Shutdown { kind, deadline },
                 Phase::Idle,
-                Some(ShutdownSupport::OnePhase),
+                Some(ShutdownSupport::OnePhase | ShutdownSupport::TwoPhase),
             ) => (
                 Phase::ShutdownSent(requester),
                 DriverMessage::Shutdown {
@@ -845,7 +851,7 @@ impl Request {
     fn fits(&self, support: ShutdownSupport) -> bool {
         match self {
             Request::Begin { .. } | Request::Finish { .. } => support == ShutdownSupport::TwoPhase,
-            Request::Shutdown { .. } => support == ShutdownSupport::OnePhase,
+            Request::Shutdown { .. } => support != ShutdownSupport::None,
         }
     }
 }

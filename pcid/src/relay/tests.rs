@@ -193,10 +193,7 @@ fn ready_is_announced_once_when_every_driver_is_settled() {
 }
 
 #[test]
-fn silent_driver_becomes_no_support_at_hello_deadline_and_ready_deadline_settles_it() {
-    let mut f = Fixture::new(2, false);
-    f.start_all(ShutdownSupport::TwoPhase);
-    // Driver 0 up; make driver 1 silent by recreating the fixture with one active.
+fn silent_driver_becomes_no_support_and_settled_at_hello_deadline() {
     let mut f = Fixture::new(2, false);
     f.drv(
         0,
@@ -212,18 +209,34 @@ fn silent_driver_becomes_no_support_at_hello_deadline_and_ready_deadline_settles
         .at(Input::Tick, T0_HELLO - Duration::from_millis(1))
         .is_empty());
     assert_eq!(f.relay.devices()[1].state, DriverState::Starting);
+    // At the hello deadline the silent driver counts as a driver without
+    // shutdown support, and as settled.
     let out = f.at(Input::Tick, T0_HELLO);
-    assert!(out.is_empty(), "{out:?}");
+    assert_eq!(out, vec![Output::Ready { ready: 1, total: 2 }]);
     let dev = &f.relay.devices()[1];
     assert_eq!(dev.support, ShutdownSupport::None);
     assert_eq!(dev.state, DriverState::Running);
-    // Next deadline: ready.
+    assert_eq!(f.relay.next_deadline(), None);
+}
+
+#[test]
+fn ready_deadline_settles_a_driver_that_said_hello_but_not_ready() {
+    let mut f = Fixture::new(1, false);
+    f.drv(
+        0,
+        DriverMessage::Hello {
+            version: 1,
+            driver: "nvmed".into(),
+            support: ShutdownSupport::TwoPhase,
+        },
+    );
+    assert!(f.at(Input::Tick, T0_HELLO).is_empty());
     assert_eq!(
         f.relay.next_deadline(),
         Some(f.t0 + Duration::from_secs(30))
     );
     let out = f.at(Input::Tick, Duration::from_secs(30));
-    assert_eq!(out, vec![Output::Ready { ready: 1, total: 2 }]);
+    assert_eq!(out, vec![Output::Ready { ready: 0, total: 1 }]);
     assert_eq!(f.relay.next_deadline(), None);
 }
 
@@ -535,7 +548,7 @@ fn requests_that_do_not_fit_the_driver_are_refused_without_relaying() {
             1,
             ControlMessage::Shutdown {
                 id: 4,
-                address: addr(6),
+                address: addr(5),
                 kind: ShutdownKind::Reboot,
                 deadline: Duration::from_secs(1),
             },
