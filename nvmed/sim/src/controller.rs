@@ -480,6 +480,57 @@ impl SimController {
         }
     }
 
+    /// Checks the model's internal invariants (queue pointers inside their
+    /// queues, every SQ bound to an existing CQ, queue IDs within limits,
+    /// counters that add up). Returns the first violation found; meant for
+    /// property tests.
+    pub fn check_consistency(&self) -> Result<(), String> {
+        let sh = &self.shared;
+        let st = sh.lock();
+        for (qid, sq) in &st.sqs {
+            if sq.size < 2 || sq.head >= sq.size || sq.tail >= sq.size {
+                return Err(format!("SQ {qid} pointers out of range: {sq:?}"));
+            }
+            if !st.cqs.contains_key(&sq.cqid) {
+                return Err(format!("SQ {qid} bound to missing CQ {}", sq.cqid));
+            }
+            if (*qid == 0) != (sq.cqid == 0) {
+                return Err(format!("SQ {qid} bound to CQ {}", sq.cqid));
+            }
+        }
+        for (qid, cq) in &st.cqs {
+            if cq.size < 2 || cq.head >= cq.size || cq.tail >= cq.size {
+                return Err(format!("CQ {qid} pointers out of range: {cq:?}"));
+            }
+        }
+        let max = sh.config.max_io_queues;
+        if st.sqs.keys().chain(st.cqs.keys()).any(|&q| q > max) {
+            return Err("queue ID above the supported maximum".into());
+        }
+        if st.enabled.is_none() && !(st.sqs.is_empty() && st.cqs.is_empty()) {
+            return Err("queues exist while the controller is disabled".into());
+        }
+        if st.aer_outstanding > AERL + 1 {
+            return Err(format!("{} AERs outstanding", st.aer_outstanding));
+        }
+        if let Some(s) = st.shutdown {
+            if s.completed && s.complete_at.is_none() {
+                return Err("shutdown completed without a completion time".into());
+            }
+        }
+        let s = &st.stats;
+        if s.admin_commands + s.io_commands != s.commands_processed {
+            return Err(format!("command counters disagree: {s:?}"));
+        }
+        if s.completions_posted + s.dropped_commands > s.commands_processed {
+            return Err(format!("more completions than commands: {s:?}"));
+        }
+        if s.error_completions > s.completions_posted {
+            return Err(format!("error completions exceed completions: {s:?}"));
+        }
+        Ok(())
+    }
+
     /// BAR0 offset of the submission queue `qid` tail doorbell.
     pub fn sq_doorbell(&self, qid: u16) -> usize {
         nvme_spec::regs::sq_tail_doorbell(qid, self.shared.cap.dstrd())
@@ -1050,7 +1101,7 @@ impl Shared {
     }
 
     /// Copies `data` to the host through PRPs.
-    fn to_host(&self, prp1: u64, prp2: u64, data: &[u8]) -> Result<(), Status> {
+    fn write_host(&self, prp1: u64, prp2: u64, data: &[u8]) -> Result<(), Status> {
         let segs = self.prp_segments(prp1, prp2, data.len())?;
         let mut at = 0;
         for (addr, n) in segs {
@@ -1063,7 +1114,7 @@ impl Shared {
     }
 
     /// Copies `len` bytes from the host through PRPs.
-    fn from_host(&self, prp1: u64, prp2: u64, len: usize) -> Result<Vec<u8>, Status> {
+    fn read_host(&self, prp1: u64, prp2: u64, len: usize) -> Result<Vec<u8>, Status> {
         let segs = self.prp_segments(prp1, prp2, len)?;
         let mut data = vec![0u8; len];
         let mut at = 0;
@@ -1077,7 +1128,7 @@ impl Shared {
     }
 
     fn transfer_out(&self, cmd: &SubmissionEntry, data: &[u8]) -> Outcome {
-        match self.to_host(cmd.prp1, cmd.prp2, data) {
+        match self.write_host(cmd.prp1, cmd.prp2, data) {
             Ok(()) => ok(0),
             Err(s) => Outcome::Complete(0, s),
         }
@@ -1427,7 +1478,7 @@ impl Shared {
             return err(GenericStatus::InvalidField);
         }
         if op == NvmOpcode::Write {
-            let data = match self.from_host(cmd.prp1, cmd.prp2, len) {
+            let data = match self.read_host(cmd.prp1, cmd.prp2, len) {
                 Ok(d) => d,
                 Err(s) => return Outcome::Complete(0, s),
             };
@@ -1448,7 +1499,7 @@ impl Shared {
                 log::error!("{}: read of {blocks} blocks at {slba}: {e}", self.label);
                 return err(MediaStatus::UnrecoveredReadError);
             }
-            match self.to_host(cmd.prp1, cmd.prp2, &data) {
+            match self.write_host(cmd.prp1, cmd.prp2, &data) {
                 Ok(()) => {
                     st.stats.reads += 1;
                     st.stats.blocks_read += blocks;
