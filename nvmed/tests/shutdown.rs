@@ -1,0 +1,215 @@
+//! Two-phase shutdown against the model, on a fake clock.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{config, pattern, Rig};
+use nvme_sim::ShutdownKind;
+use nvmed::{NvmeError, Options, ShutdownOutcome};
+use pcid_hw::Clock;
+
+/// Within a few milliseconds of the model's latency: the poll back-off is
+/// capped at `Options::shutdown_poll_max` (2 ms).
+const SLACK: Duration = Duration::from_millis(3);
+
+#[test]
+fn finish_reports_clean_with_the_controllers_latency() {
+    let rig = Rig::new(config("shutdown_latency_ms = 4500\nrtd3e_us = 5000000"));
+    let ctrl = rig.bring_up().unwrap();
+    ctrl.write(1, 0, &pattern(4096, 9)).unwrap();
+
+    let t0 = rig.now();
+    let begun = ctrl.begin().unwrap();
+    assert_eq!(begun.budget, Duration::from_secs(5));
+    assert_eq!(begun.rtd3e_us, 5_000_000);
+    assert!(begun.queues_deleted);
+    // begin does not wait for the controller.
+    assert_eq!(rig.now(), t0, "begin must not wait for CSTS.SHST");
+    let stats = rig.sim.stats();
+    assert_eq!(stats.shutdown_requested_at, Some(t0));
+    assert_eq!(stats.shutdown_kind, Some(ShutdownKind::Normal));
+    assert_eq!(stats.shutdown_completed_at, None);
+
+    let report = ctrl.finish(Duration::from_secs(10)).unwrap();
+    assert_eq!(report.outcome, ShutdownOutcome::Clean);
+    let latency = Duration::from_millis(4500);
+    assert!(report.duration >= latency, "{report:?}");
+    assert!(report.duration <= latency + SLACK, "{report:?}");
+    // Polling backs off instead of spinning, but keeps looking often.
+    assert!(report.polls > 10 && report.polls < 4500, "{report:?}");
+    assert_eq!(
+        rig.sim.stats().shutdown_completed_at,
+        Some(t0 + latency),
+        "the model completed at its latency"
+    );
+    assert!(report.to_string().contains("CSTS.SHST=10b"));
+}
+
+#[test]
+fn duration_counts_from_begin_not_from_finish() {
+    let rig = Rig::new(config("shutdown_latency_ms = 1000"));
+    let ctrl = rig.bring_up().unwrap();
+    ctrl.begin().unwrap();
+    // shutdownd begins every device before finishing any: time passes.
+    rig.clock.advance(Duration::from_millis(600));
+    let report = ctrl.finish(Duration::from_secs(5)).unwrap();
+    assert_eq!(report.outcome, ShutdownOutcome::Clean);
+    assert!(report.duration >= Duration::from_millis(1000), "{report:?}");
+    assert!(report.duration <= Duration::from_millis(1000) + SLACK);
+    assert!(report.waited <= Duration::from_millis(400) + SLACK);
+}
+
+#[test]
+fn first_look_is_immediate() {
+    let rig = Rig::new(config("shutdown_latency_ms = 0"));
+    let ctrl = rig.bring_up().unwrap();
+    ctrl.begin().unwrap();
+    let report = ctrl.finish(Duration::from_secs(1)).unwrap();
+    assert_eq!(report.outcome, ShutdownOutcome::Clean);
+    assert_eq!(report.polls, 1);
+    assert_eq!(report.duration, Duration::ZERO);
+
+    // A controller that needs 150 µs is seen within the first few looks.
+    let rig = Rig::new(config("shutdown_latency_ms = 1"));
+    let ctrl = rig.bring_up().unwrap();
+    ctrl.begin().unwrap();
+    let report = ctrl.finish(Duration::from_secs(1)).unwrap();
+    assert_eq!(report.outcome, ShutdownOutcome::Clean);
+    assert!(report.duration < Duration::from_micros(1600), "{report:?}");
+}
+
+#[test]
+fn rtd3e_zero_gives_one_second_budget() {
+    let rig = Rig::new(config("rtd3e_us = 0"));
+    let ctrl = rig.bring_up().unwrap();
+    assert_eq!(ctrl.begin().unwrap().budget, Duration::from_secs(1));
+}
+
+#[test]
+fn begin_refuses_new_io_and_deletes_queues() {
+    let rig = Rig::new(config("shutdown_latency_ms = 100"));
+    let ctrl = rig.bring_up().unwrap();
+    ctrl.write(1, 0, &[1u8; 512]).unwrap();
+    let io_before = rig.sim.stats().io_commands;
+    let admin_before = rig.sim.stats().admin_commands;
+    ctrl.begin().unwrap();
+    assert!(ctrl.is_shutting_down());
+    // Two admin commands: Delete I/O SQ, then Delete I/O CQ.
+    assert_eq!(rig.sim.stats().admin_commands, admin_before + 2);
+    assert_eq!(rig.sim.stats().error_completions, 0);
+    assert!(matches!(
+        ctrl.write(1, 0, &[2u8; 512]),
+        Err(NvmeError::ShuttingDown)
+    ));
+    assert!(matches!(
+        ctrl.read(1, 0, &mut [0u8; 512]),
+        Err(NvmeError::ShuttingDown)
+    ));
+    assert!(matches!(ctrl.flush(1), Err(NvmeError::ShuttingDown)));
+    assert_eq!(
+        rig.sim.stats().io_commands,
+        io_before,
+        "nothing reached the device"
+    );
+    // begin is idempotent; finish works afterwards.
+    let again = ctrl.begin().unwrap();
+    assert!(again.queues_deleted);
+    assert!(ctrl
+        .finish(Duration::from_secs(1))
+        .unwrap()
+        .outcome
+        .is_clean());
+    assert!(matches!(
+        ctrl.write(1, 0, &[2u8; 512]),
+        Err(NvmeError::ShuttingDown)
+    ));
+}
+
+#[test]
+fn finish_before_begin_is_an_error() {
+    let rig = Rig::new(config(""));
+    let ctrl = rig.bring_up().unwrap();
+    assert!(matches!(
+        ctrl.finish(Duration::from_secs(1)),
+        Err(NvmeError::NotBegun)
+    ));
+    ctrl.write(1, 0, &[0u8; 512]).unwrap();
+}
+
+#[test]
+fn io_thread_and_shutdown_thread() {
+    // The controller is shared between an I/O thread and the thread that
+    // runs the shutdown protocol. Every write acknowledged before begin
+    // returned is in the durable medium after a clean finish; after begin
+    // every write is refused with ShuttingDown, never silently dropped.
+    let rig = Rig::new(config(
+        "volatile_write_cache = true\nshutdown_latency_ms = 50\nnamespace_blocks = 100000",
+    ));
+    let ctrl = std::sync::Arc::new(rig.bring_up().unwrap());
+    let (started_tx, started_rx) = std::sync::mpsc::channel();
+    let io = {
+        let ctrl = ctrl.clone();
+        std::thread::spawn(move || {
+            let mut acked = Vec::new();
+            for lba in 0..100_000u64 {
+                let block = pattern(512, (lba % 251) as u8);
+                match ctrl.write(1, lba, &block) {
+                    Ok(()) => acked.push(lba),
+                    Err(NvmeError::ShuttingDown) => return (acked, Some(lba)),
+                    Err(e) => panic!("unexpected error {e}"),
+                }
+                if lba == 20 {
+                    let _ = started_tx.send(());
+                }
+            }
+            (acked, None)
+        })
+    };
+    started_rx.recv().unwrap();
+    let begun = ctrl.begin().unwrap();
+    assert!(begun.queues_deleted);
+    let report = ctrl.finish(Duration::from_secs(2)).unwrap();
+    assert_eq!(report.outcome, ShutdownOutcome::Clean);
+    let (acked, refused_at) = io.join().unwrap();
+    let refused_at = refused_at.expect("the writer must have been refused");
+    assert_eq!(
+        acked.len() as u64,
+        refused_at,
+        "writes are in order, none lost"
+    );
+    assert!(acked.len() > 20);
+    let durable = rig.sim.read_durable(0, refused_at).unwrap();
+    for lba in acked {
+        let at = lba as usize * 512;
+        assert_eq!(
+            &durable[at..at + 512],
+            &pattern(512, (lba % 251) as u8)[..],
+            "acknowledged block {lba} not durable"
+        );
+    }
+    let _ = rig.clock.now();
+}
+
+#[test]
+fn no_escalation_when_disabled() {
+    let rig = Rig::new(config("faults = [\"shutdown-never-completes\"]"));
+    let ctrl = rig
+        .bring_up_with(Options {
+            escalate_to_abrupt: false,
+            ..Options::default()
+        })
+        .unwrap();
+    ctrl.begin().unwrap();
+    let start = rig.now();
+    let report = ctrl.finish(Duration::from_millis(1500)).unwrap();
+    assert_eq!(
+        report.outcome,
+        ShutdownOutcome::TimedOut {
+            escalated: false,
+            last_status: nvme_spec::ShutdownStatus::Occurring
+        }
+    );
+    assert_eq!(rig.now() - start, Duration::from_millis(1500));
+    assert_eq!(rig.sim.stats().shutdown_kind, Some(ShutdownKind::Normal));
+}
