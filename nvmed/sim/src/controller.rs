@@ -616,6 +616,17 @@ impl RegisterIo for SimController {
     }
 }
 
+impl Drop for Shared {
+    /// The controller goes away (e.g. the process exits): a shutdown whose
+    /// latency has elapsed by now has completed, even if nobody read CSTS;
+    /// anything else still in the volatile cache is lost.
+    fn drop(&mut self) {
+        let this: &Shared = self;
+        let mut st = this.lock();
+        this.tick(&mut st);
+    }
+}
+
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
@@ -1305,26 +1316,37 @@ impl Shared {
 
     fn get_log_page(&self, cmd: &SubmissionEntry) -> Outcome {
         let lid = cmd.cdw10 & 0xFF;
-        let numd = ((cmd.cdw10 >> 16) | ((cmd.cdw11 & 0xFFFF) << 16)) as usize + 1;
+        let numd = ((cmd.cdw10 >> 16) | ((cmd.cdw11 & 0xFFFF) << 16)) as u64 + 1;
         let len = numd * 4;
-        // Error Information, SMART / Health, Firmware Slot (§5.14.1.1–3),
-        // returned zero-filled apart from the active firmware slot.
-        if !(0x01..=0x03).contains(&lid) {
-            return err(CommandSpecificStatus::InvalidLogPage);
-        }
-        if !self.within_mdts(len) {
-            return err(GenericStatus::InvalidField);
-        }
-        let mut data = vec![0u8; len];
+        let log_offset = u64::from(cmd.cdw12) | (u64::from(cmd.cdw13) << 32);
+        // Error Information (one 64-byte entry), SMART / Health Information,
+        // Firmware Slot Information (§5.14.1.1–3): zero-filled apart from
+        // the active firmware slot.
+        let mut page = match lid {
+            0x01 => vec![0u8; 64],
+            0x02 | 0x03 => vec![0u8; 512],
+            _ => return err(CommandSpecificStatus::InvalidLogPage),
+        };
         if lid == 0x03 {
             // AFI: slot 1 active; FRS1 = firmware revision.
-            data[0] = 1;
+            page[0] = 1;
             let fr = self.config.firmware.as_bytes();
-            for (i, b) in data.iter_mut().skip(8).take(8).enumerate() {
+            for (i, b) in page.iter_mut().skip(8).take(8).enumerate() {
                 *b = fr.get(i).copied().unwrap_or(b' ');
             }
         }
-        self.transfer_out(cmd, &data)
+        if log_offset % 4 != 0 || log_offset >= page.len() as u64 {
+            return err(GenericStatus::InvalidField);
+        }
+        if !self.within_mdts(usize::try_from(len).unwrap_or(usize::MAX)) {
+            return err(GenericStatus::InvalidField);
+        }
+        // Only the bytes the log holds are transferred.
+        let from = log_offset as usize;
+        let to = page
+            .len()
+            .min(from.saturating_add(usize::try_from(len).unwrap_or(usize::MAX)));
+        self.transfer_out(cmd, &page[from..to])
     }
 
     fn within_mdts(&self, len: usize) -> bool {

@@ -1104,3 +1104,63 @@ fn queues_larger_than_a_page_need_contiguous_memory() {
         }
     }
 }
+
+#[test]
+fn dropping_the_model_after_the_latency_completes_the_shutdown() {
+    // The process running the model exits after the shutdown latency without
+    // having polled CSTS: the data must be in the file anyway. Before the
+    // latency it is lost.
+    for (wait_ms, durable) in [(2000u64, true), (1999, false)] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nvme.img");
+        let mut h = cached(SimConfig {
+            backing_file: Some(path.clone()),
+            namespace_blocks: 64,
+            ..config()
+        });
+        let mut q = h.create_io(1, 8, 8);
+        let data = write_blocks(&mut h, &mut q, 8, 11);
+        h.request_shutdown(Shn::Normal);
+        h.advance_ms(wait_ms);
+        drop(q);
+        drop(h);
+        let file = std::fs::read(&path).unwrap();
+        let want = if durable { data } else { vec![0u8; PAGE_SIZE] };
+        assert_eq!(
+            &file[8 * 512..8 * 512 + PAGE_SIZE],
+            &want[..],
+            "after {wait_ms} ms"
+        );
+    }
+}
+
+#[test]
+fn get_log_page_transfers_only_what_the_log_holds() {
+    let mut h = Host::new(SimConfig {
+        mdts: 0,
+        firmware: "FW1.2".into(),
+        ..config()
+    });
+    let buf = h.dma.allocate(PAGE_SIZE).unwrap();
+    buf.write(0, &[0xEE; PAGE_SIZE]).unwrap();
+    let mut e = SubmissionEntry::new(AdminOpcode::GetLogPage as u8, 0);
+    e.prp1 = buf.device_address(0).unwrap();
+    // Firmware Slot log, NUMD = 0xFFFF_FFFF (16 GiB asked for).
+    e.cdw10 = 0x03 | (0xFFFF << 16);
+    e.cdw11 = 0xFFFF;
+    let c = h.admin(e);
+    assert!(c.status.is_success(), "{}", c.status);
+    let mut got = vec![0u8; PAGE_SIZE];
+    buf.read(0, &mut got).unwrap();
+    assert_eq!(got[0], 1);
+    assert_eq!(&got[8..16], b"FW1.2   ");
+    assert!(got[16..512].iter().all(|&b| b == 0));
+    assert!(got[512..].iter().all(|&b| b == 0xEE), "wrote past the log");
+    let mut e = SubmissionEntry::new(AdminOpcode::GetLogPage as u8, 0);
+    e.prp1 = buf.device_address(0).unwrap();
+    e.cdw10 = 0x42;
+    assert_eq!(
+        specific(&h.admin(e)),
+        Some(CommandSpecificStatus::InvalidLogPage)
+    );
+}
