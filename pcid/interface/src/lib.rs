@@ -6,13 +6,16 @@
 //! * [`wire`] — framing and encoding of those messages (no OS calls, never panics);
 //! * [`transport`] — the OS side: the channel fd named by `PCID_CLIENT_CHANNEL`,
 //!   Unix sockets on Linux;
-//! * [`driver`] — the helper a driver implements in two methods (`begin`, `finish`).
+//! * [`driver`] — the helper a driver implements in two methods (`begin`, `finish`);
+//! * [`redox`] — Redox specifics: the BAR listing pcid serves, scheme paths, and
+//!   (on Redox) daemon start-up and event waiting.
 //!
 //! The wire format is specified in `pcid/interface/PROTOCOL.md`.
 
 pub mod driver;
 pub mod function;
 pub mod protocol;
+pub mod redox;
 pub mod transport;
 pub mod wire;
 

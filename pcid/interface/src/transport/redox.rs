@@ -1,45 +1,218 @@
 //! Channel I/O on Redox.
 //!
-//! pcid hands a driver its channel as an fd (named by `PCID_CLIENT_CHANNEL`,
-//! as on Linux); on Redox that fd refers to pcid's scheme rather than a Unix
-//! socket. This module holds the Redox side of the socket operations used by
-//! [`super::Channel`]; it is type-checked for `x86_64-unknown-redox`.
+//! On Redox a driver's channel is a handle to pcid's scheme,
+//! `/scheme/pci/<SSSS>-<BB>--<DD>.<F>/channel`, opened by pcid and inherited
+//! by the driver under the fd number in `PCID_CLIENT_CHANNEL`; shutdownd's
+//! control connection is a handle to `/scheme/pci/control`. Both carry the
+//! same [`crate::wire`] frames as the Unix sockets used elsewhere, with the
+//! semantics `PROTOCOL.md` ("Transport on Redox") specifies:
+//!
+//! * `write` hands pcid whole or partial frames and never blocks;
+//! * `read` returns queued bytes, `EAGAIN` when nothing is queued, and 0
+//!   (end of file) once pcid closed the channel and the queue is drained;
+//! * the handle raises `EVENT_READ` whenever pcid queued bytes or closed it,
+//!   which is how pcid notifies a driver of `Begin`/`Finish` without a
+//!   pending request.
+//!
+//! The functions here are the Redox side of the socket operations used by
+//! [`super::Channel`]; waits use an event queue and a `/scheme/time` timer.
+//! The fds are plain file descriptors held in the channel's stream slot; a
+//! Unix socket (Redox has them too) works through the same calls.
+//!
+//! This module takes ownership of the inherited fd number, the one operation
+//! here that needs `unsafe`.
+#![allow(unsafe_code)]
 
+use std::fs::OpenOptions;
 use std::io;
-use std::os::fd::BorrowedFd;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
 use std::time::Duration;
 
-use super::Channel;
+use super::{AdoptError, Channel, ControlChannel};
 use crate::wire::WireMessage;
 
-fn unsupported() -> io::Error {
-    io::Error::new(
-        io::ErrorKind::Unsupported,
-        "pcid channel I/O is not implemented on Redox yet",
-    )
+fn raw(fd: BorrowedFd<'_>) -> usize {
+    // Valid descriptors are non-negative.
+    fd.as_raw_fd() as usize
 }
 
-pub(super) fn send_nonblocking(_fd: BorrowedFd<'_>, _buf: &[u8]) -> io::Result<usize> {
-    Err(unsupported())
+/// Makes `fd` non-blocking (reads of pcid's scheme never block anyway; a
+/// Unix socket used through this module must not either).
+fn set_nonblocking(fd: usize) -> io::Result<()> {
+    let flags = syscall::fcntl(fd, syscall::F_GETFL, 0)
+        .map_err(|e| io::Error::from_raw_os_error(e.errno))?;
+    syscall::fcntl(fd, syscall::F_SETFL, flags | syscall::O_NONBLOCK)
+        .map_err(|e| io::Error::from_raw_os_error(e.errno))?;
+    Ok(())
 }
 
-pub(super) fn recv_nonblocking(_fd: BorrowedFd<'_>, _buf: &mut [u8]) -> io::Result<usize> {
-    Err(unsupported())
+/// Writes without blocking; `WouldBlock` when the peer cannot take more now.
+pub(super) fn send_nonblocking(fd: BorrowedFd<'_>, buf: &[u8]) -> io::Result<usize> {
+    libredox::call::write(raw(fd), buf).map_err(io::Error::from)
 }
 
-pub(super) fn wait_readable(_fd: BorrowedFd<'_>, _timeout: Option<Duration>) -> io::Result<bool> {
-    Err(unsupported())
+/// Reads without blocking; `Ok(0)` is end of file (pcid closed the channel).
+pub(super) fn recv_nonblocking(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
+    libredox::call::read(raw(fd), buf).map_err(io::Error::from)
 }
 
-pub(super) fn wait_writable(_fd: BorrowedFd<'_>, _timeout: Duration) -> io::Result<bool> {
-    Err(unsupported())
+/// Waits until the fd raises `EVENT_READ`, at most `timeout` (`None`: no
+/// limit). `Ok(false)` means the time ran out; the caller re-checks its deadline.
+pub(super) fn wait_readable(fd: BorrowedFd<'_>, timeout: Option<Duration>) -> io::Result<bool> {
+    crate::redox::event::wait_readable(raw(fd), timeout)
 }
 
-/// Spawning a driver with an inherited channel is pcid's scheme's job on Redox.
+/// pcid's scheme accepts every write at once (frames are processed as they
+/// arrive), so a channel handle is always writable. For a Unix socket this
+/// returns after a short pause and the caller retries until its deadline.
+pub(super) fn wait_writable(_fd: BorrowedFd<'_>, timeout: Duration) -> io::Result<bool> {
+    std::thread::sleep(timeout.min(Duration::from_millis(1)));
+    Ok(true)
+}
+
+/// Serialises the window in which a channel fd is inheritable.
+static SPAWN_LOCK: Mutex<()> = Mutex::new(());
+
+/// Spawns `cmd` with `child_end` inherited as the child's pcid channel: a
+/// duplicate without close-on-exec is made for the spawn, its number put in
+/// `PCID_CLIENT_CHANNEL`, and closed again right after (see the Unix
+/// version). pcid on Redox uses [`spawn_with_fd`] with scheme handles instead.
 pub fn spawn_with_channel<M: WireMessage>(
-    _cmd: &mut Command,
-    _child_end: Channel<M>,
+    cmd: &mut Command,
+    child_end: Channel<M>,
 ) -> io::Result<Child> {
-    Err(unsupported())
+    let child = spawn_with_fd(cmd, raw(std::os::fd::AsFd::as_fd(&child_end)));
+    drop(child_end);
+    child
+}
+
+/// Spawns `cmd` with a duplicate of `fd` (without close-on-exec) as its pcid
+/// channel, named in `PCID_CLIENT_CHANNEL`. The duplicate is closed in this
+/// process when the call returns; `fd` itself is left to the caller.
+pub fn spawn_with_fd(cmd: &mut Command, fd: usize) -> io::Result<Child> {
+    let _guard = SPAWN_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    // `dup` with an empty path duplicates the handle; the copy is not close-on-exec.
+    let inheritable = libredox::call::dup(fd, b"").map_err(io::Error::from)?;
+    cmd.env(crate::PCID_CLIENT_CHANNEL, inheritable.to_string());
+    let child = cmd.spawn();
+    let _ = libredox::call::close(inheritable);
+    child
+}
+
+static ADOPTED: AtomicBool = AtomicBool::new(false);
+
+/// Takes ownership of the channel fd named by `var` (a handle to pcid's
+/// scheme, or any open fd pcid chose): checks it is open, makes it
+/// close-on-exec and non-blocking, and removes `var` from the environment.
+pub(super) fn adopt_from_env(var: &'static str) -> Result<OwnedFd, AdoptError> {
+    let value = std::env::var(var).map_err(|e| match e {
+        std::env::VarError::NotPresent => AdoptError::NotSet { var },
+        std::env::VarError::NotUnicode(v) => AdoptError::InvalidValue {
+            var,
+            value: v.to_string_lossy().into_owned(),
+        },
+    })?;
+    let fd: i32 = match value.trim().parse() {
+        // 0, 1 and 2 are stdio, never a channel.
+        Ok(fd) if fd > 2 => fd,
+        _ => return Err(AdoptError::InvalidValue { var, value }),
+    };
+    if ADOPTED.swap(true, Ordering::SeqCst) {
+        return Err(AdoptError::AlreadyAdopted);
+    }
+    let io_err = |source: io::Error| AdoptError::Io { var, fd, source };
+    let ufd = fd as usize;
+    if let Err(e) = libredox::call::fstat(ufd) {
+        ADOPTED.store(false, Ordering::SeqCst);
+        return Err(if e.errno() == syscall::EBADF {
+            AdoptError::NotOpen { var, fd }
+        } else {
+            io_err(e.into())
+        });
+    }
+    // SAFETY: `fd` was just shown to be open; pcid passed it to this process
+    // for exactly this purpose (named by `var`). The ADOPTED flag and the
+    // removal of `var` below make this the only owner in the process.
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    std::env::remove_var(var);
+    syscall::fcntl(ufd, syscall::F_SETFD, syscall::O_CLOEXEC)
+        .map_err(|e| io_err(io::Error::from_raw_os_error(e.errno)))?;
+    set_nonblocking(ufd).map_err(io_err)?;
+    Ok(owned)
+}
+
+impl<M: WireMessage> Channel<M> {
+    /// Adopts the channel fd a driver process inherited from pcid, named by
+    /// the environment variable [`PCID_CLIENT_CHANNEL`](crate::PCID_CLIENT_CHANNEL).
+    ///
+    /// On Redox the fd is a handle to pcid's scheme. It is made
+    /// close-on-exec and non-blocking, and the variable is removed, so it is
+    /// adopted only once and not passed on to the driver's own children.
+    pub fn from_env() -> Result<Self, AdoptError> {
+        let fd = adopt_from_env(crate::PCID_CLIENT_CHANNEL)?;
+        Ok(Self::from_stream(UnixStream::from(fd)))
+    }
+}
+
+/// Where pcid serves its control endpoint on Redox.
+pub const CONTROL_PATH: &str = "/scheme/pci/control";
+
+/// Errors of the control endpoint on Redox.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    /// pcid's scheme does not exist: pcid is not running.
+    #[error("pcid is not running: no control endpoint at {}", path.display())]
+    NotRunning {
+        /// The path.
+        path: PathBuf,
+    },
+    /// Any other OS error (e.g. `EACCES` for a caller that is not root).
+    #[error("{op} {}: {source}", path.display())]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// The path.
+        path: PathBuf,
+        /// The OS error.
+        source: io::Error,
+    },
+}
+
+/// shutdownd's side of the control endpoint.
+#[derive(Debug, Clone, Copy)]
+pub struct ControlClient;
+
+impl ControlClient {
+    /// Opens pcid's control endpoint (`/scheme/pci/control` unless told
+    /// otherwise). pcid accepts only callers with uid 0.
+    pub fn connect(path: impl AsRef<Path>) -> Result<ControlChannel, ControlError> {
+        let path = path.as_ref();
+        let file = match OpenOptions::new().read(true).write(true).open(path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(ControlError::NotRunning {
+                    path: path.to_path_buf(),
+                })
+            }
+            Err(source) => {
+                return Err(ControlError::Io {
+                    op: "opening",
+                    path: path.to_path_buf(),
+                    source,
+                })
+            }
+        };
+        let fd = OwnedFd::from(file);
+        set_nonblocking(fd.as_raw_fd() as usize).map_err(|source| ControlError::Io {
+            op: "setting O_NONBLOCK on",
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Ok(ControlChannel::from_stream(UnixStream::from(fd)))
+    }
 }
