@@ -334,7 +334,10 @@ pub fn connect_over(
                 })?;
                 continue;
             }
-            Err(e) => return Err(e.into()),
+            Err(e) => {
+                tell_version_error(&channel, &e);
+                return Err(e.into());
+            }
         };
         match msg {
             DriverMessage::Welcome { version, function } => {
@@ -368,6 +371,21 @@ pub fn connect_over(
                 return Err(DriverError::Unexpected(name(&other).to_owned()));
             }
         }
+    }
+}
+
+/// Before closing over a frame of an unsupported version, tells the peer why
+/// (PROTOCOL.md §8); a failure to send is irrelevant since the channel closes.
+fn tell_version_error(channel: &DriverChannel, e: &TransportError) {
+    if let TransportError::Malformed {
+        seq,
+        error: error @ crate::wire::DecodeError::UnsupportedVersion { .. },
+    } = e
+    {
+        let _ = channel.send(&DriverMessage::Error {
+            seq: *seq,
+            message: error.to_string(),
+        });
     }
 }
 
@@ -481,7 +499,10 @@ impl DriverConnection {
                     self.reject(seq, format!("malformed frame: {error}"))?;
                     continue;
                 }
-                Err(e) => return Err(e.into()),
+                Err(e) => {
+                    tell_version_error(&self.channel, &e);
+                    return Err(e.into());
+                }
             };
             let received = Instant::now();
             match msg {

@@ -402,3 +402,18 @@ fn deadline_counts_from_receipt() {
     assert!(past.expired());
     assert_eq!(past.remaining(), Duration::ZERO);
 }
+
+#[test]
+fn unsupported_version_gets_an_error_then_the_driver_stops() {
+    let (mut pcid, conn) = handshake(ShutdownSupport::TwoPhase);
+    let server = conn
+        .serve_in_background(Recorder::default())
+        .expect("spawn");
+    assert_eq!(pcid.recv(T).expect("ready"), DriverMessage::Ready);
+    let mut f = begin(12).encode().expect("encode");
+    f[4] = 2;
+    pcid.send_raw(&f).expect("send");
+    expect_error(&mut pcid, 12, "unsupported frame version 2");
+    assert!(server.join().expect("join").is_err());
+    assert!(matches!(pcid.recv(T), Err(TransportError::Closed)));
+}
