@@ -10,6 +10,22 @@
 //! a shutdown notification) is computed from the [`pcid_hw::Clock`] whenever a
 //! register is read, so tests with [`pcid_hw::FakeClock`] are deterministic.
 //!
+//! ```
+//! use std::sync::Arc;
+//! use nvme_sim::{SimConfig, SimController};
+//! use pcid_hw::{DmaAllocator, FakeClock, RegisterIo};
+//!
+//! // The `[function.sim]` table of a simulated machine description.
+//! let config = SimConfig::from_toml_str("serial = \"SIM0001\"\nshutdown_latency_ms = 4500\n")?;
+//! let clock = Arc::new(FakeClock::new());
+//! let bar0 = SimController::with_label(config, clock.clone(), "0000:00:04.0")?;
+//! let dma = bar0.dma();
+//! let _queue_page = dma.allocate(4096)?;
+//! assert_eq!(bar0.read32(0x08), 0x0001_0400); // VS: 1.4.0
+//! assert_eq!(bar0.read32(0x1C) & 1, 1); // CSTS.RDY: firmware left it enabled
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
 //! What is modelled (NVMe Base Specification 1.4 section numbers):
 //!
 //! * registers (§3.1): CAP (MQES, CQR=1, TO, DSTRD, CSS=NVM, MPSMIN=MPSMAX=0,
