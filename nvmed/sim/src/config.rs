@@ -118,7 +118,7 @@ pub enum DmaLayout {
 /// | `abrupt_latency_ms` | `0` | time an abrupt shutdown (SHN=10b) takes |
 /// | `namespace_blocks` | `65536` | size of namespace 1 in logical blocks |
 /// | `block_size` | `512` | logical block size: 512 or 4096 |
-/// | `backing_file` | none | file holding the namespace; in-memory if absent |
+/// | `backing_file` | none | file holding the namespace, created and extended as needed (relative to the working directory); in-memory if absent |
 /// | `volatile_write_cache` | `false` | Identify VWC; writes stay in a cache until Flush / normal shutdown |
 /// | `abrupt_flushes_cache` | `false` | whether completing an abrupt shutdown writes the cache back |
 /// | `mdts` | `5` | Identify MDTS (max transfer 2^mdts × 4 KiB; 0 = no limit) |

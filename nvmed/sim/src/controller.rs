@@ -1210,7 +1210,12 @@ impl Shared {
                 b
             }
             Some(Cns::Namespace) => match cmd.nsid {
-                NSID => self.identify_namespace(st.store.blocks()).to_bytes(),
+                NSID => {
+                    let mut b = self.identify_namespace(st.store.blocks()).to_bytes();
+                    // NGUID (bytes 119:104).
+                    b[104..120].copy_from_slice(&self.nguid());
+                    b
+                }
                 // Capabilities common to all namespaces (§5.15.2): no size.
                 0xFFFF_FFFF => self.identify_namespace(0).to_bytes(),
                 _ => return err(GenericStatus::InvalidNamespace),
@@ -1222,10 +1227,34 @@ impl Shared {
                 let ids: Vec<u32> = if cmd.nsid < NSID { vec![NSID] } else { vec![] };
                 namespace_list_bytes(&ids)
             }
+            Some(Cns::NamespaceDescriptorList) => {
+                if cmd.nsid != NSID {
+                    return err(GenericStatus::InvalidNamespace);
+                }
+                // One descriptor (§5.15.2.3): NIDT 2 (NGUID), NIDL 16.
+                let mut b = vec![0u8; IDENTIFY_SIZE];
+                b[0] = 2;
+                b[1] = 16;
+                b[4..20].copy_from_slice(&self.nguid());
+                b
+            }
             _ => return err(GenericStatus::InvalidField),
         };
         debug_assert_eq!(data.len(), IDENTIFY_SIZE);
         self.transfer_out(cmd, &data)
+    }
+
+    /// A namespace GUID derived from the serial number (FNV-1a, twice).
+    fn nguid(&self) -> [u8; 16] {
+        let hash = |seed: u64| {
+            self.config.serial.bytes().fold(seed, |h, b| {
+                (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+            })
+        };
+        let mut g = [0u8; 16];
+        g[..8].copy_from_slice(&hash(0xcbf2_9ce4_8422_2325).to_be_bytes());
+        g[8..].copy_from_slice(&hash(0x6c62_272e_07bb_0142).to_be_bytes());
+        g
     }
 
     fn identify_namespace(&self, blocks: u64) -> IdentifyNamespace {
