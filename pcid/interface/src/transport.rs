@@ -173,7 +173,8 @@ fn send_frame(
     if side.broken {
         return Err(TransportError::Broken);
     }
-    let deadline = Instant::now() + timeout;
+    // A timeout too large to represent as an instant is as good as none.
+    let deadline = Instant::now().checked_add(timeout);
     let mut sent = 0;
     while sent < frame.len() {
         match sys::send_nonblocking(stream.as_fd(), &frame[sent..]) {
@@ -181,7 +182,8 @@ fn send_frame(
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 let now = Instant::now();
-                if now >= deadline || !sys::wait_writable(stream.as_fd(), deadline - now)? {
+                let left = deadline.map_or(Duration::MAX, |d| d.saturating_duration_since(now));
+                if left.is_zero() || !sys::wait_writable(stream.as_fd(), left)? {
                     if sent > 0 {
                         side.broken = true;
                     }
@@ -268,7 +270,8 @@ impl<M: WireMessage> Channel<M> {
     ///
     /// `Some(Duration::ZERO)` only takes what has already arrived.
     pub fn recv(&mut self, timeout: Option<Duration>) -> Result<M, TransportError> {
-        let deadline = timeout.map(|t| Instant::now() + t);
+        // A timeout too large to represent as an instant is as good as none.
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
         loop {
             if self.rx_broken {
                 return Err(TransportError::Broken);

@@ -138,7 +138,7 @@ impl ControlListener {
         &self,
         timeout: Option<Duration>,
     ) -> Result<(ControlChannel, PeerCred), ControlError> {
-        let deadline = timeout.map(|t| Instant::now() + t);
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
         loop {
             match self.listener.accept() {
                 Ok((stream, _)) => {

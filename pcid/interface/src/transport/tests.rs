@@ -414,3 +414,18 @@ fn accept_is_bounded() {
         Err(ControlError::Timeout(_))
     ));
 }
+
+#[test]
+fn huge_timeouts_do_not_overflow() {
+    let (mut a, mut b) = DriverChannel::pair().expect("pair");
+    a.set_send_timeout(Duration::MAX);
+    a.send(&DriverMessage::Ready).expect("send");
+    assert_eq!(
+        b.recv(Some(Duration::MAX)).expect("recv"),
+        DriverMessage::Ready
+    );
+    let path = temp_socket_path("huge");
+    let listener = ControlListener::bind(&path).expect("bind");
+    let _c = ControlClient::connect(&path).expect("connect");
+    assert!(listener.accept(Some(Duration::MAX)).is_ok());
+}
