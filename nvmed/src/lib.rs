@@ -33,6 +33,7 @@ mod controller;
 mod error;
 mod poll;
 mod queue;
+pub mod selftest;
 mod shutdown;
 
 pub use controller::{Controller, ControllerInfo, Namespace, Options};

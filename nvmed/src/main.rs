@@ -1,1 +1,242 @@
-fn main() {}
+//! `nvmed`: the NVMe driver daemon, one process per controller, spawned by pcid.
+//!
+//! 1. Connects to pcid over the channel named by `PCID_CLIENT_CHANNEL`, says
+//!    `Hello` (two-phase shutdown) and receives the function description.
+//! 2. Reaches the controller through the backend pcid names: the simulated
+//!    controller model in-process (its TOML description), or a Linux PCI
+//!    function through sysfs.
+//! 3. Brings the controller up and identifies it; with `NVMED_SELFTEST=1`
+//!    writes, flushes and reads back a pattern unique to the controller (see
+//!    `nvmed::selftest`).
+//! 4. Sends `Ready`, then serves the shutdown protocol: `Begin` →
+//!    `Controller::begin`, `Finish` → `Controller::finish`.
+//!
+//! Errors end the process with one line on stderr and exit status 1.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use log::{error, info};
+use nvmed::{Controller, NvmeError, Options, ShutdownOutcome};
+use pcid_hw::{Clock, DmaAllocator, RegisterIo, SystemClock};
+use pcid_interface::driver::{self, Deadline, FinishReport, ServeOutcome, ShutdownHandler};
+use pcid_interface::function::{FunctionBackend, PciFunction};
+use pcid_interface::protocol::{FinishOutcome, ShutdownKind, ShutdownSupport};
+
+/// Name this driver gives in `Hello`.
+const DRIVER_NAME: &str = "nvmed";
+
+/// Why the daemon stopped.
+#[derive(Debug, thiserror::Error)]
+enum Fatal {
+    #[error("cannot connect to pcid: {0}")]
+    Connect(#[from] driver::DriverError),
+    #[error("{address}: simulated controller: {message}")]
+    Sim { address: String, message: String },
+    #[error("{address}: {step}: {source}")]
+    Hardware {
+        address: String,
+        step: &'static str,
+        #[source]
+        source: pcid_hw::HwError,
+    },
+    #[error("{address}: {0}", address = .1)]
+    Nvme(NvmeError, String),
+    #[error("{address}: {0}", address = .1)]
+    Selftest(nvmed::selftest::SelftestError, String),
+    #[error("{address}: backend not available: {what}")]
+    BackendUnavailable { address: String, what: String },
+    #[error("{address}: serving the shutdown protocol: {source}")]
+    Serve {
+        address: String,
+        #[source]
+        source: driver::DriverError,
+    },
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!("{e}");
+            eprintln!("nvmed: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<(), Fatal> {
+    let (conn, function) = driver::connect(DRIVER_NAME, ShutdownSupport::TwoPhase)?;
+    let address = function.address.to_string();
+    info!(
+        "{address}: nvmed serving {:04x}:{:04x} class {:02x}.{:02x}.{:02x}",
+        function.vendor, function.device, function.class, function.subclass, function.interface
+    );
+    match &function.backend {
+        FunctionBackend::Simulated { properties } => {
+            let config =
+                nvme_sim::SimConfig::from_toml_str(properties).map_err(|e| Fatal::Sim {
+                    address: address.clone(),
+                    message: e.to_string(),
+                })?;
+            let clock = SystemClock::new();
+            let sim_clock: Arc<dyn Clock> = Arc::new(clock);
+            let sim =
+                nvme_sim::SimController::with_label(config, sim_clock, &address).map_err(|e| {
+                    Fatal::Sim {
+                        address: address.clone(),
+                        message: e.to_string(),
+                    }
+                })?;
+            let dma = sim.dma();
+            drive(conn, &function, sim, dma, clock)
+        }
+        FunctionBackend::LinuxSysfs { sysfs_path } => linux(conn, &function, sysfs_path),
+        FunctionBackend::Redox => Err(Fatal::BackendUnavailable {
+            address,
+            what: "the Redox backend is not built into this nvmed".to_string(),
+        }),
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn linux(
+    conn: driver::DriverConnection,
+    function: &PciFunction,
+    sysfs_path: &str,
+) -> Result<(), Fatal> {
+    use pcid_hw::linux::{enable_device, LockedDmaAllocator, SysfsBar};
+    let address = function.address.to_string();
+    let hw = |step: &'static str| {
+        let address = address.clone();
+        move |source| Fatal::Hardware {
+            address,
+            step,
+            source,
+        }
+    };
+    enable_device(sysfs_path).map_err(hw("enable memory space and bus mastering"))?;
+    let bar = SysfsBar::open(sysfs_path, 0).map_err(hw("map BAR0"))?;
+    let dma = LockedDmaAllocator::new().map_err(hw("set up DMA memory"))?;
+    drive(conn, function, bar, dma, SystemClock::new())
+}
+
+#[cfg(not(target_os = "linux"))]
+fn linux(
+    _conn: driver::DriverConnection,
+    function: &PciFunction,
+    _sysfs_path: &str,
+) -> Result<(), Fatal> {
+    Err(Fatal::BackendUnavailable {
+        address: function.address.to_string(),
+        what: "the Linux sysfs backend exists only on Linux".to_string(),
+    })
+}
+
+/// Brings the controller up, runs the optional self-test, then serves the
+/// shutdown protocol.
+fn drive<R, D, C>(
+    mut conn: driver::DriverConnection,
+    function: &PciFunction,
+    regs: R,
+    dma: D,
+    clock: C,
+) -> Result<(), Fatal>
+where
+    R: RegisterIo,
+    D: DmaAllocator,
+    C: Clock,
+{
+    let address = function.address.to_string();
+    let ctrl = Controller::bring_up(address.clone(), regs, dma, clock, Options::default())
+        .map_err(|e| Fatal::Nvme(e, address.clone()))?;
+    let info = ctrl.info();
+    let namespaces: Vec<String> = ctrl
+        .namespaces()
+        .iter()
+        .map(|n| format!("ns{} {} x {} B", n.nsid, n.blocks, n.block_size))
+        .collect();
+    info!(
+        "{address}: NVMe {} serial {:?} model {:?} firmware {:?}, RTD3E {} us, VWC {}, max transfer {} B, {}",
+        info.version,
+        info.serial,
+        info.model,
+        info.firmware,
+        info.rtd3e_us,
+        if info.volatile_write_cache { "yes" } else { "no" },
+        info.max_transfer_bytes,
+        if namespaces.is_empty() {
+            "no namespaces".to_string()
+        } else {
+            namespaces.join(", ")
+        }
+    );
+    if std::env::var("NVMED_SELFTEST").is_ok_and(|v| v == "1") {
+        nvmed::selftest::run(&ctrl).map_err(|e| Fatal::Selftest(e, address.clone()))?;
+    }
+    conn.ready().map_err(|source| Fatal::Serve {
+        address: address.clone(),
+        source,
+    })?;
+    let outcome = conn
+        .serve(Handler { ctrl })
+        .map_err(|source| Fatal::Serve {
+            address: address.clone(),
+            source,
+        })?;
+    match outcome {
+        ServeOutcome::Finished(report) => info!(
+            "{address}: shutdown finished: {:?} after {:.3} s ({})",
+            report.outcome,
+            report.elapsed.as_secs_f64(),
+            report.detail
+        ),
+        ServeOutcome::Closed => info!("{address}: pcid closed the channel; exiting"),
+    }
+    Ok(())
+}
+
+/// The shutdown protocol's view of the controller.
+struct Handler<R: RegisterIo, D: DmaAllocator, C: Clock> {
+    ctrl: Controller<R, D, C>,
+}
+
+impl<R: RegisterIo, D: DmaAllocator, C: Clock> ShutdownHandler for Handler<R, D, C> {
+    fn support(&self) -> ShutdownSupport {
+        ShutdownSupport::TwoPhase
+    }
+
+    fn begin(
+        &mut self,
+        kind: ShutdownKind,
+        _deadline: Deadline,
+    ) -> Result<std::time::Duration, String> {
+        info!("{}: shutdown begin ({kind:?})", self.ctrl.name());
+        self.ctrl
+            .begin()
+            .map(|r| r.budget)
+            .map_err(|e| e.to_string())
+    }
+
+    fn finish(&mut self, deadline: Deadline) -> FinishReport {
+        match self.ctrl.finish(deadline.remaining()) {
+            Ok(report) => {
+                let outcome = match report.outcome {
+                    ShutdownOutcome::Clean => FinishOutcome::Clean,
+                    ShutdownOutcome::Abrupt => FinishOutcome::Abrupt,
+                    ShutdownOutcome::TimedOut { .. } => FinishOutcome::TimedOut,
+                    ShutdownOutcome::ControllerFatal | ShutdownOutcome::DeviceGone => {
+                        FinishOutcome::Failed
+                    }
+                };
+                FinishReport::new(outcome, report.duration, report.to_string())
+            }
+            Err(e) => FinishReport::new(
+                FinishOutcome::Failed,
+                std::time::Duration::ZERO,
+                e.to_string(),
+            ),
+        }
+    }
+}

@@ -1,0 +1,170 @@
+//! The `nvmed` binary as pcid sees it: spawned with an inherited channel,
+//! Hello → Welcome (simulated backend) → Ready → Begin/BeginAck →
+//! Finish/FinishAck, with the self-test's data durable in the backing file.
+
+use std::io::Read;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use pcid_interface::function::{FunctionBackend, PciAddress, PciFunction};
+use pcid_interface::protocol::{
+    DriverMessage, FinishOutcome, ShutdownKind, ShutdownSupport, PROTOCOL_VERSION,
+};
+use pcid_interface::transport::{spawn_with_channel, DriverChannel};
+
+/// Every wait in this test is bounded by this.
+const WAIT: Duration = Duration::from_secs(20);
+
+fn function(properties: String) -> PciFunction {
+    PciFunction {
+        address: PciAddress {
+            segment: 0,
+            bus: 0,
+            device: 4,
+            function: 0,
+        },
+        vendor: 0x1b36,
+        device: 0x0010,
+        class: 1,
+        subclass: 8,
+        interface: 2,
+        revision: 2,
+        parent: None,
+        backend: FunctionBackend::Simulated { properties },
+    }
+}
+
+#[test]
+fn nvmed_serves_two_phase_shutdown_on_the_simulated_backend() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = dir.path().join("ns.img");
+    let properties = format!(
+        "serial = \"BIN-SERIAL-7\"\nrtd3e_us = 300000\nshutdown_latency_ms = 200\n\
+         volatile_write_cache = true\nnamespace_blocks = 1024\nbacking_file = {:?}\n",
+        image.display().to_string()
+    );
+    let (mut pcid, child_end) = DriverChannel::pair().unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_nvmed"));
+    cmd.env("NVMED_SELFTEST", "1")
+        .env("RUST_LOG", "info")
+        .stderr(std::process::Stdio::piped());
+    let mut child = spawn_with_channel(&mut cmd, child_end).unwrap();
+
+    let hello = pcid.recv(Some(WAIT)).unwrap();
+    assert!(matches!(
+        hello,
+        DriverMessage::Hello { ref driver, support: ShutdownSupport::TwoPhase, .. } if driver == "nvmed"
+    ));
+    pcid.send(&DriverMessage::Welcome {
+        version: PROTOCOL_VERSION,
+        function: function(properties),
+    })
+    .unwrap();
+    assert!(matches!(
+        pcid.recv(Some(WAIT)).unwrap(),
+        DriverMessage::Ready
+    ));
+
+    // The self-test wrote and flushed its pattern before Ready.
+    let expected = nvmed::selftest::pattern("BIN-SERIAL-7", 8 * 512);
+    let mut head = vec![0u8; expected.len()];
+    std::fs::File::open(&image)
+        .unwrap()
+        .read_exact(&mut head)
+        .unwrap();
+    assert_eq!(head, expected);
+
+    pcid.send(&DriverMessage::Begin {
+        seq: 1,
+        kind: ShutdownKind::Poweroff,
+        deadline: Duration::from_secs(5),
+    })
+    .unwrap();
+    match pcid.recv(Some(WAIT)).unwrap() {
+        DriverMessage::BeginAck { seq, budget } => {
+            assert_eq!(seq, 1);
+            assert_eq!(budget, Duration::from_millis(300));
+        }
+        other => panic!("expected BeginAck, got {other:?}"),
+    }
+    pcid.send(&DriverMessage::Finish {
+        seq: 2,
+        deadline: Duration::from_secs(5),
+    })
+    .unwrap();
+    match pcid.recv(Some(WAIT)).unwrap() {
+        DriverMessage::FinishAck {
+            seq,
+            outcome,
+            elapsed,
+            detail,
+        } => {
+            assert_eq!(seq, 2);
+            assert_eq!(outcome, FinishOutcome::Clean, "{detail}");
+            // The model takes 200 ms from the SHN write: the driver cannot
+            // have seen completion earlier.
+            assert!(elapsed >= Duration::from_millis(200), "{elapsed:?}");
+            assert!(detail.contains("CSTS.SHST=10b"), "{detail}");
+        }
+        other => panic!("expected FinishAck, got {other:?}"),
+    }
+
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if start.elapsed() > WAIT {
+            let _ = child.kill();
+            panic!("nvmed did not exit after FinishAck");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let mut stderr = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        let _ = e.read_to_string(&mut stderr);
+    }
+    assert!(status.success(), "nvmed failed: {stderr}");
+    assert!(
+        stderr.contains("0000:00:04.0"),
+        "logs name the address: {stderr}"
+    );
+    assert!(stderr.contains("self-test passed"), "{stderr}");
+}
+
+#[test]
+fn nvmed_reports_a_bad_description_in_one_line_and_fails() {
+    let (mut pcid, child_end) = DriverChannel::pair().unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_nvmed"));
+    cmd.env("RUST_LOG", "off")
+        .stderr(std::process::Stdio::piped());
+    let mut child = spawn_with_channel(&mut cmd, child_end).unwrap();
+    let _hello = pcid.recv(Some(WAIT)).unwrap();
+    pcid.send(&DriverMessage::Welcome {
+        version: PROTOCOL_VERSION,
+        function: function("block_size = 1000".to_string()),
+    })
+    .unwrap();
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if start.elapsed() > WAIT {
+            let _ = child.kill();
+            panic!("nvmed did not exit");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let mut stderr = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        let _ = e.read_to_string(&mut stderr);
+    }
+    assert!(!status.success());
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "{stderr}");
+    assert!(
+        lines[0].starts_with("nvmed: error: 0000:00:04.0"),
+        "{stderr}"
+    );
+}
