@@ -482,6 +482,13 @@ impl<R: RegisterIo, D: DmaAllocator, C: Clock> Controller<R, D, C> {
                 );
                 continue;
             };
+            if block_size as usize > max_transfer {
+                warn!(
+                    "{}: namespace {nsid}: block size {block_size} exceeds the transfer limit {max_transfer}; skipped",
+                    self.name
+                );
+                continue;
+            }
             if ns.current_format().ms != 0 && ns.flbas & 0x10 != 0 {
                 warn!(
                     "{}: namespace {nsid}: extended-LBA metadata is not supported; skipped",

@@ -231,9 +231,16 @@ impl<R: RegisterIo, D: DmaAllocator, C: Clock> Controller<R, D, C> {
         let notified_at = begun.notified_at;
         let start = self.clock.now();
         let end = start.saturating_add(deadline);
-        let reserve = deadline
-            .mul_f64(self.options.abrupt_reserve_fraction.clamp(0.0, 1.0))
-            .min(self.options.abrupt_reserve_max);
+        let fraction = self.options.abrupt_reserve_fraction;
+        let fraction = if fraction.is_finite() {
+            fraction.clamp(0.0, 1.0)
+        } else {
+            0.0
+        };
+        let reserve = Duration::try_from_secs_f64(deadline.as_secs_f64() * fraction)
+            .unwrap_or(Duration::ZERO)
+            .min(self.options.abrupt_reserve_max)
+            .min(deadline);
         let escalate_at = if self.options.escalate_to_abrupt {
             Some(end.saturating_sub(reserve))
         } else {
@@ -270,8 +277,7 @@ impl<R: RegisterIo, D: DmaAllocator, C: Clock> Controller<R, D, C> {
                     now,
                 );
             }
-            if let Some(at) = escalate_at.filter(|at| !escalated && now >= *at) {
-                let _ = at;
+            if escalate_at.is_some_and(|at| !escalated && now >= at) {
                 let cc = self.regs.read32(offset::CC);
                 if cc == u32::MAX {
                     break (ShutdownOutcome::DeviceGone, now);
