@@ -1,0 +1,138 @@
+//! A driver written in C from PROTOCOL.md alone (`tests/c_driver.c`),
+//! spawned the way pcid spawns drivers, talks to this crate's pcid side.
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use pcid_interface::function::{FunctionBackend, PciAddress, PciFunction};
+use pcid_interface::protocol::{
+    DriverMessage, FinishOutcome, ShutdownKind, ShutdownSupport, PROTOCOL_VERSION,
+};
+use pcid_interface::transport::{spawn_with_channel, DriverChannel};
+
+const T: Option<Duration> = Some(Duration::from_secs(10));
+
+fn build_c_driver() -> PathBuf {
+    let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/c_driver.c");
+    let out = std::env::temp_dir().join(format!("pcid-c-driver-{}", std::process::id()));
+    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
+    let status = Command::new(&cc)
+        .args([
+            "-std=c99",
+            "-D_POSIX_C_SOURCE=200809L",
+            "-Wall",
+            "-Werror",
+            "-O1",
+            "-o",
+        ])
+        .arg(&out)
+        .arg(&src)
+        .status()
+        .unwrap_or_else(|e| panic!("cannot run the C compiler {cc:?} (set CC): {e}"));
+    assert!(status.success(), "compiling {} failed", src.display());
+    out
+}
+
+#[test]
+fn driver_written_in_c_from_the_spec_completes_two_phase_shutdown() {
+    let exe = build_c_driver();
+    let (mut pcid, theirs) = DriverChannel::pair().expect("pair");
+    let mut cmd = Command::new(&exe);
+    cmd.stdout(Stdio::piped());
+    let child = spawn_with_channel(&mut cmd, theirs).expect("spawn");
+
+    assert_eq!(
+        pcid.recv(T).expect("hello"),
+        DriverMessage::Hello {
+            version: 1,
+            driver: "cdriver".into(),
+            support: ShutdownSupport::TwoPhase
+        }
+    );
+    pcid.send(&DriverMessage::Welcome {
+        version: PROTOCOL_VERSION,
+        function: PciFunction {
+            address: PciAddress {
+                segment: 0x12,
+                bus: 3,
+                device: 0x1f,
+                function: 7,
+            },
+            vendor: 0x1b36,
+            device: 0x10,
+            class: 1,
+            subclass: 8,
+            interface: 2,
+            revision: 2,
+            parent: None,
+            backend: FunctionBackend::Simulated {
+                properties: "latency_ms = 1\n".repeat(500),
+            },
+        },
+    })
+    .expect("welcome");
+    assert_eq!(pcid.recv(T).expect("ready"), DriverMessage::Ready);
+
+    // Out of phase, then a frame of an unknown type: Error naming the seq.
+    pcid.send(&DriverMessage::Finish {
+        seq: 40,
+        deadline: Duration::from_secs(1),
+    })
+    .expect("send");
+    assert!(matches!(
+        pcid.recv(T).expect("error"),
+        DriverMessage::Error { seq: 40, ref message } if message == "Finish before Begin"
+    ));
+    let mut unknown = DriverMessage::Ready.encode_frame();
+    unknown[6] = 0x30;
+    unknown[8] = 41;
+    pcid.send_raw(&unknown).expect("send");
+    assert!(matches!(
+        pcid.recv(T).expect("error"),
+        DriverMessage::Error { seq: 41, .. }
+    ));
+
+    pcid.send(&DriverMessage::Begin {
+        seq: 42,
+        kind: ShutdownKind::Poweroff,
+        deadline: Duration::from_millis(3000),
+    })
+    .expect("begin");
+    assert_eq!(
+        pcid.recv(T).expect("begin ack"),
+        DriverMessage::BeginAck {
+            seq: 42,
+            budget: Duration::from_millis(1500)
+        }
+    );
+    pcid.send(&DriverMessage::Finish {
+        seq: 43,
+        deadline: Duration::from_secs(5),
+    })
+    .expect("finish");
+    assert_eq!(
+        pcid.recv(T).expect("finish ack"),
+        DriverMessage::FinishAck {
+            seq: 43,
+            outcome: FinishOutcome::Clean,
+            elapsed: Duration::from_micros(777),
+            detail: "c ok".into()
+        }
+    );
+    let out = child.wait_with_output().expect("wait");
+    assert!(out.status.success(), "C driver failed: {}", out.status);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "0012:03:1f.7\n");
+    let _ = std::fs::remove_file(exe);
+}
+
+trait EncodeFrame {
+    fn encode_frame(&self) -> Vec<u8>;
+}
+
+impl EncodeFrame for DriverMessage {
+    fn encode_frame(&self) -> Vec<u8> {
+        use pcid_interface::wire::WireMessage;
+        self.encode().expect("encodes")
+    }
+}
