@@ -122,11 +122,11 @@ pub fn run_shutdown(
             continue;
         }
         match port.recv(timeout) {
-            Ok(Some(msg)) => {
-                if let Handled::Ignored(why) = s.handle(now(), msg) {
-                    log::warn!("{why}");
-                }
-            }
+            Ok(Some(msg)) => match s.handle(now(), msg) {
+                Handled::Applied => {}
+                Handled::Ignored(why) => log::warn!("{why}"),
+                Handled::AfterOutcome(what) => log::debug!("{what}"),
+            },
             Ok(None) => {}
             Err(e) => {
                 let reason = format!("lost the control connection to pcid: {e}");
@@ -152,11 +152,12 @@ fn emit_progress(s: &mut Scheduler, progress: &mut dyn FnMut(&str)) {
             .filter(|p| p.kind == ProgressKind::BeginSent)
             .count();
         let at = sent[0].at.saturating_sub(origin);
-        progress(&format!(
-            "[{:>9.1} ms] sent Begin to {begins} and Shutdown to {} device(s)",
-            ms(at),
-            sent.len() - begins
-        ));
+        let one_phase = sent.len() - begins;
+        let mut line = format!("[{:>9.1} ms] sent Begin to {begins} device(s)", ms(at));
+        if one_phase > 0 {
+            line.push_str(&format!(" and Shutdown to {one_phase} one-phase device(s)"));
+        }
+        progress(&line);
     }
     for p in &events {
         let r = &s.records()[p.device];

@@ -265,8 +265,11 @@ pub enum Handled {
     /// The message advanced a device.
     Applied,
     /// The message did not match anything outstanding (late, duplicate, unknown
-    /// id, wrong address); the text says why. The caller logs it.
+    /// id, wrong address); the text says why. The caller logs it as a warning.
     Ignored(String),
+    /// An event about a device whose outcome is already recorded, such as its
+    /// driver exiting after its `FinishAck`: expected, logged at debug level.
+    AfterOutcome(String),
 }
 
 /// The scheduler. See the module documentation.
@@ -570,7 +573,7 @@ impl Scheduler {
                     }
                 };
                 if self.records[i].phase == Phase::Done {
-                    return Handled::Ignored(format!(
+                    return Handled::AfterOutcome(format!(
                         "{address}: error after the device's outcome was recorded: {message}"
                     ));
                 }

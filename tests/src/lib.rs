@@ -1,1 +1,4 @@
-//! tests
+//! `shutdown_tests`: end-to-end tests across real processes, the binaries that
+//! drive them (`simulate`, the example drivers), and benchmarks.
+
+pub mod sim;

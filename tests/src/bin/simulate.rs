@@ -1,0 +1,211 @@
+//! `simulate`: the whole stack on a simulated machine, as init would run it.
+//!
+//! ```text
+//! cargo run --release --bin simulate -- [--machine FILE] [--devices N] [--latency-ms MS]
+//!     [--sequential] [--json FILE] [--kind poweroff|reboot] [--deadline-ms MS]
+//!     [--keep] [--verbose] [--no-build]
+//! ```
+//!
+//! Writes a machine description (default: 16 NVMe controllers, 4.5 s shutdown
+//! latency each, RTD3E matching, volatile write cache on, backing files in a
+//! temporary directory) unless `--machine` names one, starts `pcid` on it with
+//! the repository's match table (`initfs/lib/pcid.d`), waits for pcid's
+//! readiness line, runs `shutdownd` (its progress and report go straight to
+//! the terminal), stops pcid and exits with shutdownd's status.
+//!
+//! The binaries are looked up next to this executable. `cargo run` builds only
+//! `simulate`, so unless `--no-build` is given, simulate first runs
+//! `cargo build` for pcid, nvmed, shutdownd and the example drivers in the same
+//! profile (a no-op when they are up to date).
+
+use std::path::PathBuf;
+use std::process::{ExitCode, Stdio};
+use std::time::Duration;
+
+use shutdown_tests::sim::machine::MachineSpec;
+use shutdown_tests::sim::stack::{wait_deadline, Binaries, Stack, StackOptions};
+
+const USAGE: &str = "usage: simulate [--machine FILE] [--devices N] [--latency-ms MS] [--sequential] \
+[--json FILE] [--kind poweroff|reboot] [--deadline-ms MS] [--keep] [--verbose] [--no-build]";
+
+struct Args {
+    machine: Option<PathBuf>,
+    devices: usize,
+    latency_ms: u64,
+    sequential: bool,
+    json: Option<PathBuf>,
+    kind: String,
+    deadline_ms: Option<u64>,
+    keep: bool,
+    verbose: bool,
+    build: bool,
+}
+
+fn number<T: std::str::FromStr>(flag: &str, v: Option<String>) -> Result<T, String> {
+    let v = v.ok_or_else(|| format!("{flag} needs a value"))?;
+    v.parse()
+        .map_err(|_| format!("{flag}: `{v}` is not a valid number"))
+}
+
+fn parse_args() -> Result<Option<Args>, String> {
+    let mut a = Args {
+        machine: None,
+        devices: 16,
+        latency_ms: 4500,
+        sequential: false,
+        json: None,
+        kind: "poweroff".into(),
+        deadline_ms: None,
+        keep: false,
+        verbose: false,
+        build: true,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        match flag.as_str() {
+            "-h" | "--help" => return Ok(None),
+            "--machine" => a.machine = Some(it.next().ok_or("--machine needs a file")?.into()),
+            "--devices" => a.devices = number(&flag, it.next())?,
+            "--latency-ms" => a.latency_ms = number(&flag, it.next())?,
+            "--sequential" => a.sequential = true,
+            "--json" => a.json = Some(it.next().ok_or("--json needs a file")?.into()),
+            "--kind" => {
+                a.kind = it.next().ok_or("--kind needs poweroff or reboot")?;
+                if a.kind != "poweroff" && a.kind != "reboot" {
+                    return Err(format!("--kind must be poweroff or reboot, not {}", a.kind));
+                }
+            }
+            "--deadline-ms" => a.deadline_ms = Some(number(&flag, it.next())?),
+            "--keep" => a.keep = true,
+            "--verbose" => a.verbose = true,
+            "--no-build" => a.build = false,
+            other => return Err(format!("unknown argument `{other}`")),
+        }
+    }
+    if a.devices == 0 || a.devices > MachineSpec::MAX_DEVICES {
+        return Err(format!(
+            "--devices must be between 1 and {}",
+            MachineSpec::MAX_DEVICES
+        ));
+    }
+    Ok(Some(a))
+}
+
+fn run(args: Args) -> Result<u8, String> {
+    let bins = Binaries::beside_current_exe().map_err(|e| e.to_string())?;
+    if args.build {
+        bins.build().map_err(|e| e.to_string())?;
+    } else {
+        bins.check().map_err(|e| e.to_string())?;
+    }
+    let work = tempfile::Builder::new()
+        .prefix("simulate-")
+        .tempdir()
+        .map_err(|e| format!("cannot create a temporary directory: {e}"))?;
+    let machine = match &args.machine {
+        Some(m) => {
+            println!("simulate: machine {}", m.display());
+            m.clone()
+        }
+        None => {
+            let spec = MachineSpec::nvme(args.devices, args.latency_ms, Some(work.path()));
+            let path = work.path().join("machine.toml");
+            std::fs::write(&path, spec.to_toml())
+                .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+            println!(
+                "simulate: {} NVMe controllers, {} ms shutdown latency each (RTD3E {} ms), \
+                 volatile write cache on; machine {}",
+                args.devices,
+                args.latency_ms,
+                args.latency_ms,
+                path.display()
+            );
+            path
+        }
+    };
+    let mut env = Vec::new();
+    if std::env::var_os("RUST_LOG").is_none() {
+        env.push(("RUST_LOG".to_string(), "warn".to_string()));
+    }
+    let opts = StackOptions {
+        machine,
+        work_dir: work.path().to_path_buf(),
+        ready_timeout: Duration::from_secs(90),
+        env,
+        pcid_args: Vec::new(),
+        inherit_stderr: args.verbose,
+    };
+    let stack = Stack::start(&bins, &opts).map_err(|e| e.to_string())?;
+    println!(
+        "simulate: {} ({} ms after start)",
+        stack.ready_line(),
+        stack.ready_after().as_millis()
+    );
+
+    let json = args
+        .json
+        .clone()
+        .unwrap_or_else(|| work.path().join("report.json"));
+    let mut cmd = stack.shutdownd_command();
+    cmd.args(["--kind", &args.kind]).arg("--json").arg(&json);
+    if args.sequential {
+        cmd.arg("--sequential");
+    }
+    if let Some(d) = args.deadline_ms {
+        cmd.args(["--deadline-ms", &d.to_string()]);
+    }
+    cmd.stdin(Stdio::null());
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| format!("cannot start shutdownd: {e}"))?;
+    // shutdownd bounds itself by its global deadline (default 120 s); this
+    // outer bound only guards against a broken shutdownd.
+    let limit = Duration::from_millis(args.deadline_ms.unwrap_or(120_000)) + Duration::from_secs(30);
+    let status = match wait_deadline(&mut child, limit) {
+        Some(s) => s,
+        None => {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!("shutdownd did not exit within {limit:?} and was killed"));
+        }
+    };
+    let log = stack.log().map(|p| p.to_path_buf());
+    if let Err(e) = stack.stop(Duration::from_secs(5)) {
+        eprintln!("simulate: stopping pcid: {e}");
+    }
+    let code = status.code().map_or(2, |c| u8::try_from(c).unwrap_or(2));
+    if args.json.is_some() {
+        println!("simulate: report written to {}", json.display());
+    }
+    if code != 0 || args.keep {
+        let kept = work.keep();
+        println!(
+            "simulate: kept {}{}",
+            kept.display(),
+            log.map(|l| format!(" (pcid and driver log: {})", l.display()))
+                .unwrap_or_default()
+        );
+    }
+    Ok(code)
+}
+
+fn main() -> ExitCode {
+    let args = match parse_args() {
+        Ok(Some(a)) => a,
+        Ok(None) => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("simulate: {e}\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match run(args) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("simulate: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
