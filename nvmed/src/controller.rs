@@ -384,8 +384,20 @@ impl<R: RegisterIo, D: DmaAllocator, C: Clock> Controller<R, D, C> {
         command: &'static str,
         entry: SubmissionEntry,
     ) -> Result<nvme_spec::CompletionEntry, NvmeError> {
+        self.admin_command_within(command, entry, self.options.command_timeout)
+    }
+
+    /// Runs one admin command, waiting at most `timeout` for its completion.
+    pub(crate) fn admin_command_within(
+        &self,
+        command: &'static str,
+        entry: SubmissionEntry,
+        timeout: Duration,
+    ) -> Result<nvme_spec::CompletionEntry, NvmeError> {
         let mut admin = lock(&self.admin);
-        admin.execute(&self.wait_ctx(), command, entry)
+        let mut ctx = self.wait_ctx();
+        ctx.timeout = timeout.min(self.options.command_timeout);
+        admin.execute(&ctx, command, entry)
     }
 
     /// Runs an Identify command into a fresh 4 KiB buffer and returns its bytes.

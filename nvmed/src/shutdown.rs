@@ -11,6 +11,7 @@
 
 use std::fmt;
 use std::sync::atomic::Ordering;
+use std::sync::TryLockError;
 use std::time::Duration;
 
 use log::{info, warn};
@@ -145,41 +146,87 @@ impl<R: RegisterIo, D: DmaAllocator, C: Clock> Controller<R, D, C> {
     /// [`BeginReport::queues_deleted`]; the shutdown notification is still
     /// written, since the controller flushes its cache on it either way.
     pub fn begin(&self) -> Result<BeginReport, NvmeError> {
+        self.begin_inner(None)
+    }
+
+    /// Like [`Controller::begin`], but the quiescing steps (waiting for the
+    /// command in flight, deleting the I/O queues) are cut short so that the
+    /// shutdown notification is written within about `limit`; a step cut
+    /// short is logged and shows as `queues_deleted: false`.
+    pub fn begin_within(&self, limit: Duration) -> Result<BeginReport, NvmeError> {
+        self.begin_inner(Some(limit))
+    }
+
+    /// Takes the I/O path out of service once the command in flight (if any)
+    /// has completed, waiting until `end` at most. `Err(())` when the
+    /// command did not complete in time.
+    fn take_io_path(&self, end: Option<Duration>) -> Result<Option<IoPath<D::Buffer>>, ()> {
+        let Some(end) = end else {
+            // Every I/O command runs under this lock, so holding it means no
+            // I/O command is outstanding; the wait is bounded by the command
+            // timeout of the one in flight.
+            return Ok(lock(&self.io).take());
+        };
+        let mut backoff = Backoff::new(self.options.poll_initial, self.options.poll_max);
+        loop {
+            match self.io.try_lock() {
+                Ok(mut guard) => return Ok(guard.take()),
+                Err(TryLockError::Poisoned(p)) => return Ok(p.into_inner().take()),
+                Err(TryLockError::WouldBlock) => {}
+            }
+            let now = self.clock.now();
+            if now >= end {
+                return Err(());
+            }
+            self.clock.sleep(backoff.next_delay().min(end - now));
+        }
+    }
+
+    fn begin_inner(&self, limit: Option<Duration>) -> Result<BeginReport, NvmeError> {
         let mut st = lock(&self.shutdown);
         if let Some(report) = &st.begin {
             return Ok(report.clone());
         }
+        let start = self.clock.now();
+        let end = limit.map(|l| start.saturating_add(l));
+        let remaining = || match end {
+            Some(end) => end.saturating_sub(self.clock.now()),
+            None => self.options.command_timeout,
+        };
         self.state.store(state::QUIESCING, Ordering::SeqCst);
-        // Every I/O command runs under this lock, so holding it means no I/O
-        // command is outstanding; waiting for it is bounded by the command
-        // timeout of the one in flight.
-        let io = lock(&self.io).take();
         let mut queues_deleted = false;
-        if let Some(io) = io {
-            let qid = io.queue.qid();
-            let r = self
-                .admin_command(
-                    "Delete I/O Submission Queue",
-                    SubmissionEntry::delete_io_sq(0, qid),
-                )
-                .and_then(|_| {
-                    self.admin_command(
-                        "Delete I/O Completion Queue",
-                        SubmissionEntry::delete_io_cq(0, qid),
+        match self.take_io_path(end) {
+            Err(()) => warn!(
+                "{}: the I/O command in flight did not complete in time; \
+                 sending the shutdown notification without deleting the I/O queues",
+                self.name
+            ),
+            Ok(None) => {}
+            Ok(Some(io)) => {
+                let qid = io.queue.qid();
+                let r = self
+                    .admin_command_within(
+                        "Delete I/O Submission Queue",
+                        SubmissionEntry::delete_io_sq(0, qid),
+                        remaining(),
                     )
-                });
-            match r {
-                Ok(_) => queues_deleted = true,
-                Err(e @ NvmeError::DeviceGone { .. }) => {
-                    st.retired_io = Some(io);
-                    return Err(e);
+                    .and_then(|_| {
+                        self.admin_command_within(
+                            "Delete I/O Completion Queue",
+                            SubmissionEntry::delete_io_cq(0, qid),
+                            remaining(),
+                        )
+                    });
+                st.retired_io = Some(io);
+                match r {
+                    Ok(_) => queues_deleted = true,
+                    Err(e @ NvmeError::DeviceGone { .. }) => return Err(e),
+                    Err(e) => warn!(
+                        "{}: {e}; sending the shutdown notification anyway",
+                        self.name
+                    ),
                 }
-                Err(e) => warn!(
-                    "{}: {e}; sending the shutdown notification anyway",
-                    self.name
-                ),
             }
-            st.retired_io = Some(io);
         }
         let csts = read_csts(&self.regs, "read CSTS before shutdown notification")?;
         if csts.cfs() {

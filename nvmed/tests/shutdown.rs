@@ -213,3 +213,58 @@ fn no_escalation_when_disabled() {
     assert_eq!(rig.now() - start, Duration::from_millis(1500));
     assert_eq!(rig.sim.stats().shutdown_kind, Some(ShutdownKind::Normal));
 }
+
+#[test]
+fn begin_within_does_not_wait_for_a_stuck_command() {
+    // Real clock: an I/O thread is stuck in a write the controller never
+    // completes (command timeout 3 s). begin_within(50 ms) must write the
+    // shutdown notification without waiting for that write to time out.
+    let cfg = config("faults = [\"drops-commands\"]\nshutdown_latency_ms = 20");
+    let clock = pcid_hw::SystemClock::new();
+    let sim_clock: std::sync::Arc<dyn Clock> = std::sync::Arc::new(clock);
+    let sim = nvme_sim::SimController::new(cfg, sim_clock).unwrap();
+    let ctrl = std::sync::Arc::new(
+        nvmed::Controller::bring_up(
+            "0000:00:06.0",
+            sim.clone(),
+            sim.dma(),
+            clock,
+            Options {
+                command_timeout: Duration::from_secs(3),
+                ..Options::default()
+            },
+        )
+        .unwrap(),
+    );
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let writer = {
+        let ctrl = ctrl.clone();
+        std::thread::spawn(move || {
+            let r = ctrl.write(1, 0, &[3u8; 512]);
+            let _ = done_tx.send(());
+            r
+        })
+    };
+    // Wait (bounded) until the controller has fetched the write.
+    let t = std::time::Instant::now();
+    while sim.stats().io_commands == 0 {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "write never submitted"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let begun = ctrl.begin_within(Duration::from_millis(50)).unwrap();
+    assert!(!begun.queues_deleted);
+    assert!(
+        done_rx.try_recv().is_err(),
+        "begin returned only after the stuck write gave up"
+    );
+    assert!(sim.stats().shutdown_requested_at.is_some());
+    let report = ctrl.finish(Duration::from_secs(5)).unwrap();
+    assert_eq!(report.outcome, ShutdownOutcome::Clean);
+    assert!(matches!(
+        writer.join().unwrap(),
+        Err(NvmeError::Timeout { step: "Write", .. })
+    ));
+}
