@@ -210,11 +210,14 @@ impl<R: RegisterIo, D: DmaAllocator, C: Clock> ShutdownHandler for Handler<R, D,
     fn begin(
         &mut self,
         kind: ShutdownKind,
-        _deadline: Deadline,
+        deadline: Deadline,
     ) -> Result<std::time::Duration, String> {
         info!("{}: shutdown begin ({kind:?})", self.ctrl.name());
+        // Keep a little of pcid's deadline for sending BeginAck.
+        let remaining = deadline.remaining();
+        let margin = (remaining / 10).min(std::time::Duration::from_millis(100));
         self.ctrl
-            .begin()
+            .begin_within(remaining.saturating_sub(margin))
             .map(|r| r.budget)
             .map_err(|e| e.to_string())
     }
