@@ -170,8 +170,8 @@ pub fn run(options: &Options, bus: &dyn Bus) -> Result<ExitReason, DaemonError> 
         start_accept_thread(listener, tx.clone())?;
     }
 
-    let reason = event_loop(&mut relay, &mut drivers, &rx, options)?;
-    log::info!("exiting ({reason:?}); stopping {} drivers", drivers.len());
+    let result = event_loop(&mut relay, &mut drivers, &rx, options);
+    log::info!("exiting ({result:?}); stopping {} drivers", drivers.len());
     for d in &mut drivers {
         let _ = d.sender.shutdown();
         if let Some(mut child) = d.child.take() {
@@ -179,7 +179,16 @@ pub fn run(options: &Options, bus: &dyn Bus) -> Result<ExitReason, DaemonError> 
             let _ = child.wait();
         }
     }
-    Ok(reason)
+    // The listener lives in the accept thread until the process ends: remove
+    // its socket file here so no client finds a dead endpoint.
+    if let Some(path) = &options.control {
+        if let Err(e) = std::fs::remove_file(path) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                log::warn!("removing control socket {}: {e}", path.display());
+            }
+        }
+    }
+    result
 }
 
 fn event_loop(

@@ -33,7 +33,10 @@
 //!   closed. Other drivers are unaffected.
 //! * A driver whose process exits or whose channel closes fails its outstanding
 //!   request with `DriverDied`. Either way every connected client also gets an
-//!   unsolicited `DeviceError { id: 0, .. }` event, once per driver.
+//!   unsolicited `DeviceError { id: 0, .. }` event, once per driver. Messages a
+//!   driver sent before exiting are still relayed: after a process is reaped
+//!   its channel is read to end of file (at most [`EXIT_GRACE`]). A driver
+//!   exiting after its final `FinishAck` is normal and reported to nobody.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -43,6 +46,10 @@ use pcid_interface::protocol::{
     ControlMessage, DeviceErrorKind, DeviceInfo, DriverMessage, DriverState, ShutdownSupport,
     PROTOCOL_VERSION,
 };
+
+/// How long pcid keeps reading a driver's channel after its process was
+/// reaped, for the messages it sent just before exiting.
+pub const EXIT_GRACE: Duration = Duration::from_millis(500);
 
 /// Index of a driver in the relay (the order drivers were added).
 pub type DriverId = usize;
@@ -243,6 +250,10 @@ struct Driver {
     ready: bool,
     gone: Option<Gone>,
     phase: Phase,
+    /// The channel reported end of file.
+    channel_closed: bool,
+    /// The process was reaped; the channel may still hold its last messages.
+    exited: Option<(String, Instant)>,
 }
 
 impl Driver {
@@ -320,6 +331,8 @@ impl Relay {
             ready: false,
             gone: None,
             phase: Phase::Idle,
+            channel_closed: false,
+            exited: None,
         });
         id
     }
@@ -362,7 +375,8 @@ impl Relay {
             .flat_map(|d| {
                 let hello = (!d.hello_received && d.support.is_none()).then_some(d.hello_deadline);
                 let ready = (!d.ready && !self.ready_emitted).then_some(d.ready_deadline);
-                hello.into_iter().chain(ready)
+                let exit = d.exited.as_ref().map(|(_, grace)| *grace);
+                hello.into_iter().chain(ready).chain(exit)
             })
             .min()
     }
@@ -378,10 +392,25 @@ impl Relay {
                 self.violation(driver, format!("undecodable frame: {error}"), &mut out)
             }
             Input::DriverChannelClosed { driver } => {
-                self.gone(driver, Gone::ChannelClosed, &mut out)
+                if let Some(d) = self.drivers.get_mut(driver) {
+                    d.channel_closed = true;
+                    let why = match d.exited.take() {
+                        Some((status, _)) => Gone::Exited(status),
+                        None => Gone::ChannelClosed,
+                    };
+                    self.gone(driver, why, &mut out);
+                }
             }
             Input::DriverExited { driver, status } => {
-                self.gone(driver, Gone::Exited(status), &mut out)
+                if let Some(d) = self.drivers.get_mut(driver) {
+                    if d.channel_closed || d.gone.is_some() {
+                        self.gone(driver, Gone::Exited(status), &mut out);
+                    } else {
+                        // Messages the driver sent before exiting may still be
+                        // in its channel: wait for end of file (bounded).
+                        d.exited = Some((status, now + EXIT_GRACE));
+                    }
+                }
             }
             Input::ClientConnected { client } => {
                 self.clients.insert(client);
@@ -415,6 +444,21 @@ impl Relay {
     }
 
     fn check_deadlines(&mut self, now: Instant, out: &mut Vec<Output>) {
+        let overdue: Vec<(DriverId, String)> = self
+            .drivers
+            .iter_mut()
+            .enumerate()
+            .filter_map(|(id, d)| match &d.exited {
+                Some((_, grace)) if now >= *grace => d.exited.take().map(|(s, _)| (id, s)),
+                _ => None,
+            })
+            .collect();
+        for (id, status) in overdue {
+            // The channel stays open after the process died (a child of the
+            // driver holds it): stop reading it.
+            out.push(Output::CloseDriver { driver: id });
+            self.gone(id, Gone::Exited(status), out);
+        }
         for d in &mut self.drivers {
             if d.gone.is_none()
                 && !d.hello_received
@@ -633,6 +677,12 @@ impl Relay {
         let address = d.function.address;
         let kind = why.kind();
         let message = why.describe();
+        if d.phase == Phase::Done && kind == DeviceErrorKind::DriverDied {
+            // Drivers end after their final FinishAck: not a failure.
+            log::info!("{address}: {} finished shutdown; {message}", d.name);
+            d.gone = Some(why);
+            return;
+        }
         if kind == DeviceErrorKind::DriverDied {
             log::error!("{address}: {} (pid {}): {message}", d.name, d.pid);
         }

@@ -179,10 +179,11 @@ fn ready_is_announced_once_when_every_driver_is_settled() {
     }
     assert!(f.drv(0, DriverMessage::Ready).is_empty());
     // A driver that dies before Ready counts as settled.
-    let out = f.h(Input::DriverExited {
+    f.h(Input::DriverExited {
         driver: 1,
         status: "exit status: 1".into(),
     });
+    let out = f.h(Input::DriverChannelClosed { driver: 1 });
     assert!(!out.iter().any(|o| matches!(o, Output::Ready { .. })));
     let out = f.drv(2, DriverMessage::Ready);
     assert!(
@@ -469,17 +470,25 @@ fn driver_death_fails_outstanding_request_and_notifies_every_client() {
     f.h(Input::ClientConnected { client: 1 });
     f.h(Input::ClientConnected { client: 2 });
     sent_seq(&f.ctl(1, begin(5, 4)), 0);
+    // Reaped first: pcid still waits for the channel's last messages.
     let out = f.h(Input::DriverExited {
         driver: 0,
         status: "signal: 9 (SIGKILL)".into(),
     });
+    assert!(out.is_empty(), "{out:?}");
+    let out = f.h(Input::DriverChannelClosed { driver: 0 });
     let (kind, msg) = device_error(&out, 1, 5);
     assert_eq!(kind, DeviceErrorKind::DriverDied);
     assert!(msg.contains("SIGKILL"), "{msg}");
     assert_eq!(device_error(&out, 1, 0).0, DeviceErrorKind::DriverDied);
     assert_eq!(device_error(&out, 2, 0).0, DeviceErrorKind::DriverDied);
-    // The channel closing afterwards adds nothing.
-    assert!(f.h(Input::DriverChannelClosed { driver: 0 }).is_empty());
+    // Another exit report adds nothing.
+    assert!(f
+        .h(Input::DriverExited {
+            driver: 0,
+            status: "x".into()
+        })
+        .is_empty());
     // Channel closed without exit: also DriverDied.
     let out = f.h(Input::DriverChannelClosed { driver: 1 });
     assert_eq!(device_error(&out, 2, 0).0, DeviceErrorKind::DriverDied);
@@ -641,4 +650,79 @@ fn non_requests_from_clients_get_an_error() {
         fatal: true,
     });
     assert!(out.contains(&Output::CloseClient { client: 1 }), "{out:?}");
+}
+
+#[test]
+fn ack_sent_just_before_exit_is_relayed_and_exit_after_finish_is_quiet() {
+    let mut f = Fixture::new(1, false);
+    f.start_all(ShutdownSupport::TwoPhase);
+    f.h(Input::ClientConnected { client: 1 });
+    let seq = sent_seq(&f.ctl(1, begin(1, 4)), 0);
+    f.drv(
+        0,
+        DriverMessage::BeginAck {
+            seq,
+            budget: Duration::ZERO,
+        },
+    );
+    let fseq = sent_seq(&f.ctl(1, finish(2, 4)), 0);
+    // The process is reaped before its FinishAck is read from the channel.
+    assert!(f
+        .h(Input::DriverExited {
+            driver: 0,
+            status: "exit status: 0".into()
+        })
+        .is_empty());
+    let out = f.drv(
+        0,
+        DriverMessage::FinishAck {
+            seq: fseq,
+            outcome: FinishOutcome::Clean,
+            elapsed: Duration::ZERO,
+            detail: String::new(),
+        },
+    );
+    assert!(
+        matches!(
+            &out[..],
+            [Output::ToClient {
+                message: ControlMessage::FinishAck { id: 2, .. },
+                ..
+            }]
+        ),
+        "{out:?}"
+    );
+    // End of file after the final FinishAck: no error for anyone.
+    assert!(f.h(Input::DriverChannelClosed { driver: 0 }).is_empty());
+    assert_eq!(f.relay.devices()[0].state, DriverState::Gone);
+}
+
+#[test]
+fn exit_grace_bounds_the_wait_for_end_of_file() {
+    let mut f = Fixture::new(1, false);
+    f.start_all(ShutdownSupport::TwoPhase);
+    f.h(Input::ClientConnected { client: 1 });
+    sent_seq(&f.ctl(1, begin(1, 4)), 0);
+    let exited_at = Duration::from_millis(1);
+    assert!(f
+        .at(
+            Input::DriverExited {
+                driver: 0,
+                status: "exit status: 3".into()
+            },
+            exited_at
+        )
+        .is_empty());
+    assert_eq!(f.relay.next_deadline(), Some(f.t0 + exited_at + EXIT_GRACE));
+    assert!(f
+        .at(
+            Input::Tick,
+            exited_at + EXIT_GRACE - Duration::from_millis(1)
+        )
+        .is_empty());
+    let out = f.at(Input::Tick, exited_at + EXIT_GRACE);
+    assert!(out.contains(&Output::CloseDriver { driver: 0 }), "{out:?}");
+    let (kind, msg) = device_error(&out, 1, 1);
+    assert_eq!(kind, DeviceErrorKind::DriverDied);
+    assert!(msg.contains("exit status: 3"), "{msg}");
 }

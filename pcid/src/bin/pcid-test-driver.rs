@@ -1,0 +1,298 @@
+//! `pcid-test-driver MODE`: a driver for pcid's process-level tests.
+//!
+//! It serves one function like a real driver, or misbehaves in a chosen way so
+//! the tests can check how pcid copes. Modes:
+//!
+//! * `two-phase`, `one-phase`, `none` — well-behaved, through
+//!   `pcid_interface::driver` (begin answers the budget from the function's
+//!   `[function.sim]` `budget_ms`; finish waits `finish_ms`, bounded by the
+//!   deadline);
+//! * `no-hello` — never speaks (a driver not linking the protocol);
+//! * `exit-before-ready` — exits with status 1 after `Welcome`;
+//! * `ignore-begin`, `ignore-finish` — reads the request and never answers;
+//! * `exit-in-begin`, `exit-in-finish` — exits with status 3 on the request;
+//! * on `Begin`: `garbage` (bytes that are not a frame), `truncated` (half a
+//!   frame, then close the channel), `oversize` (a header announcing 1 MiB), `bad-version`
+//!   (frame version 9), `unknown-type` (message type 0x7f), `wrong-seq`
+//!   (`BeginAck` with another sequence number), `duplicate-ack` (`BeginAck`
+//!   twice), `out-of-phase-ack` (`FinishAck` instead of `BeginAck`),
+//!   `borrow-seq` (`BeginAck` with the previous sequence number pcid used,
+//!   i.e. another device's request).
+//!
+//! Misbehaving modes speak the protocol by hand over the raw channel. Every
+//! mode exits when pcid closes the channel.
+//!
+//! `pcid-test-driver control-client SOCKET` is not a driver: it connects to
+//! pcid's control socket and asks for the device list, exiting 0 with
+//! `devices: N` when answered, 4 when pcid closes the connection unanswered,
+//! 5 when it cannot connect (used to test the control endpoint's uid check).
+
+#[cfg(not(target_os = "redox"))]
+fn main() -> std::process::ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+        .format_target(false)
+        .init();
+    let mode = std::env::args().nth(1).unwrap_or_default();
+    if mode == "control-client" {
+        return imp::control_client(std::env::args().nth(2).unwrap_or_default());
+    }
+    let device = std::env::var("PCID_DEVICE").unwrap_or_else(|_| "?".into());
+    match imp::run(&mode) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("pcid-test-driver {device} ({mode}): {e}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}
+
+#[cfg(target_os = "redox")]
+fn main() -> std::process::ExitCode {
+    eprintln!("pcid-test-driver: Linux only");
+    std::process::ExitCode::FAILURE
+}
+
+#[cfg(not(target_os = "redox"))]
+mod imp {
+    use std::time::{Duration, Instant};
+
+    use pcid_interface::driver::{
+        self, Deadline, FinishReport, NoShutdown, OnePhase, OnePhaseShutdown, ShutdownHandler,
+    };
+    use pcid_interface::function::{FunctionBackend, PciFunction};
+    use pcid_interface::protocol::{
+        DriverMessage, FinishOutcome, ShutdownKind, ShutdownSupport, PROTOCOL_VERSION,
+    };
+    use pcid_interface::transport::{DriverChannel, TransportError};
+    use pcid_interface::wire::WireMessage;
+
+    type Error = Box<dyn std::error::Error>;
+
+    const NAME: &str = "pcid-test-driver";
+
+    /// Timing taken from the function's sim properties.
+    #[derive(Clone, Copy)]
+    struct Timing {
+        budget: Duration,
+        finish: Duration,
+    }
+
+    fn timing(f: &PciFunction) -> Timing {
+        let props = match &f.backend {
+            FunctionBackend::Simulated { properties } => {
+                properties.parse::<toml::Table>().unwrap_or_default()
+            }
+            _ => toml::Table::new(),
+        };
+        let ms = |k: &str| {
+            props
+                .get(k)
+                .and_then(|v| v.as_integer())
+                .and_then(|v| u64::try_from(v).ok())
+                .map(Duration::from_millis)
+                .unwrap_or(Duration::ZERO)
+        };
+        Timing {
+            budget: ms("budget_ms"),
+            finish: ms("finish_ms"),
+        }
+    }
+
+    struct Device(Timing);
+
+    impl ShutdownHandler for Device {
+        fn support(&self) -> ShutdownSupport {
+            ShutdownSupport::TwoPhase
+        }
+        fn begin(&mut self, _kind: ShutdownKind, _deadline: Deadline) -> Result<Duration, String> {
+            Ok(self.0.budget)
+        }
+        fn finish(&mut self, deadline: Deadline) -> FinishReport {
+            let start = Instant::now();
+            // A stand-in for the device's own shutdown time, bounded by the deadline.
+            let wait = self.0.finish.min(deadline.remaining());
+            std::thread::sleep(wait);
+            let outcome = if wait < self.0.finish {
+                FinishOutcome::TimedOut
+            } else {
+                FinishOutcome::Clean
+            };
+            FinishReport::new(outcome, start.elapsed(), "test device")
+        }
+    }
+
+    impl OnePhaseShutdown for Device {
+        fn shutdown(&mut self, kind: ShutdownKind, deadline: Deadline) -> FinishReport {
+            let _ = ShutdownHandler::begin(self, kind, deadline);
+            ShutdownHandler::finish(self, deadline)
+        }
+    }
+
+    pub fn control_client(socket: String) -> std::process::ExitCode {
+        use pcid_interface::protocol::ControlMessage;
+        use pcid_interface::transport::ControlClient;
+        let mut ch = match ControlClient::connect(&socket) {
+            Ok(ch) => ch,
+            Err(e) => {
+                println!("connect failed: {e}");
+                return std::process::ExitCode::from(5);
+            }
+        };
+        if let Err(e) = ch.send(&ControlMessage::ListDevices { id: 1 }) {
+            println!("closed: {e}");
+            return std::process::ExitCode::from(4);
+        }
+        match ch.recv(Some(Duration::from_secs(10))) {
+            Ok(ControlMessage::Devices { devices, .. }) => {
+                println!("devices: {}", devices.len());
+                std::process::ExitCode::SUCCESS
+            }
+            Ok(other) => {
+                println!("unexpected answer: {other:?}");
+                std::process::ExitCode::from(6)
+            }
+            Err(e) => {
+                println!("closed: {e}");
+                std::process::ExitCode::from(4)
+            }
+        }
+    }
+
+    pub fn run(mode: &str) -> Result<(), Error> {
+        match mode {
+            "two-phase" => {
+                let (conn, f) = driver::connect(NAME, ShutdownSupport::TwoPhase)?;
+                conn.serve(Device(timing(&f)))?;
+                Ok(())
+            }
+            "one-phase" => {
+                let (conn, f) = driver::connect(NAME, ShutdownSupport::OnePhase)?;
+                conn.serve(OnePhase::new(Device(timing(&f))))?;
+                Ok(())
+            }
+            "none" => {
+                let (conn, _) = driver::connect(NAME, ShutdownSupport::None)?;
+                conn.serve(NoShutdown)?;
+                Ok(())
+            }
+            "no-hello" => {
+                let mut ch = DriverChannel::from_env()?;
+                drain_until_closed(&mut ch);
+                Ok(())
+            }
+            other => misbehave(other),
+        }
+    }
+
+    fn drain_until_closed(ch: &mut DriverChannel) {
+        while ch.recv(None).is_ok() {}
+    }
+
+    /// A frame with its header fields overwritten.
+    fn patched(msg: &DriverMessage, patch: impl FnOnce(&mut Vec<u8>)) -> Result<Vec<u8>, Error> {
+        let mut frame = msg.encode()?;
+        patch(&mut frame);
+        Ok(frame)
+    }
+
+    fn misbehave(mode: &str) -> Result<(), Error> {
+        const KNOWN: &[&str] = &[
+            "exit-before-ready",
+            "ignore-begin",
+            "ignore-finish",
+            "exit-in-begin",
+            "exit-in-finish",
+            "garbage",
+            "truncated",
+            "oversize",
+            "bad-version",
+            "unknown-type",
+            "wrong-seq",
+            "duplicate-ack",
+            "out-of-phase-ack",
+            "borrow-seq",
+        ];
+        if !KNOWN.contains(&mode) {
+            return Err(format!("unknown mode {mode:?}").into());
+        }
+        let mut ch = DriverChannel::from_env()?;
+        ch.send(&DriverMessage::Hello {
+            version: PROTOCOL_VERSION,
+            driver: NAME.into(),
+            support: ShutdownSupport::TwoPhase,
+        })?;
+        match ch.recv(Some(Duration::from_secs(10)))? {
+            DriverMessage::Welcome { .. } => {}
+            other => return Err(format!("expected Welcome, got {other:?}").into()),
+        }
+        if mode == "exit-before-ready" {
+            std::process::exit(1);
+        }
+        ch.send(&DriverMessage::Ready)?;
+        loop {
+            let msg = match ch.recv(None) {
+                Ok(m) => m,
+                Err(TransportError::Closed) => return Ok(()),
+                Err(e) => return Err(e.into()),
+            };
+            match (mode, msg) {
+                ("ignore-begin", DriverMessage::Begin { .. }) => {}
+                ("ignore-finish", DriverMessage::Finish { .. }) => {}
+                ("exit-in-begin", DriverMessage::Begin { .. }) => std::process::exit(3),
+                ("exit-in-finish", DriverMessage::Finish { .. }) => std::process::exit(3),
+                (_, DriverMessage::Begin { seq, .. }) => {
+                    let ack = DriverMessage::BeginAck {
+                        seq,
+                        budget: Duration::ZERO,
+                    };
+                    match mode {
+                        "garbage" => ch.send_raw(b"this is not a pcid frame, not at all")?,
+                        "truncated" => {
+                            let frame = ack.encode()?;
+                            let half = frame.get(..frame.len() / 2).unwrap_or_default();
+                            ch.send_raw(half)?;
+                            // Close the channel mid-frame but stay alive, so
+                            // pcid sees a truncated frame, not a dead driver.
+                            ch.shutdown()?;
+                            std::thread::sleep(Duration::from_secs(120));
+                            return Ok(());
+                        }
+                        "oversize" => ch.send_raw(&patched(&ack, |f| {
+                            f[12..16].copy_from_slice(&(1u32 << 20).to_le_bytes())
+                        })?)?,
+                        "bad-version" => ch.send_raw(&patched(&ack, |f| {
+                            f[4..6].copy_from_slice(&9u16.to_le_bytes())
+                        })?)?,
+                        "unknown-type" => ch.send_raw(&patched(&ack, |f| f[6] = 0x7f)?)?,
+                        "wrong-seq" => ch.send(&DriverMessage::BeginAck {
+                            seq: seq.wrapping_add(1000),
+                            budget: Duration::ZERO,
+                        })?,
+                        "borrow-seq" => ch.send(&DriverMessage::BeginAck {
+                            seq: seq.wrapping_sub(1),
+                            budget: Duration::ZERO,
+                        })?,
+                        "duplicate-ack" => {
+                            ch.send(&ack)?;
+                            ch.send(&ack)?;
+                        }
+                        "out-of-phase-ack" => ch.send(&DriverMessage::FinishAck {
+                            seq,
+                            outcome: FinishOutcome::Clean,
+                            elapsed: Duration::ZERO,
+                            detail: String::new(),
+                        })?,
+                        _ => ch.send(&ack)?,
+                    }
+                }
+                (_, DriverMessage::Finish { seq, .. }) => ch.send(&DriverMessage::FinishAck {
+                    seq,
+                    outcome: FinishOutcome::Clean,
+                    elapsed: Duration::ZERO,
+                    detail: String::new(),
+                })?,
+                (_, other) => log::warn!("ignoring {other:?}"),
+            }
+        }
+    }
+}
