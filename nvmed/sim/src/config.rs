@@ -414,6 +414,16 @@ start_state = "disabled"
     }
 
     #[test]
+    fn syntax_error_names_the_line() {
+        let err = SimConfig::from_toml_str("serial = \"A\"\n\nmdts = \n").unwrap_err();
+        assert!(
+            matches!(err, ConfigError::Toml { line: Some(3), .. }),
+            "{err:?}"
+        );
+        assert!(err.to_string().starts_with("line 3"), "{err}");
+    }
+
+    #[test]
     fn unknown_fault_is_an_error() {
         let err = SimConfig::from_toml_str("faults = [\"explodes\"]").unwrap_err();
         assert!(

@@ -1205,6 +1205,8 @@ impl Shared {
         let data = match Cns::from_u8(cns) {
             Some(Cns::Controller) => {
                 let mut b = self.identify_controller().to_bytes();
+                // CNTRLTYPE (byte 111): I/O controller.
+                b[111] = 1;
                 // AERL (byte 259): outstanding Asynchronous Event Requests, 0's based.
                 b[259] = AERL;
                 b
