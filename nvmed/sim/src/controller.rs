@@ -969,7 +969,9 @@ impl Shared {
                 Some(_) => {}
             }
             let mut raw = [0u8; SQ_ENTRY_SIZE];
-            let addr = sq.base + u64::from(sq.head) * SQ_ENTRY_SIZE as u64;
+            let addr = sq
+                .base
+                .wrapping_add(u64::from(sq.head) * SQ_ENTRY_SIZE as u64);
             if let Err(e) = self.memory.read_bus(addr, &mut raw) {
                 self.fatal(st, &format!("fetching from SQ {sqid}: {e}"));
                 return;
@@ -1026,7 +1028,10 @@ impl Shared {
             return;
         };
         entry.phase = cq.phase;
-        let addr = cq.base + u64::from(cq.tail) * CQ_ENTRY_SIZE as u64;
+        // Wrapping: an address past the top of the bus is simply unmapped.
+        let addr = cq
+            .base
+            .wrapping_add(u64::from(cq.tail) * CQ_ENTRY_SIZE as u64);
         if let Err(e) = self.memory.write_bus(addr, &entry.to_bytes()) {
             self.fatal(st, &format!("posting to CQ {cqid}: {e}"));
             return;
