@@ -14,7 +14,7 @@ pub const CQ_ENTRY_SIZE: usize = 16;
 /// `log2(CQ_ENTRY_SIZE)`, the value for CC.IOCQES and Identify CQES.
 pub const CQ_ENTRY_SIZE_LOG2: u8 = 4;
 
-/// Admin command opcodes (§5, Figure 139).
+/// Admin command opcodes (§5).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u8)]
 pub enum AdminOpcode {
@@ -62,7 +62,7 @@ impl AdminOpcode {
     }
 }
 
-/// NVM command set I/O opcodes (§6, Figure 346).
+/// NVM command set I/O opcodes (§6).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u8)]
 pub enum NvmOpcode {
@@ -86,7 +86,7 @@ impl NvmOpcode {
     }
 }
 
-/// Command Dword 0, common to all commands (§4.2, Figure 105).
+/// Command Dword 0, common to all commands (§4.2).
 #[derive(Clone, Copy, PartialEq, Eq, Default, Debug)]
 pub struct Cdw0(pub u32);
 
@@ -101,7 +101,7 @@ bitfields!(Cdw0: u32 {
     cid, set_cid, with_cid: u16 @ 16..=31;
 });
 
-/// A 64-byte submission queue entry (§4.2, Figure 104/105), PRP form.
+/// A 64-byte submission queue entry (§4.2), PRP form.
 #[derive(Clone, Copy, PartialEq, Eq, Default, Debug)]
 pub struct SubmissionEntry {
     /// Command Dword 0: opcode, fuse, PSDT, command identifier.
@@ -315,7 +315,7 @@ bitfields!(QueueDw10: u32 {
     qsize, set_qsize, with_qsize: u16 @ 16..=31;
 });
 
-/// Command Dword 11 of Create I/O Completion Queue (§5.3, Figure 150).
+/// Command Dword 11 of Create I/O Completion Queue (§5.3).
 #[derive(Clone, Copy, PartialEq, Eq, Default, Debug)]
 pub struct CreateCqDw11(pub u32);
 
@@ -328,7 +328,7 @@ bitfields!(CreateCqDw11: u32 {
     iv, set_iv, with_iv: u16 @ 16..=31;
 });
 
-/// Command Dword 11 of Create I/O Submission Queue (§5.4, Figure 154).
+/// Command Dword 11 of Create I/O Submission Queue (§5.4).
 #[derive(Clone, Copy, PartialEq, Eq, Default, Debug)]
 pub struct CreateSqDw11(pub u32);
 
@@ -341,7 +341,7 @@ bitfields!(CreateSqDw11: u32 {
     cqid, set_cqid, with_cqid: u16 @ 16..=31;
 });
 
-/// Command Dword 10 of Identify (§5.15.1, Figure 241).
+/// Command Dword 10 of Identify (§5.15.1).
 #[derive(Clone, Copy, PartialEq, Eq, Default, Debug)]
 pub struct IdentifyDw10(pub u32);
 
@@ -352,7 +352,7 @@ bitfields!(IdentifyDw10: u32 {
     cntid, set_cntid, with_cntid: u16 @ 16..=31;
 });
 
-/// Command Dword 10 of Set/Get Features (§5.21, Figure 285).
+/// Command Dword 10 of Set/Get Features (§5.21).
 #[derive(Clone, Copy, PartialEq, Eq, Default, Debug)]
 pub struct FeaturesDw10(pub u32);
 
@@ -363,7 +363,7 @@ bitfields!(FeaturesDw10: u32 {
     sv, set_sv, with_sv: bool @ 31..=31;
 });
 
-/// Number of Queues value (§5.21.1.7, Figures 310/311): Command Dword 11 of
+/// Number of Queues value (§5.21.1.7): Command Dword 11 of
 /// Set Features and Dword 0 of its completion. Both counts are 0's based.
 #[derive(Clone, Copy, PartialEq, Eq, Default, Debug)]
 pub struct NumberOfQueues(pub u32);
@@ -392,7 +392,7 @@ impl NumberOfQueues {
     }
 }
 
-/// Command Dword 12 of Read/Write (§6.9, §6.15, Figure 369).
+/// Command Dword 12 of Read/Write (§6.9, §6.15).
 #[derive(Clone, Copy, PartialEq, Eq, Default, Debug)]
 pub struct RwDw12(pub u32);
 
@@ -412,7 +412,7 @@ impl RwDw12 {
     }
 }
 
-/// A 16-byte completion queue entry (§4.6, Figure 125).
+/// A 16-byte completion queue entry (§4.6).
 #[derive(Clone, Copy, PartialEq, Eq, Default, Debug)]
 pub struct CompletionEntry {
     /// Dword 0: command specific result.

@@ -1,5 +1,5 @@
 //! Feature identifiers for Set Features / Get Features (NVMe Base Specification
-//! 1.4, §5.21.1, Figure 271).
+//! 1.4, §5.21.1).
 
 /// Feature identifiers (FID, Command Dword 10 bits 7:0).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -5,7 +5,7 @@ use crate::{le16, le32, le64, need, SpecError};
 /// Size of every Identify data structure in bytes (§5.15).
 pub const IDENTIFY_SIZE: usize = 4096;
 
-/// Controller or Namespace Structure (CNS) values (§5.15.1, Figure 244).
+/// Controller or Namespace Structure (CNS) values (§5.15.1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u8)]
 pub enum Cns {
@@ -32,7 +32,7 @@ impl Cns {
     }
 }
 
-/// Byte offsets in the Identify Controller data structure (§5.15.2, Figure 247).
+/// Byte offsets in the Identify Controller data structure (§5.15.2).
 pub mod ctrl_offset {
     /// VID: PCI Vendor ID (bytes 1:0).
     pub const VID: usize = 0;
@@ -75,7 +75,7 @@ pub const MN_LEN: usize = 40;
 /// Length of the FR field.
 pub const FR_LEN: usize = 8;
 
-/// The Identify Controller fields this project uses (§5.15.2, Figure 247).
+/// The Identify Controller fields this project uses (§5.15.2).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct IdentifyController {
     /// PCI Vendor ID.
@@ -204,7 +204,7 @@ impl IdentifyController {
     }
 }
 
-/// An LBA Format descriptor (§5.15.3, Figure 249).
+/// An LBA Format descriptor (§5.15.3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct LbaFormat {
     /// MS: metadata bytes per LBA.
@@ -239,8 +239,7 @@ impl LbaFormat {
     }
 }
 
-/// Byte offsets in the Identify Namespace data structure (§5.15.3, Figure 245 / NVM
-/// command set Figure 245).
+/// Byte offsets in the Identify Namespace data structure (§5.15.3).
 pub mod ns_offset {
     /// NSZE: Namespace Size in logical blocks (bytes 7:0).
     pub const NSZE: usize = 0;

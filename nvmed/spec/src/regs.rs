@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-/// Register offsets within BAR0 (§3.1, Figure 78).
+/// Register offsets within BAR0 (§3.1).
 pub mod offset {
     /// Controller Capabilities, 64-bit (§3.1.1).
     pub const CAP: usize = 0x00;
@@ -81,7 +81,7 @@ pub fn is_all_ones32(value: u32) -> bool {
     value == u32::MAX
 }
 
-/// Controller Capabilities (CAP, offset 0x00, 64-bit; §3.1.1, Figure 79).
+/// Controller Capabilities (CAP, offset 0x00, 64-bit; §3.1.1).
 #[derive(Clone, Copy, PartialEq, Eq, Default)]
 pub struct Cap(pub u64);
 
@@ -155,7 +155,7 @@ impl std::fmt::Debug for Cap {
     }
 }
 
-/// Version (VS, offset 0x08; §3.1.2, Figure 80).
+/// Version (VS, offset 0x08; §3.1.2).
 #[derive(Clone, Copy, PartialEq, Eq, Default, Debug)]
 pub struct Version(pub u32);
 
@@ -184,7 +184,7 @@ impl std::fmt::Display for Version {
     }
 }
 
-/// Controller Configuration (CC, offset 0x14; §3.1.5, Figure 82).
+/// Controller Configuration (CC, offset 0x14; §3.1.5).
 #[derive(Clone, Copy, PartialEq, Eq, Default)]
 pub struct Cc(pub u32);
 
@@ -313,7 +313,7 @@ impl ShutdownNotification {
     }
 }
 
-/// Controller Status (CSTS, offset 0x1C; §3.1.6, Figure 83).
+/// Controller Status (CSTS, offset 0x1C; §3.1.6).
 #[derive(Clone, Copy, PartialEq, Eq, Default)]
 pub struct Csts(pub u32);
 
@@ -396,7 +396,7 @@ impl ShutdownStatus {
     }
 }
 
-/// Admin Queue Attributes (AQA, offset 0x24; §3.1.8, Figure 85).
+/// Admin Queue Attributes (AQA, offset 0x24; §3.1.8).
 #[derive(Clone, Copy, PartialEq, Eq, Default, Debug)]
 pub struct Aqa(pub u32);
 

@@ -1,7 +1,7 @@
 //! Completion status (NVMe Base Specification 1.4, §4.6.1 "Status Field Definition").
 
 /// The 15-bit Status Field of a completion queue entry (Dword 3 bits 31:17,
-/// §4.6.1, Figure 126), without the phase tag.
+/// §4.6.1), without the phase tag.
 #[derive(Clone, Copy, PartialEq, Eq, Default, Hash)]
 pub struct Status(pub u16);
 
@@ -95,7 +95,7 @@ impl std::fmt::Display for Status {
     }
 }
 
-/// SCT: Status Code Type (§4.6.1.1, Figure 127).
+/// SCT: Status Code Type (§4.6.1.1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum StatusCodeType {
     /// 0h: Generic Command Status.
@@ -137,7 +137,7 @@ impl StatusCodeType {
     }
 }
 
-/// Generic Command Status values, SCT 0 (§4.6.1.2.1, Figures 128 and 129).
+/// Generic Command Status values, SCT 0 (§4.6.1.2.1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u8)]
 pub enum GenericStatus {
@@ -185,7 +185,7 @@ pub enum GenericStatus {
     AtomicWriteUnitExceeded = 0x14,
     /// 15h: Operation Denied.
     OperationDenied = 0x15,
-    /// 80h: LBA Out of Range (NVM command set, Figure 129).
+    /// 80h: LBA Out of Range (NVM command set).
     LbaOutOfRange = 0x80,
     /// 81h: Capacity Exceeded.
     CapacityExceeded = 0x81,
@@ -234,7 +234,7 @@ impl GenericStatus {
     }
 }
 
-/// Command Specific Status values, SCT 1 (§4.6.1.2.2, Figures 130 and 131).
+/// Command Specific Status values, SCT 1 (§4.6.1.2.2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u8)]
 pub enum CommandSpecificStatus {
@@ -266,7 +266,7 @@ pub enum CommandSpecificStatus {
     FeatureNotChangeable = 0x0E,
     /// 0Fh: Feature Not Namespace Specific.
     FeatureNotNamespaceSpecific = 0x0F,
-    /// 80h: Conflicting Attributes (NVM command set, Figure 131).
+    /// 80h: Conflicting Attributes (NVM command set).
     ConflictingAttributes = 0x80,
     /// 81h: Invalid Protection Information.
     InvalidProtectionInformation = 0x81,
@@ -301,7 +301,7 @@ impl CommandSpecificStatus {
     }
 }
 
-/// Media and Data Integrity Errors, SCT 2 (§4.6.1.2.3, Figure 132), NVM command set subset.
+/// Media and Data Integrity Errors, SCT 2 (§4.6.1.2.3), NVM command set subset.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u8)]
 pub enum MediaStatus {
