@@ -14,6 +14,8 @@ usage: pcid --bus sim --machine FILE | --bus linux [--sysfs DIR]
 
   --bus sim|linux        where functions come from: a machine description, or
                          /sys/bus/pci/devices
+  --bus redox            on Redox only, and the default there: the real bus
+                         (ECAM or ports), served as the pci scheme
   --machine FILE         machine description (TOML) for --bus sim
   --sysfs DIR            directory listing PCI functions for --bus linux
                          (default /sys/bus/pci/devices)
@@ -48,6 +50,9 @@ pub enum BusChoice {
         /// The directory listing functions.
         sysfs: PathBuf,
     },
+    /// Redox: configuration space through ECAM or ports, the `pci` scheme.
+    #[cfg(target_os = "redox")]
+    Redox,
 }
 
 /// Parsed command line.
@@ -181,6 +186,8 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, CliErro
                 sysfs: sysfs.unwrap_or_else(|| PathBuf::from(crate::bus::LINUX_SYSFS_PCI_DEVICES)),
             }
         }
+        #[cfg(target_os = "redox")]
+        Some("redox") | None => BusChoice::Redox,
         Some(other) => {
             return Err(CliError::BadValue {
                 option: "--bus".into(),
@@ -188,6 +195,7 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, CliErro
                 why: "expected sim or linux",
             })
         }
+        #[cfg(not(target_os = "redox"))]
         None => return Err(CliError::Usage("--bus sim|linux is required")),
     };
     let match_dir = match match_dir {

@@ -5,6 +5,7 @@
 //! * [`relay`] — the state machine relaying shutdown requests between the
 //!   control endpoint and driver channels;
 //! * [`daemon`] — the runtime: spawning drivers, threads, signals, readiness;
+//! * [`redox`] — Redox: configuration space, the `pci` scheme, the runtime;
 //! * [`cli`] — the command line;
 //! * [`location`] — `file:line` positions for configuration errors.
 
@@ -15,6 +16,7 @@ pub mod daemon;
 pub mod location;
 pub mod machine;
 pub mod matching;
+pub mod redox;
 pub mod relay;
 
 /// Error of [`run`].
@@ -30,6 +32,10 @@ pub enum RunError {
     /// This platform has no runtime yet.
     #[error("{0}")]
     Unsupported(&'static str),
+    /// The Redox runtime failed.
+    #[cfg(target_os = "redox")]
+    #[error(transparent)]
+    Redox(#[from] redox::RedoxError),
 }
 
 /// Why pcid stopped.
@@ -62,9 +68,11 @@ pub fn run(args: &cli::Args) -> Result<ExitReason, RunError> {
     }
     #[cfg(target_os = "redox")]
     {
-        let _ = args;
-        Err(RunError::Unsupported(
-            "the Redox runtime (config space access and the pci scheme) is not part of this build",
-        ))
+        if args.bus != cli::BusChoice::Redox {
+            return Err(RunError::Unsupported(
+                "on Redox pcid drives the real bus: --bus redox (the default)",
+            ));
+        }
+        Ok(redox::run(args)?)
     }
 }

@@ -558,20 +558,16 @@ impl Relay {
                         out,
                     );
                 }
-                Phase::BeginSent(r) => {
-                    return self.violation(
-                        id,
-                        format!("BeginAck with sequence number {seq}, expected {}", r.seq),
-                        out,
-                    )
-                }
-                phase => {
-                    return self.violation(
-                        id,
-                        format!("unexpected BeginAck (seq {seq}): {}", phase.describe()),
-                        out,
-                    )
-                }
+                Phase::BeginSent(r) => self.violation(
+                    id,
+                    format!("BeginAck with sequence number {seq}, expected {}", r.seq),
+                    out,
+                ),
+                phase => self.violation(
+                    id,
+                    format!("unexpected BeginAck (seq {seq}): {}", phase.describe()),
+                    out,
+                ),
             },
             DriverMessage::FinishAck {
                 seq,
@@ -593,20 +589,16 @@ impl Relay {
                         out,
                     );
                 }
-                Phase::FinishSent(r) | Phase::ShutdownSent(r) => {
-                    return self.violation(
-                        id,
-                        format!("FinishAck with sequence number {seq}, expected {}", r.seq),
-                        out,
-                    )
-                }
-                phase => {
-                    return self.violation(
-                        id,
-                        format!("unexpected FinishAck (seq {seq}): {}", phase.describe()),
-                        out,
-                    )
-                }
+                Phase::FinishSent(r) | Phase::ShutdownSent(r) => self.violation(
+                    id,
+                    format!("FinishAck with sequence number {seq}, expected {}", r.seq),
+                    out,
+                ),
+                phase => self.violation(
+                    id,
+                    format!("unexpected FinishAck (seq {seq}): {}", phase.describe()),
+                    out,
+                ),
             },
             DriverMessage::Error { seq, message } => match d.phase.outstanding() {
                 Some(r) if r.seq == seq => {
@@ -635,7 +627,7 @@ impl Relay {
             | DriverMessage::Begin { .. }
             | DriverMessage::Finish { .. }
             | DriverMessage::Shutdown { .. } => {
-                return self.violation(
+                self.violation(
                     id,
                     format!(
                         "pcid-to-driver message {} sent by the driver",

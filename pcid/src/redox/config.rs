@@ -82,10 +82,16 @@ impl ConfigSpace {
         }
     }
 
-    fn ecam(regions: &[EcamRegionMap], address: PciAddress, offset: u16) -> Option<(&PhysMap, usize)> {
-        regions
-            .iter()
-            .find_map(|r| r.0.entry.offset_of(address, offset).map(|off| (&r.0.window, off)))
+    fn ecam(
+        regions: &[EcamRegionMap],
+        address: PciAddress,
+        offset: u16,
+    ) -> Option<(&PhysMap, usize)> {
+        regions.iter().find_map(|r| {
+            r.0.entry
+                .offset_of(address, offset)
+                .map(|off| (&r.0.window, off))
+        })
     }
 }
 

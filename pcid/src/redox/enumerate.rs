@@ -311,7 +311,10 @@ mod tests {
     fn walks_bridges_records_parents_and_multifunction_devices() {
         let m = machine();
         let found = enumerate(&m);
-        let addrs: Vec<String> = found.iter().map(|f| f.function.address.to_string()).collect();
+        let addrs: Vec<String> = found
+            .iter()
+            .map(|f| f.function.address.to_string())
+            .collect();
         assert_eq!(
             addrs,
             [
@@ -325,10 +328,17 @@ mod tests {
         let nvme = &found[2];
         assert_eq!(nvme.function.parent, Some(addr(0, 0, 0x1C, 0)));
         assert_eq!(
-            (nvme.function.class, nvme.function.subclass, nvme.function.interface),
+            (
+                nvme.function.class,
+                nvme.function.subclass,
+                nvme.function.interface
+            ),
             (1, 8, 2)
         );
-        assert_eq!((nvme.function.vendor, nvme.function.device), (0x1B36, 0x0010));
+        assert_eq!(
+            (nvme.function.vendor, nvme.function.device),
+            (0x1B36, 0x0010)
+        );
         assert!(found[1].is_bridge && !nvme.is_bridge);
         assert_eq!(found[0].function.parent, None);
     }

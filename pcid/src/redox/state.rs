@@ -452,7 +452,9 @@ impl SchemeState {
             Node::Root | Node::Function(_) => Err(SchemeError::IsDirectory),
             Node::Bars(a) => {
                 let text = self.functions.get(&a).map_or("", |f| f.bars.as_str());
-                let start = usize::try_from(offset).unwrap_or(usize::MAX).min(text.len());
+                let start = usize::try_from(offset)
+                    .unwrap_or(usize::MAX)
+                    .min(text.len());
                 let n = buf.len().min(text.len() - start);
                 buf[..n].copy_from_slice(&text.as_bytes()[start..start + n]);
                 Ok(n)
@@ -643,7 +645,10 @@ mod tests {
         assert_eq!(s.path(dir).unwrap(), "/scheme/pci/0000-00--04.0/");
         assert_eq!(s.read(dir, &mut [0; 4], 0), Err(SchemeError::IsDirectory));
         assert_eq!(s.open("0000-00--05.0", USER), Err(SchemeError::NotFound));
-        assert_eq!(s.open("0000-00--04.0/nope", USER), Err(SchemeError::NotFound));
+        assert_eq!(
+            s.open("0000-00--04.0/nope", USER),
+            Err(SchemeError::NotFound)
+        );
         assert_eq!(s.open("junk", USER), Err(SchemeError::NotFound));
     }
 
@@ -676,7 +681,10 @@ mod tests {
                 handle: id
             })
         );
-        assert_eq!(s.open("/0000-00--04.0/channel", ROOT), Err(SchemeError::InUse));
+        assert_eq!(
+            s.open("/0000-00--04.0/channel", ROOT),
+            Err(SchemeError::InUse)
+        );
         assert_eq!(
             s.close(id),
             Some(Event::ChannelClosed {

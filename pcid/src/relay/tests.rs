@@ -332,11 +332,11 @@ fn requests_to_different_drivers_are_independent() {
     let fseqs: Vec<u32> = (0..3u8)
         .map(|i| sent_seq(&f.ctl(1, finish(20 + u32::from(i), 4 + i)), usize::from(i)))
         .collect();
-    for i in 0..2usize {
+    for (i, &seq) in fseqs.iter().enumerate().take(2) {
         let out = f.drv(
             i,
             DriverMessage::FinishAck {
-                seq: fseqs[i],
+                seq,
                 outcome: FinishOutcome::Clean,
                 elapsed: Duration::ZERO,
                 detail: String::new(),
