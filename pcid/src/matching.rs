@@ -423,6 +423,24 @@ mod tests {
         assert!(e.contains("cannot read match table"), "{e}");
     }
 
+    /// The repository's initfs table (what Redox, the simulated machine and
+    /// the QEMU guest all load) parses and matches what it documents.
+    #[test]
+    fn repository_initfs_table() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../initfs/lib/pcid.d");
+        let t = MatchTable::load_dir(&dir).unwrap();
+        let program = |v, d, c, s, i| t.find(&function(v, d, c, s, i)).and_then(|e| e.program());
+        // QEMU's NVMe controller: class 01, subclass 08, interface 02.
+        assert_eq!(program(0x1b36, 0x0010, 1, 8, 2), Some("nvmed"));
+        assert_eq!(program(0x8086, 0xf1a8, 1, 8, 2), Some("nvmed"));
+        assert_eq!(program(0x1af4, 0x10f0, 0xff, 0, 0), Some("legacyd"));
+        assert_eq!(program(0x1af4, 0x10f1, 0xff, 0, 0), Some("plaind"));
+        assert_eq!(program(0x1af4, 0x10f2, 0xff, 0, 0), Some("plaind"));
+        // Virtio block and a bridge have no driver here.
+        assert_eq!(program(0x1af4, 0x1001, 1, 0, 0), None);
+        assert_eq!(program(0x8086, 0x7450, 6, 4, 0), None);
+    }
+
     #[test]
     fn resolve_program_prefers_driver_dirs() {
         use std::os::unix::fs::PermissionsExt;
