@@ -2,3 +2,6 @@
 //! drive them (`simulate`, the example drivers), and benchmarks.
 
 pub mod sim;
+
+#[cfg(target_os = "linux")]
+pub mod qemu;

@@ -1,0 +1,379 @@
+//! The guest's `/init`: set up the kernel file systems, run the stack,
+//! print the report on the console and power off.
+//!
+//! Whatever happens, init ends by powering the guest off; a failure is
+//! printed first as one `===E2E-FAILED=== <message>` line so the host can
+//! tell what went wrong.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use pcid_hw::linux::{enable_device, SysfsBar};
+use pcid_hw::RegisterIo;
+
+use super::cmdline::{CmdlineError, GuestConfig, Mode};
+use super::markers;
+
+/// Where the match tables are in the initramfs.
+pub const MATCH_DIR: &str = "/lib/pcid.d";
+/// pcid's control socket.
+pub const CONTROL_SOCKET: &str = "/run/pcid.sock";
+/// Where shutdownd writes its JSON report.
+pub const REPORT_PATH: &str = "/run/report.json";
+/// Directory holding pcid, nvmed and shutdownd in the initramfs.
+pub const BIN_DIR: &str = "/bin";
+
+/// PCI class code of an NVMe controller: mass storage (01h), NVM (08h), NVMe (02h).
+const NVME_CLASS: u32 = 0x01_08_02;
+
+/// Why the guest's init failed.
+#[derive(Debug, thiserror::Error)]
+pub enum GuestError {
+    /// Mounting a kernel file system failed.
+    #[error("mount {fstype} on {target}: {source}")]
+    Mount {
+        /// File system type.
+        fstype: &'static str,
+        /// Mount point.
+        target: &'static str,
+        /// The error.
+        #[source]
+        source: nix::Error,
+    },
+    /// A file operation failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The kernel command line holds a bad `e2e.*` word.
+    #[error(transparent)]
+    Cmdline(#[from] CmdlineError),
+    /// Register or config-space access failed.
+    #[error("{address}: {source}")]
+    Hw {
+        /// PCI address.
+        address: String,
+        /// The error.
+        #[source]
+        source: pcid_hw::HwError,
+    },
+    /// pcid did not signal readiness in time, or exited first.
+    #[error("pcid not ready: {0}")]
+    NotReady(String),
+    /// shutdownd misbehaved.
+    #[error("shutdownd: {0}")]
+    Shutdownd(String),
+    /// The probe did not find what the host attached.
+    #[error("probe: {0}")]
+    Probe(String),
+}
+
+fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> GuestError {
+    let what = what.into();
+    move |source| GuestError::Io { what, source }
+}
+
+/// Seconds since boot, from `/proc/uptime` (0 when unreadable).
+fn uptime_ms() -> f64 {
+    fs::read_to_string("/proc/uptime")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<f64>().ok())
+        .map_or(0.0, |s| s * 1000.0)
+}
+
+/// Runs init and powers off. Never returns.
+pub fn main() -> ! {
+    println!("{}", markers::INIT_START);
+    if let Err(e) = run() {
+        println!("{} {e}", markers::FAILED);
+    }
+    power_off()
+}
+
+fn power_off() -> ! {
+    println!("{} uptime_ms={:.0}", markers::POWEROFF, uptime_ms());
+    nix::unistd::sync();
+    // reboot(2) returns only on failure; then the kernel panics when init
+    // exits, and `panic=-1` with QEMU's `-no-reboot` still ends the guest.
+    let err = nix::sys::reboot::reboot(nix::sys::reboot::RebootMode::RB_POWER_OFF);
+    println!("{} reboot(RB_POWER_OFF): {err:?}", markers::FAILED);
+    std::process::exit(1)
+}
+
+fn mount_kernel_filesystems() -> Result<(), GuestError> {
+    use nix::mount::{mount, MsFlags};
+    for (fstype, target) in [
+        ("proc", "/proc"),
+        ("sysfs", "/sys"),
+        ("devtmpfs", "/dev"),
+        ("tmpfs", "/run"),
+    ] {
+        fs::create_dir_all(target).map_err(io_err(format!("mkdir {target}")))?;
+        mount(
+            Some(fstype),
+            target,
+            Some(fstype),
+            MsFlags::MS_NOSUID,
+            None::<&str>,
+        )
+        .map_err(|source| GuestError::Mount {
+            fstype,
+            target,
+            source,
+        })?;
+    }
+    Ok(())
+}
+
+fn run() -> Result<(), GuestError> {
+    let start = Instant::now();
+    mount_kernel_filesystems()?;
+    let boot_ms = uptime_ms();
+    // Locked DMA pages must not be migrated by compaction while a device uses them.
+    fs::write("/proc/sys/vm/compact_unevictable_allowed", "0")
+        .map_err(io_err("write /proc/sys/vm/compact_unevictable_allowed"))?;
+    let cmdline = fs::read_to_string("/proc/cmdline").map_err(io_err("read /proc/cmdline"))?;
+    let config = GuestConfig::parse(&cmdline)?;
+    println!("e2e: init started {boot_ms:.0} ms after boot; {config:?}");
+    match config.mode {
+        Mode::Probe => probe(&config),
+        Mode::Full => full(&config, start),
+    }
+}
+
+/// One PCI function as sysfs shows it.
+#[derive(Debug)]
+struct SysfsFunction {
+    address: String,
+    dir: PathBuf,
+    class: u32,
+    vendor: u16,
+    device: u16,
+    /// The upstream bridge's address, from the function's path under /sys/devices.
+    parent: Option<String>,
+}
+
+fn read_hex(path: &Path) -> Result<u32, GuestError> {
+    let text = fs::read_to_string(path).map_err(io_err(format!("read {}", path.display())))?;
+    let t = text.trim();
+    u32::from_str_radix(t.trim_start_matches("0x"), 16).map_err(|_| GuestError::Io {
+        what: format!("parse {}", path.display()),
+        source: std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{t:?} is not hex")),
+    })
+}
+
+fn looks_like_pci_address(s: &str) -> bool {
+    s.parse::<pcid_interface::function::PciAddress>().is_ok()
+}
+
+fn list_functions() -> Result<Vec<SysfsFunction>, GuestError> {
+    let root = Path::new("/sys/bus/pci/devices");
+    let mut out = Vec::new();
+    let entries = fs::read_dir(root).map_err(io_err(format!("list {}", root.display())))?;
+    for entry in entries {
+        let entry = entry.map_err(io_err(format!("list {}", root.display())))?;
+        let address = entry.file_name().to_string_lossy().into_owned();
+        let dir = entry.path();
+        let real = fs::canonicalize(&dir).map_err(io_err(format!("resolve {}", dir.display())))?;
+        let parent = real
+            .parent()
+            .and_then(|p| p.file_name())
+            .map(|n| n.to_string_lossy().into_owned())
+            .filter(|n| looks_like_pci_address(n));
+        out.push(SysfsFunction {
+            class: read_hex(&dir.join("class"))?,
+            vendor: read_hex(&dir.join("vendor"))? as u16,
+            device: read_hex(&dir.join("device"))? as u16,
+            address,
+            dir,
+            parent,
+        });
+    }
+    out.sort_by(|a, b| a.address.cmp(&b.address));
+    Ok(out)
+}
+
+/// Maps BAR0 of every NVMe controller and prints its registers.
+fn probe(config: &GuestConfig) -> Result<(), GuestError> {
+    let functions = list_functions()?;
+    let mut nvme = 0;
+    for f in &functions {
+        println!(
+            "e2e: pci {} {:04x}:{:04x} class {:06x} parent {}",
+            f.address,
+            f.vendor,
+            f.device,
+            f.class,
+            f.parent.as_deref().unwrap_or("-")
+        );
+        if f.class != NVME_CLASS {
+            continue;
+        }
+        nvme += 1;
+        let hw = |source| GuestError::Hw {
+            address: f.address.clone(),
+            source,
+        };
+        let command = enable_device(&f.dir).map_err(hw)?;
+        let bar = SysfsBar::open(&f.dir, 0).map_err(hw)?;
+        // NVMe Base Specification 2.0, §3.1.4: CAP 00h, VS 08h, CC 14h, CSTS 1Ch.
+        println!(
+            "{} address={} parent={} bar0_bytes={} command={command:#06x} cap={:#018x} vs={:#010x} cc={:#010x} csts={:#010x}",
+            markers::PROBE,
+            f.address,
+            f.parent.as_deref().unwrap_or("-"),
+            bar.size(),
+            bar.read64(0x00),
+            bar.read32(0x08),
+            bar.read32(0x14),
+            bar.read32(0x1c),
+        );
+    }
+    if nvme != config.controllers {
+        return Err(GuestError::Probe(format!(
+            "found {nvme} NVMe controllers, the host attached {}",
+            config.controllers
+        )));
+    }
+    Ok(())
+}
+
+/// Kills and reaps a child when dropped (used for pcid if init bails out).
+struct Reaper(Option<Child>, &'static str);
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            if let Ok(None) = child.try_wait() {
+                println!("e2e: stopping {}", self.1);
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}
+
+fn spawn(program: &str, args: &[&str], config: &GuestConfig) -> Result<Child, GuestError> {
+    let path = Path::new(BIN_DIR).join(program);
+    println!("e2e: starting {} {}", path.display(), args.join(" "));
+    Command::new(&path)
+        .args(args)
+        .env_clear()
+        .env("PATH", BIN_DIR)
+        .env("RUST_LOG", &config.log)
+        .env("NVMED_SELFTEST", "1")
+        .stdin(Stdio::null())
+        .spawn()
+        .map_err(io_err(format!("start {}", path.display())))
+}
+
+fn full(config: &GuestConfig, start: Instant) -> Result<(), GuestError> {
+    let ready_at = Instant::now() + config.ready_timeout;
+    let mut pcid = Reaper(Some(spawn_pcid(config)?), "pcid");
+    let pcid_started = uptime_ms();
+    wait_ready(&mut pcid, ready_at, config)?;
+    let ready_ms = uptime_ms();
+    println!("e2e: pcid ready after {:.0} ms", ready_ms - pcid_started);
+
+    let mut args = vec!["--control", CONTROL_SOCKET, "--json", REPORT_PATH];
+    if config.sequential {
+        args.push("--sequential");
+    }
+    let shutdown_start = Instant::now();
+    let mut shutdownd = Reaper(Some(spawn("shutdownd", &args, config)?), "shutdownd");
+    let status = wait_child(&mut shutdownd, shutdown_start + config.shutdown_timeout)
+        .map_err(|e| GuestError::Shutdownd(e.to_string()))?;
+    let shutdown_ms = shutdown_start.elapsed().as_secs_f64() * 1000.0;
+    println!(
+        "{} init_to_ready_ms={:.1} shutdownd_ms={shutdown_ms:.1} init_elapsed_ms={:.1}",
+        markers::TIMING,
+        ready_ms - (uptime_ms() - start.elapsed().as_secs_f64() * 1000.0),
+        start.elapsed().as_secs_f64() * 1000.0
+    );
+    let Some(status) = status else {
+        return Err(GuestError::Shutdownd(format!(
+            "still running after {} ms; killed",
+            config.shutdown_timeout.as_millis()
+        )));
+    };
+    let report = fs::read_to_string(REPORT_PATH);
+    if let Ok(report) = &report {
+        println!("{}", markers::REPORT_BEGIN);
+        println!("{}", report.trim());
+        println!("{}", markers::REPORT_END);
+    }
+    if !status.success() {
+        println!("e2e: shutdownd exited with {status}");
+    }
+    report.map_err(io_err(format!("read {REPORT_PATH}")))?;
+    drop(pcid);
+    Ok(())
+}
+
+fn spawn_pcid(config: &GuestConfig) -> Result<Child, GuestError> {
+    spawn(
+        "pcid",
+        &[
+            "--bus",
+            "linux",
+            "--match-dir",
+            MATCH_DIR,
+            "--control",
+            CONTROL_SOCKET,
+        ],
+        config,
+    )
+}
+
+/// Waits for a child to exit until `deadline`; `None` if it was killed at the deadline.
+fn wait_child(
+    child: &mut Reaper,
+    deadline: Instant,
+) -> std::io::Result<Option<std::process::ExitStatus>> {
+    let Some(c) = child.0.as_mut() else {
+        return Ok(None);
+    };
+    loop {
+        if let Some(status) = c.try_wait()? {
+            return Ok(Some(status));
+        }
+        if Instant::now() >= deadline {
+            let _ = c.kill();
+            let _ = c.wait();
+            return Ok(None);
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Waits until pcid says every driver is up.
+fn wait_ready(
+    pcid: &mut Reaper,
+    deadline: Instant,
+    _config: &GuestConfig,
+) -> Result<(), GuestError> {
+    let socket = Path::new(CONTROL_SOCKET);
+    loop {
+        if let Some(c) = pcid.0.as_mut() {
+            if let Some(status) = c.try_wait().map_err(io_err("wait for pcid"))? {
+                return Err(GuestError::NotReady(format!("pcid exited with {status}")));
+            }
+        }
+        if socket.exists() {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(GuestError::NotReady(format!(
+                "no control socket {} before the deadline",
+                socket.display()
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}

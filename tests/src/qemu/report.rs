@@ -1,0 +1,155 @@
+//! What the host reads back from the guest's serial console.
+
+use serde::Deserialize;
+
+use super::markers;
+
+/// One device in shutdownd's JSON report (fields the checks need; the rest is kept raw).
+#[derive(Debug, Clone, Deserialize)]
+pub struct DeviceReport {
+    /// PCI address, `SSSS:BB:DD.F`.
+    pub address: String,
+    /// Driver name.
+    #[serde(default)]
+    pub driver: String,
+    /// `two-phase`, `one-phase` or `none`.
+    #[serde(default)]
+    pub protocol: String,
+    /// `clean`, `abrupt`, `timed-out`, ...
+    pub outcome: String,
+}
+
+/// shutdownd's JSON report (`--json`).
+#[derive(Debug, Clone, Deserialize)]
+pub struct ShutdownReport {
+    /// `two-phase` or `sequential`.
+    pub mode: String,
+    /// Time from the first Begin to the last answer.
+    pub total_ms: f64,
+    /// Every device.
+    pub devices: Vec<DeviceReport>,
+}
+
+/// Everything of interest the guest printed.
+#[derive(Debug, Clone, Default)]
+pub struct ConsoleSummary {
+    /// The guest's init printed its first line.
+    pub init_started: bool,
+    /// `===E2E-FAILED===` messages.
+    pub failures: Vec<String>,
+    /// The report text between the markers, if complete.
+    pub report_json: Option<String>,
+    /// `key=value` pairs from `===E2E-TIMING===` lines.
+    pub timings: Vec<(String, String)>,
+    /// `===E2E-PROBE===` lines as `key=value` pairs.
+    pub probes: Vec<Vec<(String, String)>>,
+    /// The guest announced power-off.
+    pub powered_off: bool,
+}
+
+/// The console did not hold a usable report.
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    /// The report text is not valid JSON of the expected shape.
+    #[error("shutdown report is not valid JSON: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+fn pairs(rest: &str) -> Vec<(String, String)> {
+    rest.split_whitespace()
+        .filter_map(|w| w.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+impl ConsoleSummary {
+    /// Scans console lines. A marker may be preceded by other output on the
+    /// same line (the kernel and other processes share the console).
+    pub fn scan<'a>(lines: impl IntoIterator<Item = &'a str>) -> Self {
+        let mut s = Self::default();
+        let mut in_report: Option<String> = None;
+        for line in lines {
+            let line = line.trim_end_matches(['\r', '\n']);
+            if let Some(buf) = in_report.as_mut() {
+                if let Some(pos) = line.find(markers::REPORT_END) {
+                    buf.push_str(&line[..pos]);
+                    s.report_json = in_report.take();
+                } else {
+                    buf.push_str(line);
+                    buf.push('\n');
+                }
+                continue;
+            }
+            if line.contains(markers::INIT_START) {
+                s.init_started = true;
+            } else if let Some(pos) = line.find(markers::REPORT_BEGIN) {
+                in_report = Some(line[pos + markers::REPORT_BEGIN.len()..].to_string());
+            } else if let Some(pos) = line.find(markers::FAILED) {
+                s.failures
+                    .push(line[pos + markers::FAILED.len()..].trim().to_string());
+            } else if let Some(pos) = line.find(markers::TIMING) {
+                s.timings
+                    .extend(pairs(&line[pos + markers::TIMING.len()..]));
+            } else if let Some(pos) = line.find(markers::PROBE) {
+                s.probes.push(pairs(&line[pos + markers::PROBE.len()..]));
+            } else if line.contains(markers::POWEROFF) {
+                s.powered_off = true;
+            }
+        }
+        s
+    }
+
+    /// A timing value in milliseconds.
+    pub fn timing(&self, key: &str) -> Option<f64> {
+        self.timings
+            .iter()
+            .rev()
+            .find(|(k, _)| k == key)
+            .and_then(|(_, v)| v.parse().ok())
+    }
+
+    /// Parses the report, returning both the typed view and the raw JSON value.
+    pub fn report(&self) -> Option<Result<(ShutdownReport, serde_json::Value), ReportError>> {
+        let text = self.report_json.as_ref()?;
+        Some((|| {
+            let value: serde_json::Value = serde_json::from_str(text)?;
+            let report: ShutdownReport = serde_json::from_value(value.clone())?;
+            Ok((report, value))
+        })())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_markers_amid_other_output() {
+        let console = format!(
+            "SeaBIOS noise\n{init}\r\ne2e: starting pcid\n[ 1.2] kernel: x {timing} shutdownd_ms=12.5 a=b\n{begin}\n{{\"mode\": \"two-phase\", \"kind\": \"poweroff\", \"total_ms\": 3.5,\n\"devices\": [{{\"address\": \"0000:00:04.0\", \"outcome\": \"clean\", \"extra\": 1}}]}}\n{end}\n{failed} nothing\n{poweroff} uptime_ms=9\n",
+            init = markers::INIT_START,
+            timing = markers::TIMING,
+            begin = markers::REPORT_BEGIN,
+            end = markers::REPORT_END,
+            failed = markers::FAILED,
+            poweroff = markers::POWEROFF,
+        );
+        let s = ConsoleSummary::scan(console.lines());
+        assert!(s.init_started && s.powered_off);
+        assert_eq!(s.timing("shutdownd_ms"), Some(12.5));
+        assert_eq!(s.failures, vec!["nothing".to_string()]);
+        let (report, raw) = s.report().unwrap().unwrap();
+        assert_eq!(report.mode, "two-phase");
+        assert_eq!(report.devices[0].outcome, "clean");
+        assert_eq!(raw["devices"][0]["extra"], 1);
+    }
+
+    #[test]
+    fn truncated_or_bad_reports_are_detected() {
+        let s = ConsoleSummary::scan([markers::REPORT_BEGIN, "{\"mode\": "]);
+        assert!(s.report().is_none(), "no end marker: no report");
+        let s = ConsoleSummary::scan([markers::REPORT_BEGIN, "{\"mode\": 1}", markers::REPORT_END]);
+        assert!(matches!(s.report(), Some(Err(ReportError::Json(_)))));
+        assert!(!ConsoleSummary::scan(["hello"]).init_started);
+    }
+}
