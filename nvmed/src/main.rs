@@ -225,14 +225,7 @@ impl<R: RegisterIo, D: DmaAllocator, C: Clock> ShutdownHandler for Handler<R, D,
     fn finish(&mut self, deadline: Deadline) -> FinishReport {
         match self.ctrl.finish(deadline.remaining()) {
             Ok(report) => {
-                let outcome = match report.outcome {
-                    ShutdownOutcome::Clean => FinishOutcome::Clean,
-                    ShutdownOutcome::Abrupt => FinishOutcome::Abrupt,
-                    ShutdownOutcome::TimedOut { .. } => FinishOutcome::TimedOut,
-                    ShutdownOutcome::ControllerFatal | ShutdownOutcome::DeviceGone => {
-                        FinishOutcome::Failed
-                    }
-                };
+                let outcome = protocol_outcome(report.outcome);
                 FinishReport::new(outcome, report.duration, report.to_string())
             }
             Err(e) => FinishReport::new(
@@ -241,5 +234,51 @@ impl<R: RegisterIo, D: DmaAllocator, C: Clock> ShutdownHandler for Handler<R, D,
                 e.to_string(),
             ),
         }
+    }
+}
+
+/// The protocol's outcome for the library's richer one: a controller that
+/// reported fatal status or vanished is a failed shutdown.
+fn protocol_outcome(outcome: ShutdownOutcome) -> FinishOutcome {
+    match outcome {
+        ShutdownOutcome::Clean => FinishOutcome::Clean,
+        ShutdownOutcome::Abrupt => FinishOutcome::Abrupt,
+        ShutdownOutcome::TimedOut { .. } => FinishOutcome::TimedOut,
+        ShutdownOutcome::ControllerFatal | ShutdownOutcome::DeviceGone => FinishOutcome::Failed,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nvme_spec::ShutdownStatus;
+
+    #[test]
+    fn outcomes_map_to_the_protocol() {
+        assert_eq!(
+            protocol_outcome(ShutdownOutcome::Clean),
+            FinishOutcome::Clean
+        );
+        assert_eq!(
+            protocol_outcome(ShutdownOutcome::Abrupt),
+            FinishOutcome::Abrupt
+        );
+        for escalated in [false, true] {
+            assert_eq!(
+                protocol_outcome(ShutdownOutcome::TimedOut {
+                    escalated,
+                    last_status: ShutdownStatus::Occurring
+                }),
+                FinishOutcome::TimedOut
+            );
+        }
+        assert_eq!(
+            protocol_outcome(ShutdownOutcome::ControllerFatal),
+            FinishOutcome::Failed
+        );
+        assert_eq!(
+            protocol_outcome(ShutdownOutcome::DeviceGone),
+            FinishOutcome::Failed
+        );
     }
 }

@@ -168,3 +168,122 @@ fn nvmed_reports_a_bad_description_in_one_line_and_fails() {
         "{stderr}"
     );
 }
+
+/// Runs nvmed through Hello/Welcome/Ready/Begin/Finish with `properties`
+/// and returns the FinishAck's outcome and detail, and the exit status.
+fn run_shutdown(properties: &str, finish_deadline: Duration) -> (FinishOutcome, String, bool) {
+    let (mut pcid, child_end) = DriverChannel::pair().unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_nvmed"));
+    cmd.env("RUST_LOG", "off")
+        .stderr(std::process::Stdio::null());
+    let mut child = spawn_with_channel(&mut cmd, child_end).unwrap();
+    let _hello = pcid.recv(Some(WAIT)).unwrap();
+    pcid.send(&DriverMessage::Welcome {
+        version: PROTOCOL_VERSION,
+        function: function(properties.to_string()),
+    })
+    .unwrap();
+    assert!(matches!(
+        pcid.recv(Some(WAIT)).unwrap(),
+        DriverMessage::Ready
+    ));
+    pcid.send(&DriverMessage::Begin {
+        seq: 1,
+        kind: ShutdownKind::Reboot,
+        deadline: Duration::from_secs(5),
+    })
+    .unwrap();
+    assert!(matches!(
+        pcid.recv(Some(WAIT)).unwrap(),
+        DriverMessage::BeginAck { seq: 1, .. }
+    ));
+    pcid.send(&DriverMessage::Finish {
+        seq: 2,
+        deadline: finish_deadline,
+    })
+    .unwrap();
+    let (outcome, detail) = match pcid.recv(Some(WAIT)).unwrap() {
+        DriverMessage::FinishAck {
+            outcome, detail, ..
+        } => (outcome, detail),
+        other => panic!("expected FinishAck, got {other:?}"),
+    };
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if start.elapsed() > WAIT {
+            let _ = child.kill();
+            panic!("nvmed did not exit");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    (outcome, detail, status.success())
+}
+
+#[test]
+fn nvmed_reports_faults_as_protocol_outcomes() {
+    let (o, detail, ok) = run_shutdown(
+        "faults = [\"shutdown-never-completes\"]",
+        Duration::from_millis(300),
+    );
+    assert_eq!(o, FinishOutcome::TimedOut, "{detail}");
+    assert!(detail.contains("escalated"), "{detail}");
+    assert!(ok);
+
+    let (o, detail, _) = run_shutdown("faults = [\"fatal-status\"]", Duration::from_secs(2));
+    assert_eq!(o, FinishOutcome::Failed);
+    assert!(detail.contains("CFS"), "{detail}");
+
+    let (o, detail, _) = run_shutdown("faults = [\"surprise-removal\"]", Duration::from_secs(2));
+    assert_eq!(o, FinishOutcome::Failed);
+    assert!(detail.contains("all-ones"), "{detail}");
+
+    let (o, detail, _) = run_shutdown(
+        "shutdown_latency_ms = 60000\nabrupt_latency_ms = 0",
+        Duration::from_millis(500),
+    );
+    assert_eq!(o, FinishOutcome::Abrupt, "{detail}");
+}
+
+#[test]
+fn nvmed_names_the_failing_step_for_an_unusable_sysfs_function() {
+    let (mut pcid, child_end) = DriverChannel::pair().unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_nvmed"));
+    cmd.env("RUST_LOG", "off")
+        .stderr(std::process::Stdio::piped());
+    let mut child = spawn_with_channel(&mut cmd, child_end).unwrap();
+    let _hello = pcid.recv(Some(WAIT)).unwrap();
+    let mut f = function(String::new());
+    f.backend = FunctionBackend::LinuxSysfs {
+        sysfs_path: "/nonexistent/0000:00:04.0".to_string(),
+    };
+    pcid.send(&DriverMessage::Welcome {
+        version: PROTOCOL_VERSION,
+        function: f,
+    })
+    .unwrap();
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if start.elapsed() > WAIT {
+            let _ = child.kill();
+            panic!("nvmed did not exit");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let mut stderr = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        let _ = e.read_to_string(&mut stderr);
+    }
+    assert!(!status.success());
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "{stderr}");
+    assert!(
+        lines[0].starts_with("nvmed: error: 0000:00:04.0: enable memory space and bus mastering"),
+        "{stderr}"
+    );
+}
