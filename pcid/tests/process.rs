@@ -128,7 +128,7 @@ fn drivers_are_never_serialised_behind_each_other() {
     // the others: every answer that can arrive does, in causal order.
     let pcid = Pcid::start(Setup::new(&[
         f("0000:00:04.0", "ignore-begin"),
-        f_sim("0000:00:05.0", "two-phase", "finish_ms = 3000"),
+        f_sim("0000:00:05.0", "two-phase", "finish_ms = 5000"),
         f("0000:00:06.0", "two-phase"),
         f("0000:00:07.0", "two-phase"),
     ]));
@@ -514,4 +514,29 @@ fn linux_sysfs_bus_spawns_drivers_with_the_sysfs_backend() {
     let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
     rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
     assert!(wait_child(&mut child, WAIT).is_some_and(|s| s.success()));
+}
+
+#[test]
+fn exit_on_stdin_eof() {
+    let dir = tempfile::tempdir().unwrap();
+    let setup = Setup::new(&[f("0000:00:04.0", "two-phase")]).arg("--exit-on-stdin-eof");
+    write_setup(dir.path(), &setup);
+    let mut child = pcid_command(dir.path(), &setup.args)
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdin = child.stdin.take().unwrap();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
+    assert_eq!(line, "pcid: ready: 1 drivers\n");
+    let mut c = Client::from(
+        pcid_interface::transport::ControlClient::connect(dir.path().join("pcid.sock")).unwrap(),
+    );
+    let pid = c.list()[0].pid;
+    drop(stdin);
+    let status = wait_child(&mut child, WAIT).expect("pcid exits when stdin closes");
+    assert!(status.success(), "{status}");
+    assert!(!alive(pid), "driver outlived pcid");
 }
