@@ -1,0 +1,252 @@
+//! Process-level tests: the real pcid, nvmed, example drivers and shutdownd
+//! binaries on simulated machines.
+//!
+//! Needs the workspace's binaries: `cargo build --release --workspace` before
+//! `cargo test --release` (as `tests/run.sh` does).
+//!
+//! Assertions are about order and outcomes, as shutdownd recorded them, never
+//! about how long something took on this machine: "every device was between
+//! its Begin and its FinishAck at the same instant" is shown by
+//! max(begin_sent_ms) < min(finish_ack_ms).
+
+use std::time::Duration;
+
+use shutdown_tests::sim::machine::{DeviceSpec, MachineSpec, NvmeSpec};
+use shutdown_tests::sim::stack::{
+    Binaries, DeviceView, ReportView, ShutdowndRun, Stack, StackOptions,
+};
+
+/// Upper bound on any one shutdownd run in these tests (it bounds itself far
+/// earlier; this only keeps a broken build from hanging the suite).
+const RUN_LIMIT: Duration = Duration::from_secs(60);
+
+struct Rig {
+    dir: tempfile::TempDir,
+    stack: Stack,
+}
+
+fn start(machine: &MachineSpec) -> Rig {
+    let bins = Binaries::beside_current_exe().expect("locate binaries");
+    bins.check()
+        .unwrap_or_else(|e| panic!("{e} (the tests use the real binaries)"));
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("machine.toml");
+    std::fs::write(&path, machine.to_toml()).expect("write machine");
+    let opts = StackOptions {
+        machine: path,
+        work_dir: dir.path().to_path_buf(),
+        ready_timeout: Duration::from_secs(30),
+        env: vec![("RUST_LOG".into(), "warn".into())],
+        // A driver that never says Hello is settled after 500 ms instead of 5 s.
+        pcid_args: vec!["--hello-timeout-ms".into(), "500".into()],
+        inherit_stderr: false,
+    };
+    let stack = Stack::start(&bins, &opts).unwrap_or_else(|e| panic!("start pcid: {e}"));
+    Rig { dir, stack }
+}
+
+impl Rig {
+    fn shutdown(&self, args: &[&str]) -> (ShutdowndRun, ReportView) {
+        let json = self.dir.path().join("report.json");
+        let run = self
+            .stack
+            .run_shutdownd(args, &json, RUN_LIMIT)
+            .unwrap_or_else(|e| panic!("run shutdownd: {e}"));
+        let report = run.report.clone().unwrap_or_else(|| {
+            panic!(
+                "no JSON report; status {}\nstdout:\n{}\nstderr:\n{}",
+                run.status, run.stdout, run.stderr
+            )
+        });
+        (run, report)
+    }
+}
+
+fn nvme_machine(n: usize, latency_ms: u64) -> MachineSpec {
+    MachineSpec::nvme(n, latency_ms, None)
+}
+
+fn outcomes(r: &ReportView) -> Vec<&str> {
+    r.devices.iter().map(|d| d.outcome.as_str()).collect()
+}
+
+fn max_begin(devs: &[&DeviceView]) -> f64 {
+    devs.iter()
+        .map(|d| d.begin_sent_ms.expect("begin sent"))
+        .fold(f64::NEG_INFINITY, f64::max)
+}
+
+fn min_finish_ack(devs: &[&DeviceView]) -> f64 {
+    devs.iter()
+        .map(|d| d.finish_ack_ms.expect("finish ack"))
+        .fold(f64::INFINITY, f64::min)
+}
+
+fn explain(run: &ShutdowndRun) -> String {
+    format!("stdout:\n{}\nstderr:\n{}", run.stdout, run.stderr)
+}
+
+#[test]
+fn all_devices_clean_and_every_begin_precedes_the_first_finish_ack() {
+    let rig = start(&nvme_machine(8, 300));
+    let (run, report) = rig.shutdown(&[]);
+    assert_eq!(run.status.code(), Some(0), "{}", explain(&run));
+    assert_eq!(report.mode, "two-phase");
+    assert_eq!(report.kind, "poweroff");
+    assert_eq!(outcomes(&report), vec!["clean"; 8]);
+    let all: Vec<&DeviceView> = report.devices.iter().collect();
+    // Every Begin went out before the first device finished: at that instant all
+    // eight controllers were shutting down together.
+    assert!(
+        max_begin(&all) < min_finish_ack(&all),
+        "{}",
+        explain(&run)
+    );
+    for d in &report.devices {
+        assert_eq!(d.driver, "nvmed");
+        assert_eq!(d.protocol, "two-phase");
+        // nvmed announced RTD3E and measured at least the model's latency.
+        assert_eq!(d.budget_ms, Some(300.0));
+        assert!(d.elapsed_ms.expect("elapsed") >= 300.0, "{d:?}");
+        // Finish follows BeginAck, FinishAck follows Finish.
+        assert!(d.begin_ack_ms.unwrap() <= d.finish_sent_ms.unwrap());
+        assert!(d.finish_sent_ms.unwrap() < d.finish_ack_ms.unwrap());
+    }
+    assert!(run.stdout.contains("8 devices: 8 clean"), "{}", run.stdout);
+    rig.stack.stop(Duration::from_secs(5)).expect("pcid stops");
+}
+
+#[test]
+fn sequential_mode_shuts_devices_down_one_after_another() {
+    let rig = start(&nvme_machine(3, 100));
+    let (run, report) = rig.shutdown(&["--sequential", "--kind", "reboot"]);
+    assert_eq!(run.status.code(), Some(0), "{}", explain(&run));
+    assert_eq!(report.mode, "sequential");
+    assert_eq!(report.kind, "reboot");
+    assert_eq!(outcomes(&report), vec!["clean"; 3]);
+    let mut devs: Vec<&DeviceView> = report.devices.iter().collect();
+    devs.sort_by(|a, b| a.begin_sent_ms.partial_cmp(&b.begin_sent_ms).unwrap());
+    for w in devs.windows(2) {
+        assert!(
+            w[1].begin_sent_ms.unwrap() >= w[0].finish_ack_ms.unwrap(),
+            "{} began before {} finished",
+            w[1].address,
+            w[0].address
+        );
+    }
+}
+
+#[test]
+fn one_phase_and_no_support_drivers_are_handled() {
+    let mut m = nvme_machine(2, 200);
+    m.devices.push(DeviceSpec::Legacy { shutdown_ms: 200 });
+    m.devices.push(DeviceSpec::Plain);
+    m.devices.push(DeviceSpec::Silent);
+    let rig = start(&m);
+    let (run, report) = rig.shutdown(&[]);
+    assert_eq!(run.status.code(), Some(0), "{}", explain(&run));
+    let d = &report.devices;
+    assert_eq!(d.len(), 5);
+    assert_eq!(outcomes(&report)[..2], ["clean", "clean"]);
+
+    let legacy = &d[2];
+    assert_eq!(legacy.driver, "legacyd");
+    assert_eq!(legacy.protocol, "one-phase");
+    assert_eq!(legacy.outcome, "clean", "{legacy:?}");
+    assert!(legacy.begin_sent_ms.is_some());
+    assert!(legacy.begin_ack_ms.is_none() && legacy.finish_sent_ms.is_none());
+    assert!(legacy.elapsed_ms.unwrap() >= 200.0);
+    // The one-phase Shutdown went out with the Begins, not after the NVMe
+    // controllers finished.
+    let nvme: Vec<&DeviceView> = d[..2].iter().collect();
+    assert!(legacy.begin_sent_ms.unwrap() < min_finish_ack(&nvme));
+
+    let plain = &d[3];
+    assert_eq!(plain.driver, "plaind");
+    assert_eq!(plain.protocol, "none");
+    assert_eq!(plain.outcome, "not-supported");
+    assert!(plain.begin_sent_ms.is_none());
+
+    // The silent driver never said Hello; pcid lists it as not speaking the
+    // protocol, and nothing is sent to it.
+    let silent = &d[4];
+    assert_eq!(silent.outcome, "not-supported", "{silent:?}");
+    assert!(silent.begin_sent_ms.is_none());
+}
+
+#[test]
+fn controller_that_never_completes_times_out_at_its_deadline_while_others_finish_clean() {
+    let mut m = nvme_machine(4, 200);
+    if let DeviceSpec::Nvme(n) = &mut m.devices[0] {
+        n.faults = vec!["shutdown-never-completes".into()];
+    }
+    let rig = start(&m);
+    let (run, report) = rig.shutdown(&[]);
+    assert_eq!(run.status.code(), Some(1), "{}", explain(&run));
+    let stuck = &report.devices[0];
+    assert!(
+        stuck.outcome == "timed-out" || stuck.outcome == "abrupt",
+        "{stuck:?}"
+    );
+    // The driver waited out its whole finish deadline (max(200 ms × 1.5 + 500 ms,
+    // 1 s) = 1 s) before giving up; had it answered later than shutdownd's wait,
+    // the outcome would be no-response.
+    let raw: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(rig.dir.path().join("report.json")).unwrap())
+            .unwrap();
+    let deadline = raw["devices"][0]["finish_deadline_ms"].as_f64().unwrap();
+    assert_eq!(deadline, 1000.0);
+    assert!(stuck.elapsed_ms.unwrap() >= deadline, "{stuck:?}");
+    assert_eq!(outcomes(&report)[1..], ["clean", "clean", "clean"]);
+    // The healthy controllers were not held up by the stuck one.
+    let healthy: Vec<&DeviceView> = report.devices[1..].iter().collect();
+    assert!(healthy
+        .iter()
+        .all(|d| d.finish_ack_ms.unwrap() < stuck.finish_ack_ms.unwrap()));
+}
+
+#[test]
+fn shutdownd_ends_within_its_global_deadline() {
+    let mut m = nvme_machine(3, 200);
+    if let DeviceSpec::Nvme(n) = &mut m.devices[0] {
+        // Claims to need 10 s (finish deadline 15.5 s) and never finishes: only
+        // the global deadline can end its wait.
+        *n = NvmeSpec {
+            rtd3e_us: 10_000_000,
+            faults: vec!["shutdown-never-completes".into()],
+            ..n.clone()
+        };
+    }
+    let rig = start(&m);
+    let (run, report) = rig.shutdown(&["--deadline-ms", "2000"]);
+    assert_eq!(run.status.code(), Some(1), "{}", explain(&run));
+    let limit = 2000.0 + shutdownd::EXIT_GRACE.as_secs_f64() * 1000.0;
+    assert!(report.total_ms <= limit, "total {} ms", report.total_ms);
+    let stuck = &report.devices[0];
+    assert_eq!(stuck.budget_ms, Some(10_000.0));
+    assert!(
+        ["timed-out", "abrupt", "no-response"].contains(&stuck.outcome.as_str()),
+        "{stuck:?}"
+    );
+    for d in &report.devices {
+        assert!(d.done_ms.unwrap() <= limit, "{d:?}");
+    }
+    assert_eq!(outcomes(&report)[1..], ["clean", "clean"]);
+}
+
+#[test]
+fn shutdownd_without_pcid_fails_with_one_clear_line() {
+    let bins = Binaries::beside_current_exe().expect("locate binaries");
+    bins.check().unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(bins.path("shutdownd"))
+        .arg("--control")
+        .arg(dir.path().join("pcid.sock"))
+        .output()
+        .expect("run shutdownd");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("pcid is not running"), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(out.stdout.is_empty());
+}
