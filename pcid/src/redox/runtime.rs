@@ -115,8 +115,7 @@ struct Spawned {
 }
 
 const SOCKET: usize = 0;
-const WAKE: usize = 1;
-const TIMER: usize = 2;
+const TIMER: usize = 1;
 
 /// Default driver directories on Redox: the initfs, then the root filesystem
 /// (where Redox keeps its drivers).
@@ -447,17 +446,9 @@ fn serve(args: &Args, readiness: Readiness) -> Result<(), RedoxError> {
 
     let queue = EventQueue::<usize>::new().map_err(os("creating an event queue"))?;
     let timer = Timer::new().map_err(io("opening a timer"))?;
-    let (wake_rx, mut wake_tx) = std::io::pipe().map_err(io("creating a pipe"))?;
     queue
         .subscribe(socket.inner().raw(), SOCKET, EventFlags::READ)
         .map_err(os("subscribing to the scheme socket"))?;
-    queue
-        .subscribe(
-            std::os::fd::AsRawFd::as_raw_fd(&wake_rx) as usize,
-            WAKE,
-            EventFlags::READ,
-        )
-        .map_err(os("subscribing to the wake pipe"))?;
     queue
         .subscribe(timer.raw_fd(), TIMER, EventFlags::READ)
         .map_err(os("subscribing to the timer"))?;
@@ -467,7 +458,15 @@ fn serve(args: &Args, readiness: Readiness) -> Result<(), RedoxError> {
     std::thread::spawn(move || {
         let spawned = spawn_all(plans);
         let _ = spawned_tx.send(spawned);
-        let _ = std::io::Write::write_all(&mut wake_tx, &[1]);
+        // Wake the event loop: any request on the scheme raises an event on
+        // its socket, so open and close the scheme root once.
+        if let Ok(fd) = libredox::call::open(
+            "/scheme/pci/",
+            libredox::flag::O_RDONLY | libredox::flag::O_DIRECTORY | libredox::flag::O_CLOEXEC,
+            0,
+        ) {
+            let _ = libredox::call::close(fd);
+        }
     });
     log::info!("pcid: starting {planned} drivers");
 
@@ -484,8 +483,6 @@ fn serve(args: &Args, readiness: Readiness) -> Result<(), RedoxError> {
     };
     loop {
         rt.serve_requests()?;
-        // The wake pipe only raises an event; its byte is never read back
-        // (events are edge-triggered, a leftover byte does not re-raise one).
         if let Ok(spawned) = spawned_rx.try_recv() {
             rt.register(spawned)?;
         }
