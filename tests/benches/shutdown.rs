@@ -1,0 +1,199 @@
+//! Benchmark: two-phase against sequential shutdown, and the protocol's own
+//! overhead, with the real binaries on simulated machines.
+//!
+//! ```text
+//! cargo bench -p shutdown_tests --bench shutdown -- [--latency-ms MS] [--repeat N]
+//!     [--sizes 16,64,256] [--skip-comparison] [--skip-overhead]
+//! ```
+//!
+//! 1. **Two-phase vs sequential**: 16 NVMe controllers whose shutdown takes
+//!    `--latency-ms` (default 4500), shut down once two-phase and once
+//!    `--sequential`, each on a freshly started pcid. Prints both totals and
+//!    their ratio (ideal: 16×).
+//! 2. **Overhead**: controllers whose shutdown completes at once (latency 0),
+//!    at each of `--sizes` (default 16, 64, 256), two-phase and sequential,
+//!    `--repeat` times each (default 3); prints the median total and the
+//!    median per device. With nothing to wait for, the total is the protocol's
+//!    cost: messages through pcid to each nvmed process and back, and the
+//!    drivers' own register work.
+//!
+//! Totals are shutdownd's `total_ms` (first Begin to last outcome). The
+//! binaries must be built first (`cargo build --release --workspace`); the
+//! benchmark runs `cargo build` itself when launched by cargo.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use shutdown_tests::sim::machine::MachineSpec;
+use shutdown_tests::sim::stack::{Binaries, ReportView, Stack, StackOptions};
+
+struct Args {
+    latency_ms: u64,
+    repeat: usize,
+    sizes: Vec<usize>,
+    comparison: bool,
+    overhead: bool,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut a = Args {
+        latency_ms: 4500,
+        repeat: 3,
+        sizes: vec![16, 64, 256],
+        comparison: true,
+        overhead: true,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().ok_or_else(|| format!("{flag} needs a value"));
+        match flag.as_str() {
+            // cargo bench passes --bench to every benchmark binary.
+            "--bench" => {}
+            "--latency-ms" => {
+                a.latency_ms = value()?
+                    .parse()
+                    .map_err(|_| "--latency-ms needs a number".to_string())?
+            }
+            "--repeat" => {
+                a.repeat = value()?
+                    .parse()
+                    .map_err(|_| "--repeat needs a number".to_string())?
+            }
+            "--sizes" => {
+                a.sizes = value()?
+                    .split(',')
+                    .map(|s| s.trim().parse::<usize>())
+                    .collect::<Result<_, _>>()
+                    .map_err(|_| "--sizes needs numbers like 16,64,256".to_string())?
+            }
+            "--skip-comparison" => a.comparison = false,
+            "--skip-overhead" => a.overhead = false,
+            other => return Err(format!("unknown argument `{other}`")),
+        }
+    }
+    if a.repeat == 0 || a.sizes.iter().any(|&n| n == 0 || n > MachineSpec::MAX_DEVICES) {
+        return Err("--repeat and --sizes must be positive (sizes ≤ 1024)".into());
+    }
+    Ok(a)
+}
+
+/// Starts pcid on `machine`, runs shutdownd with `args`, stops pcid.
+fn run_once(bins: &Binaries, machine: &MachineSpec, args: &[&str]) -> Result<ReportView, String> {
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let path = dir.path().join("machine.toml");
+    std::fs::write(&path, machine.to_toml()).map_err(|e| e.to_string())?;
+    let opts = StackOptions {
+        machine: path,
+        work_dir: dir.path().to_path_buf(),
+        ready_timeout: Duration::from_secs(120),
+        env: vec![("RUST_LOG".into(), "warn".into())],
+        pcid_args: Vec::new(),
+        inherit_stderr: false,
+    };
+    let stack = Stack::start(bins, &opts).map_err(|e| e.to_string())?;
+    let json = dir.path().join("report.json");
+    let run = stack
+        .run_shutdownd(args, &json, Duration::from_secs(300))
+        .map_err(|e| e.to_string())?;
+    let _ = stack.stop(Duration::from_secs(10));
+    let report = run
+        .report
+        .ok_or_else(|| format!("shutdownd wrote no report: {}", run.stderr.trim()))?;
+    if report.count("clean") != report.devices.len() {
+        return Err(format!(
+            "not every device ended clean: {:?}",
+            report
+                .devices
+                .iter()
+                .filter(|d| d.outcome != "clean")
+                .map(|d| format!("{} {} {}", d.address, d.outcome, d.detail))
+                .collect::<Vec<_>>()
+        ));
+    }
+    Ok(report)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+fn run(args: Args) -> Result<(), String> {
+    let bins = Binaries::beside_current_exe().map_err(|e| e.to_string())?;
+    if std::env::var_os("CARGO").is_some() {
+        bins.build().map_err(|e| e.to_string())?;
+    } else {
+        bins.check().map_err(|e| e.to_string())?;
+    }
+    println!(
+        "shutdown benchmark ({} cores available)",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+
+    if args.comparison {
+        let n = 16;
+        println!(
+            "\n== two-phase vs sequential: {n} NVMe controllers, {} ms shutdown latency each",
+            args.latency_ms
+        );
+        let machine = MachineSpec::nvme(n, args.latency_ms, None);
+        let two = run_once(&bins, &machine, &[])?;
+        println!("two-phase   total {:>10.1} ms", two.total_ms);
+        let seq = run_once(&bins, &machine, &["--sequential"])?;
+        println!("sequential  total {:>10.1} ms", seq.total_ms);
+        println!(
+            "ratio sequential / two-phase: {:.2}x (ideal {n}x); two-phase is {:.2}% above one device's latency",
+            seq.total_ms / two.total_ms,
+            (two.total_ms / args.latency_ms as f64 - 1.0) * 100.0
+        );
+    }
+
+    if args.overhead {
+        println!(
+            "\n== protocol overhead: controllers with zero shutdown latency, median of {} runs",
+            args.repeat
+        );
+        println!(
+            "{:>8}  {:>12}  {:>14}  {:>12}  {:>14}",
+            "devices", "two-phase ms", "per device ms", "sequential ms", "per device ms"
+        );
+        for &n in &args.sizes {
+            let machine = MachineSpec::nvme(n, 0, None);
+            let mut two = Vec::new();
+            let mut seq = Vec::new();
+            for _ in 0..args.repeat {
+                two.push(run_once(&bins, &machine, &[])?.total_ms);
+                seq.push(run_once(&bins, &machine, &["--sequential"])?.total_ms);
+            }
+            let (t, s) = (median(two), median(seq));
+            println!(
+                "{n:>8}  {t:>12.2}  {:>14.3}  {s:>12.2}  {:>14.3}",
+                t / n as f64,
+                s / n as f64
+            );
+        }
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let args = match parse_args() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("shutdown bench: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("shutdown bench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
