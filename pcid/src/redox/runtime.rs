@@ -358,7 +358,13 @@ impl Runtime {
                 Output::ToClient { client, message } => {
                     match self.state.send_to_client(client, &message) {
                         Ok(handle) => self.notify(handle),
-                        Err(e) => log::warn!("control client {client}: {e}"),
+                        Err(e) => {
+                            log::warn!("control client {client}: {e}; closing it");
+                            if let Some(handle) = self.state.close_client(client) {
+                                self.notify(handle);
+                                self.step(Input::ClientClosed { client });
+                            }
+                        }
                     }
                 }
                 Output::CloseClient { client } => {
