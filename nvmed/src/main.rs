@@ -23,6 +23,9 @@ use pcid_interface::driver::{self, Deadline, FinishReport, ServeOutcome, Shutdow
 use pcid_interface::function::{FunctionBackend, PciFunction};
 use pcid_interface::protocol::{FinishOutcome, ShutdownKind, ShutdownSupport};
 
+#[cfg(target_os = "redox")]
+mod redox;
+
 /// Name this driver gives in `Hello`.
 const DRIVER_NAME: &str = "nvmed";
 
@@ -56,6 +59,13 @@ enum Fatal {
 
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    #[cfg(target_os = "redox")]
+    return redox::main(run_to_exit_code);
+    #[cfg(not(target_os = "redox"))]
+    run_to_exit_code()
+}
+
+fn run_to_exit_code() -> ExitCode {
     match run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -93,9 +103,20 @@ fn run() -> Result<(), Fatal> {
             drive(conn, &function, sim, dma, clock)
         }
         FunctionBackend::LinuxSysfs { sysfs_path } => linux(conn, &function, sysfs_path),
+        #[cfg(target_os = "redox")]
+        FunctionBackend::Redox => {
+            let (regs, dma) =
+                redox::open_hardware(&function).map_err(|source| Fatal::Hardware {
+                    address,
+                    step: "map BAR0 and set up DMA memory",
+                    source,
+                })?;
+            drive(conn, &function, regs, dma, SystemClock::new())
+        }
+        #[cfg(not(target_os = "redox"))]
         FunctionBackend::Redox => Err(Fatal::BackendUnavailable {
             address,
-            what: "the Redox backend is not built into this nvmed".to_string(),
+            what: "the Redox backend exists only on Redox".to_string(),
         }),
     }
 }
@@ -179,6 +200,8 @@ where
         address: address.clone(),
         source,
     })?;
+    #[cfg(target_os = "redox")]
+    redox::ready(function);
     let outcome = conn
         .serve(Handler { ctrl })
         .map_err(|source| Fatal::Serve {

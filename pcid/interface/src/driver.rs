@@ -301,7 +301,6 @@ pub struct DriverConnection {
 
 /// Connects to pcid through the channel inherited in `PCID_CLIENT_CHANNEL`:
 /// sends `Hello`, waits at most [`WELCOME_TIMEOUT`] for `Welcome`.
-#[cfg(not(target_os = "redox"))]
 pub fn connect(
     driver: &str,
     support: ShutdownSupport,
