@@ -43,6 +43,8 @@ mod unix;
 #[cfg(not(target_os = "redox"))]
 pub use control::{ControlClient, ControlError, ControlListener, PeerCred};
 pub use sys::spawn_with_channel;
+#[cfg(target_os = "redox")]
+pub use sys::{spawn_with_fd, ControlClient, ControlError, CONTROL_PATH};
 
 /// A channel carrying [`DriverMessage`]s (pcid ↔ one driver).
 pub type DriverChannel = Channel<DriverMessage>;
