@@ -27,6 +27,9 @@ use crate::NvmeError;
 /// Bookkeeping between `begin` and `finish`.
 pub(crate) struct ShutdownState<B: DmaBuffer> {
     begin: Option<BeginReport>,
+    /// When `begin` itself already saw CSTS.SHST=10b (a controller that
+    /// completes shutdown inside the register write, like QEMU's).
+    completed_at: Option<Duration>,
     /// The I/O path taken out of service by `begin`. Its memory stays
     /// allocated as long as the controller object lives, so a controller
     /// that did not accept the queue deletion never writes to freed memory.
@@ -37,6 +40,7 @@ impl<B: DmaBuffer> Default for ShutdownState<B> {
     fn default() -> Self {
         Self {
             begin: None,
+            completed_at: None,
             retired_io: None,
         }
     }
@@ -239,6 +243,12 @@ impl<R: RegisterIo, D: DmaAllocator, C: Clock> Controller<R, D, C> {
         self.regs
             .write32(offset::CC, cc.with_shutdown(ShutdownNotification::Normal).0);
         let notified_at = self.clock.now();
+        // One look (not a wait): a controller that completes at once is
+        // timed from here rather than from whenever finish is called.
+        let csts = Csts(self.regs.read32(offset::CSTS));
+        if !csts.is_all_ones() && csts.shutdown_status() == ShutdownStatus::Complete {
+            st.completed_at = Some(self.clock.now());
+        }
         self.state.store(state::NOTIFIED, Ordering::SeqCst);
         let budget = if self.info.rtd3e_us == 0 {
             self.options.default_shutdown_budget
@@ -276,6 +286,7 @@ impl<R: RegisterIo, D: DmaAllocator, C: Clock> Controller<R, D, C> {
         let st = lock(&self.shutdown);
         let begun = st.begin.as_ref().ok_or(NvmeError::NotBegun)?;
         let notified_at = begun.notified_at;
+        let completed_in_begin = st.completed_at;
         let start = self.clock.now();
         let end = start.saturating_add(deadline);
         let fraction = self.options.abrupt_reserve_fraction;
@@ -308,12 +319,10 @@ impl<R: RegisterIo, D: DmaAllocator, C: Clock> Controller<R, D, C> {
             }
             let shst = csts.shutdown_status();
             if shst == ShutdownStatus::Complete {
-                let o = if escalated {
-                    ShutdownOutcome::Abrupt
-                } else {
-                    ShutdownOutcome::Clean
-                };
-                break (o, now);
+                if escalated {
+                    break (ShutdownOutcome::Abrupt, now);
+                }
+                break (ShutdownOutcome::Clean, completed_in_begin.unwrap_or(now));
             }
             if now >= end {
                 break (
@@ -354,7 +363,7 @@ impl<R: RegisterIo, D: DmaAllocator, C: Clock> Controller<R, D, C> {
         let report = FinishReport {
             outcome,
             duration: observed.saturating_sub(notified_at),
-            waited: observed.saturating_sub(start),
+            waited: self.clock.now().saturating_sub(start),
             polls,
         };
         if report.outcome.is_clean() {

@@ -268,3 +268,17 @@ fn begin_within_does_not_wait_for_a_stuck_command() {
         Err(NvmeError::Timeout { step: "Write", .. })
     ));
 }
+
+#[test]
+fn instant_shutdown_is_timed_from_begin() {
+    // Like QEMU: SHST=10b right after the CC.SHN write. begin's single look
+    // records it, so a late finish does not inflate the measured duration.
+    let rig = Rig::new(config("shutdown_latency_ms = 0"));
+    let ctrl = rig.bring_up().unwrap();
+    ctrl.begin().unwrap();
+    rig.clock.advance(Duration::from_millis(600));
+    let report = ctrl.finish(Duration::from_secs(1)).unwrap();
+    assert_eq!(report.outcome, ShutdownOutcome::Clean);
+    assert_eq!(report.duration, Duration::ZERO);
+    assert_eq!(report.polls, 1);
+}
