@@ -71,7 +71,11 @@ fn parse_args() -> Result<Args, String> {
             other => return Err(format!("unknown argument `{other}`")),
         }
     }
-    if a.repeat == 0 || a.sizes.iter().any(|&n| n == 0 || n > MachineSpec::MAX_DEVICES) {
+    if a.repeat == 0
+        || a.sizes
+            .iter()
+            .any(|&n| n == 0 || n > MachineSpec::MAX_DEVICES)
+    {
         return Err("--repeat and --sizes must be positive (sizes ≤ 1024)".into());
     }
     Ok(a)

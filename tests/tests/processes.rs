@@ -97,11 +97,7 @@ fn all_devices_clean_and_every_begin_precedes_the_first_finish_ack() {
     let all: Vec<&DeviceView> = report.devices.iter().collect();
     // Every Begin went out before the first device finished: at that instant all
     // eight controllers were shutting down together.
-    assert!(
-        max_begin(&all) < min_finish_ack(&all),
-        "{}",
-        explain(&run)
-    );
+    assert!(max_begin(&all) < min_finish_ack(&all), "{}", explain(&run));
     for d in &report.devices {
         assert_eq!(d.driver, "nvmed");
         assert_eq!(d.protocol, "two-phase");

@@ -25,7 +25,8 @@ use std::time::Duration;
 use shutdown_tests::sim::machine::MachineSpec;
 use shutdown_tests::sim::stack::{wait_deadline, Binaries, Stack, StackOptions};
 
-const USAGE: &str = "usage: simulate [--machine FILE] [--devices N] [--latency-ms MS] [--sequential] \
+const USAGE: &str =
+    "usage: simulate [--machine FILE] [--devices N] [--latency-ms MS] [--sequential] \
 [--json FILE] [--kind poweroff|reboot] [--deadline-ms MS] [--keep] [--verbose] [--no-build]";
 
 struct Args {
@@ -160,13 +161,16 @@ fn run(args: Args) -> Result<u8, String> {
         .map_err(|e| format!("cannot start shutdownd: {e}"))?;
     // shutdownd bounds itself by its global deadline (default 120 s); this
     // outer bound only guards against a broken shutdownd.
-    let limit = Duration::from_millis(args.deadline_ms.unwrap_or(120_000)) + Duration::from_secs(30);
+    let limit =
+        Duration::from_millis(args.deadline_ms.unwrap_or(120_000)) + Duration::from_secs(30);
     let status = match wait_deadline(&mut child, limit) {
         Some(s) => s,
         None => {
             let _ = child.kill();
             let _ = child.wait();
-            return Err(format!("shutdownd did not exit within {limit:?} and was killed"));
+            return Err(format!(
+                "shutdownd did not exit within {limit:?} and was killed"
+            ));
         }
     };
     let log = stack.log().map(|p| p.to_path_buf());
