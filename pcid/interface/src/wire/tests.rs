@@ -138,6 +138,37 @@ fn golden_begin_matches_protocol_md() {
     );
 }
 
+/// The example in PROTOCOL.md §2.4, read from the document itself.
+#[test]
+fn protocol_md_begin_example_is_the_encoding() {
+    let doc = include_str!("../../PROTOCOL.md");
+    let section = doc
+        .split("### 2.4 Example: a Begin frame")
+        .nth(1)
+        .expect("PROTOCOL.md has section 2.4");
+    let block = section
+        .split("```")
+        .nth(1)
+        .expect("section 2.4 has a code block");
+    // Each line: two-digit hex bytes, then a description.
+    let bytes: Vec<u8> = block
+        .lines()
+        .flat_map(|line| {
+            line.split_whitespace()
+                .take_while(|t| t.len() == 2 && t.bytes().all(|b| b.is_ascii_hexdigit()))
+                .map(|t| u8::from_str_radix(t, 16).expect("hex"))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let msg = DriverMessage::Begin {
+        seq: 7,
+        kind: ShutdownKind::Reboot,
+        deadline: Duration::from_millis(2500),
+    };
+    assert_eq!(bytes, msg.encode().expect("encodes"));
+    assert_eq!(DriverMessage::decode(&bytes), Ok(msg));
+}
+
 #[test]
 fn golden_begin_ack() {
     golden_driver(
