@@ -330,12 +330,16 @@ impl<M: WireMessage> Channel<M> {
             Err(error) => {
                 // Frame boundaries are lost: nothing after this can be trusted.
                 self.rx_broken = true;
-                let seq = self
-                    .rx
-                    .get(8..12)
-                    .and_then(|s| <[u8; 4]>::try_from(s).ok())
-                    .map(u32::from_le_bytes)
-                    .unwrap_or(0);
+                // Only a version-1 header (oversize length) has a meaningful seq.
+                let seq = match error {
+                    DecodeError::Oversize { .. } => self
+                        .rx
+                        .get(8..12)
+                        .and_then(|s| <[u8; 4]>::try_from(s).ok())
+                        .map(u32::from_le_bytes)
+                        .unwrap_or(0),
+                    _ => 0,
+                };
                 return Some(Err(TransportError::Malformed { seq, error }));
             }
         };

@@ -413,7 +413,7 @@ fn unsupported_version_gets_an_error_then_the_driver_stops() {
     let mut f = begin(12).encode().expect("encode");
     f[4] = 2;
     pcid.send_raw(&f).expect("send");
-    expect_error(&mut pcid, 12, "unsupported frame version 2");
+    expect_error(&mut pcid, 0, "unsupported frame version 2");
     assert!(server.join().expect("join").is_err());
     assert!(matches!(pcid.recv(T), Err(TransportError::Closed)));
 }
