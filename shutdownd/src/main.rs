@@ -3,8 +3,13 @@
 //! ```text
 //! shutdownd --control PATH [--kind poweroff|reboot] [--sequential] [--json FILE]
 //!           [--deadline-ms MS] [--begin-timeout-ms MS] [--one-phase-timeout-ms MS]
-//!           [--quiet]
+//!           [--quiet] [-r|--reboot] [--no-power-off]
 //! ```
+//!
+//! On Redox `--control` defaults to `/scheme/pci/control`, and after the
+//! report shutdownd powers off (or, with `--kind reboot` / `-r`, reboots)
+//! through `/scheme/sys/kstop` as Redox's `shutdown` does, unless
+//! `--no-power-off` is given. Elsewhere it never powers anything off.
 //!
 //! Progress lines and the report table go to standard output; logs go to
 //! standard error (`RUST_LOG`, default `warn`).
@@ -22,18 +27,24 @@ use pcid_interface::protocol::ShutdownKind;
 use shutdownd::{list_devices, run_shutdown, Config, Mode};
 
 mod port;
+#[cfg(target_os = "redox")]
+mod redox;
 
 /// How long pcid gets to answer `ListDevices`.
 const LIST_TIMEOUT: Duration = Duration::from_secs(5);
 
 const USAGE: &str = "usage: shutdownd --control PATH [--kind poweroff|reboot] [--sequential] \
-[--json FILE] [--deadline-ms MS] [--begin-timeout-ms MS] [--one-phase-timeout-ms MS] [--quiet]";
+[--json FILE] [--deadline-ms MS] [--begin-timeout-ms MS] [--one-phase-timeout-ms MS] [--quiet] \
+[-r|--reboot] [--no-power-off]";
 
 struct Args {
     control: PathBuf,
     json: Option<PathBuf>,
     quiet: bool,
     config: Config,
+    /// Redox: skip the final kstop request.
+    #[cfg_attr(not(target_os = "redox"), allow(dead_code))]
+    no_power_off: bool,
 }
 
 fn parse_ms(flag: &str, value: Option<String>) -> Result<Duration, String> {
@@ -48,6 +59,7 @@ fn parse_args() -> Result<Option<Args>, String> {
     let mut control = None;
     let mut json = None;
     let mut quiet = false;
+    let mut no_power_off = false;
     let mut config = Config::default();
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -58,6 +70,8 @@ fn parse_args() -> Result<Option<Args>, String> {
             "--json" => json = Some(PathBuf::from(it.next().ok_or("--json needs a file name")?)),
             "--sequential" => config.mode = Mode::Sequential,
             "--quiet" => quiet = true,
+            "-r" | "--reboot" => config.kind = ShutdownKind::Reboot,
+            "--no-power-off" => no_power_off = true,
             "--kind" => {
                 config.kind = match it.next().as_deref() {
                     Some("poweroff") => ShutdownKind::Poweroff,
@@ -76,12 +90,15 @@ fn parse_args() -> Result<Option<Args>, String> {
             other => return Err(format!("unknown argument `{other}`")),
         }
     }
+    #[cfg(target_os = "redox")]
+    let control = control.or_else(|| Some(redox::default_control()));
     let control = control.ok_or("--control PATH is required (pcid's control socket)")?;
     Ok(Some(Args {
         control,
         json,
         quiet,
         config,
+        no_power_off,
     }))
 }
 
@@ -98,6 +115,21 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    #[cfg(target_os = "redox")]
+    let (kind, no_power_off) = (args.config.kind, args.no_power_off);
+    let code = shut_down_devices(args);
+    #[cfg(target_os = "redox")]
+    if !no_power_off {
+        // Whatever happened to the devices, the machine goes down now.
+        let e = redox::power_off(kind);
+        eprintln!("shutdownd: {}: {e}", redox::KSTOP);
+        return ExitCode::from(2);
+    }
+    code
+}
+
+/// Runs the protocol and prints the report; returns the exit status.
+fn shut_down_devices(args: Args) -> ExitCode {
     let mut port = match port::connect(&args.control) {
         Ok(p) => p,
         Err(e) => {
