@@ -106,7 +106,7 @@ fn main() -> ExitCode {
                 "qemu-e2e: boot to power-off {:.0} ms (QEMU wall time); shutdownd in guest {}; guest init to pcid ready {}",
                 result.qemu_ms,
                 guest("shutdownd_ms"),
-                guest("init_to_ready_ms"),
+                guest("pcid_ready_ms"),
             );
             ExitCode::SUCCESS
         }

@@ -6,8 +6,10 @@
 //! tell what went wrong.
 
 use std::fs;
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use pcid_hw::linux::{enable_device, SysfsBar};
@@ -259,7 +261,12 @@ impl Drop for Reaper {
     }
 }
 
-fn spawn(program: &str, args: &[&str], config: &GuestConfig) -> Result<Child, GuestError> {
+fn spawn(
+    program: &str,
+    args: &[&str],
+    config: &GuestConfig,
+    stdout: Stdio,
+) -> Result<Child, GuestError> {
     let path = Path::new(BIN_DIR).join(program);
     println!("e2e: starting {} {}", path.display(), args.join(" "));
     Command::new(&path)
@@ -269,31 +276,57 @@ fn spawn(program: &str, args: &[&str], config: &GuestConfig) -> Result<Child, Gu
         .env("RUST_LOG", &config.log)
         .env("NVMED_SELFTEST", "1")
         .stdin(Stdio::null())
+        .stdout(stdout)
         .spawn()
         .map_err(io_err(format!("start {}", path.display())))
 }
 
 fn full(config: &GuestConfig, start: Instant) -> Result<(), GuestError> {
     let ready_at = Instant::now() + config.ready_timeout;
-    let mut pcid = Reaper(Some(spawn_pcid(config)?), "pcid");
-    let pcid_started = uptime_ms();
-    wait_ready(&mut pcid, ready_at, config)?;
-    let ready_ms = uptime_ms();
-    println!("e2e: pcid ready after {:.0} ms", ready_ms - pcid_started);
+    let pcid_started = Instant::now();
+    let mut child = spawn(
+        "pcid",
+        &[
+            "--bus",
+            "linux",
+            "--match-dir",
+            MATCH_DIR,
+            "--driver-path",
+            BIN_DIR,
+            "--control",
+            CONTROL_SOCKET,
+        ],
+        config,
+        Stdio::piped(),
+    )?;
+    let lines = forward_stdout(&mut child);
+    let pcid = Reaper(Some(child), "pcid");
+    let ready = wait_ready(&lines, ready_at)?;
+    drop(lines);
+    let ready_ms = pcid_started.elapsed().as_secs_f64() * 1000.0;
+    println!("e2e: pcid ready after {ready_ms:.0} ms with {ready} drivers");
+    if ready != config.controllers {
+        println!(
+            "e2e: warning: {ready} drivers ready, {} controllers attached; shutting down anyway",
+            config.controllers
+        );
+    }
 
     let mut args = vec!["--control", CONTROL_SOCKET, "--json", REPORT_PATH];
     if config.sequential {
         args.push("--sequential");
     }
     let shutdown_start = Instant::now();
-    let mut shutdownd = Reaper(Some(spawn("shutdownd", &args, config)?), "shutdownd");
+    let mut shutdownd = Reaper(
+        Some(spawn("shutdownd", &args, config, Stdio::inherit())?),
+        "shutdownd",
+    );
     let status = wait_child(&mut shutdownd, shutdown_start + config.shutdown_timeout)
         .map_err(|e| GuestError::Shutdownd(e.to_string()))?;
     let shutdown_ms = shutdown_start.elapsed().as_secs_f64() * 1000.0;
     println!(
-        "{} init_to_ready_ms={:.1} shutdownd_ms={shutdown_ms:.1} init_elapsed_ms={:.1}",
+        "{} pcid_ready_ms={ready_ms:.1} shutdownd_ms={shutdown_ms:.1} init_elapsed_ms={:.1}",
         markers::TIMING,
-        ready_ms - (uptime_ms() - start.elapsed().as_secs_f64() * 1000.0),
         start.elapsed().as_secs_f64() * 1000.0
     );
     let Some(status) = status else {
@@ -302,33 +335,30 @@ fn full(config: &GuestConfig, start: Instant) -> Result<(), GuestError> {
             config.shutdown_timeout.as_millis()
         )));
     };
-    let report = fs::read_to_string(REPORT_PATH);
-    if let Ok(report) = &report {
-        println!("{}", markers::REPORT_BEGIN);
-        println!("{}", report.trim());
-        println!("{}", markers::REPORT_END);
-    }
+    // Stop pcid first so no log line lands inside the report.
+    drop(pcid);
+    let report = fs::read_to_string(REPORT_PATH).map_err(io_err(format!("read {REPORT_PATH}")));
     if !status.success() {
         println!("e2e: shutdownd exited with {status}");
     }
-    report.map_err(io_err(format!("read {REPORT_PATH}")))?;
-    drop(pcid);
+    print_report(&report?)?;
     Ok(())
 }
 
-fn spawn_pcid(config: &GuestConfig) -> Result<Child, GuestError> {
-    spawn(
-        "pcid",
-        &[
-            "--bus",
-            "linux",
-            "--match-dir",
-            MATCH_DIR,
-            "--control",
-            CONTROL_SOCKET,
-        ],
-        config,
-    )
+/// Prints the report as one compact JSON line between the markers, in a
+/// single write so that other writers to the console cannot split it.
+fn print_report(text: &str) -> Result<(), GuestError> {
+    let value: serde_json::Value = serde_json::from_str(text)
+        .map_err(|e| GuestError::Shutdownd(format!("{REPORT_PATH} is not valid JSON: {e}")))?;
+    let block = format!(
+        "{}\n{value}\n{}\n",
+        markers::REPORT_BEGIN,
+        markers::REPORT_END
+    );
+    let mut out = std::io::stdout().lock();
+    out.write_all(block.as_bytes())
+        .and_then(|()| out.flush())
+        .map_err(io_err("print the report"))
 }
 
 /// Waits for a child to exit until `deadline`; `None` if it was killed at the deadline.
@@ -352,28 +382,68 @@ fn wait_child(
     }
 }
 
-/// Waits until pcid says every driver is up.
-fn wait_ready(
-    pcid: &mut Reaper,
-    deadline: Instant,
-    _config: &GuestConfig,
-) -> Result<(), GuestError> {
-    let socket = Path::new(CONTROL_SOCKET);
+/// Prefix of the line pcid prints on stdout once every driver has sent Ready,
+/// exited, or passed its start deadline: `pcid: ready: N drivers`.
+pub const PCID_READY_PREFIX: &str = "pcid: ready: ";
+
+/// Parses pcid's readiness line into the number of drivers that sent Ready.
+pub fn parse_ready_line(line: &str) -> Option<usize> {
+    line.trim()
+        .strip_prefix(PCID_READY_PREFIX)?
+        .strip_suffix(" drivers")?
+        .parse()
+        .ok()
+}
+
+/// Copies pcid's stdout to the console, handing each line to `tx` too.
+fn forward_stdout(pcid: &mut Child) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    if let Some(out) = pcid.stdout.take() {
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines() {
+                let Ok(line) = line else { break };
+                println!("{line}");
+                // The receiver goes away once readiness is seen; keep draining.
+                let _ = tx.send(line);
+            }
+        });
+    }
+    rx
+}
+
+/// Waits for pcid's readiness line; returns how many drivers are ready.
+fn wait_ready(lines: &mpsc::Receiver<String>, deadline: Instant) -> Result<usize, GuestError> {
     loop {
-        if let Some(c) = pcid.0.as_mut() {
-            if let Some(status) = c.try_wait().map_err(io_err("wait for pcid"))? {
-                return Err(GuestError::NotReady(format!("pcid exited with {status}")));
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(GuestError::NotReady(
+                "no readiness line before the deadline".to_string(),
+            ));
+        }
+        match lines.recv_timeout(left) {
+            Ok(line) => {
+                if let Some(n) = parse_ready_line(&line) {
+                    return Ok(n);
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                return Err(GuestError::NotReady(
+                    "pcid closed its output (exited) before announcing readiness".to_string(),
+                ))
             }
         }
-        if socket.exists() {
-            return Ok(());
-        }
-        if Instant::now() >= deadline {
-            return Err(GuestError::NotReady(format!(
-                "no control socket {} before the deadline",
-                socket.display()
-            )));
-        }
-        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn readiness_line() {
+        assert_eq!(parse_ready_line("pcid: ready: 16 drivers\n"), Some(16));
+        assert_eq!(parse_ready_line("pcid: ready: x drivers"), None);
+        assert_eq!(parse_ready_line("pcid: starting"), None);
     }
 }

@@ -62,6 +62,19 @@ fn pairs(rest: &str) -> Vec<(String, String)> {
         .collect()
 }
 
+/// The report as printed between the markers: the guest prints it as one
+/// compact JSON line. If some other console output slipped into the block,
+/// keep only the line that holds the JSON object.
+fn json_part(block: &str) -> String {
+    let lines: Vec<&str> = block.lines().filter(|l| !l.trim().is_empty()).collect();
+    if lines.len() > 1 {
+        if let Some(line) = lines.iter().rev().find(|l| l.trim_start().starts_with('{')) {
+            return line.to_string();
+        }
+    }
+    block.to_string()
+}
+
 impl ConsoleSummary {
     /// Scans console lines. A marker may be preceded by other output on the
     /// same line (the kernel and other processes share the console).
@@ -73,7 +86,7 @@ impl ConsoleSummary {
             if let Some(buf) = in_report.as_mut() {
                 if let Some(pos) = line.find(markers::REPORT_END) {
                     buf.push_str(&line[..pos]);
-                    s.report_json = in_report.take();
+                    s.report_json = in_report.take().map(|b| json_part(&b));
                 } else {
                     buf.push_str(line);
                     buf.push('\n');
@@ -142,6 +155,17 @@ mod tests {
         assert_eq!(report.mode, "two-phase");
         assert_eq!(report.devices[0].outcome, "clean");
         assert_eq!(raw["devices"][0]["extra"], 1);
+    }
+
+    #[test]
+    fn stray_console_lines_inside_the_block_are_skipped() {
+        let s = ConsoleSummary::scan([
+            markers::REPORT_BEGIN,
+            "[2026-11-25T08:34:40Z INFO ] shutdown session ended",
+            r#"{"mode":"sequential","total_ms":1.0,"devices":[]}"#,
+            markers::REPORT_END,
+        ]);
+        assert_eq!(s.report().unwrap().unwrap().0.mode, "sequential");
     }
 
     #[test]
