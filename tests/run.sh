@@ -13,7 +13,11 @@ cargo build --release --workspace
 echo "== cargo test --release --workspace"
 cargo test --release --workspace
 
-# == Redox type-check (tests/redox-check.sh) goes here.
+echo "== tests/redox-check.sh (type-check for x86_64-unknown-redox)"
+# Prints `redox-check: OK (...)`, or fails; when the Redox target cannot be
+# installed (no network) it prints one `REDOX CHECK DID NOT RUN: <reason>` line
+# and does not fail the run (set REDOX_CHECK_REQUIRED=1 to make that fatal).
+./tests/redox-check.sh
 
 # == QEMU end-to-end run (qemu-e2e) goes here.
 
