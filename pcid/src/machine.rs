@@ -29,7 +29,8 @@
 //! them: they belong to the driver and its device model.
 //!
 //! Checks: unknown keys, wrong types and out-of-range values are reported by
-//! toml with the offending line; duplicate addresses, a `parent` that is not
+//! toml with the offending line; `[function.sim]` tables too large for the
+//! protocol's `Welcome` message, duplicate addresses, a `parent` that is not
 //! listed, a `parent` that is not a PCI-to-PCI bridge (class 06, subclass 04)
 //! and parent cycles are reported with the line of the function concerned.
 
@@ -41,6 +42,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use pcid_interface::function::{FunctionBackend, PciAddress, PciFunction};
+use pcid_interface::wire::MAX_PROPERTIES_LEN;
 
 use crate::location::Location;
 
@@ -245,6 +247,16 @@ impl Machine {
                     message: format!("cannot re-serialize [function.sim]: {e}"),
                 })?,
             };
+            if properties.len() > MAX_PROPERTIES_LEN {
+                return Err(MachineError::Syntax {
+                    location: addr_loc,
+                    context: format!("function {address}: "),
+                    message: format!(
+                        "[function.sim] is {} bytes as TOML, the protocol carries at most {MAX_PROPERTIES_LEN}",
+                        properties.len()
+                    ),
+                });
+            }
             functions.push(PciFunction {
                 address,
                 vendor: f.vendor,
@@ -394,6 +406,18 @@ faults = { shutdown_never_completes = true }
             FunctionBackend::Simulated {
                 properties: String::new()
             }
+        );
+    }
+
+    #[test]
+    fn sim_properties_must_fit_in_a_welcome() {
+        let big = "x".repeat(MAX_PROPERTIES_LEN);
+        let text = format!("{NVME}blob = \"{big}\"\n");
+        let e = parse(&text).unwrap_err().to_string();
+        assert!(
+            e.starts_with("machine.toml:11: function 0000:01:00.0: [function.sim] is"),
+            "{}",
+            &e[..e.len().min(200)]
         );
     }
 
