@@ -57,7 +57,9 @@ pub struct Options {
     pub cpus: u32,
     /// `RUST_LOG` for the guest's daemons.
     pub log: String,
-    /// Print every console line as it arrives.
+    /// Print every console line as it arrives (otherwise only the
+    /// test's own progress lines; the whole console is kept in
+    /// `<cache>/run/console.log` either way).
     pub verbose: bool,
     /// Repository root.
     pub repo: PathBuf,
@@ -580,7 +582,7 @@ fn run_qemu(
                 let line = String::from_utf8_lossy(&raw)
                     .trim_end_matches(['\r', '\n'])
                     .to_string();
-                if verbose {
+                if verbose || is_progress_line(&line) {
                     eprintln!("guest| {line}");
                 }
                 lines.push(line);
@@ -604,6 +606,15 @@ fn run_qemu(
     let _ = reader.join();
     let stderr = err_reader.join().unwrap_or_default();
     Ok(((!killed).then_some(status), lines, stderr, elapsed))
+}
+
+/// Console lines shown even without `verbose`: init's own lines, pcid's
+/// readiness line and shutdownd's summary.
+fn is_progress_line(line: &str) -> bool {
+    line.starts_with("e2e:")
+        || (line.starts_with("===E2E-") && !line.starts_with(super::markers::PROBE))
+        || line.starts_with("pcid: ready")
+        || line.contains(" devices: ")
 }
 
 fn tail(lines: &[String], n: usize) -> String {
@@ -657,6 +668,19 @@ pub fn run(opts: &Options) -> Result<RunResult, E2eError> {
     ));
     log::debug!("qemu-system-x86_64 {}", args.join(" "));
     let (status, lines, stderr, elapsed) = run_qemu(&args, opts.timeout, opts.verbose)?;
+    let console_log = work.join("console.log");
+    let mut text = lines.join("\n");
+    text.push('\n');
+    if !stderr.is_empty() {
+        text.push_str("--- QEMU stderr ---\n");
+        text.push_str(&stderr);
+    }
+    fs::write(&console_log, text).map_err(io_err(format!("write {}", console_log.display())))?;
+    progress(format!(
+        "QEMU ran {:.1} s; console saved in {}",
+        elapsed.as_secs_f64(),
+        console_log.display()
+    ));
     let console = ConsoleSummary::scan(lines.iter().map(String::as_str));
     let qemu_ms = elapsed.as_secs_f64() * 1000.0;
 
