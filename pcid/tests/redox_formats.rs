@@ -152,3 +152,98 @@ fn match_tables_use_only_redox_pcid_keys() {
         }
     }
 }
+
+/// `recipe.toml` uses only keys the cookbook's recipe format defines
+/// (redox-os cookbook `src/recipe.rs`: `[source]` git/upstream/branch/rev/
+/// shallow_clone/patches/script | tar/blake3/patches/script | path | same_as;
+/// `[build]` template plus the template's own keys and dependencies;
+/// `[package]` dependencies/version/description; `[[optional-packages]]`),
+/// and every file its script copies from the source exists here.
+#[test]
+fn recipe_uses_only_cookbook_keys_and_existing_files() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let text = std::fs::read_to_string(root.join("recipe.toml")).unwrap();
+    let recipe: toml::Table = text.parse().unwrap();
+    for key in recipe.keys() {
+        assert!(
+            ["source", "build", "package", "optional-packages"].contains(&key.as_str()),
+            "top-level key {key}"
+        );
+    }
+    let source = recipe["source"].as_table().unwrap();
+    let keys: Vec<&str> = source.keys().map(String::as_str).collect();
+    let allowed: &[&str] = match () {
+        _ if source.contains_key("git") => &[
+            "git",
+            "upstream",
+            "branch",
+            "rev",
+            "shallow_clone",
+            "patches",
+            "script",
+        ],
+        _ if source.contains_key("tar") => &["tar", "blake3", "patches", "script"],
+        _ if source.contains_key("path") => &["path"],
+        _ => &["same_as"],
+    };
+    assert!(
+        keys.iter().all(|k| allowed.contains(k)),
+        "[source] {keys:?}"
+    );
+
+    let build = recipe["build"].as_table().unwrap();
+    let template = build["template"].as_str().unwrap();
+    let template_keys: &[&str] = match template {
+        "custom" => &["script"],
+        "cargo" => &[
+            "cargopath",
+            "cargoflags",
+            "cargopackages",
+            "cargoexamples",
+            "clearlocked",
+            "cargopackagesprefixed",
+        ],
+        "none" | "remote" => &[],
+        other => panic!("template {other} is not used by this project"),
+    };
+    for key in build.keys() {
+        assert!(
+            ["template", "dependencies", "dev-dependencies"].contains(&key.as_str())
+                || template_keys.contains(&key.as_str()),
+            "[build] {key}"
+        );
+    }
+    if let Some(package) = recipe.get("package") {
+        for key in package.as_table().unwrap().keys() {
+            assert!(
+                ["dependencies", "version", "description"].contains(&key.as_str()),
+                "[package] {key}"
+            );
+        }
+    }
+
+    if template == "custom" {
+        let script = build["script"].as_str().unwrap();
+        // Every file copied from the source exists in this repository.
+        for word in script.split_whitespace() {
+            let word = word.trim_matches('"');
+            if let Some(rel) = word.strip_prefix("${COOKBOOK_SOURCE}/") {
+                assert!(root.join(rel).is_file(), "recipe copies missing {rel}");
+            }
+        }
+        // Every package it builds is a workspace member with a binary of that name.
+        let line = script
+            .lines()
+            .find(|l| l.trim_start().starts_with("cookbook_cargo_packages"))
+            .expect("cookbook_cargo_packages line");
+        for package in line.split_whitespace().skip(1) {
+            let main = match package {
+                "pcid" => "pcid/src/main.rs",
+                "nvmed" => "nvmed/src/main.rs",
+                "shutdownd" => "shutdownd/src/main.rs",
+                other => panic!("unexpected package {other}"),
+            };
+            assert!(root.join(main).is_file(), "{main}");
+        }
+    }
+}
