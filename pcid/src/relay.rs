@@ -35,7 +35,8 @@
 //!   request with `DriverDied`. Either way every connected client also gets an
 //!   unsolicited `DeviceError { id: 0, .. }` event, once per driver. Messages a
 //!   driver sent before exiting are still relayed: after a process is reaped
-//!   its channel is read to end of file (at most [`EXIT_GRACE`]). A driver
+//!   its channel is read to end of file (at most [`EXIT_GRACE`]), and a channel
+//!   that closes first waits as long for the exit status. A driver
 //!   exiting after its final `FinishAck` is normal and reported to nobody.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -254,6 +255,9 @@ struct Driver {
     channel_closed: bool,
     /// The process was reaped; the channel may still hold its last messages.
     exited: Option<(String, Instant)>,
+    /// The channel closed while the process was not reaped yet: wait this
+    /// long for its exit status.
+    closed_grace: Option<Instant>,
 }
 
 impl Driver {
@@ -333,6 +337,7 @@ impl Relay {
             phase: Phase::Idle,
             channel_closed: false,
             exited: None,
+            closed_grace: None,
         });
         id
     }
@@ -376,7 +381,11 @@ impl Relay {
                 let hello = (!d.hello_received && d.support.is_none()).then_some(d.hello_deadline);
                 let ready = (!d.ready && !self.ready_emitted).then_some(d.ready_deadline);
                 let exit = d.exited.as_ref().map(|(_, grace)| *grace);
-                hello.into_iter().chain(ready).chain(exit)
+                hello
+                    .into_iter()
+                    .chain(ready)
+                    .chain(exit)
+                    .chain(d.closed_grace)
             })
             .min()
     }
@@ -394,16 +403,19 @@ impl Relay {
             Input::DriverChannelClosed { driver } => {
                 if let Some(d) = self.drivers.get_mut(driver) {
                     d.channel_closed = true;
-                    let why = match d.exited.take() {
-                        Some((status, _)) => Gone::Exited(status),
-                        None => Gone::ChannelClosed,
-                    };
-                    self.gone(driver, why, &mut out);
+                    match d.exited.take() {
+                        Some((status, _)) => self.gone(driver, Gone::Exited(status), &mut out),
+                        // Usually the process is exiting: wait (bounded) for its
+                        // status, which says more than "closed its channel".
+                        None if d.gone.is_none() => d.closed_grace = Some(now + EXIT_GRACE),
+                        None => {}
+                    }
                 }
             }
             Input::DriverExited { driver, status } => {
                 if let Some(d) = self.drivers.get_mut(driver) {
                     if d.channel_closed || d.gone.is_some() {
+                        d.closed_grace = None;
                         self.gone(driver, Gone::Exited(status), &mut out);
                     } else {
                         // Messages the driver sent before exiting may still be
@@ -458,6 +470,22 @@ impl Relay {
             // driver holds it): stop reading it.
             out.push(Output::CloseDriver { driver: id });
             self.gone(id, Gone::Exited(status), out);
+        }
+        let closed: Vec<DriverId> = self
+            .drivers
+            .iter_mut()
+            .enumerate()
+            .filter_map(|(id, d)| match d.closed_grace {
+                Some(grace) if now >= grace => {
+                    d.closed_grace = None;
+                    Some(id)
+                }
+                _ => None,
+            })
+            .collect();
+        for id in closed {
+            // The process lives on without its channel.
+            self.gone(id, Gone::ChannelClosed, out);
         }
         for d in &mut self.drivers {
             if d.gone.is_none()

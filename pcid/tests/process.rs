@@ -540,3 +540,37 @@ fn exit_on_stdin_eof() {
     assert!(status.success(), "{status}");
     assert!(!alive(pid), "driver outlived pcid");
 }
+
+#[test]
+fn a_driver_killed_before_shutdown_is_reported_at_once() {
+    let pcid = Pcid::start(Setup::new(&[
+        f("0000:00:04.0", "two-phase"),
+        f("0000:00:05.0", "two-phase"),
+    ]));
+    let mut c = pcid.connect();
+    let victim = c.list()[0].pid;
+    let pid = rustix::process::Pid::from_raw(victim as i32).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::KILL).unwrap();
+    let event = c.expect("driver-died event", |m| {
+        matches!(m, ControlMessage::DeviceError { id: 0, .. })
+    });
+    let ControlMessage::DeviceError {
+        address,
+        kind,
+        message,
+        ..
+    } = event
+    else {
+        unreachable!()
+    };
+    assert_eq!(address, addr("0000:00:04.0"));
+    assert_eq!(kind, DeviceErrorKind::DriverDied);
+    assert!(message.contains("SIGKILL"), "{message}");
+    let devices = c.list();
+    assert_eq!(devices[0].state, DriverState::Gone);
+    assert!(!alive(victim), "killed driver not reaped");
+    let id = begin(&mut c, "0000:00:04.0");
+    assert_eq!(device_error(&c.reply(id)).0, DeviceErrorKind::DriverDied);
+    let id = begin(&mut c, "0000:00:05.0");
+    assert!(matches!(c.reply(id), ControlMessage::BeginAck { .. }));
+}

@@ -489,10 +489,33 @@ fn driver_death_fails_outstanding_request_and_notifies_every_client() {
             status: "x".into()
         })
         .is_empty());
-    // Channel closed without exit: also DriverDied.
-    let out = f.h(Input::DriverChannelClosed { driver: 1 });
-    assert_eq!(device_error(&out, 2, 0).0, DeviceErrorKind::DriverDied);
+    // Channel closed without exit: pcid waits for the exit status, then
+    // reports DriverDied anyway once the grace period is over.
+    assert!(f.h(Input::DriverChannelClosed { driver: 1 }).is_empty());
+    assert_eq!(f.relay.devices()[1].state, DriverState::Running);
+    let grace = Duration::from_millis(1) + EXIT_GRACE;
+    assert_eq!(f.relay.next_deadline(), Some(f.t0 + grace));
+    let out = f.at(Input::Tick, grace);
+    let (kind, msg) = device_error(&out, 2, 0);
+    assert_eq!(kind, DeviceErrorKind::DriverDied);
+    assert!(msg.contains("closed its channel"), "{msg}");
     assert_eq!(f.relay.devices()[1].state, DriverState::Gone);
+}
+
+#[test]
+fn exit_status_arriving_after_end_of_file_is_reported() {
+    let mut f = Fixture::new(1, false);
+    f.start_all(ShutdownSupport::TwoPhase);
+    f.h(Input::ClientConnected { client: 1 });
+    assert!(f.h(Input::DriverChannelClosed { driver: 0 }).is_empty());
+    let out = f.h(Input::DriverExited {
+        driver: 0,
+        status: "signal: 9 (SIGKILL)".into(),
+    });
+    let (kind, msg) = device_error(&out, 1, 0);
+    assert_eq!(kind, DeviceErrorKind::DriverDied);
+    assert!(msg.contains("SIGKILL"), "{msg}");
+    assert_eq!(f.relay.next_deadline(), None);
 }
 
 #[test]
