@@ -92,6 +92,9 @@ pub struct PhysMap {
     base: NonNull<u8>,
     /// Mapped length (whole pages).
     mapped: usize,
+    /// Offset of `phys` inside the first mapped page (small BARs need not
+    /// be page aligned).
+    start: usize,
     /// Length the caller asked for; accesses are bounded by this.
     len: usize,
     phys: u64,
@@ -105,20 +108,22 @@ unsafe impl Send for PhysMap {}
 unsafe impl Sync for PhysMap {}
 
 impl PhysMap {
-    /// Maps `len` bytes of physical address space starting at `phys`
-    /// (which must be page aligned, as BARs and ECAM bases are).
+    /// Maps `len` bytes of physical address space starting at `phys`. The
+    /// pages containing the range are mapped; accesses are bounded by `len`.
     pub fn map(phys: u64, len: usize, memory_type: MemoryType) -> Result<Self, HwError> {
         let what = format!("physmap {phys:#x}+{len:#x}@{}", memory_type.suffix());
-        if phys == 0 || phys % PAGE_SIZE as u64 != 0 {
+        if phys == 0 || len == 0 {
             return Err(HwError::Os {
                 what,
                 source: std::io::Error::new(
                     std::io::ErrorKind::InvalidInput,
-                    "physical address is zero or not page aligned",
+                    "physical address or length is zero",
                 ),
             });
         }
-        let mapped = page_round(len).ok_or_else(|| HwError::Os {
+        let start = (phys % PAGE_SIZE as u64) as usize;
+        let page = phys - start as u64;
+        let mapped = start.checked_add(len).and_then(page_round).ok_or_else(|| HwError::Os {
             what: what.clone(),
             source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "length overflows"),
         })?;
@@ -135,7 +140,7 @@ impl PhysMap {
                 prot: flag::PROT_READ | flag::PROT_WRITE,
                 flags: flag::MAP_SHARED,
                 fd: fd.raw(),
-                offset: phys,
+                offset: page,
             })
         }
         .map_err(|e| redox_error(format!("{what}: mmap"), e))?;
@@ -148,6 +153,7 @@ impl PhysMap {
         Ok(Self {
             base,
             mapped,
+            start,
             len,
             phys,
         })
@@ -160,13 +166,14 @@ impl PhysMap {
 
     fn register(&self, offset: usize) -> Option<*mut u32> {
         let end = offset.checked_add(4)?;
-        if offset % 4 != 0 || end > self.len {
+        if offset % 4 != 0 || end > self.len || (self.start + offset) % 4 != 0 {
             return None;
         }
-        // SAFETY: `offset + 4 <= len <= mapped`, so the pointer and the 4 bytes
-        // after it lie inside the mapping; the base is page aligned and the
-        // offset a multiple of 4, so the pointer is aligned for u32.
-        Some(unsafe { self.base.as_ptr().add(offset) }.cast::<u32>())
+        // SAFETY: `start + offset + 4 <= start + len <= mapped`, so the pointer
+        // and the 4 bytes after it lie inside the mapping; the base is page
+        // aligned and `start + offset` a multiple of 4, so the pointer is
+        // aligned for u32.
+        Some(unsafe { self.base.as_ptr().add(self.start + offset) }.cast::<u32>())
     }
 }
 
