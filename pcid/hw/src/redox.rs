@@ -123,10 +123,13 @@ impl PhysMap {
         }
         let start = (phys % PAGE_SIZE as u64) as usize;
         let page = phys - start as u64;
-        let mapped = start.checked_add(len).and_then(page_round).ok_or_else(|| HwError::Os {
-            what: what.clone(),
-            source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "length overflows"),
-        })?;
+        let mapped = start
+            .checked_add(len)
+            .and_then(page_round)
+            .ok_or_else(|| HwError::Os {
+                what: what.clone(),
+                source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "length overflows"),
+            })?;
         let path = format!("/scheme/memory/physical@{}", memory_type.suffix());
         let fd = Fd::open(&path, flag::O_CLOEXEC | flag::O_RDWR, 0)
             .map_err(|e| redox_error(format!("{what}: open {path}"), e))?;
