@@ -8,6 +8,28 @@
 //! * [`redox`] — Redox: configuration space, the `pci` scheme, the runtime;
 //! * [`cli`] — the command line;
 //! * [`location`] — `file:line` positions for configuration errors.
+//!
+//! # What pcid does (Linux runtime)
+//!
+//! 1. Load the match tables (`--match-dir`) and enumerate the bus
+//!    (`--bus sim --machine FILE` or `--bus linux`); configuration errors stop
+//!    pcid with one line naming the file and line.
+//! 2. Spawn one driver per matched function: the channel's fd number in
+//!    `PCID_CLIENT_CHANNEL`, the function's address in `PCID_DEVICE`, stdin
+//!    from `/dev/null`, stdout and stderr inherited. The driver says `Hello`,
+//!    pcid answers `Welcome` with the function, the driver says `Ready`.
+//! 3. Announce readiness once every driver has sent `Ready`, exited, passed
+//!    its hello deadline without `Hello` (`--hello-timeout-ms`, such a driver
+//!    is listed with no shutdown support) or passed its ready deadline
+//!    (`--ready-timeout-ms`): the line `pcid: ready: N drivers` (N = drivers
+//!    that sent `Ready`) on stdout, and on `--ready-fd N` if given. A
+//!    launcher waits for that line with its own deadline.
+//! 4. Serve the control socket (`--control PATH`, mode 0600, peers of
+//!    another uid are logged and disconnected) and relay shutdown requests as
+//!    [`relay`] describes, until SIGTERM/SIGINT, the end of the shutdown
+//!    session with `--exit-after-shutdown`, or end of file on stdin with
+//!    `--exit-on-stdin-eof`. Then kill and reap every driver and remove the
+//!    socket.
 
 pub mod bus;
 pub mod cli;
