@@ -100,7 +100,8 @@ impl LinuxSysfsBus {
         Self { root }
     }
 
-    fn read_function(&self, dir: &Path, address: PciAddress) -> Result<PciFunction, BusError> {
+    /// Read one function's attributes from its sysfs directory.
+    pub fn read_function(&self, dir: &Path, address: PciAddress) -> Result<PciFunction, BusError> {
         let vendor = read_hex(&dir.join("vendor"), 0xffff, "a 16-bit hex id like 0x8086")?;
         let device = read_hex(&dir.join("device"), 0xffff, "a 16-bit hex id like 0x0010")?;
         let class = read_hex(
@@ -167,7 +168,11 @@ impl Bus for LinuxSysfsBus {
                 );
                 continue;
             };
-            functions.push(self.read_function(&entry.path(), address)?);
+            // One unreadable function must not hide the others.
+            match self.read_function(&entry.path(), address) {
+                Ok(f) => functions.push(f),
+                Err(e) => log::error!("{address}: skipped: {e}"),
+            }
         }
         // Bus numbers grow away from the root complex, so address order puts
         // bridges before the functions behind them.
@@ -293,18 +298,27 @@ mod tests {
     }
 
     #[test]
-    fn bad_attributes_are_typed_errors() {
+    fn bad_attributes_are_typed_errors_and_skip_only_that_function() {
         let fs = FakeSysfs::new();
         fs.add(&["0000:00:04.0"], "0x1b36", "zzz", "0x010802", "0x02");
-        let e = LinuxSysfsBus::with_root(fs.devices())
-            .enumerate()
+        fs.add(&["0000:00:05.0"], "0x1b36", "0x0010", "0x1010802", "0x02");
+        fs.add(&["0000:00:06.0"], "0x1b36", "0x0010", "0x010802", "0x02");
+        let bus = LinuxSysfsBus::with_root(fs.devices());
+        let found = bus.enumerate().unwrap();
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].address.to_string(), "0000:00:06.0");
+
+        let dir = fs.devices().join("0000:00:04.0");
+        let e = bus
+            .read_function(&dir, "0000:00:04.0".parse().unwrap())
             .unwrap_err();
         assert!(matches!(e, BusError::Attribute { .. }), "{e}");
         assert!(e.to_string().contains("0000:00:04.0/device"), "{e}");
-
-        let fs = FakeSysfs::new();
-        fs.add(&["0000:00:04.0"], "0x1b36", "0x0010", "0x1010802", "0x02");
-        assert!(LinuxSysfsBus::with_root(fs.devices()).enumerate().is_err());
+        let dir = fs.devices().join("0000:00:05.0");
+        let e = bus
+            .read_function(&dir, "0000:00:05.0".parse().unwrap())
+            .unwrap_err();
+        assert!(e.to_string().contains("0000:00:05.0/class"), "{e}");
 
         let e = LinuxSysfsBus::with_root(PathBuf::from("/nonexistent/sysfs"))
             .enumerate()
