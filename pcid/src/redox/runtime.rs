@@ -89,6 +89,17 @@ fn io(what: &'static str) -> impl FnOnce(std::io::Error) -> RedoxError {
 /// parent (it exits once pcid is ready); returns an error only if the fork
 /// itself failed.
 pub fn run(args: &Args) -> Result<(), RedoxError> {
+    if args.control.is_some() {
+        log::warn!(
+            "pcid: --control is ignored on Redox: the control endpoint is /scheme/pci/control"
+        );
+    }
+    if args.ready_fd.is_some() || args.exit_on_stdin_eof {
+        log::warn!(
+            "pcid: --ready-fd and --exit-on-stdin-eof are ignored on Redox: readiness goes to \
+             init (redox_daemon, INIT_NOTIFY)"
+        );
+    }
     let args = args.clone();
     redox_daemon_support::run(move |readiness| match serve(&args, readiness) {
         Ok(()) => 0,
