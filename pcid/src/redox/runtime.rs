@@ -274,7 +274,21 @@ impl Runtime {
                     let events = scheme.events;
                     self.dispatch(events);
                 }
-                _ => {}
+                RequestKind::SendFd(request) => {
+                    // Nothing in this scheme takes file descriptors.
+                    self.socket
+                        .write_response(
+                            Response::err(syscall::EOPNOTSUPP, request),
+                            SignalBehavior::Restart,
+                        )
+                        .map_err(sys("writing a scheme response"))?;
+                }
+                // Requests are answered at once, so there is nothing to
+                // cancel; mmap does not apply to this scheme.
+                RequestKind::Cancellation(_)
+                | RequestKind::MsyncMsg
+                | RequestKind::MunmapMsg
+                | RequestKind::MmapMsg => {}
             }
         }
     }
