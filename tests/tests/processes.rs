@@ -246,3 +246,51 @@ fn shutdownd_without_pcid_fails_with_one_clear_line() {
     assert_eq!(err.trim_end().lines().count(), 1, "{err}");
     assert!(out.stdout.is_empty());
 }
+
+#[test]
+fn every_injectable_fault_gets_its_outcome_and_healthy_devices_stay_clean() {
+    use shutdown_tests::sim::fault::{FaultSpec, KINDS};
+    let mut m = nvme_machine(KINDS.len() + 2, 200);
+    for (i, (kind, _)) in KINDS.iter().enumerate() {
+        let f: FaultSpec = format!("{i}:{kind}").parse().expect("fault");
+        f.apply(&mut m).expect("apply");
+    }
+    let rig = start(&m);
+    let (run, report) = rig.shutdown(&["--deadline-ms", "5000"]);
+    assert_eq!(run.status.code(), Some(1), "{}", explain(&run));
+    let got: Vec<(&str, &str)> = KINDS
+        .iter()
+        .zip(&report.devices)
+        .map(|((k, _), d)| (*k, d.outcome.as_str()))
+        .collect();
+    let abrupt_or_timed_out = |o: &str| o == "timed-out" || o == "abrupt";
+    assert!(abrupt_or_timed_out(got[0].1), "{got:?}");
+    assert_eq!(
+        got[1..],
+        [
+            ("fatal-status", "failed"),
+            ("surprise-removal", "failed"),
+            ("driver-ignores-begin", "no-response"),
+            ("driver-ignores-finish", "no-response"),
+            ("driver-exits-in-begin", "driver-died"),
+            ("driver-exits-in-finish", "driver-died"),
+            ("driver-sends-garbage", "failed"),
+        ]
+    );
+    assert!(
+        report.devices[7].detail.contains("protocol"),
+        "{:?}",
+        report.devices[7]
+    );
+    let n = report.devices.len();
+    assert_eq!(outcomes(&report)[n - 2..], ["clean", "clean"]);
+    let limit = 5000.0 + shutdownd::EXIT_GRACE.as_secs_f64() * 1000.0;
+    assert!(report.total_ms <= limit, "total {} ms", report.total_ms);
+    // Every device has a terminal outcome and was begun before anything finished.
+    let all: Vec<&DeviceView> = report.devices.iter().collect();
+    let first_done = all
+        .iter()
+        .filter_map(|d| d.done_ms)
+        .fold(f64::INFINITY, f64::min);
+    assert!(max_begin(&all) <= first_done);
+}

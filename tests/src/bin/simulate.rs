@@ -3,7 +3,7 @@
 //! ```text
 //! cargo run --release --bin simulate -- [--machine FILE] [--devices N] [--latency-ms MS]
 //!     [--sequential] [--json FILE] [--kind poweroff|reboot] [--deadline-ms MS]
-//!     [--keep] [--verbose] [--no-build]
+//!     [--fault INDEX:KIND]... [--keep] [--verbose] [--no-build]
 //! ```
 //!
 //! Writes a machine description (default: 16 NVMe controllers, 4.5 s shutdown
@@ -12,6 +12,14 @@
 //! the repository's match table (`initfs/lib/pcid.d`), waits for pcid's
 //! readiness line, runs `shutdownd` (its progress and report go straight to
 //! the terminal), stops pcid and exits with shutdownd's status.
+//!
+//! `--fault INDEX:KIND` (repeatable) injects a fault into the device at
+//! position INDEX of the generated machine: a controller fault
+//! (`shutdown-never-completes`, `fatal-status`, `surprise-removal`) of the
+//! simulated NVMe controller, or a driver fault (`driver-ignores-begin`,
+//! `driver-ignores-finish`, `driver-exits-in-begin`, `driver-exits-in-finish`,
+//! `driver-sends-garbage`), for which the device is served by the example
+//! driver `faultyd` misbehaving that way. `simulate --help` lists them.
 //!
 //! The binaries are looked up next to this executable. `cargo run` builds only
 //! `simulate`, so unless `--no-build` is given, simulate first runs
@@ -22,12 +30,14 @@ use std::path::PathBuf;
 use std::process::{ExitCode, Stdio};
 use std::time::Duration;
 
+use shutdown_tests::sim::fault::{FaultSpec, KINDS};
 use shutdown_tests::sim::machine::MachineSpec;
 use shutdown_tests::sim::stack::{wait_deadline, Binaries, Stack, StackOptions};
 
 const USAGE: &str =
     "usage: simulate [--machine FILE] [--devices N] [--latency-ms MS] [--sequential] \
-[--json FILE] [--kind poweroff|reboot] [--deadline-ms MS] [--keep] [--verbose] [--no-build]";
+[--json FILE] [--kind poweroff|reboot] [--deadline-ms MS] [--fault INDEX:KIND]... [--keep] [--verbose] \
+[--no-build]";
 
 struct Args {
     machine: Option<PathBuf>,
@@ -37,6 +47,7 @@ struct Args {
     json: Option<PathBuf>,
     kind: String,
     deadline_ms: Option<u64>,
+    faults: Vec<FaultSpec>,
     keep: bool,
     verbose: bool,
     build: bool,
@@ -57,6 +68,7 @@ fn parse_args() -> Result<Option<Args>, String> {
         json: None,
         kind: "poweroff".into(),
         deadline_ms: None,
+        faults: Vec::new(),
         keep: false,
         verbose: false,
         build: true,
@@ -77,11 +89,20 @@ fn parse_args() -> Result<Option<Args>, String> {
                 }
             }
             "--deadline-ms" => a.deadline_ms = Some(number(&flag, it.next())?),
+            "--fault" => a.faults.push(
+                it.next()
+                    .ok_or("--fault needs INDEX:KIND")?
+                    .parse()
+                    .map_err(|e: shutdown_tests::sim::fault::FaultError| e.to_string())?,
+            ),
             "--keep" => a.keep = true,
             "--verbose" => a.verbose = true,
             "--no-build" => a.build = false,
             other => return Err(format!("unknown argument `{other}`")),
         }
+    }
+    if a.machine.is_some() && !a.faults.is_empty() {
+        return Err("--fault applies to the generated machine; write faults into the --machine file instead".into());
     }
     if a.devices == 0 || a.devices > MachineSpec::MAX_DEVICES {
         return Err(format!(
@@ -109,7 +130,10 @@ fn run(args: Args) -> Result<u8, String> {
             m.clone()
         }
         None => {
-            let spec = MachineSpec::nvme(args.devices, args.latency_ms, Some(work.path()));
+            let mut spec = MachineSpec::nvme(args.devices, args.latency_ms, Some(work.path()));
+            for f in &args.faults {
+                f.apply(&mut spec).map_err(|e| e.to_string())?;
+            }
             let path = work.path().join("machine.toml");
             std::fs::write(&path, spec.to_toml())
                 .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
@@ -121,6 +145,9 @@ fn run(args: Args) -> Result<u8, String> {
                 args.latency_ms,
                 path.display()
             );
+            for f in &args.faults {
+                println!("simulate: fault {f}");
+            }
             path
         }
     };
@@ -197,7 +224,12 @@ fn main() -> ExitCode {
     let args = match parse_args() {
         Ok(Some(a)) => a,
         Ok(None) => {
-            println!("{USAGE}");
+            println!(
+                "{USAGE}\n\nfault kinds (--fault INDEX:KIND, INDEX = device position from 0):"
+            );
+            for (k, what) in KINDS {
+                println!("  {k:<26} {what}");
+            }
             return ExitCode::SUCCESS;
         }
         Err(e) => {

@@ -23,6 +23,8 @@ pub const LEGACYD_DEVICE: u16 = 0x10f0;
 pub const PLAIND_DEVICE: u16 = 0x10f1;
 /// Device id served by `plaind` in silent mode (never speaks the protocol).
 pub const SILENT_DEVICE: u16 = 0x10f2;
+/// Device id served by `faultyd` (a two-phase driver that misbehaves on request).
+pub const FAULTYD_DEVICE: u16 = 0x10f3;
 
 /// A simulated NVMe controller (the `[function.sim]` keys of `nvme_sim::SimConfig`).
 #[derive(Debug, Clone, PartialEq)]
@@ -70,6 +72,15 @@ pub enum DeviceSpec {
     Plain,
     /// A device driven by `plaind` in silent mode: it never says Hello.
     Silent,
+    /// A device driven by `faultyd`: two-phase, shutdown taking `latency_ms`,
+    /// misbehaving as `misbehave` says (`ignores-begin`, `ignores-finish`,
+    /// `exits-in-begin`, `exits-in-finish`, `sends-garbage`) or not at all.
+    Faulty {
+        /// Time its shutdown takes (also its announced budget).
+        latency_ms: u64,
+        /// The misbehaviour, if any.
+        misbehave: Option<String>,
+    },
 }
 
 /// A machine: devices in order; see the module documentation for addresses.
@@ -131,6 +142,7 @@ impl MachineSpec {
                 DeviceSpec::Legacy { .. } => (EXAMPLE_VENDOR, LEGACYD_DEVICE, 0xff, 0x00, 0x00),
                 DeviceSpec::Plain => (EXAMPLE_VENDOR, PLAIND_DEVICE, 0xff, 0x00, 0x00),
                 DeviceSpec::Silent => (EXAMPLE_VENDOR, SILENT_DEVICE, 0xff, 0x00, 0x00),
+                DeviceSpec::Faulty { .. } => (EXAMPLE_VENDOR, FAULTYD_DEVICE, 0xff, 0x00, 0x00),
             };
             let _ = writeln!(
                 s,
@@ -158,8 +170,15 @@ impl MachineSpec {
                     let _ = writeln!(s, "[function.sim]\nshutdown_ms = {shutdown_ms}");
                 }
                 DeviceSpec::Plain => {}
-                DeviceSpec::Silent => {
-                    let _ = writeln!(s, "[function.sim]\nmode = \"silent\"");
+                DeviceSpec::Silent => {}
+                DeviceSpec::Faulty {
+                    latency_ms,
+                    misbehave,
+                } => {
+                    let _ = writeln!(s, "[function.sim]\nlatency_ms = {latency_ms}");
+                    if let Some(m) = misbehave {
+                        let _ = writeln!(s, "misbehave = {}", toml_str(m));
+                    }
                 }
             }
         }
@@ -207,7 +226,8 @@ mod tests {
             f[2]["sim"]["backing_file"].as_str(),
             Some("/tmp/x\"y/nvme-00.img")
         );
-        assert_eq!(f[34]["address"].as_str(), Some("0000:02:01.0"));
+        assert_eq!(f[34]["address"].as_str(), Some("0000:02:00.0"));
+        assert_eq!(f[34]["parent"].as_str(), Some("0000:00:11.0"));
         assert_eq!(f[35]["device"].as_integer(), Some(0x10f0));
         assert_eq!(f[35]["sim"]["shutdown_ms"].as_integer(), Some(100));
     }

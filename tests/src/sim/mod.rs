@@ -2,8 +2,10 @@
 //! binaries (pcid, nvmed, the example drivers, shutdownd) run as processes.
 //!
 //! * [`machine`] writes machine descriptions;
+//! * [`fault`] parses `--fault INDEX:KIND` and applies it to a machine;
 //! * [`stack`] starts pcid on one, waits for readiness, runs shutdownd and
 //!   stops everything.
 
+pub mod fault;
 pub mod machine;
 pub mod stack;

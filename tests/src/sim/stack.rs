@@ -16,7 +16,8 @@ use rustix::process::{kill_process, kill_process_group, Pid, Signal};
 use serde::Deserialize;
 
 /// Binaries the stack needs, all built by `cargo build --release --workspace`.
-pub const STACK_BINARIES: [&str; 5] = ["pcid", "nvmed", "shutdownd", "legacyd", "plaind"];
+pub const STACK_BINARIES: [&str; 6] =
+    ["pcid", "nvmed", "shutdownd", "legacyd", "plaind", "faultyd"];
 
 /// Errors running the stack.
 #[derive(Debug, thiserror::Error)]
