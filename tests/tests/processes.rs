@@ -294,3 +294,43 @@ fn every_injectable_fault_gets_its_outcome_and_healthy_devices_stay_clean() {
         .fold(f64::INFINITY, f64::min);
     assert!(max_begin(&all) <= first_done);
 }
+
+#[test]
+fn a_driven_bridge_begins_only_after_every_device_behind_it_finished() {
+    // 34 controllers: 32 behind root port 0, 2 behind root port 1. Both root
+    // ports have a (two-phase) driver, so shutdownd sees the parent links.
+    let mut m = nvme_machine(34, 200);
+    m.driven_root_ports_ms = Some(50);
+    let rig = start(&m);
+    let (run, report) = rig.shutdown(&[]);
+    assert_eq!(run.status.code(), Some(0), "{}", explain(&run));
+    assert_eq!(report.devices.len(), 36);
+    assert_eq!(report.count("clean"), 36, "{}", explain(&run));
+    let by_addr = |a: &str| {
+        report
+            .devices
+            .iter()
+            .find(|d| d.address == a)
+            .unwrap_or_else(|| panic!("{a} not in the report"))
+    };
+    for (port, children) in [("0000:00:10.0", 0..32), ("0000:00:11.0", 32..34)] {
+        let bridge = by_addr(port);
+        assert_eq!(bridge.driver, "faultyd");
+        let begun = bridge.begin_sent_ms.expect("bridge begun");
+        for i in children {
+            let child = by_addr(&shutdown_tests::sim::machine::device_address(i));
+            assert!(
+                child.finish_ack_ms.unwrap() <= begun,
+                "{port} began at {begun} ms, before {} finished",
+                child.address
+            );
+        }
+    }
+    // The controllers themselves were all begun before any of them finished.
+    let nvme: Vec<&DeviceView> = report
+        .devices
+        .iter()
+        .filter(|d| d.driver == "nvmed")
+        .collect();
+    assert!(max_begin(&nvme) < min_finish_ack(&nvme));
+}

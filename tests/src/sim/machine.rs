@@ -90,6 +90,10 @@ pub struct MachineSpec {
     pub name: String,
     /// The devices (the index is the device's position, used by `--fault`).
     pub devices: Vec<DeviceSpec>,
+    /// When set, the root ports carry `faultyd`'s ids so that a driver serves
+    /// them (two-phase, shutdown taking this many ms): shutdownd then has a
+    /// listed parent for every device and must finish the children first.
+    pub driven_root_ports_ms: Option<u64>,
 }
 
 /// Address of the device at position `index`.
@@ -117,6 +121,7 @@ impl MachineSpec {
         Self {
             name: format!("{n} simulated NVMe controllers, {latency_ms} ms shutdown each"),
             devices,
+            driven_root_ports_ms: None,
         }
     }
 
@@ -130,11 +135,18 @@ impl MachineSpec {
         let _ = writeln!(s, "name = {}", toml_str(&self.name));
         let ports = self.devices.len().div_ceil(32);
         for p in 0..ports {
+            let (vendor, device) = match self.driven_root_ports_ms {
+                Some(_) => (EXAMPLE_VENDOR, FAULTYD_DEVICE),
+                None => (0x8086, 0x7450),
+            };
             let _ = writeln!(
                 s,
-                "\n[[function]]  # PCIe root port {p}\naddress = \"{}\"\nvendor = 0x8086\ndevice = 0x7450\nclass = 0x06\nsubclass = 0x04\ninterface = 0x00",
+                "\n[[function]]  # PCIe root port {p}\naddress = \"{}\"\nvendor = {vendor:#06x}\ndevice = {device:#06x}\nclass = 0x06\nsubclass = 0x04\ninterface = 0x00",
                 root_port_address(p)
             );
+            if let Some(ms) = self.driven_root_ports_ms {
+                let _ = writeln!(s, "[function.sim]\nlatency_ms = {ms}");
+            }
         }
         for (i, d) in self.devices.iter().enumerate() {
             let (vendor, device, class, subclass, interface) = match d {
