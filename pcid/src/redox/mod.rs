@@ -3,7 +3,9 @@
 //! Portable parts (compiled and unit-tested on every host):
 //! * [`mcfg`] — the ACPI MCFG table (where ECAM is);
 //! * [`enumerate`] — walking buses and bridges, sizing BARs, enabling functions;
-//! * [`state`] — the `pci` scheme's handles and framed channels.
+//! * [`state`] — the `pci` scheme's handles and framed channels;
+//! * [`engine`] — scheme events to relay inputs, relay outputs to queued
+//!   frames and notifications (the runtime's logic, minus the OS).
 //!
 //! Redox-only parts (type-checked for `x86_64-unknown-redox`):
 //! * `config` — ECAM through physmap, else ports `0xCF8`/`0xCFC`;
@@ -15,6 +17,7 @@
 //! `Begin`/`Finish`, are specified in `pcid/interface/PROTOCOL.md`,
 //! "Transport on Redox".
 
+pub mod engine;
 pub mod enumerate;
 pub mod mcfg;
 pub mod state;

@@ -13,8 +13,8 @@
 //!    the next. Drivers come up in parallel.
 //! 4. Once every driver is spawned, drop privileges with `setrens(0, 0)`:
 //!    pcid keeps serving its scheme but can open nothing new.
-//! 5. Loop: scheme requests → [`SchemeState`] → events → [`Relay`] →
-//!    outputs → queued frames plus an `EVENT_READ` posted on the handle the
+//! 5. Loop: scheme requests → scheme state → events → [`Engine`] (the
+//!    relay) → queued frames plus an `EVENT_READ` posted on the handle the
 //!    frame is for. Deadlines of the relay arm a `/scheme/time` timer.
 //!
 //! A driver is gone when the last descriptor of its channel closes (the
@@ -22,7 +22,6 @@
 //! process pcid spawned is only the `redox_daemon` parent, which exits as
 //! soon as the driver is ready, so its exit is logged and otherwise ignored.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::mpsc;
@@ -33,17 +32,17 @@ use pcid_hw::HwError;
 use pcid_interface::function::{PciAddress, PciFunction};
 use pcid_interface::redox::daemon::{self as redox_daemon_support, DaemonError, Readiness};
 use pcid_interface::redox::event::Timer;
-use pcid_interface::redox::{format_bars, function_dir, Bar};
+use pcid_interface::redox::{function_dir, Bar};
 use pcid_interface::transport::spawn_with_fd;
 use redox_scheme::{RequestKind, Response, SignalBehavior, Socket};
 
 use super::config::ConfigSpace;
+use super::engine::{Engine, Host, Started};
 use super::enumerate::{enable, enumerate, ConfigAccess};
 use super::scheme::PciScheme;
-use super::state::{Event, SchemeState};
 use crate::cli::Args;
 use crate::matching::{MatchError, MatchTable};
-use crate::relay::{DriverId, Input, Output, Relay, RelayConfig};
+use crate::relay::RelayConfig;
 
 /// Errors that stop pcid on Redox.
 #[derive(Debug, thiserror::Error)]
@@ -120,11 +119,6 @@ struct Plan {
     args: Vec<String>,
 }
 
-/// What the spawner thread reports once every driver was started.
-struct Spawned {
-    results: Vec<(Plan, Result<u32, String>)>,
-}
-
 const SOCKET: usize = 0;
 const TIMER: usize = 1;
 
@@ -174,7 +168,7 @@ fn plan(args: &Args, functions: &[(PciFunction, Vec<Bar>, bool)]) -> Result<Vec<
     Ok(out)
 }
 
-fn spawn_all(plans: Vec<Plan>) -> Spawned {
+fn spawn_all(plans: Vec<Plan>) -> Vec<Started> {
     let mut results = Vec::new();
     let mut children = Vec::new();
     for plan in plans {
@@ -200,7 +194,11 @@ fn spawn_all(plans: Vec<Plan>) -> Spawned {
             }
             Err(e) => Err(e),
         };
-        results.push((plan, result));
+        results.push(Started {
+            function: plan.function,
+            name: plan.name,
+            result,
+        });
     }
     // Reap the spawned processes in the background. Each is the parent half
     // of a `redox_daemon` fork and exits once its driver is ready; an exit
@@ -216,39 +214,62 @@ fn spawn_all(plans: Vec<Plan>) -> Spawned {
             }
         }
     });
-    Spawned { results }
+    results
 }
 
-/// Everything the event loop owns.
-struct Runtime {
+/// The OS side of the engine: scheme socket, configuration space, readiness.
+struct RedoxHost {
     socket: Socket,
-    state: SchemeState,
-    relay: Relay,
     cfg: ConfigSpace,
-    bars: BTreeMap<PciAddress, Vec<Bar>>,
-    ids: BTreeMap<PciAddress, DriverId>,
-    /// Events that arrived before the drivers were registered with the relay.
-    pending: Option<Vec<Event>>,
     readiness: Option<Readiness>,
-    exit: bool,
 }
 
-impl Runtime {
-    fn notify(&self, handle: usize) {
+impl Host for RedoxHost {
+    fn notify(&mut self, handle: usize) {
         let resp = Response::post_fevent(handle, EventFlags::READ.bits() as usize);
         if let Err(e) = self.socket.write_response(resp, SignalBehavior::Restart) {
             log::error!("pcid: posting an event on handle {handle}: {e}");
         }
     }
 
+    fn enable(&mut self, address: PciAddress, bars: &[Bar]) {
+        let command = enable(&self.cfg, address, bars);
+        log::debug!("{address}: enabled (command {command:#06x})");
+    }
+
+    fn ready(&mut self, ready: usize, total: usize) {
+        println!("pcid: ready: {ready} drivers");
+        log::info!("pcid: {ready} of {total} drivers ready");
+        if let Some(readiness) = self.readiness.take() {
+            if let Err(e) = readiness.ready() {
+                log::error!("pcid: {e}");
+            }
+        }
+    }
+
+    fn drop_privileges(&mut self) {
+        if let Err(e) = redox_daemon_support::drop_privileges() {
+            log::error!("pcid: {e}");
+        }
+    }
+}
+
+/// Everything the event loop owns.
+struct Runtime {
+    host: RedoxHost,
+    engine: Engine,
+    socket_closed: bool,
+}
+
+impl Runtime {
     /// Serves every request queued on the scheme socket.
     fn serve_requests(&mut self) -> Result<(), RedoxError> {
         loop {
-            let request = match self.socket.next_request(SignalBehavior::Restart) {
+            let request = match self.host.socket.next_request(SignalBehavior::Restart) {
                 Ok(Some(r)) => r,
                 Ok(None) => {
                     log::warn!("pcid: scheme socket closed");
-                    self.exit = true;
+                    self.socket_closed = true;
                     return Ok(());
                 }
                 Err(e) if e.errno == syscall::EAGAIN || e.errno == syscall::EWOULDBLOCK => {
@@ -257,26 +278,28 @@ impl Runtime {
                 Err(e) => return Err(sys("reading scheme requests")(e)),
             };
             let mut scheme = PciScheme {
-                state: &mut self.state,
+                state: &mut self.engine.state,
                 events: Vec::new(),
             };
             match request.kind() {
                 RequestKind::Call(call) => {
                     let response = call.handle_sync(&mut scheme);
                     let events = scheme.events;
-                    self.socket
+                    self.host
+                        .socket
                         .write_response(response, SignalBehavior::Restart)
                         .map_err(sys("writing a scheme response"))?;
-                    self.dispatch(events);
+                    self.engine.dispatch(&mut self.host, events, Instant::now());
                 }
                 RequestKind::OnClose { id } => {
                     redox_scheme::scheme::SchemeSync::on_close(&mut scheme, id);
                     let events = scheme.events;
-                    self.dispatch(events);
+                    self.engine.dispatch(&mut self.host, events, Instant::now());
                 }
                 RequestKind::SendFd(request) => {
                     // Nothing in this scheme takes file descriptors.
-                    self.socket
+                    self.host
+                        .socket
                         .write_response(
                             Response::err(syscall::EOPNOTSUPP, request),
                             SignalBehavior::Restart,
@@ -291,151 +314,6 @@ impl Runtime {
                 | RequestKind::MmapMsg => {}
             }
         }
-    }
-
-    fn dispatch(&mut self, events: Vec<Event>) {
-        for event in events {
-            if let Event::ChannelOpened { address, .. } = &event {
-                // As Redox's pcid: the function decodes memory and may master
-                // the bus from the moment its channel is handed out.
-                let bars = self.bars.get(address).map(Vec::as_slice).unwrap_or(&[]);
-                let command = enable(&self.cfg, *address, bars);
-                log::debug!("{address}: enabled (command {command:#06x})");
-            }
-            if let Some(pending) = self.pending.as_mut() {
-                pending.push(event);
-                continue;
-            }
-            self.feed(event);
-        }
-    }
-
-    fn feed(&mut self, event: Event) {
-        let driver = |ids: &BTreeMap<PciAddress, DriverId>, a: &PciAddress| {
-            let id = ids.get(a).copied();
-            if id.is_none() {
-                log::info!("{a}: channel activity from a process pcid did not start; ignored");
-            }
-            id
-        };
-        let input = match event {
-            Event::ChannelOpened { .. } => return,
-            Event::DriverMessage { address, message } => match driver(&self.ids, &address) {
-                Some(driver) => Input::DriverMessage { driver, message },
-                None => return,
-            },
-            Event::DriverBadFrame { address, error } => match driver(&self.ids, &address) {
-                Some(driver) => Input::DriverBadFrame { driver, error },
-                None => return,
-            },
-            Event::ChannelClosed { address } => match driver(&self.ids, &address) {
-                Some(driver) => Input::DriverChannelClosed { driver },
-                None => return,
-            },
-            Event::ClientOpened { client } => Input::ClientConnected { client },
-            Event::ClientMessage { client, message } => Input::ClientMessage { client, message },
-            Event::ClientBadFrame {
-                client,
-                error,
-                fatal,
-            } => Input::ClientBadFrame {
-                client,
-                error,
-                fatal,
-            },
-            Event::ClientClosed { client } => Input::ClientClosed { client },
-        };
-        self.step(input);
-    }
-
-    fn step(&mut self, input: Input) {
-        let outputs = self.relay.handle(input, Instant::now());
-        self.execute(outputs);
-    }
-
-    fn execute(&mut self, outputs: Vec<Output>) {
-        for output in outputs {
-            match output {
-                Output::ToDriver { driver, message } => {
-                    let Some(address) = self.relay.address(driver) else {
-                        continue;
-                    };
-                    match self.state.send_to_driver(address, &message) {
-                        Ok(handle) => self.notify(handle),
-                        Err(e) => {
-                            log::error!("{address}: cannot queue a message for the driver: {e}");
-                            if let Some(handle) = self.state.close_driver(address) {
-                                self.notify(handle);
-                            }
-                            self.step(Input::DriverChannelClosed { driver });
-                        }
-                    }
-                }
-                Output::CloseDriver { driver } => {
-                    if let Some(handle) = self
-                        .relay
-                        .address(driver)
-                        .and_then(|a| self.state.close_driver(a))
-                    {
-                        self.notify(handle);
-                    }
-                }
-                Output::ToClient { client, message } => {
-                    match self.state.send_to_client(client, &message) {
-                        Ok(handle) => self.notify(handle),
-                        Err(e) => {
-                            log::warn!("control client {client}: {e}; closing it");
-                            if let Some(handle) = self.state.close_client(client) {
-                                self.notify(handle);
-                                self.step(Input::ClientClosed { client });
-                            }
-                        }
-                    }
-                }
-                Output::CloseClient { client } => {
-                    if let Some(handle) = self.state.close_client(client) {
-                        self.notify(handle);
-                    }
-                }
-                Output::Ready { ready, total } => {
-                    println!("pcid: ready: {ready} drivers");
-                    log::info!("pcid: {ready} of {total} drivers ready");
-                    if let Some(readiness) = self.readiness.take() {
-                        if let Err(e) = readiness.ready() {
-                            log::error!("pcid: {e}");
-                        }
-                    }
-                }
-                Output::Exit => self.exit = true,
-            }
-        }
-    }
-
-    fn register(&mut self, spawned: Spawned) -> Result<(), RedoxError> {
-        let now = Instant::now();
-        for (plan, result) in spawned.results {
-            match result {
-                Ok(pid) => {
-                    log::info!(
-                        "{}: started {} ({}) as pid {pid}",
-                        plan.function.address,
-                        plan.name,
-                        plan.program.display()
-                    );
-                    let address = plan.function.address;
-                    let id = self.relay.add_driver(plan.function, plan.name, pid, now);
-                    self.ids.insert(address, id);
-                }
-                Err(e) => log::error!("{}: cannot start {}: {e}", plan.function.address, plan.name),
-            }
-        }
-        // Spawning is over: nothing new will be opened from here on.
-        redox_daemon_support::drop_privileges()?;
-        for event in self.pending.take().unwrap_or_default() {
-            self.feed(event);
-        }
-        self.step(Input::Tick);
-        Ok(())
     }
 }
 
@@ -461,19 +339,17 @@ fn serve(args: &Args, readiness: Readiness) -> Result<(), RedoxError> {
     let plans = plan(args, &found)?;
 
     let socket = Socket::nonblock("pci").map_err(sys("creating the pci scheme"))?;
-    let state = SchemeState::new(
-        found
-            .iter()
-            .map(|(f, bars, _)| (f.address, format_bars(bars))),
-    );
-    let bars = found
+    let shown: Vec<(PciFunction, Vec<Bar>)> = found
         .iter()
-        .map(|(f, bars, _)| (f.address, bars.clone()))
+        .map(|(f, bars, _)| (f.clone(), bars.clone()))
         .collect();
-    let relay = Relay::new(RelayConfig {
-        deadlines: args.deadlines,
-        exit_after_shutdown: args.exit_after_shutdown,
-    });
+    let engine = Engine::new(
+        &shown,
+        RelayConfig {
+            deadlines: args.deadlines,
+            exit_after_shutdown: args.exit_after_shutdown,
+        },
+    );
 
     let queue = EventQueue::<usize>::new().map_err(os("creating an event queue"))?;
     let timer = Timer::new().map_err(io("opening a timer"))?;
@@ -484,11 +360,11 @@ fn serve(args: &Args, readiness: Readiness) -> Result<(), RedoxError> {
         .subscribe(timer.raw_fd(), TIMER, EventFlags::READ)
         .map_err(os("subscribing to the timer"))?;
 
-    let (spawned_tx, spawned_rx) = mpsc::channel::<Spawned>();
+    let (spawned_tx, spawned_rx) = mpsc::channel::<Vec<Started>>();
     let planned = plans.len();
     std::thread::spawn(move || {
-        let spawned = spawn_all(plans);
-        let _ = spawned_tx.send(spawned);
+        let started = spawn_all(plans);
+        let _ = spawned_tx.send(started);
         // Wake the event loop: any request on the scheme raises an event on
         // its socket, so open and close the scheme root once.
         if let Ok(fd) = libredox::call::open(
@@ -502,34 +378,37 @@ fn serve(args: &Args, readiness: Readiness) -> Result<(), RedoxError> {
     log::info!("pcid: starting {planned} drivers");
 
     let mut rt = Runtime {
-        socket,
-        state,
-        relay,
-        cfg,
-        bars,
-        ids: BTreeMap::new(),
-        pending: Some(Vec::new()),
-        readiness: Some(readiness),
-        exit: false,
+        host: RedoxHost {
+            socket,
+            cfg,
+            readiness: Some(readiness),
+        },
+        engine,
+        socket_closed: false,
     };
     loop {
         rt.serve_requests()?;
-        if let Ok(spawned) = spawned_rx.try_recv() {
-            rt.register(spawned)?;
+        if let Ok(started) = spawned_rx.try_recv() {
+            rt.engine.register(&mut rt.host, started, Instant::now());
         }
-        if rt.pending.is_none()
-            && rt
-                .relay
-                .next_deadline()
-                .is_some_and(|d| d <= Instant::now())
+        if rt
+            .engine
+            .next_deadline()
+            .is_some_and(|d| d <= Instant::now())
         {
-            rt.step(Input::Tick);
+            rt.engine.tick(&mut rt.host, Instant::now());
         }
-        if rt.exit {
+        if rt.engine.exit_requested() {
             log::info!("pcid: exiting after shutdown");
             return Ok(());
         }
-        if let Some(deadline) = rt.relay.next_deadline() {
+        if rt.socket_closed {
+            return Err(RedoxError::Os {
+                what: "serving the pci scheme",
+                source: std::io::Error::other("the scheme socket was closed"),
+            });
+        }
+        if let Some(deadline) = rt.engine.next_deadline() {
             timer
                 .arm_after(deadline.saturating_duration_since(Instant::now()))
                 .map_err(io("arming the timer"))?;
