@@ -1,6 +1,8 @@
 //! Process-level tests: the real `pcid` binary, real driver processes
 //! (`pcid-test-driver`), the real control socket.
 
+#![cfg(not(target_os = "redox"))]
+
 mod common;
 
 use std::time::Duration;
