@@ -341,7 +341,7 @@ impl Scheduler {
                     i,
                     now,
                     Outcome::NotSupported,
-                    "driver declared no shutdown support".into(),
+                    "no shutdown support declared (or the driver never spoke the protocol)".into(),
                 ),
                 _ => {}
             }
