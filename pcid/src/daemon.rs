@@ -171,7 +171,10 @@ pub fn run(options: &Options, bus: &dyn Bus) -> Result<ExitReason, DaemonError> 
     }
 
     let result = event_loop(&mut relay, &mut drivers, &rx, options);
-    log::info!("exiting ({result:?}); stopping {} drivers", drivers.len());
+    match &result {
+        Ok(reason) => log::info!("exiting ({reason:?}); stopping {} drivers", drivers.len()),
+        Err(e) => log::error!("{e}; stopping {} drivers", drivers.len()),
+    }
     for d in &mut drivers {
         let _ = d.sender.shutdown();
         if let Some(mut child) = d.child.take() {
