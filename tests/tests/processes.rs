@@ -46,6 +46,22 @@ fn start(machine: &MachineSpec) -> Rig {
 }
 
 impl Rig {
+    /// shutdownd's output and the end of pcid's (and its drivers') log, for
+    /// assertion messages.
+    fn explain(&self, run: &ShutdowndRun) -> String {
+        let log = self
+            .stack
+            .log()
+            .and_then(|p| std::fs::read_to_string(p).ok())
+            .unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        let tail = lines[lines.len().saturating_sub(40)..].join("\n");
+        format!(
+            "shutdownd stdout:\n{}\nshutdownd stderr:\n{}\npcid log (last 40 lines):\n{tail}",
+            run.stdout, run.stderr
+        )
+    }
+
     fn shutdown(&self, args: &[&str]) -> (ShutdowndRun, ReportView) {
         let json = self.dir.path().join("report.json");
         let run = self
@@ -82,22 +98,22 @@ fn min_finish_ack(devs: &[&DeviceView]) -> f64 {
         .fold(f64::INFINITY, f64::min)
 }
 
-fn explain(run: &ShutdowndRun) -> String {
-    format!("stdout:\n{}\nstderr:\n{}", run.stdout, run.stderr)
-}
-
 #[test]
 fn all_devices_clean_and_every_begin_precedes_the_first_finish_ack() {
     let rig = start(&nvme_machine(8, 300));
     let (run, report) = rig.shutdown(&[]);
-    assert_eq!(run.status.code(), Some(0), "{}", explain(&run));
+    assert_eq!(run.status.code(), Some(0), "{}", rig.explain(&run));
     assert_eq!(report.mode, "two-phase");
     assert_eq!(report.kind, "poweroff");
     assert_eq!(outcomes(&report), vec!["clean"; 8]);
     let all: Vec<&DeviceView> = report.devices.iter().collect();
     // Every Begin went out before the first device finished: at that instant all
     // eight controllers were shutting down together.
-    assert!(max_begin(&all) < min_finish_ack(&all), "{}", explain(&run));
+    assert!(
+        max_begin(&all) < min_finish_ack(&all),
+        "{}",
+        rig.explain(&run)
+    );
     for d in &report.devices {
         assert_eq!(d.driver, "nvmed");
         assert_eq!(d.protocol, "two-phase");
@@ -116,7 +132,7 @@ fn all_devices_clean_and_every_begin_precedes_the_first_finish_ack() {
 fn sequential_mode_shuts_devices_down_one_after_another() {
     let rig = start(&nvme_machine(3, 100));
     let (run, report) = rig.shutdown(&["--sequential", "--kind", "reboot"]);
-    assert_eq!(run.status.code(), Some(0), "{}", explain(&run));
+    assert_eq!(run.status.code(), Some(0), "{}", rig.explain(&run));
     assert_eq!(report.mode, "sequential");
     assert_eq!(report.kind, "reboot");
     assert_eq!(outcomes(&report), vec!["clean"; 3]);
@@ -140,7 +156,7 @@ fn one_phase_and_no_support_drivers_are_handled() {
     m.devices.push(DeviceSpec::Silent);
     let rig = start(&m);
     let (run, report) = rig.shutdown(&[]);
-    assert_eq!(run.status.code(), Some(0), "{}", explain(&run));
+    assert_eq!(run.status.code(), Some(0), "{}", rig.explain(&run));
     let d = &report.devices;
     assert_eq!(d.len(), 5);
     assert_eq!(outcomes(&report)[..2], ["clean", "clean"]);
@@ -178,7 +194,7 @@ fn controller_that_never_completes_times_out_at_its_deadline_while_others_finish
     }
     let rig = start(&m);
     let (run, report) = rig.shutdown(&[]);
-    assert_eq!(run.status.code(), Some(1), "{}", explain(&run));
+    assert_eq!(run.status.code(), Some(1), "{}", rig.explain(&run));
     let stuck = &report.devices[0];
     assert!(
         stuck.outcome == "timed-out" || stuck.outcome == "abrupt",
@@ -215,7 +231,7 @@ fn shutdownd_ends_within_its_global_deadline() {
     }
     let rig = start(&m);
     let (run, report) = rig.shutdown(&["--deadline-ms", "2000"]);
-    assert_eq!(run.status.code(), Some(1), "{}", explain(&run));
+    assert_eq!(run.status.code(), Some(1), "{}", rig.explain(&run));
     let limit = 2000.0 + shutdownd::EXIT_GRACE.as_secs_f64() * 1000.0;
     assert!(report.total_ms <= limit, "total {} ms", report.total_ms);
     let stuck = &report.devices[0];
@@ -257,7 +273,7 @@ fn every_injectable_fault_gets_its_outcome_and_healthy_devices_stay_clean() {
     }
     let rig = start(&m);
     let (run, report) = rig.shutdown(&["--deadline-ms", "5000"]);
-    assert_eq!(run.status.code(), Some(1), "{}", explain(&run));
+    assert_eq!(run.status.code(), Some(1), "{}", rig.explain(&run));
     let got: Vec<(&str, &str)> = KINDS
         .iter()
         .zip(&report.devices)
@@ -303,9 +319,9 @@ fn a_driven_bridge_begins_only_after_every_device_behind_it_finished() {
     m.driven_root_ports_ms = Some(50);
     let rig = start(&m);
     let (run, report) = rig.shutdown(&[]);
-    assert_eq!(run.status.code(), Some(0), "{}", explain(&run));
+    assert_eq!(run.status.code(), Some(0), "{}", rig.explain(&run));
     assert_eq!(report.devices.len(), 36);
-    assert_eq!(report.count("clean"), 36, "{}", explain(&run));
+    assert_eq!(report.count("clean"), 36, "{}", rig.explain(&run));
     let by_addr = |a: &str| {
         report
             .devices
