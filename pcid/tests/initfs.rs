@@ -80,4 +80,16 @@ fn shutdown_script_runs_shutdownd_against_pcids_control_endpoint() {
         .position(|w| *w == "--control")
         .map(|i| words[i + 1]);
     assert_eq!(control, Some("/scheme/pci/control"));
+    // Every option it passes is one shutdownd's argument parser knows (a
+    // text check: shutdownd is another package's binary).
+    let parser = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../shutdownd/src/main.rs"),
+    )
+    .unwrap();
+    for w in words.iter().filter(|w| w.starts_with("--")) {
+        assert!(
+            parser.contains(&format!("\"{w}\"")),
+            "shutdownd does not parse {w}"
+        );
+    }
 }
