@@ -158,9 +158,22 @@ fn plan(args: &Args, functions: &[(PciFunction, Vec<Bar>, bool)]) -> Result<Vec<
             );
             continue;
         };
+        // Devices are listed under the driver's program name (`nvmed`), as
+        // on Linux.
+        let name = std::path::Path::new(program)
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| program.clone());
+        log::info!(
+            "{}: {} ({}) → {}",
+            function.address,
+            entry.name,
+            entry.location,
+            path.display()
+        );
         out.push(Plan {
             function: function.clone(),
-            name: entry.name.clone(),
+            name,
             program: path,
             args: rest.to_vec(),
         });
