@@ -205,15 +205,8 @@ fn list_functions() -> Result<Vec<SysfsFunction>, GuestError> {
 fn probe(config: &GuestConfig) -> Result<(), GuestError> {
     let functions = list_functions()?;
     let mut nvme = 0;
+    print_functions(&functions);
     for f in &functions {
-        println!(
-            "e2e: pci {} {:04x}:{:04x} class {:06x} parent {}",
-            f.address,
-            f.vendor,
-            f.device,
-            f.class,
-            f.parent.as_deref().unwrap_or("-")
-        );
         if f.class != NVME_CLASS {
             continue;
         }
@@ -281,7 +274,22 @@ fn spawn(
         .map_err(io_err(format!("start {}", path.display())))
 }
 
+fn print_functions(functions: &[SysfsFunction]) {
+    for f in functions {
+        println!(
+            "e2e: pci {} {:04x}:{:04x} class {:06x} parent {}",
+            f.address,
+            f.vendor,
+            f.device,
+            f.class,
+            f.parent.as_deref().unwrap_or("-")
+        );
+    }
+}
+
 fn full(config: &GuestConfig, start: Instant) -> Result<(), GuestError> {
+    // The topology pcid's sysfs bus will see, for the record.
+    print_functions(&list_functions()?);
     let ready_at = Instant::now() + config.ready_timeout;
     let pcid_started = Instant::now();
     let mut child = spawn(

@@ -883,6 +883,102 @@ mod tests {
         assert!(args.iter().any(|a| a == "-no-reboot"));
     }
 
+    fn console_with_report(json: &str) -> ConsoleSummary {
+        ConsoleSummary::scan([
+            super::super::markers::INIT_START,
+            super::super::markers::REPORT_BEGIN,
+            json,
+            super::super::markers::REPORT_END,
+        ])
+    }
+
+    fn device(address: &str, outcome: &str) -> String {
+        format!(
+            r#"{{"address":"{address}","driver":"nvmed","protocol":"two-phase","outcome":"{outcome}"}}"#
+        )
+    }
+
+    #[test]
+    fn report_checks_name_the_failing_controller() {
+        let mut opts = Options::new(PathBuf::from("/repo"));
+        opts.controllers = 2;
+        let report = |devices: &[String], mode: &str| {
+            console_with_report(&format!(
+                r#"{{"mode":"{mode}","total_ms":1.5,"devices":[{}]}}"#,
+                devices.join(",")
+            ))
+        };
+        let good = [
+            device("0000:00:02.0", "clean"),
+            device("0000:01:00.0", "clean"),
+        ];
+        assert!(check_report(&opts, &report(&good, "two-phase")).is_ok());
+
+        let err = check_report(
+            &opts,
+            &report(
+                &[
+                    device("0000:00:02.0", "clean"),
+                    device("0000:01:00.0", "timed-out"),
+                ],
+                "two-phase",
+            ),
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "controller 0000:01:00.0: outcome timed-out"
+        );
+
+        let err = check_report(&opts, &report(&good, "sequential")).unwrap_err();
+        assert!(err.to_string().contains("mode"), "{err}");
+
+        let err = check_report(&opts, &report(&good[..1], "two-phase")).unwrap_err();
+        assert!(
+            err.to_string().contains("1 nvmed devices, expected 2"),
+            "{err}"
+        );
+
+        // Both on the root bus: the controller behind the root port is missing.
+        let flat = [
+            device("0000:00:02.0", "clean"),
+            device("0000:00:03.0", "clean"),
+        ];
+        let err = check_report(&opts, &report(&flat, "two-phase")).unwrap_err();
+        assert!(err.to_string().contains("root port"), "{err}");
+        opts.root_port = false;
+        assert!(check_report(&opts, &report(&flat, "two-phase")).is_ok());
+
+        let err = check_report(&opts, &ConsoleSummary::scan(["x"])).unwrap_err();
+        assert!(err.to_string().contains("no shutdown report"), "{err}");
+    }
+
+    #[test]
+    fn image_check_requires_each_controllers_own_pattern() {
+        let work = std::env::temp_dir().join(format!("qemu-e2e-images-{}", std::process::id()));
+        fs::create_dir_all(&work).unwrap();
+        let mut opts = Options::new(PathBuf::from("/repo"));
+        opts.controllers = 2;
+        for i in 0..2 {
+            let mut data = selftest_pattern(&serial(i), SELFTEST_PATTERN_LEN);
+            data.resize(SELFTEST_PATTERN_LEN + 512, 0);
+            fs::write(image_path(&work, i), data).unwrap();
+        }
+        assert!(check_images(&opts, &work).is_ok());
+        // Controller 1's image holds controller 0's pattern: caught.
+        fs::copy(image_path(&work, 0), image_path(&work, 1)).unwrap();
+        let err = check_images(&opts, &work).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("image nvme1.img does not contain its pattern"),
+            "{err}"
+        );
+        // A blank (never written) image: caught.
+        fs::write(image_path(&work, 1), vec![0u8; 8192]).unwrap();
+        assert!(check_images(&opts, &work).is_err());
+        fs::remove_dir_all(&work).unwrap();
+    }
+
     #[test]
     fn serials_fit_the_identify_field() {
         // Identify Controller SN is 20 ASCII bytes (NVMe Base 2.0, Figure 275).

@@ -62,17 +62,20 @@ fn pairs(rest: &str) -> Vec<(String, String)> {
         .collect()
 }
 
-/// The report as printed between the markers: the guest prints it as one
-/// compact JSON line. If some other console output slipped into the block,
-/// keep only the line that holds the JSON object.
+/// The report as printed between the markers. The guest prints it as one
+/// compact JSON line; if other console output slipped into the block, the
+/// line holding the JSON object is taken. A block that parses as a whole
+/// (multi-line JSON) is kept as it is.
 fn json_part(block: &str) -> String {
-    let lines: Vec<&str> = block.lines().filter(|l| !l.trim().is_empty()).collect();
-    if lines.len() > 1 {
-        if let Some(line) = lines.iter().rev().find(|l| l.trim_start().starts_with('{')) {
-            return line.to_string();
-        }
+    let parses = |t: &str| serde_json::from_str::<serde_json::Value>(t).is_ok();
+    if parses(block) {
+        return block.to_string();
     }
-    block.to_string()
+    block
+        .lines()
+        .rev()
+        .find(|l| l.trim_start().starts_with('{') && parses(l))
+        .map_or_else(|| block.to_string(), str::to_string)
 }
 
 impl ConsoleSummary {
