@@ -354,6 +354,20 @@ impl DmaAllocator for LockedDmaAllocator {
                 ),
             });
         }
+        // Keep khugepaged from collapsing (and so moving) these pages into a huge page.
+        // EINVAL means a kernel without transparent huge pages: nothing to prevent.
+        // SAFETY: as above; the advice only affects how the kernel backs the range.
+        if unsafe { libc::madvise(base.as_ptr().cast(), len, libc::MADV_NOHUGEPAGE) } != 0
+            && std::io::Error::last_os_error().raw_os_error() != Some(libc::EINVAL)
+        {
+            return Err(HwError::Allocation {
+                len,
+                reason: format!(
+                    "madvise(MADV_NOHUGEPAGE): {}",
+                    std::io::Error::last_os_error()
+                ),
+            });
+        }
         for page in 0..pages {
             let virt = base.as_ptr() as usize + page * PAGE_SIZE;
             buffer.phys.push(self.physical_address(virt)?);
