@@ -90,7 +90,18 @@ fn uptime_ms() -> f64 {
 }
 
 /// Runs init and powers off. Never returns.
+///
+/// Refuses to do anything unless it is process 1: run by mistake on a host,
+/// it would mount over `/proc`, `/sys`, `/dev` and `/run` and power the host off.
 pub fn main() -> ! {
+    if std::process::id() != 1 {
+        eprintln!(
+            "guest-init: refusing to run as pid {}: this is the QEMU guest's /init \
+             (it mounts file systems and powers the machine off)",
+            std::process::id()
+        );
+        std::process::exit(2);
+    }
     println!("{}", markers::INIT_START);
     if let Err(e) = run() {
         println!("{} {e}", markers::FAILED);
