@@ -88,6 +88,10 @@ if [ "$status" -ne 0 ]; then
     echo "redox-check: FAILED: cargo check --target $TARGET exited with $status (errors above)"
     exit 1
 fi
+# The cookbook recipe builds with `cargo build --locked`.
+if ! cargo "+$TOOLCHAIN" metadata --locked --offline --format-version 1 >/dev/null 2>&1; then
+    echo "redox-check: note: Cargo.lock is not up to date; the cookbook recipe builds with --locked" >&2
+fi
 if [ "$warnings" -gt 0 ]; then
     echo "redox-check: note: $warnings warning lines for $TARGET (above)" >&2
 fi
