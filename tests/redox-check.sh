@@ -18,7 +18,8 @@
 #
 # Outcome lines (exactly one of them is printed last):
 #   redox-check: OK (<crates>)                 -> exit 0
-#   redox-check: FAILED ...                    -> exit 1 (the project's code)
+#   redox-check: FAILED ...                    -> exit 1 (the project's code,
+#       manifests or lock file)
 #   REDOX CHECK DID NOT RUN: <reason>          -> exit 0, or 2 when
 #       REDOX_CHECK_REQUIRED=1. Only used when the cause lies outside the
 #       project: no rustup, the Redox target or the crates cannot be
@@ -74,7 +75,14 @@ done
 # Download what the Redox target needs first, so a network failure is told
 # apart from a compile error.
 if ! out="$(cargo "+$TOOLCHAIN" fetch --target "$TARGET" 2>&1)"; then
-    did_not_run "cannot download crates for $TARGET: $(printf '%s\n' "$out" | grep -m1 -i 'error' || printf '%s\n' "$out" | tail -n1)"
+    first_error="$(printf '%s\n' "$out" | grep -m1 -i 'error' || printf '%s\n' "$out" | tail -n1)"
+    # Only a failure to reach the registry is outside the project; a broken
+    # manifest or lock file is the project's to fix.
+    if printf '%s\n' "$out" | grep -qiE 'failed to (download|get|fetch|query|update)|resolve host|network|timed out|connection|SSL|HTTP|spurious'; then
+        did_not_run "cannot download crates for $TARGET: $first_error"
+    fi
+    echo "redox-check: FAILED: cargo fetch --target $TARGET: $first_error"
+    exit 1
 fi
 
 echo "redox-check: cargo +$TOOLCHAIN check --target $TARGET ${pkg_args[*]}" >&2
@@ -89,7 +97,7 @@ if [ "$status" -ne 0 ]; then
     exit 1
 fi
 # The cookbook recipe builds with `cargo build --locked`.
-if ! cargo "+$TOOLCHAIN" metadata --locked --offline --format-version 1 >/dev/null 2>&1; then
+if ! cargo "+$TOOLCHAIN" tree --locked --offline --target "$TARGET" "${pkg_args[@]}" --depth 0 >/dev/null 2>&1; then
     echo "redox-check: note: Cargo.lock is not up to date; the cookbook recipe builds with --locked" >&2
 fi
 if [ "$warnings" -gt 0 ]; then
