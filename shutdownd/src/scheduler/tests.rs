@@ -523,3 +523,27 @@ fn json_has_the_documented_shape() {
     assert!(table.contains("0000:01:00.0"));
     assert!(table.contains("1 clean"));
 }
+
+#[test]
+fn empty_device_list_is_done_at_once() {
+    let mut s = sched(Vec::new(), Config::default());
+    assert!(s.is_done());
+    assert_eq!(s.next_wakeup(), None);
+    assert!(s.poll(t(0)).is_empty());
+    let report = Report::from_scheduler(&s, t(0));
+    assert!(report.devices.is_empty());
+    assert!(report.all_ok());
+    assert!(report.to_table().contains("0 devices: none"));
+}
+
+#[test]
+fn zero_global_deadline_sends_nothing_and_ends_at_once() {
+    let config = Config {
+        global_deadline: Duration::ZERO,
+        ..Config::default()
+    };
+    let mut s = sched(nvme(2), config);
+    assert!(s.poll(t(0)).is_empty());
+    assert!(s.is_done());
+    assert_eq!(outcomes(&s), vec![Outcome::NoResponse; 2]);
+}
