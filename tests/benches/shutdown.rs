@@ -17,12 +17,22 @@
 //!    cost: messages through pcid to each nvmed process and back, and the
 //!    drivers' own register work.
 //!
+//! 3. **shutdownd alone**: the same sizes against a scripted pcid in this
+//!    process that answers every request at once on a real control socket,
+//!    so the total is shutdownd's own cost plus the socket round trips.
+//!
 //! Totals are shutdownd's `total_ms` (first Begin to last outcome). The
 //! binaries must be built first (`cargo build --release --workspace`); the
 //! benchmark runs `cargo build` itself when launched by cargo.
 
 use std::process::ExitCode;
 use std::time::Duration;
+
+use pcid_interface::function::PciAddress;
+use pcid_interface::protocol::{
+    ControlMessage, DeviceInfo, DriverState, FinishOutcome, ShutdownSupport,
+};
+use pcid_interface::transport::ControlListener;
 
 use shutdown_tests::sim::machine::MachineSpec;
 use shutdown_tests::sim::stack::{Binaries, ReportView, Stack, StackOptions};
@@ -117,6 +127,82 @@ fn run_once(bins: &Binaries, machine: &MachineSpec, args: &[&str]) -> Result<Rep
     Ok(report)
 }
 
+/// Runs shutdownd against a scripted pcid (a thread here) that lists `n`
+/// two-phase devices and answers every request immediately.
+fn run_scripted(bins: &Binaries, n: usize, args: &[&str]) -> Result<ReportView, String> {
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let sock = dir.path().join("pcid.sock");
+    let listener = ControlListener::bind(&sock).map_err(|e| e.to_string())?;
+    let pcid = std::thread::spawn(move || -> Result<(), String> {
+        let (mut ch, _) = listener
+            .accept(Some(Duration::from_secs(30)))
+            .map_err(|e| e.to_string())?;
+        let devices: Vec<DeviceInfo> = (0..n)
+            .map(|i| DeviceInfo {
+                address: PciAddress {
+                    segment: 0,
+                    bus: (i / 32 + 1) as u8,
+                    device: (i % 32) as u8,
+                    function: 0,
+                },
+                parent: None,
+                driver: "scripted".into(),
+                support: ShutdownSupport::TwoPhase,
+                pid: 0,
+                state: DriverState::Running,
+            })
+            .collect();
+        loop {
+            let reply = match ch.recv(Some(Duration::from_secs(30))) {
+                Ok(ControlMessage::ListDevices { id }) => ControlMessage::Devices {
+                    id,
+                    devices: devices.clone(),
+                },
+                Ok(ControlMessage::Begin { id, address, .. }) => ControlMessage::BeginAck {
+                    id,
+                    address,
+                    budget: Duration::ZERO,
+                },
+                Ok(ControlMessage::Finish { id, address, .. }) => ControlMessage::FinishAck {
+                    id,
+                    address,
+                    outcome: FinishOutcome::Clean,
+                    elapsed: Duration::ZERO,
+                    detail: String::new(),
+                },
+                Ok(other) => return Err(format!("unexpected {other:?}")),
+                // shutdownd closed the connection: done.
+                Err(_) => return Ok(()),
+            };
+            ch.send(&reply).map_err(|e| e.to_string())?;
+        }
+    });
+    let json = dir.path().join("report.json");
+    let mut cmd = std::process::Command::new(bins.path("shutdownd"));
+    cmd.arg("--control")
+        .arg(&sock)
+        .arg("--quiet")
+        .args(args)
+        .arg("--json")
+        .arg(&json);
+    let run = shutdown_tests::sim::stack::run_captured(
+        cmd,
+        "shutdownd",
+        Duration::from_secs(60),
+        Some(&json),
+    )
+    .map_err(|e| e.to_string())?;
+    pcid.join()
+        .map_err(|_| "scripted pcid panicked".to_string())??;
+    let report = run
+        .report
+        .ok_or_else(|| format!("shutdownd wrote no report: {}", run.stderr.trim()))?;
+    if report.count("clean") != n {
+        return Err("not every scripted device ended clean".into());
+    }
+    Ok(report)
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     let n = v.len();
@@ -173,6 +259,30 @@ fn run(args: Args) -> Result<(), String> {
             for _ in 0..args.repeat {
                 two.push(run_once(&bins, &machine, &[])?.total_ms);
                 seq.push(run_once(&bins, &machine, &["--sequential"])?.total_ms);
+            }
+            let (t, s) = (median(two), median(seq));
+            println!(
+                "{n:>8}  {t:>12.2}  {:>14.3}  {s:>12.2}  {:>14.3}",
+                t / n as f64,
+                s / n as f64
+            );
+        }
+    }
+    if args.overhead {
+        println!(
+            "\n== shutdownd alone: scripted pcid answering at once, median of {} runs",
+            args.repeat
+        );
+        println!(
+            "{:>8}  {:>12}  {:>14}  {:>12}  {:>14}",
+            "devices", "two-phase ms", "per device ms", "sequential ms", "per device ms"
+        );
+        for &n in &args.sizes {
+            let mut two = Vec::new();
+            let mut seq = Vec::new();
+            for _ in 0..args.repeat {
+                two.push(run_scripted(&bins, n, &[])?.total_ms);
+                seq.push(run_scripted(&bins, n, &["--sequential"])?.total_ms);
             }
             let (t, s) = (median(two), median(seq));
             println!(
