@@ -19,7 +19,7 @@ pub mod scheduler;
 
 pub use plan::{Plan, PlanError};
 pub use report::{DeviceReport, Report};
-pub use run::{list_devices, run_shutdown, ControlPort, PortError, RunError};
+pub use run::{list_devices, run_shutdown, run_shutdown_since, ControlPort, PortError, RunError};
 pub use scheduler::{Config, Mode, Outcome, Scheduler};
 
 /// How late after the global deadline shutdownd may record the last outcome:

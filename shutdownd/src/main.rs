@@ -11,6 +11,11 @@
 //! through `/scheme/sys/kstop` as Redox's `shutdown` does, unless
 //! `--no-power-off` is given. Elsewhere it never powers anything off.
 //!
+//! The global deadline (`--deadline-ms`, default 120 s) counts from shutdownd's
+//! start: connecting to pcid and listing the devices are part of it. Every
+//! device has an outcome by then (plus [`shutdownd::EXIT_GRACE`] of wake-up
+//! latency).
+//!
 //! Progress lines and the report table go to standard output; logs go to
 //! standard error (`RUST_LOG`, default `warn`).
 //!
@@ -21,10 +26,10 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use pcid_interface::protocol::ShutdownKind;
-use shutdownd::{list_devices, run_shutdown, Config, Mode};
+use shutdownd::{list_devices, run_shutdown_since, Config, Mode};
 
 mod port;
 #[cfg(target_os = "redox")]
@@ -129,7 +134,11 @@ fn main() -> ExitCode {
 }
 
 /// Runs the protocol and prints the report; returns the exit status.
+///
+/// The global deadline counts from here: connecting to pcid and listing the
+/// devices are part of it.
 fn shut_down_devices(args: Args) -> ExitCode {
+    let started = Instant::now();
     let mut port = match port::connect(&args.control) {
         Ok(p) => p,
         Err(e) => {
@@ -137,7 +146,7 @@ fn shut_down_devices(args: Args) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let devices = match list_devices(&mut port, LIST_TIMEOUT) {
+    let devices = match list_devices(&mut port, LIST_TIMEOUT.min(args.config.global_deadline)) {
         Ok(d) => d,
         Err(e) => {
             eprintln!("shutdownd: {e}");
@@ -160,7 +169,7 @@ fn shut_down_devices(args: Args) -> ExitCode {
             println!("{line}");
         }
     };
-    let report = match run_shutdown(&mut port, devices, args.config, &mut progress) {
+    let report = match run_shutdown_since(&mut port, devices, args.config, started, &mut progress) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("shutdownd: {e}");

@@ -91,6 +91,19 @@ pub fn run_shutdown(
     config: Config,
     progress: &mut dyn FnMut(&str),
 ) -> Result<Report, RunError> {
+    run_shutdown_since(port, devices, config, Instant::now(), progress)
+}
+
+/// Like [`run_shutdown`], with the global deadline counted from `started`
+/// (e.g. the moment the process started, so that connecting to pcid and
+/// listing the devices count against it too).
+pub fn run_shutdown_since(
+    port: &mut dyn ControlPort,
+    devices: Vec<DeviceInfo>,
+    config: Config,
+    started: Instant,
+    progress: &mut dyn FnMut(&str),
+) -> Result<Report, RunError> {
     let plan = Plan::new(devices)?;
     for cycle in plan.cycles() {
         let names: Vec<String> = cycle.iter().map(ToString::to_string).collect();
@@ -99,9 +112,8 @@ pub fn run_shutdown(
             names.join(" -> ")
         );
     }
-    let clock = Instant::now();
-    let now = || clock.elapsed();
-    let mut s = Scheduler::new(plan, config, now());
+    let now = || started.elapsed();
+    let mut s = Scheduler::new(plan, config, Duration::ZERO);
     loop {
         let out = s.poll(now());
         let mut lost = None;
