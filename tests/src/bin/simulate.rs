@@ -3,7 +3,7 @@
 //! ```text
 //! cargo run --release --bin simulate -- [--machine FILE] [--devices N] [--latency-ms MS]
 //!     [--sequential] [--json FILE] [--kind poweroff|reboot] [--deadline-ms MS]
-//!     [--fault INDEX:KIND]... [--keep] [--verbose] [--no-build]
+//!     [--fault INDEX:KIND]... [--driven-bridges-ms MS] [--keep] [--verbose] [--no-build]
 //! ```
 //!
 //! Writes a machine description (default: 16 NVMe controllers, 4.5 s shutdown
@@ -11,7 +11,9 @@
 //! temporary directory) unless `--machine` names one, starts `pcid` on it with
 //! the repository's match table (`initfs/lib/pcid.d`), waits for pcid's
 //! readiness line, runs `shutdownd` (its progress and report go straight to
-//! the terminal), stops pcid and exits with shutdownd's status.
+//! the terminal), stops pcid and exits with shutdownd's status. When that is
+//! not 0 it also prints the end of pcid's and the drivers' log; `--keep` keeps
+//! the temporary directory (machine, backing files, report, log).
 //!
 //! `--fault INDEX:KIND` (repeatable) injects a fault into the device at
 //! position INDEX of the generated machine: a controller fault
@@ -20,6 +22,11 @@
 //! `driver-ignores-finish`, `driver-exits-in-begin`, `driver-exits-in-finish`,
 //! `driver-sends-garbage`), for which the device is served by the example
 //! driver `faultyd` misbehaving that way. `simulate --help` lists them.
+//!
+//! `--driven-bridges-ms MS` gives the generated machine's PCIe root ports (one
+//! per 32 controllers) a driver (`faultyd`, behaving, shutdown taking MS), so
+//! the report shows each bridge beginning only after the controllers behind it
+//! finished.
 //!
 //! The binaries are looked up next to this executable. `cargo run` builds only
 //! `simulate`, so unless `--no-build` is given, simulate first runs
@@ -36,8 +43,8 @@ use shutdown_tests::sim::stack::{wait_deadline, Binaries, Stack, StackOptions};
 
 const USAGE: &str =
     "usage: simulate [--machine FILE] [--devices N] [--latency-ms MS] [--sequential] \
-[--json FILE] [--kind poweroff|reboot] [--deadline-ms MS] [--fault INDEX:KIND]... [--keep] [--verbose] \
-[--no-build]";
+[--json FILE] [--kind poweroff|reboot] [--deadline-ms MS] [--fault INDEX:KIND]... [--driven-bridges-ms MS] \
+[--keep] [--verbose] [--no-build]";
 
 struct Args {
     machine: Option<PathBuf>,
@@ -48,6 +55,7 @@ struct Args {
     kind: String,
     deadline_ms: Option<u64>,
     faults: Vec<FaultSpec>,
+    driven_bridges_ms: Option<u64>,
     keep: bool,
     verbose: bool,
     build: bool,
@@ -69,6 +77,7 @@ fn parse_args() -> Result<Option<Args>, String> {
         kind: "poweroff".into(),
         deadline_ms: None,
         faults: Vec::new(),
+        driven_bridges_ms: None,
         keep: false,
         verbose: false,
         build: true,
@@ -95,14 +104,18 @@ fn parse_args() -> Result<Option<Args>, String> {
                     .parse()
                     .map_err(|e: shutdown_tests::sim::fault::FaultError| e.to_string())?,
             ),
+            "--driven-bridges-ms" => a.driven_bridges_ms = Some(number(&flag, it.next())?),
             "--keep" => a.keep = true,
             "--verbose" => a.verbose = true,
             "--no-build" => a.build = false,
             other => return Err(format!("unknown argument `{other}`")),
         }
     }
-    if a.machine.is_some() && !a.faults.is_empty() {
-        return Err("--fault applies to the generated machine; write faults into the --machine file instead".into());
+    if a.machine.is_some() && (!a.faults.is_empty() || a.driven_bridges_ms.is_some()) {
+        return Err(
+            "--fault and --driven-bridges-ms apply to the generated machine, not to --machine"
+                .into(),
+        );
     }
     if a.devices == 0 || a.devices > MachineSpec::MAX_DEVICES {
         return Err(format!(
@@ -134,6 +147,7 @@ fn run(args: Args) -> Result<u8, String> {
             for f in &args.faults {
                 f.apply(&mut spec).map_err(|e| e.to_string())?;
             }
+            spec.driven_root_ports_ms = args.driven_bridges_ms;
             let path = work.path().join("machine.toml");
             std::fs::write(&path, spec.to_toml())
                 .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
@@ -147,6 +161,9 @@ fn run(args: Args) -> Result<u8, String> {
             );
             for f in &args.faults {
                 println!("simulate: fault {f}");
+            }
+            if let Some(ms) = args.driven_bridges_ms {
+                println!("simulate: root ports driven by faultyd, {ms} ms shutdown each");
             }
             path
         }
@@ -208,7 +225,19 @@ fn run(args: Args) -> Result<u8, String> {
     if args.json.is_some() {
         println!("simulate: report written to {}", json.display());
     }
-    if code != 0 || args.keep {
+    if code != 0 && !args.verbose {
+        // What pcid and the drivers logged explains most failures.
+        if let Some(text) = log.as_ref().and_then(|l| std::fs::read_to_string(l).ok()) {
+            let lines: Vec<&str> = text.lines().collect();
+            if !lines.is_empty() {
+                eprintln!("simulate: last lines of the pcid and driver log:");
+                for l in &lines[lines.len().saturating_sub(20)..] {
+                    eprintln!("  {l}");
+                }
+            }
+        }
+    }
+    if args.keep {
         let kept = work.keep();
         println!(
             "simulate: kept {}{}",
