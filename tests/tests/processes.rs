@@ -350,3 +350,45 @@ fn a_driven_bridge_begins_only_after_every_device_behind_it_finished() {
         .collect();
     assert!(max_begin(&nvme) < min_finish_ack(&nvme));
 }
+
+#[test]
+fn a_second_shutdown_while_one_is_in_flight_is_refused_per_device() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let rig = start(&nvme_machine(3, 1000));
+    let first_json = rig.dir.path().join("first.json");
+    let mut first = rig
+        .stack
+        .shutdownd_command()
+        .arg("--json")
+        .arg(&first_json)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the first shutdownd");
+    // Wait (bounded) until the first shutdownd has sent its Begins.
+    let stdout = first.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if line.contains("sent Begin") {
+                let _ = tx.send(());
+            }
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(30))
+        .expect("the first shutdownd sends its Begins");
+
+    let (run, second) = rig.shutdown(&[]);
+    assert_eq!(run.status.code(), Some(1), "{}", rig.explain(&run));
+    for d in &second.devices {
+        assert_eq!(d.outcome, "failed", "{d:?}");
+        assert!(d.detail.contains("busy"), "{d:?}");
+    }
+
+    let status = shutdown_tests::sim::stack::wait_deadline(&mut first, RUN_LIMIT)
+        .expect("the first shutdownd exits");
+    assert_eq!(status.code(), Some(0));
+    let first_report = ReportView::load(&first_json).expect("first report");
+    assert_eq!(first_report.count("clean"), 3);
+}
