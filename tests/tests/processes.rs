@@ -355,7 +355,7 @@ fn a_driven_bridge_begins_only_after_every_device_behind_it_finished() {
 fn a_second_shutdown_while_one_is_in_flight_is_refused_per_device() {
     use std::io::{BufRead, BufReader};
     use std::process::Stdio;
-    let rig = start(&nvme_machine(3, 1000));
+    let rig = start(&nvme_machine(3, 2000));
     let first_json = rig.dir.path().join("first.json");
     let mut first = rig
         .stack
