@@ -7,6 +7,7 @@
 
 use std::fs;
 use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -14,6 +15,8 @@ use std::time::{Duration, Instant};
 
 use pcid_hw::linux::{enable_device, SysfsBar};
 use pcid_hw::RegisterIo;
+use pcid_interface::protocol::{ControlMessage, DeviceInfo};
+use pcid_interface::transport::Channel;
 
 use super::cmdline::{CmdlineError, GuestConfig, Mode};
 use super::markers;
@@ -68,6 +71,9 @@ pub enum GuestError {
     /// pcid did not signal readiness in time, or exited first.
     #[error("pcid not ready: {0}")]
     NotReady(String),
+    /// pcid's control endpoint did not answer as expected.
+    #[error("pcid control endpoint: {0}")]
+    Control(String),
     /// shutdownd misbehaved.
     #[error("shutdownd: {0}")]
     Shutdownd(String),
@@ -331,6 +337,19 @@ fn full(config: &GuestConfig, start: Instant) -> Result<(), GuestError> {
         );
     }
 
+    // pcid's own view of the devices, parents included (the report has no parents).
+    for d in list_pcid_devices(Duration::from_secs(5))? {
+        println!(
+            "{} address={} parent={} driver={} support={:?} state={:?}",
+            markers::DEVICE,
+            d.address,
+            d.parent.map_or("-".to_string(), |p| p.to_string()),
+            d.driver,
+            d.support,
+            d.state
+        );
+    }
+
     let mut args = vec!["--control", CONTROL_SOCKET, "--json", REPORT_PATH];
     if config.sequential {
         args.push("--sequential");
@@ -362,6 +381,28 @@ fn full(config: &GuestConfig, start: Instant) -> Result<(), GuestError> {
     }
     print_report(&report?)?;
     Ok(())
+}
+
+/// Asks pcid for its device list over the control endpoint.
+fn list_pcid_devices(timeout: Duration) -> Result<Vec<DeviceInfo>, GuestError> {
+    const LIST_ID: u32 = 1;
+    let err = |e: &dyn std::fmt::Display| GuestError::Control(e.to_string());
+    let deadline = Instant::now() + timeout;
+    let stream = UnixStream::connect(CONTROL_SOCKET).map_err(|e| err(&e))?;
+    let mut channel = Channel::<ControlMessage>::from_stream(stream);
+    channel
+        .send(&ControlMessage::ListDevices { id: LIST_ID })
+        .map_err(|e| err(&e))?;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(err(&"no device list before the deadline"));
+        }
+        match channel.recv(Some(left)).map_err(|e| err(&e))? {
+            ControlMessage::Devices { id, devices } if id == LIST_ID => return Ok(devices),
+            other => println!("e2e: ignoring control message {other:?}"),
+        }
+    }
 }
 
 /// Prints the report as one compact JSON line between the markers, in a

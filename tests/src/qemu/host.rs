@@ -728,13 +728,17 @@ pub fn run(opts: &Options) -> Result<RunResult, E2eError> {
     })
 }
 
+/// Value of `key` in a marker line's `key=value` pairs ("" if absent).
+fn field(pairs: &[(String, String)], key: &str) -> String {
+    pairs
+        .iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.clone())
+        .unwrap_or_default()
+}
+
 fn check_probe(opts: &Options, console: &ConsoleSummary) -> Result<(), E2eError> {
-    let get = |p: &[(String, String)], k: &str| {
-        p.iter()
-            .find(|(key, _)| key == k)
-            .map(|(_, v)| v.clone())
-            .unwrap_or_default()
-    };
+    let get = field;
     if console.probes.len() != opts.controllers {
         return Err(E2eError::Check(format!(
             "the guest probed {} NVMe controllers, expected {}",
@@ -797,16 +801,25 @@ fn check_report(opts: &Options, console: &ConsoleSummary) -> Result<ShutdownRepo
         }
     }
     if opts.root_port {
-        // Functions behind the root port are on a bus other than 00.
-        let behind = nvme.iter().any(|d| {
-            d.address
-                .parse::<pcid_interface::function::PciAddress>()
-                .is_ok_and(|a| a.bus != 0)
-        });
-        if !behind {
+        // pcid must list a controller with a parent bridge (the root port), and
+        // that controller must be in the report, clean (checked above).
+        let behind: Vec<String> = console
+            .devices
+            .iter()
+            .filter(|d| field(d, "driver") == "nvmed" && field(d, "parent") != "-")
+            .map(|d| field(d, "address"))
+            .collect();
+        if behind.is_empty() {
             return Err(E2eError::Check(
-                "no controller behind the PCIe root port appears in the report".to_string(),
+                "pcid lists no controller behind the PCIe root port".to_string(),
             ));
+        }
+        for address in &behind {
+            if !nvme.iter().any(|d| &d.address == address) {
+                return Err(E2eError::Check(format!(
+                    "controller {address} behind the root port is missing from the report"
+                )));
+            }
         }
     }
     Ok(report)
@@ -884,8 +897,13 @@ mod tests {
     }
 
     fn console_with_report(json: &str) -> ConsoleSummary {
+        let behind = format!(
+            "{} address=0000:01:00.0 parent=0000:00:01.0 driver=nvmed",
+            super::super::markers::DEVICE
+        );
         ConsoleSummary::scan([
             super::super::markers::INIT_START,
+            &behind,
             super::super::markers::REPORT_BEGIN,
             json,
             super::super::markers::REPORT_END,
@@ -939,13 +957,27 @@ mod tests {
             "{err}"
         );
 
-        // Both on the root bus: the controller behind the root port is missing.
+        // pcid listed 0000:01:00.0 behind the root port, but the report lacks it.
         let flat = [
             device("0000:00:02.0", "clean"),
             device("0000:00:03.0", "clean"),
         ];
         let err = check_report(&opts, &report(&flat, "two-phase")).unwrap_err();
-        assert!(err.to_string().contains("root port"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("0000:01:00.0 behind the root port is missing"),
+            "{err}"
+        );
+        // pcid lists no device with a parent at all.
+        let no_parent = ConsoleSummary::scan([
+            super::super::markers::REPORT_BEGIN,
+            r#"{"mode":"two-phase","total_ms":1.5,"devices":[]}"#,
+            super::super::markers::REPORT_END,
+        ]);
+        let mut none = opts.clone();
+        none.controllers = 0;
+        let err = check_report(&none, &no_parent).unwrap_err();
+        assert!(err.to_string().contains("no controller behind"), "{err}");
         opts.root_port = false;
         assert!(check_report(&opts, &report(&flat, "two-phase")).is_ok());
 

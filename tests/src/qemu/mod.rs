@@ -32,6 +32,8 @@ pub mod markers {
     pub const TIMING: &str = "===E2E-TIMING===";
     /// `===E2E-PROBE=== key=value ...`: one NVMe controller seen by the probe mode.
     pub const PROBE: &str = "===E2E-PROBE===";
+    /// `===E2E-DEVICE=== key=value ...`: one device as pcid lists it (with its parent).
+    pub const DEVICE: &str = "===E2E-DEVICE===";
     /// Last line before the guest powers off.
     pub const POWEROFF: &str = "===E2E-POWEROFF===";
 }

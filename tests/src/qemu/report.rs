@@ -43,6 +43,8 @@ pub struct ConsoleSummary {
     pub timings: Vec<(String, String)>,
     /// `===E2E-PROBE===` lines as `key=value` pairs.
     pub probes: Vec<Vec<(String, String)>>,
+    /// `===E2E-DEVICE===` lines (pcid's device list) as `key=value` pairs.
+    pub devices: Vec<Vec<(String, String)>>,
     /// The guest announced power-off.
     pub powered_off: bool,
 }
@@ -106,6 +108,8 @@ impl ConsoleSummary {
             } else if let Some(pos) = line.find(markers::TIMING) {
                 s.timings
                     .extend(pairs(&line[pos + markers::TIMING.len()..]));
+            } else if let Some(pos) = line.find(markers::DEVICE) {
+                s.devices.push(pairs(&line[pos + markers::DEVICE.len()..]));
             } else if let Some(pos) = line.find(markers::PROBE) {
                 s.probes.push(pairs(&line[pos + markers::PROBE.len()..]));
             } else if line.contains(markers::POWEROFF) {
