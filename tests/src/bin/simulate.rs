@@ -196,7 +196,15 @@ fn run(args: Args) -> Result<u8, String> {
     if args.sequential {
         cmd.arg("--sequential");
     }
-    if let Some(d) = args.deadline_ms {
+    // shutdownd's default global deadline (120 s) is too short for the
+    // sequential baseline of a large generated machine: unless told
+    // otherwise, allow every device its full finish deadline in turn.
+    let deadline_ms = args.deadline_ms.or_else(|| {
+        let per_device = args.latency_ms.saturating_mul(3) / 2 + 1_000;
+        let needed = per_device.saturating_mul(args.devices as u64) + 10_000;
+        (args.sequential && args.machine.is_none() && needed > 120_000).then_some(needed)
+    });
+    if let Some(d) = deadline_ms {
         cmd.args(["--deadline-ms", &d.to_string()]);
     }
     cmd.stdin(Stdio::null());
@@ -205,8 +213,7 @@ fn run(args: Args) -> Result<u8, String> {
         .map_err(|e| format!("cannot start shutdownd: {e}"))?;
     // shutdownd bounds itself by its global deadline (default 120 s); this
     // outer bound only guards against a broken shutdownd.
-    let limit =
-        Duration::from_millis(args.deadline_ms.unwrap_or(120_000)) + Duration::from_secs(30);
+    let limit = Duration::from_millis(deadline_ms.unwrap_or(120_000)) + Duration::from_secs(30);
     let status = match wait_deadline(&mut child, limit) {
         Some(s) => s,
         None => {
