@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Measures the QEMU end-to-end run: boot to power-off (QEMU wall time), the
-# guest's shutdownd run (process start to exit) and the report's total (first
-# Begin to last answer), for 1 and 16 controllers, two-phase and --sequential.
+# kernel's boot until /init runs, pcid start until its readiness line (driver
+# bring-up and self-test), the guest's shutdownd run (process start to exit)
+# and the report's total (first Begin to last answer), for 1 and 16
+# controllers, two-phase and --sequential.
 #
 #   tests/qemu/measure.sh [REPEATS] [extra qemu-e2e options...]
 #
@@ -16,7 +18,7 @@ out=.cache/qemu-e2e/measure
 mkdir -p "$out"
 cargo build --release --bin qemu-e2e
 exe="${CARGO_TARGET_DIR:-target}/release/qemu-e2e"
-printf '%-4s %-10s %3s %10s %12s %10s\n' N mode run boot_ms shutdownd_ms total_ms
+printf '%-4s %-10s %3s %10s %10s %10s %12s %10s\n' N mode run boot_ms kernel_ms ready_ms shutdownd_ms total_ms
 for n in 1 16; do
     for mode in two-phase sequential; do
         flag=""
@@ -29,8 +31,10 @@ for n in 1 16; do
 import json, sys
 d = json.load(open(sys.argv[1]))
 q = d["qemu"]
+nan = float("nan")
 print(f'{sys.argv[2]:<4} {sys.argv[3]:<10} {sys.argv[4]:>3} {q["boot_to_poweroff_ms"]:>10.0f} '
-      f'{q.get("guest_shutdownd_ms", float("nan")):>12.0f} {d["total_ms"]:>10.1f}')
+      f'{q.get("guest_kernel_to_init_ms", nan):>10.0f} {q.get("guest_pcid_ready_ms", nan):>10.0f} '
+      f'{q.get("guest_shutdownd_ms", nan):>12.0f} {d["total_ms"]:>10.1f}')
 PY
         done
     done

@@ -160,6 +160,7 @@ fn run() -> Result<(), GuestError> {
     let cmdline = fs::read_to_string("/proc/cmdline").map_err(io_err("read /proc/cmdline"))?;
     let config = GuestConfig::parse(&cmdline)?;
     println!("e2e: init started {boot_ms:.0} ms after boot; {config:?}");
+    println!("{} kernel_to_init_ms={boot_ms:.0}", markers::TIMING);
     match config.mode {
         Mode::Probe => probe(&config),
         Mode::Full => full(&config, start),
