@@ -35,6 +35,7 @@ mod poll;
 mod queue;
 pub mod selftest;
 mod shutdown;
+pub mod workload;
 
 pub use controller::{Controller, ControllerInfo, Namespace, Options};
 pub use error::NvmeError;

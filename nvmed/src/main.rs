@@ -7,7 +7,8 @@
 //!    function through sysfs.
 //! 3. Brings the controller up and identifies it; with `NVMED_SELFTEST=1`
 //!    writes, flushes and reads back a pattern unique to the controller (see
-//!    `nvmed::selftest`).
+//!    `nvmed::selftest`); with `NVMED_WORKLOAD=<dir>` starts a write workload
+//!    logging to `<dir>/<address>.log` (see `nvmed::workload`).
 //! 4. Sends `Ready`, then serves the shutdown protocol: `Begin` →
 //!    `Controller::begin`, `Finish` → `Controller::finish`.
 //!
@@ -47,6 +48,8 @@ enum Fatal {
     Nvme(NvmeError, String),
     #[error("{address}: {0}", address = .1)]
     Selftest(nvmed::selftest::SelftestError, String),
+    #[error("{address}: {0}", address = .1)]
+    Workload(nvmed::workload::WorkloadError, String),
     #[error("{address}: backend not available: {what}")]
     BackendUnavailable { address: String, what: String },
     #[error("{address}: serving the shutdown protocol: {source}")]
@@ -165,9 +168,9 @@ fn drive<R, D, C>(
     clock: C,
 ) -> Result<(), Fatal>
 where
-    R: RegisterIo,
-    D: DmaAllocator,
-    C: Clock,
+    R: RegisterIo + 'static,
+    D: DmaAllocator + 'static,
+    C: Clock + 'static,
 {
     let address = function.address.to_string();
     let ctrl = Controller::bring_up(address.clone(), regs, dma, clock, Options::default())
@@ -196,6 +199,14 @@ where
     if std::env::var("NVMED_SELFTEST").is_ok_and(|v| v == "1") {
         nvmed::selftest::run(&ctrl).map_err(|e| Fatal::Selftest(e, address.clone()))?;
     }
+    let ctrl = Arc::new(ctrl);
+    let workload = match nvmed::workload::Workload::dir_from_env() {
+        Some(dir) => Some(
+            nvmed::workload::Workload::start(ctrl.clone(), &dir)
+                .map_err(|e| Fatal::Workload(e, address.clone()))?,
+        ),
+        None => None,
+    };
     conn.ready().map_err(|source| Fatal::Serve {
         address: address.clone(),
         source,
@@ -203,7 +214,7 @@ where
     #[cfg(target_os = "redox")]
     redox::ready(function);
     let outcome = conn
-        .serve(Handler { ctrl })
+        .serve(Handler { ctrl, workload })
         .map_err(|source| Fatal::Serve {
             address: address.clone(),
             source,
@@ -222,7 +233,9 @@ where
 
 /// The shutdown protocol's view of the controller.
 struct Handler<R: RegisterIo, D: DmaAllocator, C: Clock> {
-    ctrl: Controller<R, D, C>,
+    ctrl: Arc<Controller<R, D, C>>,
+    /// The write workload, whose log records the shutdown phases.
+    workload: Option<nvmed::workload::Workload>,
 }
 
 impl<R: RegisterIo, D: DmaAllocator, C: Clock> ShutdownHandler for Handler<R, D, C> {
@@ -239,10 +252,18 @@ impl<R: RegisterIo, D: DmaAllocator, C: Clock> ShutdownHandler for Handler<R, D,
         // Keep a little of pcid's deadline for sending BeginAck.
         let remaining = deadline.remaining();
         let margin = (remaining / 10).min(std::time::Duration::from_millis(100));
-        self.ctrl
+        if let Some(w) = &self.workload {
+            w.note_begin();
+        }
+        let result = self
+            .ctrl
             .begin_within(remaining.saturating_sub(margin))
             .map(|r| r.budget)
-            .map_err(|e| e.to_string())
+            .map_err(|e| e.to_string());
+        if let Some(w) = &self.workload {
+            w.note_begun(result.as_ref().map(|_| ()).map_err(String::as_str));
+        }
+        result
     }
 
     fn finish(&mut self, deadline: Deadline) -> FinishReport {

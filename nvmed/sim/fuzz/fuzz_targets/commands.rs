@@ -21,9 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use libfuzzer_sys::fuzz_target;
-use nvme_sim::{
-    DmaLayout, Fault, SimConfig, SimController, SimDma, SimDmaBuffer, StartState,
-};
+use nvme_sim::{DmaLayout, Fault, SimConfig, SimController, SimDma, SimDmaBuffer, StartState};
 use nvme_spec::regs::offset;
 use pcid_hw::{DmaAllocator, DmaBuffer, FakeClock, RegisterIo, PAGE_SIZE};
 
@@ -46,7 +44,12 @@ impl Input<'_> {
         Some(u16::from_le_bytes([self.u8()?, self.u8()?]))
     }
     fn u32(&mut self) -> Option<u32> {
-        Some(u32::from_le_bytes([self.u8()?, self.u8()?, self.u8()?, self.u8()?]))
+        Some(u32::from_le_bytes([
+            self.u8()?,
+            self.u8()?,
+            self.u8()?,
+            self.u8()?,
+        ]))
     }
     fn sqe(&mut self) -> Option<[u8; SQE]> {
         let (head, rest) = self.0.split_at_checked(SQE)?;
@@ -161,7 +164,13 @@ impl Host {
         self.advance_ms(200);
         let q = u32::from(self.io.qid) | (IO_ENTRIES - 1) << 16;
         let cq = sqe_raw(0x05, 0xF001, q, 1, self.io.cq_addr());
-        let sq = sqe_raw(0x01, 0xF002, q, 1 | u32::from(self.io.qid) << 16, self.io.sq_addr());
+        let sq = sqe_raw(
+            0x01,
+            0xF002,
+            q,
+            1 | u32::from(self.io.qid) << 16,
+            self.io.sq_addr(),
+        );
         self.admin.submit(c, &cq);
         self.admin.submit(c, &sq);
         self.admin.drain(c);
@@ -173,7 +182,9 @@ impl Host {
             let page = usize::from(sel & 0x07);
             // Offset 0 of the data buffer's page `page`, or an unaligned
             // offset, as PRP1; page `page` as PRP2.
-            let prp1 = self.data.device_address(if sel & 0x40 != 0 { off } else { 0 });
+            let prp1 = self
+                .data
+                .device_address(if sel & 0x40 != 0 { off } else { 0 });
             let prp2 = self.data.device_address(page * PAGE_SIZE);
             if let (Ok(p1), Ok(p2)) = (prp1, prp2) {
                 b[24..32].copy_from_slice(&p1.to_le_bytes());
@@ -292,7 +303,9 @@ fuzz_target!(|bytes: &[u8]| {
             }
             7 => {
                 // A controller register (0x00..0x40), 32 or 64 bits.
-                let (Some(off), Some(v)) = (input.u8(), input.u32()) else { break };
+                let (Some(off), Some(v)) = (input.u8(), input.u32()) else {
+                    break;
+                };
                 let off = usize::from(off & 0x3C);
                 if op & 0x80 != 0 {
                     ctrl.write64(off & !7, u64::from(v) << 32 | u64::from(v.rotate_left(7)));
@@ -302,7 +315,9 @@ fuzz_target!(|bytes: &[u8]| {
             }
             8 => {
                 // Anywhere in BAR0 and beyond, including doorbells.
-                let (Some(off), Some(v)) = (input.u16(), input.u32()) else { break };
+                let (Some(off), Some(v)) = (input.u16(), input.u32()) else {
+                    break;
+                };
                 ctrl.write32(usize::from(off), v);
                 let _ = ctrl.read32(usize::from(off).wrapping_mul(3));
             }
