@@ -627,6 +627,25 @@ fn tail(lines: &[String], n: usize) -> String {
     }
 }
 
+/// Takes an exclusive lock on the cache so that two runs in one checkout do
+/// not remove each other's images; released when the returned value is dropped.
+fn lock_cache(cache: &Path) -> Result<nix::fcntl::Flock<fs::File>, E2eError> {
+    use nix::fcntl::{Flock, FlockArg};
+    let path = cache.join("lock");
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(io_err(format!("open {}", path.display())))?;
+    Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|(_, errno)| {
+        E2eError::Setup(format!(
+            "another qemu-e2e run holds {} ({errno}); wait for it to finish",
+            path.display()
+        ))
+    })
+}
+
 /// Runs the whole test once.
 pub fn run(opts: &Options) -> Result<RunResult, E2eError> {
     if opts.controllers == 0 || opts.controllers > MAX_CONTROLLERS {
@@ -635,6 +654,8 @@ pub fn run(opts: &Options) -> Result<RunResult, E2eError> {
             opts.controllers
         )));
     }
+    fs::create_dir_all(&opts.cache).map_err(io_err(format!("create {}", opts.cache.display())))?;
+    let _lock = lock_cache(&opts.cache)?;
     let qemu = ensure_qemu(&opts.repo)?;
     progress(format!("using {qemu}"));
     let kernel = ensure_kernel(&opts.cache)?;
