@@ -7,6 +7,11 @@
 
 use std::time::Duration;
 
+/// pcid announces readiness at the latest this long before init stops waiting.
+pub const READY_MARGIN: Duration = Duration::from_secs(10);
+/// Time shutdownd has past its own global deadline before init kills it.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
 /// What the guest's init does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -27,9 +32,11 @@ pub struct GuestConfig {
     pub sequential: bool,
     /// Number of NVMe controllers the host attached (pcid must report this many).
     pub controllers: usize,
-    /// How long to wait for pcid's readiness signal.
+    /// How long to wait for pcid's readiness signal (pcid is told to announce
+    /// readiness, complete or not, [`READY_MARGIN`] earlier).
     pub ready_timeout: Duration,
-    /// How long shutdownd may take before init kills it.
+    /// shutdownd's global deadline (`--deadline-ms`); init kills shutdownd if
+    /// it is still running [`SHUTDOWN_GRACE`] after it.
     pub shutdown_timeout: Duration,
     /// `RUST_LOG` value for pcid, nvmed and shutdownd.
     pub log: String,
@@ -42,7 +49,7 @@ impl Default for GuestConfig {
             sequential: false,
             controllers: 0,
             ready_timeout: Duration::from_secs(60),
-            shutdown_timeout: Duration::from_secs(60),
+            shutdown_timeout: Duration::from_secs(30),
             log: "info".to_string(),
         }
     }

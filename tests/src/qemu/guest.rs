@@ -18,7 +18,7 @@ use pcid_hw::RegisterIo;
 use pcid_interface::protocol::{ControlMessage, DeviceInfo};
 use pcid_interface::transport::Channel;
 
-use super::cmdline::{CmdlineError, GuestConfig, Mode};
+use super::cmdline::{CmdlineError, GuestConfig, Mode, READY_MARGIN, SHUTDOWN_GRACE};
 use super::markers;
 
 /// Where the match tables are in the initramfs.
@@ -310,6 +310,12 @@ fn full(config: &GuestConfig, start: Instant) -> Result<(), GuestError> {
     print_functions(&list_functions()?);
     let ready_at = Instant::now() + config.ready_timeout;
     let pcid_started = Instant::now();
+    let pcid_ready_ms = config
+        .ready_timeout
+        .saturating_sub(READY_MARGIN)
+        .max(Duration::from_secs(1))
+        .as_millis()
+        .to_string();
     let mut child = spawn(
         "pcid",
         &[
@@ -321,6 +327,8 @@ fn full(config: &GuestConfig, start: Instant) -> Result<(), GuestError> {
             BIN_DIR,
             "--control",
             CONTROL_SOCKET,
+            "--ready-timeout-ms",
+            &pcid_ready_ms,
         ],
         config,
         Stdio::piped(),
@@ -351,7 +359,15 @@ fn full(config: &GuestConfig, start: Instant) -> Result<(), GuestError> {
         );
     }
 
-    let mut args = vec!["--control", CONTROL_SOCKET, "--json", REPORT_PATH];
+    let deadline_ms = config.shutdown_timeout.as_millis().to_string();
+    let mut args = vec![
+        "--control",
+        CONTROL_SOCKET,
+        "--json",
+        REPORT_PATH,
+        "--deadline-ms",
+        &deadline_ms,
+    ];
     if config.sequential {
         args.push("--sequential");
     }
@@ -360,8 +376,9 @@ fn full(config: &GuestConfig, start: Instant) -> Result<(), GuestError> {
         Some(spawn("shutdownd", &args, config, Stdio::inherit())?),
         "shutdownd",
     );
-    let status = wait_child(&mut shutdownd, shutdown_start + config.shutdown_timeout)
-        .map_err(|e| GuestError::Shutdownd(e.to_string()))?;
+    let kill_at = shutdown_start + config.shutdown_timeout + SHUTDOWN_GRACE;
+    let status =
+        wait_child(&mut shutdownd, kill_at).map_err(|e| GuestError::Shutdownd(e.to_string()))?;
     let shutdown_ms = shutdown_start.elapsed().as_secs_f64() * 1000.0;
     println!(
         "{} pcid_ready_ms={ready_ms:.1} shutdownd_ms={shutdown_ms:.1} init_elapsed_ms={:.1}",
@@ -370,7 +387,8 @@ fn full(config: &GuestConfig, start: Instant) -> Result<(), GuestError> {
     );
     let Some(status) = status else {
         return Err(GuestError::Shutdownd(format!(
-            "still running after {} ms; killed",
+            "still running {} ms after its {} ms global deadline; killed",
+            SHUTDOWN_GRACE.as_millis(),
             config.shutdown_timeout.as_millis()
         )));
     };

@@ -463,9 +463,8 @@ fn qemu_args(opts: &Options, kernel: &Path, initrd: &Path, work: &Path) -> Vec<S
         mode: opts.mode,
         sequential: opts.sequential,
         controllers: opts.controllers,
-        ready_timeout: Duration::from_secs(60),
-        shutdown_timeout: Duration::from_secs(60),
         log: opts.log.clone(),
+        ..GuestConfig::default()
     };
     let append = [
         "console=ttyS0",
