@@ -270,6 +270,11 @@ impl Stack {
         }
     }
 
+    /// pcid's process id, while it runs.
+    pub fn pcid_pid(&self) -> Option<u32> {
+        self.pcid.as_ref().map(Child::id)
+    }
+
     /// pcid's control socket.
     pub fn control(&self) -> &Path {
         &self.control
