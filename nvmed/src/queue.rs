@@ -130,10 +130,21 @@ impl<B: DmaBuffer> QueuePair<B> {
         regs: &R,
         step: &'static str,
     ) -> Result<Option<CompletionEntry>, NvmeError> {
-        let mut raw = [0u8; CQ_ENTRY_SIZE];
+        let slot = usize::from(self.cq_head) * CQ_ENTRY_SIZE;
+        // The phase tag lives in dword 3. Look at that dword on its own first:
+        // a device may still be writing the entry while the CPU copies it, and
+        // only once the new phase is visible are dwords 0..=2 known to be
+        // complete (the backend's read is ordered with an acquire fence).
+        let mut dw3 = [0u8; 4];
         self.cq
-            .read(usize::from(self.cq_head) * CQ_ENTRY_SIZE, &mut raw)
+            .read(slot + 12, &mut dw3)
             .map_err(NvmeError::dma(step))?;
+        let dw3_phase = dw3[2] & 1 == 1;
+        if dw3_phase != self.phase {
+            return Ok(None);
+        }
+        let mut raw = [0u8; CQ_ENTRY_SIZE];
+        self.cq.read(slot, &mut raw).map_err(NvmeError::dma(step))?;
         let entry = CompletionEntry::from_bytes(&raw).map_err(|e| NvmeError::BadData {
             step,
             reason: e.to_string(),
