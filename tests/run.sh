@@ -13,6 +13,10 @@ cargo build --release --workspace
 echo "== cargo test --release --workspace"
 cargo test --release --workspace
 
+echo "== cargo fmt --all --check; cargo clippy --workspace --all-targets -- -D warnings"
+cargo fmt --all --check
+cargo clippy --release --workspace --all-targets -- -D warnings
+
 echo "== tests/redox-check.sh (type-check for x86_64-unknown-redox)"
 # Prints `redox-check: OK (...)`, or fails; when the Redox target cannot be
 # installed (no network) it prints one `REDOX CHECK DID NOT RUN: <reason>` line
