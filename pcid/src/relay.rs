@@ -659,7 +659,7 @@ impl Relay {
                     id,
                     format!(
                         "pcid-to-driver message {} sent by the driver",
-                        kind_name(&message)
+                        message.name()
                     ),
                     out,
                 );
@@ -785,12 +785,12 @@ impl Relay {
                 deadline,
             } => (id, address, Request::Shutdown { kind, deadline }),
             other => {
-                let id = control_id(&other);
+                let id = other.id();
                 out.push(Output::ToClient {
                     client,
                     message: ControlMessage::Error {
                         id,
-                        message: format!("{} is not a request", control_kind_name(&other)),
+                        message: format!("{} is not a request", other.name()),
                     },
                 });
                 return;
@@ -888,7 +888,7 @@ impl Relay {
         d.phase = phase;
         log::debug!(
             "{address}: relaying {} seq {seq} (request {id} of client {client})",
-            request_name(&message)
+            message.name()
         );
         out.push(Output::ToDriver { driver, message });
     }
@@ -931,52 +931,6 @@ fn support_name(s: ShutdownSupport) -> &'static str {
         ShutdownSupport::None => "no",
         ShutdownSupport::OnePhase => "one-phase",
         ShutdownSupport::TwoPhase => "two-phase",
-    }
-}
-
-fn request_name(m: &DriverMessage) -> &'static str {
-    kind_name(m)
-}
-
-fn kind_name(m: &DriverMessage) -> &'static str {
-    match m {
-        DriverMessage::Hello { .. } => "Hello",
-        DriverMessage::Welcome { .. } => "Welcome",
-        DriverMessage::Ready => "Ready",
-        DriverMessage::Begin { .. } => "Begin",
-        DriverMessage::BeginAck { .. } => "BeginAck",
-        DriverMessage::Finish { .. } => "Finish",
-        DriverMessage::Shutdown { .. } => "Shutdown",
-        DriverMessage::FinishAck { .. } => "FinishAck",
-        DriverMessage::Error { .. } => "Error",
-    }
-}
-
-fn control_kind_name(m: &ControlMessage) -> &'static str {
-    match m {
-        ControlMessage::ListDevices { .. } => "ListDevices",
-        ControlMessage::Devices { .. } => "Devices",
-        ControlMessage::Begin { .. } => "Begin",
-        ControlMessage::Finish { .. } => "Finish",
-        ControlMessage::Shutdown { .. } => "Shutdown",
-        ControlMessage::BeginAck { .. } => "BeginAck",
-        ControlMessage::FinishAck { .. } => "FinishAck",
-        ControlMessage::DeviceError { .. } => "DeviceError",
-        ControlMessage::Error { .. } => "Error",
-    }
-}
-
-fn control_id(m: &ControlMessage) -> u32 {
-    match m {
-        ControlMessage::ListDevices { id }
-        | ControlMessage::Devices { id, .. }
-        | ControlMessage::Begin { id, .. }
-        | ControlMessage::Finish { id, .. }
-        | ControlMessage::Shutdown { id, .. }
-        | ControlMessage::BeginAck { id, .. }
-        | ControlMessage::FinishAck { id, .. }
-        | ControlMessage::DeviceError { id, .. }
-        | ControlMessage::Error { id, .. } => *id,
     }
 }
 

@@ -365,9 +365,9 @@ pub fn connect_over(
             other => {
                 let _ = channel.send(&DriverMessage::Error {
                     seq: crate::wire::WireMessage::seq(&other),
-                    message: format!("expected Welcome, got {}", name(&other)),
+                    message: format!("expected Welcome, got {}", other.name()),
                 });
-                return Err(DriverError::Unexpected(name(&other).to_owned()));
+                return Err(DriverError::Unexpected(other.name().to_owned()));
             }
         }
     }
@@ -385,20 +385,6 @@ fn tell_version_error(channel: &DriverChannel, e: &TransportError) {
             seq: *seq,
             message: error.to_string(),
         });
-    }
-}
-
-fn name(m: &DriverMessage) -> &'static str {
-    match m {
-        DriverMessage::Hello { .. } => "Hello",
-        DriverMessage::Welcome { .. } => "Welcome",
-        DriverMessage::Ready => "Ready",
-        DriverMessage::Begin { .. } => "Begin",
-        DriverMessage::BeginAck { .. } => "BeginAck",
-        DriverMessage::Finish { .. } => "Finish",
-        DriverMessage::Shutdown { .. } => "Shutdown",
-        DriverMessage::FinishAck { .. } => "FinishAck",
-        DriverMessage::Error { .. } => "Error",
     }
 }
 
@@ -600,7 +586,7 @@ impl DriverConnection {
                 }
                 other => {
                     let seq = crate::wire::WireMessage::seq(&other);
-                    self.reject(seq, format!("unexpected {} from pcid", name(&other)))?;
+                    self.reject(seq, format!("unexpected {} from pcid", other.name()))?;
                 }
             }
         }

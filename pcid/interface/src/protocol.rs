@@ -252,3 +252,52 @@ pub enum ControlMessage {
         message: String,
     },
 }
+
+impl DriverMessage {
+    /// The message's name as used in PROTOCOL.md and in log lines (`"BeginAck"`).
+    pub fn name(&self) -> &'static str {
+        match self {
+            DriverMessage::Hello { .. } => "Hello",
+            DriverMessage::Welcome { .. } => "Welcome",
+            DriverMessage::Ready => "Ready",
+            DriverMessage::Begin { .. } => "Begin",
+            DriverMessage::BeginAck { .. } => "BeginAck",
+            DriverMessage::Finish { .. } => "Finish",
+            DriverMessage::Shutdown { .. } => "Shutdown",
+            DriverMessage::FinishAck { .. } => "FinishAck",
+            DriverMessage::Error { .. } => "Error",
+        }
+    }
+}
+
+impl ControlMessage {
+    /// The message's name as used in PROTOCOL.md and in log lines (`"DeviceError"`).
+    pub fn name(&self) -> &'static str {
+        match self {
+            ControlMessage::ListDevices { .. } => "ListDevices",
+            ControlMessage::Devices { .. } => "Devices",
+            ControlMessage::Begin { .. } => "Begin",
+            ControlMessage::Finish { .. } => "Finish",
+            ControlMessage::Shutdown { .. } => "Shutdown",
+            ControlMessage::BeginAck { .. } => "BeginAck",
+            ControlMessage::FinishAck { .. } => "FinishAck",
+            ControlMessage::DeviceError { .. } => "DeviceError",
+            ControlMessage::Error { .. } => "Error",
+        }
+    }
+
+    /// The request id the message carries.
+    pub fn id(&self) -> u32 {
+        match self {
+            ControlMessage::ListDevices { id }
+            | ControlMessage::Devices { id, .. }
+            | ControlMessage::Begin { id, .. }
+            | ControlMessage::Finish { id, .. }
+            | ControlMessage::Shutdown { id, .. }
+            | ControlMessage::BeginAck { id, .. }
+            | ControlMessage::FinishAck { id, .. }
+            | ControlMessage::DeviceError { id, .. }
+            | ControlMessage::Error { id, .. } => *id,
+        }
+    }
+}

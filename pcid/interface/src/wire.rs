@@ -1066,17 +1066,7 @@ impl WireMessage for ControlMessage {
     }
 
     fn seq(&self) -> u32 {
-        match self {
-            ControlMessage::ListDevices { id }
-            | ControlMessage::Devices { id, .. }
-            | ControlMessage::Begin { id, .. }
-            | ControlMessage::Finish { id, .. }
-            | ControlMessage::Shutdown { id, .. }
-            | ControlMessage::BeginAck { id, .. }
-            | ControlMessage::FinishAck { id, .. }
-            | ControlMessage::DeviceError { id, .. }
-            | ControlMessage::Error { id, .. } => *id,
-        }
+        self.id()
     }
 }
 
