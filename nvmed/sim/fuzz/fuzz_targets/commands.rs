@@ -148,8 +148,9 @@ impl Host {
         self.clock.advance(Duration::from_millis(ms));
     }
 
-    /// Reset, program the admin queue, enable, create I/O queue pair 1.
-    fn restart(&mut self) {
+    /// Reset, program the admin queue, enable, and (if `io_queues`) create
+    /// I/O queue pair 1.
+    fn restart(&mut self, io_queues: bool) {
         let c = &self.ctrl;
         c.write32(offset::CC, 0);
         self.advance_ms(200);
@@ -162,6 +163,9 @@ impl Host {
         // EN, IOSQES = 6, IOCQES = 4.
         c.write32(offset::CC, 1 | 6 << 16 | 4 << 20);
         self.advance_ms(200);
+        if !io_queues {
+            return;
+        }
         let q = u32::from(self.io.qid) | (IO_ENTRIES - 1) << 16;
         let cq = sqe_raw(0x05, 0xF001, q, 1, self.io.cq_addr());
         let sq = sqe_raw(
@@ -275,7 +279,7 @@ fuzz_target!(|bytes: &[u8]| {
         io,
         data,
     };
-    h.restart();
+    h.restart(true);
     h.check();
     let mut steps = 0;
     while let Some(op) = input.u8() {
@@ -325,14 +329,16 @@ fuzz_target!(|bytes: &[u8]| {
                 let Some(ms) = input.u16() else { break };
                 h.advance_ms(u64::from(ms));
             }
-            10 => h.restart(),
+            // Without I/O queues, fuzzed admin commands create them (and
+            // Set Features Number of Queues is still allowed).
+            10 => h.restart(op & 0x80 == 0),
             _ => match op >> 4 {
                 0 => ctrl.power_cut(),
                 1 => ctrl.power_on(),
                 2 => ctrl.surprise_remove(),
                 _ => {
-                    let _ = ctrl.read_visible(0, 256);
-                    let _ = ctrl.read_durable(0, 256);
+                    let _ = ctrl.read_visible(0, 8);
+                    let _ = ctrl.read_durable(0, 8);
                     let _ = ctrl.stats();
                 }
             },
