@@ -266,15 +266,17 @@ fn shutdownd_without_pcid_fails_with_one_clear_line() {
 #[test]
 fn every_injectable_fault_gets_its_outcome_and_healthy_devices_stay_clean() {
     use shutdown_tests::sim::fault::{FaultSpec, KINDS};
-    let mut m = nvme_machine(KINDS.len() + 2, 200);
-    for (i, (kind, _)) in KINDS.iter().enumerate() {
+    // The first eight kinds; tests/tests/fault_matrix.rs covers all of them.
+    let kinds = &KINDS[..8];
+    let mut m = nvme_machine(kinds.len() + 2, 200);
+    for (i, (kind, _)) in kinds.iter().enumerate() {
         let f: FaultSpec = format!("{i}:{kind}").parse().expect("fault");
         f.apply(&mut m).expect("apply");
     }
     let rig = start(&m);
     let (run, report) = rig.shutdown(&["--deadline-ms", "5000"]);
     assert_eq!(run.status.code(), Some(1), "{}", rig.explain(&run));
-    let got: Vec<(&str, &str)> = KINDS
+    let got: Vec<(&str, &str)> = kinds
         .iter()
         .zip(&report.devices)
         .map(|((k, _), d)| (*k, d.outcome.as_str()))

@@ -14,6 +14,18 @@
 //! | `exits-in-begin` | exits (status 3) on `Begin` |
 //! | `exits-in-finish` | exits (status 3) on `Finish` |
 //! | `sends-garbage` | answers `Begin` with bytes that are not a frame |
+//! | `killed-in-begin` | is killed by `SIGKILL` (sent to itself) on `Begin` |
+//! | `killed-in-finish` | is killed by `SIGKILL` (sent to itself) on `Finish` |
+//! | `exits-before-shutdown` | exits (status 3) right after sending `Ready` |
+//! | `killed-before-shutdown` | is killed by `SIGKILL` (sent to itself) right after sending `Ready` |
+//! | `sends-truncated-frame` | answers `Begin` with the first half of a `BeginAck` frame, then closes its end of the channel and stays alive |
+//! | `sends-oversize-length` | answers `Begin` with a `BeginAck` whose header states a 1 MiB payload (above the 64 KiB frame limit) |
+//! | `sends-unknown-version` | answers `Begin` with a `BeginAck` whose header has frame version 9 |
+//! | `sends-unknown-type` | answers `Begin` with a `BeginAck` whose message type byte is `0x7f` |
+//! | `sends-duplicate-ack` | answers `Begin` with two identical `BeginAck`s |
+//! | `sends-out-of-phase-ack` | answers `Begin` with a `FinishAck` |
+//! | `sends-wrong-seq` | answers `Begin` with a `BeginAck` whose sequence number is 1000 past the right one |
+//! | `sends-another-devices-seq` | answers `Begin` with a `BeginAck` carrying the sequence number pcid used just before (the `Begin` of the device shutdownd began before this one) |
 //!
 //! ```toml
 //! [function.sim]
@@ -29,6 +41,7 @@ use std::time::{Duration, Instant};
 use pcid_interface::function::FunctionBackend;
 use pcid_interface::protocol::{DriverMessage, FinishOutcome, ShutdownSupport, PROTOCOL_VERSION};
 use pcid_interface::transport::{DriverChannel, TransportError};
+use pcid_interface::wire::WireMessage;
 use serde::Deserialize;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -39,6 +52,48 @@ enum Misbehave {
     ExitsInBegin,
     ExitsInFinish,
     SendsGarbage,
+    KilledInBegin,
+    KilledInFinish,
+    ExitsBeforeShutdown,
+    KilledBeforeShutdown,
+    SendsTruncatedFrame,
+    SendsOversizeLength,
+    SendsUnknownVersion,
+    SendsUnknownType,
+    SendsDuplicateAck,
+    SendsOutOfPhaseAck,
+    SendsWrongSeq,
+    SendsAnotherDevicesSeq,
+}
+
+/// Ends this process with `SIGKILL`, as an outside killer would.
+fn kill_self(address: impl std::fmt::Display, why: &str) -> ! {
+    eprintln!("faultyd: {address}: killing itself with SIGKILL (misbehave = {why})");
+    let _ = rustix::process::kill_process(rustix::process::getpid(), rustix::process::Signal::KILL);
+    // SIGKILL cannot be caught; should the signal not be delivered at once,
+    // exit with the status a shell would report for it.
+    std::process::exit(137);
+}
+
+/// A frame of `msg` with some header bytes overwritten.
+fn patched(msg: &DriverMessage, patch: impl FnOnce(&mut Vec<u8>)) -> Result<Vec<u8>, String> {
+    let mut frame = msg
+        .encode()
+        .map_err(|e| format!("cannot encode {msg:?}: {e}"))?;
+    patch(&mut frame);
+    Ok(frame)
+}
+
+/// How long a driver that closed its end of the channel stays alive at most.
+const LINGER: Duration = Duration::from_secs(60);
+
+/// Stays alive (bounded by [`LINGER`]) until the parent (pcid) is gone.
+fn linger_while_parent_lives() {
+    let parent = std::os::unix::process::parent_id();
+    let end = Instant::now() + LINGER;
+    while Instant::now() < end && std::os::unix::process::parent_id() == parent {
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -88,6 +143,16 @@ fn run() -> Result<(), String> {
     };
     let latency = Duration::from_millis(props.latency_ms);
     send(&ch, &DriverMessage::Ready)?;
+    match props.misbehave {
+        Some(Misbehave::ExitsBeforeShutdown) => {
+            eprintln!(
+                "faultyd: {address}: exiting after Ready (misbehave = exits-before-shutdown)"
+            );
+            std::process::exit(3);
+        }
+        Some(Misbehave::KilledBeforeShutdown) => kill_self(address, "killed-before-shutdown"),
+        _ => {}
+    }
     let mut begun: Option<Instant> = None;
     loop {
         let msg = match ch.recv(None) {
@@ -111,6 +176,73 @@ fn run() -> Result<(), String> {
                 log::warn!("{address}: answering Begin with garbage (misbehave = sends-garbage)");
                 ch.send_raw(b"\x00\x01 this is not a pcid frame \xff\xfe")
                     .map_err(|e| format!("{address}: {e}"))?;
+            }
+            (DriverMessage::Begin { .. }, Some(Misbehave::KilledInBegin)) => {
+                kill_self(address, "killed-in-begin")
+            }
+            (DriverMessage::Finish { .. }, Some(Misbehave::KilledInFinish)) => {
+                kill_self(address, "killed-in-finish")
+            }
+            (DriverMessage::Begin { seq, .. }, Some(m)) if bad_ack(m) => {
+                let ack = DriverMessage::BeginAck {
+                    seq,
+                    budget: latency,
+                };
+                log::warn!("{address}: answering Begin seq {seq} badly (misbehave = {m:?})");
+                let raw = |bytes: &[u8]| ch.send_raw(bytes).map_err(|e| format!("{address}: {e}"));
+                match m {
+                    Misbehave::SendsTruncatedFrame => {
+                        let frame = patched(&ack, |_| {})?;
+                        raw(frame.get(..frame.len() / 2).unwrap_or_default())?;
+                        // Close the channel mid-frame but stay alive, so that
+                        // pcid sees a truncated frame, not a dead driver.
+                        ch.shutdown().map_err(|e| format!("{address}: {e}"))?;
+                        linger_while_parent_lives();
+                        return Ok(());
+                    }
+                    Misbehave::SendsOversizeLength => raw(&patched(&ack, |f| {
+                        if let Some(len) = f.get_mut(12..16) {
+                            len.copy_from_slice(&(1u32 << 20).to_le_bytes());
+                        }
+                    })?)?,
+                    Misbehave::SendsUnknownVersion => raw(&patched(&ack, |f| {
+                        if let Some(v) = f.get_mut(4..6) {
+                            v.copy_from_slice(&9u16.to_le_bytes());
+                        }
+                    })?)?,
+                    Misbehave::SendsUnknownType => raw(&patched(&ack, |f| {
+                        if let Some(t) = f.get_mut(6) {
+                            *t = 0x7f;
+                        }
+                    })?)?,
+                    Misbehave::SendsDuplicateAck => {
+                        send(&ch, &ack)?;
+                        send(&ch, &ack)?;
+                    }
+                    Misbehave::SendsOutOfPhaseAck => send(
+                        &ch,
+                        &DriverMessage::FinishAck {
+                            seq,
+                            outcome: FinishOutcome::Clean,
+                            elapsed: Duration::ZERO,
+                            detail: String::new(),
+                        },
+                    )?,
+                    Misbehave::SendsWrongSeq => send(
+                        &ch,
+                        &DriverMessage::BeginAck {
+                            seq: seq.wrapping_add(1000),
+                            budget: latency,
+                        },
+                    )?,
+                    _ => send(
+                        &ch,
+                        &DriverMessage::BeginAck {
+                            seq: seq.wrapping_sub(1),
+                            budget: latency,
+                        },
+                    )?,
+                }
             }
             (DriverMessage::Begin { seq, .. }, _) => {
                 begun = Some(Instant::now());
@@ -160,6 +292,22 @@ fn run() -> Result<(), String> {
             (other, _) => log::warn!("{address}: ignoring unexpected {other:?}"),
         }
     }
+}
+
+/// Whether `m` is one of the misbehaviours that answer `Begin` with a bad frame
+/// or a bad ack.
+fn bad_ack(m: Misbehave) -> bool {
+    matches!(
+        m,
+        Misbehave::SendsTruncatedFrame
+            | Misbehave::SendsOversizeLength
+            | Misbehave::SendsUnknownVersion
+            | Misbehave::SendsUnknownType
+            | Misbehave::SendsDuplicateAck
+            | Misbehave::SendsOutOfPhaseAck
+            | Misbehave::SendsWrongSeq
+            | Misbehave::SendsAnotherDevicesSeq
+    )
 }
 
 fn main() -> ExitCode {

@@ -20,8 +20,14 @@
 //! (`shutdown-never-completes`, `fatal-status`, `surprise-removal`) of the
 //! simulated NVMe controller, or a driver fault (`driver-ignores-begin`,
 //! `driver-ignores-finish`, `driver-exits-in-begin`, `driver-exits-in-finish`,
-//! `driver-sends-garbage`), for which the device is served by the example
-//! driver `faultyd` misbehaving that way. `simulate --help` lists them.
+//! `driver-killed-in-begin`, `driver-killed-in-finish`,
+//! `driver-exits-before-shutdown`, `driver-killed-before-shutdown`,
+//! `driver-sends-garbage`, `driver-sends-truncated-frame`,
+//! `driver-sends-oversize-length`, `driver-sends-unknown-version`,
+//! `driver-sends-unknown-type`, `driver-sends-duplicate-ack`,
+//! `driver-sends-out-of-phase-ack`, `driver-sends-wrong-seq`,
+//! `driver-sends-another-devices-seq`), for which the device is served by the
+//! example driver `faultyd` misbehaving that way. `simulate --help` lists them.
 //!
 //! `--driven-bridges-ms MS` gives the generated machine's PCIe root ports (one
 //! per 32 controllers) a driver (`faultyd`, behaving, shutdown taking MS), so
@@ -264,7 +270,7 @@ fn main() -> ExitCode {
                 "{USAGE}\n\nfault kinds (--fault INDEX:KIND, INDEX = device position from 0):"
             );
             for (k, what) in KINDS {
-                println!("  {k:<26} {what}");
+                println!("  {k:<33} {what}");
             }
             return ExitCode::SUCCESS;
         }

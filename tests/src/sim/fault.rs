@@ -11,7 +11,7 @@ use std::str::FromStr;
 use super::machine::{DeviceSpec, MachineSpec};
 
 /// Every fault kind, with what it does.
-pub const KINDS: [(&str, &str); 8] = [
+pub const KINDS: [(&str, &str); 20] = [
     (
         "shutdown-never-completes",
         "controller: CSTS.SHST never reaches 10b",
@@ -31,6 +31,54 @@ pub const KINDS: [(&str, &str); 8] = [
     (
         "driver-sends-garbage",
         "driver answers Begin with bytes that are not a frame",
+    ),
+    (
+        "driver-killed-in-begin",
+        "driver process is killed (SIGKILL) on Begin",
+    ),
+    (
+        "driver-killed-in-finish",
+        "driver process is killed (SIGKILL) on Finish",
+    ),
+    (
+        "driver-exits-before-shutdown",
+        "driver process exits right after it is ready, before shutdown starts",
+    ),
+    (
+        "driver-killed-before-shutdown",
+        "driver process is killed (SIGKILL) right after it is ready, before shutdown starts",
+    ),
+    (
+        "driver-sends-truncated-frame",
+        "driver answers Begin with half a frame and closes its end of the channel",
+    ),
+    (
+        "driver-sends-oversize-length",
+        "driver answers Begin with a frame header stating a 1 MiB payload",
+    ),
+    (
+        "driver-sends-unknown-version",
+        "driver answers Begin with a frame of an unknown format version",
+    ),
+    (
+        "driver-sends-unknown-type",
+        "driver answers Begin with a frame of an unknown message type",
+    ),
+    (
+        "driver-sends-duplicate-ack",
+        "driver answers Begin with two BeginAcks",
+    ),
+    (
+        "driver-sends-out-of-phase-ack",
+        "driver answers Begin with a FinishAck",
+    ),
+    (
+        "driver-sends-wrong-seq",
+        "driver answers Begin with a BeginAck of a wrong sequence number",
+    ),
+    (
+        "driver-sends-another-devices-seq",
+        "driver answers Begin with the sequence number of the device begun just before it",
     ),
 ];
 

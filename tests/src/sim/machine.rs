@@ -74,7 +74,9 @@ pub enum DeviceSpec {
     Silent,
     /// A device driven by `faultyd`: two-phase, shutdown taking `latency_ms`,
     /// misbehaving as `misbehave` says (`ignores-begin`, `ignores-finish`,
-    /// `exits-in-begin`, `exits-in-finish`, `sends-garbage`) or not at all.
+    /// `exits-in-begin`, `exits-in-finish`, `sends-garbage`, ...: the
+    /// `driver-` fault kinds of [`super::fault::KINDS`] without that prefix)
+    /// or not at all.
     Faulty {
         /// Time its shutdown takes (also its announced budget).
         latency_ms: u64,
