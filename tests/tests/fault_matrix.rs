@@ -161,6 +161,8 @@ impl Rig {
             .run_shutdownd(&["--deadline-ms", &deadline], &json, RUN_LIMIT)
             .unwrap_or_else(|e| panic!("run shutdownd: {e}"));
         let why = self.explain(&run);
+        // The table, for `--nocapture` readers (docs/fault-matrix.md quotes it).
+        eprintln!("{}", run.stdout);
         let report = run
             .report
             .clone()
@@ -528,6 +530,7 @@ fn shutdownd_without_pcid_exits_non_zero_with_one_clear_line() {
         cmd.arg("--control").arg(control).arg("--json").arg(&json);
         let run = run_captured(cmd, "shutdownd", RUN_LIMIT, Some(&json)).expect("run shutdownd");
         assert_eq!(run.status.code(), Some(2), "{control:?}: {run:?}");
+        eprintln!("{}", run.stderr.trim_end());
         let lines: Vec<&str> = run.stderr.trim_end().lines().collect();
         assert_eq!(lines.len(), 1, "{control:?}: {}", run.stderr);
         assert!(lines[0].starts_with("shutdownd: "), "{}", lines[0]);
@@ -569,6 +572,7 @@ fn pcid_refuses(machine: &Path, match_dir: &Path) -> (Option<i32>, String) {
 /// says `says`, and nothing else on standard error starts with `pcid:` (the
 /// TOML parser's own message may continue on a second line, e.g. "expected `]`").
 fn one_error(case: &str, err: &str, want: &str, says: &str) {
+    eprintln!("{case}: {}", err.trim_end());
     assert!(err.starts_with(want), "{case}: want {want}…, got {err}");
     assert!(err.contains(says), "{case}: want {says:?} in {err}");
     let starts = err.lines().filter(|l| l.starts_with("pcid:")).count();
@@ -670,13 +674,13 @@ fn the_control_endpoint_refuses_another_uid() {
     use std::os::unix::process::CommandExt;
 
     if !rustix::process::geteuid().is_root() {
-        let msg = "SKIPPED the_control_endpoint_refuses_another_uid: not root, cannot start \
-                   a peer under another uid (pcid/tests/process.rs checks the socket's 0600 mode)";
+        let why = "not root: cannot start a peer under another uid, so pcid's refusal of \
+                   one is not tested (pcid/tests/process.rs checks the socket's 0600 mode)";
         if std::env::var_os("SHUTDOWN_TESTS_UNPRIVILEGED").is_some_and(|v| v == "1") {
-            eprintln!("{msg}");
+            eprintln!("SKIPPED the_control_endpoint_refuses_another_uid: {why}");
             return;
         }
-        panic!("{msg}; run as root, or set SHUTDOWN_TESTS_UNPRIVILEGED=1 to skip");
+        panic!("{why}; run as root, or set SHUTDOWN_TESTS_UNPRIVILEGED=1 to skip this test");
     }
     const NOBODY: u32 = 65534;
     let rig = start(&MachineSpec::nvme(2, 100, None));
@@ -699,6 +703,7 @@ fn the_control_endpoint_refuses_another_uid() {
     };
     // The socket's mode keeps nobody out...
     let run = as_nobody();
+    eprintln!("socket mode 0600: {}", run.stderr.trim_end());
     assert_eq!(run.status.code(), Some(2), "{run:?}");
     assert_eq!(run.stderr.trim_end().lines().count(), 1, "{}", run.stderr);
     assert!(run.stderr.starts_with("shutdownd: "), "{}", run.stderr);
@@ -706,11 +711,17 @@ fn the_control_endpoint_refuses_another_uid() {
     // ...and with the mode opened up, pcid's own peer-uid check refuses it.
     std::fs::set_permissions(&control, std::fs::Permissions::from_mode(0o666)).unwrap();
     let run = as_nobody();
+    eprintln!(
+        "socket mode 0666: status {}: {}",
+        run.status,
+        run.stderr.trim_end()
+    );
     assert_ne!(run.status.code(), Some(0), "{run:?}");
     assert_eq!(run.stderr.trim_end().lines().count(), 1, "{}", run.stderr);
     assert!(run.stderr.starts_with("shutdownd: "), "{}", run.stderr);
     no_panic("shutdownd as nobody", &run.stderr);
     let line = rig.wait_log(&["refused connection", &format!("uid {NOBODY}")]);
+    eprintln!("pcid: {line}");
     assert!(!line.contains("panicked"), "{line}");
     // Nothing was shut down: the owner's shutdown still finds every device
     // running and ends clean.
