@@ -230,6 +230,17 @@ fn device(r: &ReportView, i: usize) -> &DeviceView {
     &r.devices[i]
 }
 
+/// Devices of the lifecycle test whose driver dies, with how its process ends:
+/// in Begin, in Finish, and before shutdown (the last two).
+const DIED: [(usize, &str); 6] = [
+    (5, "exited (exit status: 3)"),
+    (6, "exited (signal: 9 (SIGKILL))"),
+    (7, "exited (exit status: 3)"),
+    (8, "exited (signal: 9 (SIGKILL))"),
+    (9, "exited (exit status: 3)"),
+    (10, "exited (signal: 9 (SIGKILL))"),
+];
+
 /// Driver lifecycle faults (silence, exit, SIGKILL in every phase) and
 /// controller faults, side by side with healthy controllers, in one machine.
 #[test]
@@ -254,11 +265,11 @@ fn driver_and_controller_faults_each_get_an_outcome_and_healthy_devices_stay_cle
     let healthy: Vec<usize> = (faults.len()..m.devices.len()).collect();
     let rig = start(&m);
     // "Before shutdown starts" is causal: shutdownd runs only once pcid has
-    // recorded both deaths.
-    let exited = rig.wait_log(&[&device_address(9), "driver process exited (exit status: 3)"]);
-    let killed = rig.wait_log(&[&device_address(10), "driver process exited", "SIGKILL"]);
-    assert!(exited.contains("ERROR"), "{exited}");
-    assert!(killed.contains("ERROR"), "{killed}");
+    // logged both deaths (at debug level pcid also logs the exit status of a
+    // driver it had already given up on, so the status line always comes).
+    for (i, status) in &DIED[4..] {
+        rig.wait_log(&[&device_address(*i), status]);
+    }
 
     let (run, r) = rig.shutdown(5000, &healthy);
     let why = rig.explain(&run);
@@ -302,19 +313,24 @@ fn driver_and_controller_faults_each_get_an_outcome_and_healthy_devices_stay_cle
         "{:?}",
         device(&r, 2)
     );
-    // Killed drivers are reported as killed, exited ones with their status.
-    for i in [6, 8] {
+    // Each death is logged naming the device and saying how the process
+    // ended (an error line, and the status once pcid has reaped it), and the
+    // report's detail says so too. pcid waits up to 500 ms after the channel
+    // closes for the status; on a machine slower than that the detail says the
+    // driver closed its channel instead.
+    for (i, status) in &DIED[..4] {
+        rig.wait_log(&[&device_address(*i), status]);
+        let d = device(&r, *i);
         assert!(
-            device(&r, i).detail.contains("SIGKILL"),
-            "{:?}",
-            device(&r, i)
+            d.detail.contains(status) || d.detail.contains("closed its channel"),
+            "{d:?}"
         );
     }
-    for i in [5, 7] {
+    for (i, _) in DIED {
+        let line = rig.wait_log(&[&device_address(i), "ERROR", "faultyd (pid "]);
         assert!(
-            device(&r, i).detail.contains("exit status: 3"),
-            "{:?}",
-            device(&r, i)
+            line.contains("driver process exited") || line.contains("closed its channel"),
+            "{line}"
         );
     }
     // Drivers dead before shutdown got no Begin at all (pcid's log lines
@@ -323,10 +339,6 @@ fn driver_and_controller_faults_each_get_an_outcome_and_healthy_devices_stay_cle
         let d = device(&r, i);
         assert!(d.begin_sent_ms.is_none(), "{d:?}");
         assert!(d.detail.contains("gone before shutdown started"), "{d:?}");
-    }
-    // Each death is logged naming the device.
-    for i in [5, 6, 7, 8] {
-        rig.wait_log(&[&device_address(i), "driver process exited"]);
     }
     rig.stop();
 }
