@@ -105,8 +105,13 @@ fn fault(m: &mut MachineSpec, index: usize, kind: &str) {
         .unwrap_or_else(|e| panic!("{e}"));
 }
 
+/// The first line of `text` that reports a Rust panic.
+fn panic_line(text: &str) -> Option<&str> {
+    text.lines().find(|l| l.contains("panicked at"))
+}
+
 fn no_panic(what: &str, text: &str) {
-    if let Some(line) = text.lines().find(|l| l.contains("panicked at")) {
+    if let Some(line) = panic_line(text) {
         panic!("{what} shows a panic: {line}\n{text}");
     }
 }
@@ -154,6 +159,20 @@ impl Rig {
     /// promises listed in the module documentation; `healthy` are the device
     /// positions that must end clean.
     fn shutdown(&self, deadline_ms: u64, healthy: &[usize]) -> (ShutdowndRun, ReportView) {
+        let (run, report) = self.shutdown_allowing_panics(deadline_ms, healthy);
+        // Nobody panicked.
+        no_panic("shutdownd's standard error", &run.stderr);
+        no_panic("shutdownd's standard output", &run.stdout);
+        no_panic("pcid's and the drivers' log", &self.log());
+        (run, report)
+    }
+
+    /// [`Rig::shutdown`] without the check that nobody panicked.
+    fn shutdown_allowing_panics(
+        &self,
+        deadline_ms: u64,
+        healthy: &[usize],
+    ) -> (ShutdowndRun, ReportView) {
         let json = self.dir.path().join("report.json");
         let deadline = deadline_ms.to_string();
         let run = self
@@ -204,14 +223,11 @@ impl Rig {
             Some(if clean == self.devices { 0 } else { 1 }),
             "{why}"
         );
-        // Nobody panicked; pcid is still serving.
-        no_panic("shutdownd's standard error", &run.stderr);
-        no_panic("shutdownd's standard output", &run.stdout);
-        no_panic("pcid's and the drivers' log", &self.log());
         (run, report)
     }
 
-    /// Stops pcid, which must still be running and exit with status 0.
+    /// Stops pcid, which must still be running and exit with status 0, and
+    /// whose log shows no panic.
     fn stop(self) {
         let log_path = self.stack.log().map(Path::to_path_buf);
         let status = self
@@ -525,6 +541,29 @@ fn a_second_shutdown_request_while_one_is_in_flight_is_refused() {
     assert_eq!(outcomes, ["clean", "clean", "no-response"]);
     assert!(first_report.total_ms <= 10_000.0 + 100.0);
     rig.stop();
+}
+
+/// A driver that panics is one more driver death; and the panic scan every
+/// other test relies on does see it (the negative control of "no process
+/// panicked").
+#[test]
+fn a_panicking_driver_dies_alone_and_the_panic_scan_sees_it() {
+    let mut m = MachineSpec::nvme(2, 200, None);
+    fault(&mut m, 0, "driver-panics-in-begin");
+    let rig = start(&m);
+    let (run, r) = rig.shutdown_allowing_panics(5000, &[1]);
+    let d = device(&r, 0);
+    assert_eq!(d.outcome, "driver-died", "{d:?}\n{}", rig.explain(&run));
+    rig.wait_log(&[&device_address(0), "exited (exit status: 101)"]);
+    let log = rig.log();
+    let line =
+        panic_line(&log).unwrap_or_else(|| panic!("the panic scan missed faultyd's panic:\n{log}"));
+    assert!(line.contains("faultyd.rs"), "{line}");
+    // shutdownd and pcid themselves did not panic.
+    no_panic("shutdownd's standard error", &run.stderr);
+    let stack = rig.stack;
+    let status = stack.stop(Duration::from_secs(5)).expect("stop pcid");
+    assert!(status.success(), "pcid: {status}");
 }
 
 /// shutdownd with no pcid behind the control path: no socket at all, and a

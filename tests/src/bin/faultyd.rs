@@ -18,6 +18,7 @@
 //! | `killed-in-finish` | is killed by `SIGKILL` (sent to itself) on `Finish` |
 //! | `exits-before-shutdown` | exits (status 3) right after sending `Ready` |
 //! | `killed-before-shutdown` | is killed by `SIGKILL` (sent to itself) right after sending `Ready` |
+//! | `panics-in-begin` | panics on `Begin` (a driver bug; the process exits with status 101) |
 //! | `sends-truncated-frame` | answers `Begin` with the first half of a `BeginAck` frame, then closes its end of the channel and stays alive |
 //! | `sends-oversize-length` | answers `Begin` with a `BeginAck` whose header states a 1 MiB payload (above the 64 KiB frame limit) |
 //! | `sends-unknown-version` | answers `Begin` with a `BeginAck` whose header has frame version 9 |
@@ -56,6 +57,7 @@ enum Misbehave {
     KilledInFinish,
     ExitsBeforeShutdown,
     KilledBeforeShutdown,
+    PanicsInBegin,
     SendsTruncatedFrame,
     SendsOversizeLength,
     SendsUnknownVersion,
@@ -176,6 +178,10 @@ fn run() -> Result<(), String> {
                 log::warn!("{address}: answering Begin with garbage (misbehave = sends-garbage)");
                 ch.send_raw(b"\x00\x01 this is not a pcid frame \xff\xfe")
                     .map_err(|e| format!("{address}: {e}"))?;
+            }
+            (DriverMessage::Begin { .. }, Some(Misbehave::PanicsInBegin)) => {
+                // Deliberately: this mode stands for a driver with a bug.
+                panic!("{address}: panicking in Begin (misbehave = panics-in-begin)")
             }
             (DriverMessage::Begin { .. }, Some(Misbehave::KilledInBegin)) => {
                 kill_self(address, "killed-in-begin")

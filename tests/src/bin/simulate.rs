@@ -22,7 +22,7 @@
 //! `driver-ignores-finish`, `driver-exits-in-begin`, `driver-exits-in-finish`,
 //! `driver-killed-in-begin`, `driver-killed-in-finish`,
 //! `driver-exits-before-shutdown`, `driver-killed-before-shutdown`,
-//! `driver-sends-garbage`, `driver-sends-truncated-frame`,
+//! `driver-panics-in-begin`, `driver-sends-garbage`, `driver-sends-truncated-frame`,
 //! `driver-sends-oversize-length`, `driver-sends-unknown-version`,
 //! `driver-sends-unknown-type`, `driver-sends-duplicate-ack`,
 //! `driver-sends-out-of-phase-ack`, `driver-sends-wrong-seq`,

@@ -11,7 +11,7 @@ use std::str::FromStr;
 use super::machine::{DeviceSpec, MachineSpec};
 
 /// Every fault kind, with what it does.
-pub const KINDS: [(&str, &str); 20] = [
+pub const KINDS: [(&str, &str); 21] = [
     (
         "shutdown-never-completes",
         "controller: CSTS.SHST never reaches 10b",
@@ -47,6 +47,10 @@ pub const KINDS: [(&str, &str); 20] = [
     (
         "driver-killed-before-shutdown",
         "driver process is killed (SIGKILL) right after it is ready, before shutdown starts",
+    ),
+    (
+        "driver-panics-in-begin",
+        "driver process panics on Begin (exit status 101)",
     ),
     (
         "driver-sends-truncated-frame",
