@@ -38,6 +38,10 @@ pub trait ControlPort {
 /// Errors that stop shutdownd before it has a report.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
+    /// pcid closed the connection before answering `ListDevices`: it refuses
+    /// peers of another uid that way (and logs why).
+    #[error("pcid closed the control connection before answering ListDevices (pcid serves only its own uid; its log gives the reason)")]
+    ListClosed,
     /// Sending `ListDevices` or reading its answer failed.
     #[error("cannot list devices: {0}")]
     List(#[source] PortError),
@@ -61,13 +65,13 @@ pub fn list_devices(
     port.send(&ControlMessage::ListDevices {
         id: LIST_REQUEST_ID,
     })
-    .map_err(RunError::List)?;
+    .map_err(list_error)?;
     loop {
         let left = timeout.saturating_sub(start.elapsed());
         if left.is_zero() {
             return Err(RunError::ListTimeout(timeout));
         }
-        match port.recv(left).map_err(RunError::List)? {
+        match port.recv(left).map_err(list_error)? {
             Some(ControlMessage::Devices { id, devices }) if id == LIST_REQUEST_ID => {
                 return Ok(devices)
             }
@@ -77,6 +81,13 @@ pub fn list_devices(
             Some(other) => log::warn!("ignoring message while listing devices: {other:?}"),
             None => {}
         }
+    }
+}
+
+fn list_error(e: PortError) -> RunError {
+    match e {
+        PortError::Closed => RunError::ListClosed,
+        other => RunError::List(other),
     }
 }
 

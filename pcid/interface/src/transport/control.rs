@@ -13,9 +13,15 @@ use super::{sys, ControlChannel};
 /// Errors of the control endpoint.
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
-    /// No pcid listens at the path (no socket file, or nobody accepts on it).
+    /// No pcid listens at the path: there is no socket file.
     #[error("pcid is not running: no control socket at {}", path.display())]
     NotRunning {
+        /// The socket path.
+        path: PathBuf,
+    },
+    /// A socket file exists but nobody accepts on it (pcid died and left it behind).
+    #[error("pcid is not running: nothing listens on the control socket {} (stale socket file)", path.display())]
+    Stale {
         /// The socket path.
         path: PathBuf,
     },
@@ -202,21 +208,18 @@ impl ControlClient {
     /// Connects to pcid's control socket at `path`.
     ///
     /// A missing socket file or a refused connection gives
-    /// [`ControlError::NotRunning`] ("pcid is not running: no control socket at PATH").
+    /// [`ControlError::NotRunning`] ("pcid is not running: no control socket at PATH");
+    /// a socket file nobody accepts on gives [`ControlError::Stale`].
     pub fn connect(path: impl AsRef<Path>) -> Result<ControlChannel, ControlError> {
         let path = path.as_ref();
         match UnixStream::connect(path) {
             Ok(stream) => Ok(ControlChannel::from_stream(stream)),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused
-                ) =>
-            {
-                Err(ControlError::NotRunning {
-                    path: path.to_path_buf(),
-                })
-            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(ControlError::NotRunning {
+                path: path.to_path_buf(),
+            }),
+            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => Err(ControlError::Stale {
+                path: path.to_path_buf(),
+            }),
             Err(source) => Err(ControlError::Io {
                 op: "connecting to",
                 path: path.to_path_buf(),

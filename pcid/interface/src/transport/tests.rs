@@ -372,12 +372,12 @@ fn connect_without_pcid_says_so() {
             path.display()
         )
     );
-    // A socket file nobody listens on (pcid died) is the same.
+    // A socket file nobody listens on (pcid died) says so.
     let l = std::os::unix::net::UnixListener::bind(&path).expect("bind");
     drop(l);
     assert!(matches!(
         ControlClient::connect(&path),
-        Err(ControlError::NotRunning { .. })
+        Err(ControlError::Stale { .. })
     ));
     let _ = std::fs::remove_file(&path);
 }
