@@ -326,9 +326,10 @@ fn acknowledged_writes_survive_shutdown_and_writes_after_begin_are_refused() {
         }
         // Writes after Begin were refused with the driver's error, after Begin.
         assert!(!log.refused.is_empty(), "{what}: no write was refused");
-        for (w, line, err) in &log.refused {
+        // (A refused write's submission stamp may precede `begin`: it is
+        // taken just before the call that found shutdown under way.)
+        for (_, line, err) in &log.refused {
             assert!(*line > begin_line, "{what}: refusal before Begin");
-            assert!(w.submitted_us >= begin_us, "{what}");
             assert!(err.contains("shutting down"), "{what}: {err}");
         }
         // Every acknowledged write is in the backing file...
