@@ -73,3 +73,28 @@ mod tests {
         assert_eq!(Location::at_span(p, text, None).to_string(), "m.toml");
     }
 }
+
+/// A parser's message folded onto one line (TOML errors can span several),
+/// so that each configuration error is a single `file:line: message` line.
+pub fn one_line(message: &str) -> String {
+    message
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+#[cfg(test)]
+mod one_line_tests {
+    use super::one_line;
+
+    #[test]
+    fn folds_multi_line_messages() {
+        assert_eq!(
+            one_line("unknown field `clas`\nexpected one of `class`, `device`\n"),
+            "unknown field `clas`; expected one of `class`, `device`"
+        );
+        assert_eq!(one_line("plain"), "plain");
+    }
+}

@@ -44,7 +44,7 @@ use toml::Spanned;
 use pcid_interface::function::{FunctionBackend, PciAddress, PciFunction};
 use pcid_interface::wire::MAX_PROPERTIES_LEN;
 
-use crate::location::Location;
+use crate::location::{one_line, Location};
 
 /// PCI class code of bridges.
 pub const CLASS_BRIDGE: u8 = 0x06;
@@ -202,7 +202,7 @@ impl Machine {
             MachineError::Syntax {
                 location: Location::at_span(path, text, span),
                 context,
-                message: e.message().trim_end().to_string(),
+                message: one_line(e.message()),
             }
         })?;
 

@@ -32,7 +32,7 @@ use toml::Spanned;
 
 use pcid_interface::function::PciFunction;
 
-use crate::location::Location;
+use crate::location::{one_line, Location};
 
 /// An error loading a match table.
 #[derive(Debug, thiserror::Error)]
@@ -172,7 +172,7 @@ impl MatchTable {
     pub fn parse(path: &Path, text: &str) -> Result<Self, MatchError> {
         let file: TableFile = toml::from_str(text).map_err(|e| MatchError::Invalid {
             location: Location::at_span(path, text, e.span()),
-            message: e.message().trim_end().to_string(),
+            message: one_line(e.message()),
         })?;
         let mut entries = Vec::with_capacity(file.drivers.len());
         for raw in file.drivers {
