@@ -110,7 +110,17 @@ enum Event {
 
 struct DriverProc {
     child: Option<Child>,
-    sender: Sender<DriverMessage>,
+    /// Writing end of the driver's channel; dropped (closing its fd) once the
+    /// driver process has been reaped, so exited drivers hold no descriptors.
+    sender: Option<Sender<DriverMessage>>,
+}
+
+impl DriverProc {
+    fn shutdown_channel(&self) {
+        if let Some(sender) = &self.sender {
+            let _ = sender.shutdown();
+        }
+    }
 }
 
 /// Enumerate, match, spawn, then serve until told to exit. Kills remaining
@@ -158,7 +168,7 @@ pub fn run(options: &Options, bus: &dyn Bus) -> Result<ExitReason, DaemonError> 
                 relay.add_driver(f.clone(), name, pid, Instant::now());
                 drivers.push(DriverProc {
                     child: Some(child),
-                    sender,
+                    sender: Some(sender),
                 });
             }
             Err(e) => log::error!("{}: {e}", f.address),
@@ -176,7 +186,7 @@ pub fn run(options: &Options, bus: &dyn Bus) -> Result<ExitReason, DaemonError> 
         Err(e) => log::error!("{e}; stopping {} drivers", drivers.len()),
     }
     for d in &mut drivers {
-        let _ = d.sender.shutdown();
+        d.shutdown_channel();
         if let Some(mut child) = d.child.take() {
             let _ = child.kill();
             let _ = child.wait();
@@ -207,19 +217,19 @@ fn event_loop(
         for output in pending.drain(..) {
             match output {
                 Output::ToDriver { driver, message } => {
-                    if let Some(d) = drivers.get(driver) {
-                        if let Err(e) = d.sender.send(&message) {
+                    if let Some(sender) = drivers.get(driver).and_then(|d| d.sender.as_ref()) {
+                        if let Err(e) = sender.send(&message) {
                             log::warn!(
                                 "{}: sending to driver failed: {e}",
                                 address_of(relay, driver)
                             );
-                            let _ = d.sender.shutdown();
+                            let _ = sender.shutdown();
                         }
                     }
                 }
                 Output::CloseDriver { driver } => {
                     if let Some(d) = drivers.get(driver) {
-                        let _ = d.sender.shutdown();
+                        d.shutdown_channel();
                     }
                 }
                 Output::ToClient { client, message } => {
@@ -297,7 +307,8 @@ fn reap(relay: &mut Relay, drivers: &mut [DriverProc], only: Option<DriverId>) -
         match child.try_wait() {
             Ok(Some(status)) => {
                 d.child = None;
-                let _ = d.sender.shutdown();
+                d.shutdown_channel();
+                d.sender = None;
                 out.extend(relay.handle(
                     Input::DriverExited {
                         driver: id,
