@@ -421,66 +421,10 @@ impl<'a> Reader<'a> {
         }
     }
 
-    fn kind(&mut self) -> Result<ShutdownKind, DecodeError> {
-        match self.u8("kind")? {
-            1 => Ok(ShutdownKind::Poweroff),
-            2 => Ok(ShutdownKind::Reboot),
-            value => Err(DecodeError::InvalidEnumValue {
-                field: "kind",
-                value,
-            }),
-        }
-    }
-
-    fn support(&mut self) -> Result<ShutdownSupport, DecodeError> {
-        match self.u8("support")? {
-            1 => Ok(ShutdownSupport::None),
-            2 => Ok(ShutdownSupport::OnePhase),
-            3 => Ok(ShutdownSupport::TwoPhase),
-            value => Err(DecodeError::InvalidEnumValue {
-                field: "support",
-                value,
-            }),
-        }
-    }
-
-    fn outcome(&mut self) -> Result<FinishOutcome, DecodeError> {
-        match self.u8("outcome")? {
-            1 => Ok(FinishOutcome::Clean),
-            2 => Ok(FinishOutcome::Abrupt),
-            3 => Ok(FinishOutcome::TimedOut),
-            4 => Ok(FinishOutcome::Failed),
-            value => Err(DecodeError::InvalidEnumValue {
-                field: "outcome",
-                value,
-            }),
-        }
-    }
-
-    fn state(&mut self) -> Result<DriverState, DecodeError> {
-        match self.u8("state")? {
-            1 => Ok(DriverState::Starting),
-            2 => Ok(DriverState::Running),
-            3 => Ok(DriverState::Gone),
-            value => Err(DecodeError::InvalidEnumValue {
-                field: "state",
-                value,
-            }),
-        }
-    }
-
-    fn error_kind(&mut self) -> Result<DeviceErrorKind, DecodeError> {
-        match self.u8("error kind")? {
-            1 => Ok(DeviceErrorKind::UnknownDevice),
-            2 => Ok(DeviceErrorKind::DriverDied),
-            3 => Ok(DeviceErrorKind::ProtocolViolation),
-            4 => Ok(DeviceErrorKind::NotSupported),
-            5 => Ok(DeviceErrorKind::Busy),
-            value => Err(DecodeError::InvalidEnumValue {
-                field: "error kind",
-                value,
-            }),
-        }
+    /// Reads a one-byte enumeration code (see [`WireCode`]).
+    fn code<T: WireCode>(&mut self, field: &'static str) -> Result<T, DecodeError> {
+        let value = self.u8(field)?;
+        T::from_code(value).ok_or(DecodeError::InvalidEnumValue { field, value })
     }
 
     fn function(&mut self) -> Result<PciFunction, DecodeError> {
@@ -523,9 +467,9 @@ impl<'a> Reader<'a> {
     fn device_info(&mut self) -> Result<DeviceInfo, DecodeError> {
         let address = self.address()?;
         let parent = self.opt_address("parent")?;
-        let support = self.support()?;
+        let support = self.code("support")?;
         let pid = self.u32("pid")?;
-        let state = self.state()?;
+        let state = self.code("state")?;
         let driver = self.string("driver", MAX_NAME_LEN)?;
         Ok(DeviceInfo {
             address,
@@ -644,9 +588,9 @@ impl Writer {
     fn device_info(&mut self, d: &DeviceInfo) -> Result<(), EncodeError> {
         self.address(&d.address)?;
         self.opt_address(&d.parent)?;
-        self.u8(support_code(d.support));
+        self.u8(d.support.code());
         self.u32(d.pid);
-        self.u8(state_code(d.state));
+        self.u8(d.state.code());
         self.string("driver", &d.driver, MAX_NAME_LEN)
     }
 
@@ -671,47 +615,43 @@ impl Writer {
     }
 }
 
-fn kind_code(k: ShutdownKind) -> u8 {
-    match k {
-        ShutdownKind::Poweroff => 1,
-        ShutdownKind::Reboot => 2,
-    }
+/// A protocol enumeration and its one-byte wire codes (PROTOCOL.md §2.2).
+/// Code 0 is never valid, so a zeroed field is always caught.
+trait WireCode: Sized + Copy {
+    fn code(self) -> u8;
+    fn from_code(code: u8) -> Option<Self>;
 }
 
-fn support_code(s: ShutdownSupport) -> u8 {
-    match s {
-        ShutdownSupport::None => 1,
-        ShutdownSupport::OnePhase => 2,
-        ShutdownSupport::TwoPhase => 3,
-    }
+/// Declares the wire codes of an enumeration once, for both directions.
+macro_rules! wire_codes {
+    ($ty:ty { $($variant:ident = $code:literal),+ $(,)? }) => {
+        impl WireCode for $ty {
+            fn code(self) -> u8 {
+                match self {
+                    $(<$ty>::$variant => $code,)+
+                }
+            }
+            fn from_code(code: u8) -> Option<Self> {
+                match code {
+                    $($code => Some(<$ty>::$variant),)+
+                    _ => None,
+                }
+            }
+        }
+    };
 }
 
-fn outcome_code(o: FinishOutcome) -> u8 {
-    match o {
-        FinishOutcome::Clean => 1,
-        FinishOutcome::Abrupt => 2,
-        FinishOutcome::TimedOut => 3,
-        FinishOutcome::Failed => 4,
-    }
-}
-
-fn state_code(s: DriverState) -> u8 {
-    match s {
-        DriverState::Starting => 1,
-        DriverState::Running => 2,
-        DriverState::Gone => 3,
-    }
-}
-
-fn error_kind_code(k: DeviceErrorKind) -> u8 {
-    match k {
-        DeviceErrorKind::UnknownDevice => 1,
-        DeviceErrorKind::DriverDied => 2,
-        DeviceErrorKind::ProtocolViolation => 3,
-        DeviceErrorKind::NotSupported => 4,
-        DeviceErrorKind::Busy => 5,
-    }
-}
+wire_codes!(ShutdownKind { Poweroff = 1, Reboot = 2 });
+wire_codes!(ShutdownSupport { None = 1, OnePhase = 2, TwoPhase = 3 });
+wire_codes!(FinishOutcome { Clean = 1, Abrupt = 2, TimedOut = 3, Failed = 4 });
+wire_codes!(DriverState { Starting = 1, Running = 2, Gone = 3 });
+wire_codes!(DeviceErrorKind {
+    UnknownDevice = 1,
+    DriverDied = 2,
+    ProtocolViolation = 3,
+    NotSupported = 4,
+    Busy = 5,
+});
 
 fn check_flags(header: &FrameHeader) -> Result<(), DecodeError> {
     if header.flags != 0 {
@@ -738,7 +678,7 @@ impl WireMessage for DriverMessage {
             } => {
                 w = Writer::new(HELLO, 0);
                 w.u16(*version);
-                w.u8(support_code(*support));
+                w.u8(support.code());
                 w.string("driver", driver, MAX_NAME_LEN)?;
             }
             DriverMessage::Welcome { version, function } => {
@@ -753,7 +693,7 @@ impl WireMessage for DriverMessage {
                 deadline,
             } => {
                 w = Writer::new(BEGIN, *seq);
-                w.u8(kind_code(*kind));
+                w.u8(kind.code());
                 w.duration(*deadline);
             }
             DriverMessage::BeginAck { seq, budget } => {
@@ -770,7 +710,7 @@ impl WireMessage for DriverMessage {
                 deadline,
             } => {
                 w = Writer::new(SHUTDOWN, *seq);
-                w.u8(kind_code(*kind));
+                w.u8(kind.code());
                 w.duration(*deadline);
             }
             DriverMessage::FinishAck {
@@ -780,7 +720,7 @@ impl WireMessage for DriverMessage {
                 detail,
             } => {
                 w = Writer::new(FINISH_ACK, *seq);
-                w.u8(outcome_code(*outcome));
+                w.u8(outcome.code());
                 w.duration(*elapsed);
                 w.string("detail", detail, MAX_TEXT_LEN)?;
             }
@@ -800,7 +740,7 @@ impl WireMessage for DriverMessage {
         let msg = match header.msg_type {
             HELLO => {
                 let version = r.u16("version")?;
-                let support = r.support()?;
+                let support = r.code("support")?;
                 let driver = r.string("driver", MAX_NAME_LEN)?;
                 DriverMessage::Hello {
                     version,
@@ -815,7 +755,7 @@ impl WireMessage for DriverMessage {
             }
             READY => DriverMessage::Ready,
             BEGIN => {
-                let kind = r.kind()?;
+                let kind = r.code("kind")?;
                 let deadline = r.duration("deadline")?;
                 DriverMessage::Begin {
                     seq,
@@ -832,7 +772,7 @@ impl WireMessage for DriverMessage {
                 deadline: r.duration("deadline")?,
             },
             SHUTDOWN => {
-                let kind = r.kind()?;
+                let kind = r.code("kind")?;
                 let deadline = r.duration("deadline")?;
                 DriverMessage::Shutdown {
                     seq,
@@ -841,7 +781,7 @@ impl WireMessage for DriverMessage {
                 }
             }
             FINISH_ACK => {
-                let outcome = r.outcome()?;
+                let outcome = r.code("outcome")?;
                 let elapsed = r.duration("elapsed")?;
                 let detail = r.string("detail", MAX_TEXT_LEN)?;
                 DriverMessage::FinishAck {
@@ -910,7 +850,7 @@ impl WireMessage for ControlMessage {
             } => {
                 w = Writer::new(CTL_BEGIN, *id);
                 w.address(address)?;
-                w.u8(kind_code(*kind));
+                w.u8(kind.code());
                 w.duration(*deadline);
             }
             ControlMessage::Finish {
@@ -930,7 +870,7 @@ impl WireMessage for ControlMessage {
             } => {
                 w = Writer::new(CTL_SHUTDOWN, *id);
                 w.address(address)?;
-                w.u8(kind_code(*kind));
+                w.u8(kind.code());
                 w.duration(*deadline);
             }
             ControlMessage::BeginAck {
@@ -951,7 +891,7 @@ impl WireMessage for ControlMessage {
             } => {
                 w = Writer::new(CTL_FINISH_ACK, *id);
                 w.address(address)?;
-                w.u8(outcome_code(*outcome));
+                w.u8(outcome.code());
                 w.duration(*elapsed);
                 w.string("detail", detail, MAX_TEXT_LEN)?;
             }
@@ -963,7 +903,7 @@ impl WireMessage for ControlMessage {
             } => {
                 w = Writer::new(CTL_DEVICE_ERROR, *id);
                 w.address(address)?;
-                w.u8(error_kind_code(*kind));
+                w.u8(kind.code());
                 w.string("message", message, MAX_TEXT_LEN)?;
             }
             ControlMessage::Error { id, message } => {
@@ -993,7 +933,7 @@ impl WireMessage for ControlMessage {
             }
             CTL_BEGIN => {
                 let address = r.address()?;
-                let kind = r.kind()?;
+                let kind = r.code("kind")?;
                 let deadline = r.duration("deadline")?;
                 ControlMessage::Begin {
                     id,
@@ -1013,7 +953,7 @@ impl WireMessage for ControlMessage {
             }
             CTL_SHUTDOWN => {
                 let address = r.address()?;
-                let kind = r.kind()?;
+                let kind = r.code("kind")?;
                 let deadline = r.duration("deadline")?;
                 ControlMessage::Shutdown {
                     id,
@@ -1033,7 +973,7 @@ impl WireMessage for ControlMessage {
             }
             CTL_FINISH_ACK => {
                 let address = r.address()?;
-                let outcome = r.outcome()?;
+                let outcome = r.code("outcome")?;
                 let elapsed = r.duration("elapsed")?;
                 let detail = r.string("detail", MAX_TEXT_LEN)?;
                 ControlMessage::FinishAck {
@@ -1046,7 +986,7 @@ impl WireMessage for ControlMessage {
             }
             CTL_DEVICE_ERROR => {
                 let address = r.address()?;
-                let kind = r.error_kind()?;
+                let kind = r.code("error kind")?;
                 let message = r.string("message", MAX_TEXT_LEN)?;
                 ControlMessage::DeviceError {
                     id,
