@@ -16,6 +16,8 @@ use std::time::{Duration, Instant};
 
 #[cfg(target_os = "linux")]
 pub mod linux;
+#[cfg(any(target_os = "linux", target_os = "redox"))]
+mod pages;
 #[cfg(target_os = "redox")]
 pub mod redox;
 

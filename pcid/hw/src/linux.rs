@@ -34,6 +34,8 @@ use std::path::{Path, PathBuf};
 use std::ptr::NonNull;
 use std::sync::atomic::{fence, Ordering};
 
+use crate::pages::MappedPages;
+
 use crate::{DmaAllocator, DmaBuffer, HwError, RegisterIo, PAGE_SIZE};
 
 /// Offset of the Command register in configuration space.
@@ -332,9 +334,9 @@ impl DmaAllocator for LockedDmaAllocator {
         };
         // From here on the mapping is owned by `buffer`, whose Drop unmaps it.
         let mut buffer = LockedDmaBuffer {
-            base,
-            len,
-            phys: Vec::with_capacity(pages),
+            // SAFETY: `base..base + len` is the whole-page anonymous mapping just
+            // created; `buffer` owns it and unmaps it only when dropped.
+            pages: unsafe { MappedPages::new(base, len) },
         };
         // SAFETY: `base`/`len` is the mapping just created and owned by `buffer`.
         if unsafe { libc::mlock(base.as_ptr().cast(), len) } != 0 {
@@ -370,7 +372,7 @@ impl DmaAllocator for LockedDmaAllocator {
         }
         for page in 0..pages {
             let virt = base.as_ptr() as usize + page * PAGE_SIZE;
-            buffer.phys.push(self.physical_address(virt)?);
+            buffer.pages.push_page(self.physical_address(virt)?);
         }
         Ok(buffer)
     }
@@ -379,58 +381,24 @@ impl DmaAllocator for LockedDmaAllocator {
 /// A page-granular, zeroed, locked DMA buffer (see [`LockedDmaAllocator`]).
 #[derive(Debug)]
 pub struct LockedDmaBuffer {
-    base: NonNull<u8>,
-    len: usize,
-    /// Physical address of each page.
-    phys: Vec<u64>,
-}
-
-// SAFETY: the buffer exclusively owns its mapping; moving it to another thread
-// moves that ownership. Accesses through `&self` are volatile copies.
-unsafe impl Send for LockedDmaBuffer {}
-
-impl LockedDmaBuffer {
-    fn check(&self, offset: usize, len: usize) -> Result<(), HwError> {
-        match offset.checked_add(len) {
-            Some(end) if end <= self.len => Ok(()),
-            _ => Err(HwError::OutOfBounds {
-                offset,
-                len,
-                size: self.len,
-            }),
-        }
-    }
+    pages: MappedPages,
 }
 
 impl DmaBuffer for LockedDmaBuffer {
     fn len(&self) -> usize {
-        self.len
+        self.pages.len()
     }
 
     fn device_address(&self, offset: usize) -> Result<u64, HwError> {
-        self.check(offset, 1)?;
-        let page = self.phys[offset / PAGE_SIZE];
-        Ok(page + (offset % PAGE_SIZE) as u64)
+        self.pages.device_address(offset)
     }
 
     fn read(&self, offset: usize, out: &mut [u8]) -> Result<(), HwError> {
-        self.check(offset, out.len())?;
-        fence(Ordering::Acquire);
-        // SAFETY: `check` proved `offset..offset + out.len()` lies inside the mapping,
-        // which lives as long as `self`; `out` is a distinct Rust buffer.
-        unsafe { volatile_copy_from(self.base.as_ptr().add(offset), out) };
-        fence(Ordering::Acquire);
-        Ok(())
+        self.pages.read(offset, out)
     }
 
     fn write(&self, offset: usize, data: &[u8]) -> Result<(), HwError> {
-        self.check(offset, data.len())?;
-        fence(Ordering::Release);
-        // SAFETY: `check` proved `offset..offset + data.len()` lies inside the mapping,
-        // which lives as long as `self`; `data` is a distinct Rust buffer.
-        unsafe { volatile_copy_to(self.base.as_ptr().add(offset), data) };
-        fence(Ordering::Release);
-        Ok(())
+        self.pages.write(offset, data)
     }
 }
 
@@ -439,65 +407,12 @@ impl Drop for LockedDmaBuffer {
         // SAFETY: `base`/`len` describe exactly the mapping created in `allocate`,
         // owned solely by this buffer; it is unlocked and unmapped once, here.
         let rc = unsafe {
-            libc::munlock(self.base.as_ptr().cast(), self.len);
-            libc::munmap(self.base.as_ptr().cast(), self.len)
+            libc::munlock(self.pages.base().as_ptr().cast(), self.pages.len());
+            libc::munmap(self.pages.base().as_ptr().cast(), self.pages.len())
         };
         if rc != 0 {
             log::warn!("munmap DMA buffer: {}", std::io::Error::last_os_error());
         }
-    }
-}
-
-/// Copies `out.len()` bytes from device-shared memory at `src` with volatile
-/// loads (8 bytes at a time where aligned), so that no load is elided or
-/// merged across calls while a device may be writing.
-///
-/// # Safety
-/// `src..src + out.len()` must be readable memory not aliased by `out`.
-unsafe fn volatile_copy_from(src: *const u8, out: &mut [u8]) {
-    let mut i = 0;
-    let n = out.len();
-    while i < n && (src as usize + i) % 8 != 0 {
-        // SAFETY: i < n, inside the caller's range.
-        out[i] = unsafe { std::ptr::read_volatile(src.add(i)) };
-        i += 1;
-    }
-    while i + 8 <= n {
-        // SAFETY: 8 bytes at src+i are inside the range and the address is 8-aligned.
-        let word = unsafe { std::ptr::read_volatile(src.add(i).cast::<u64>()) };
-        out[i..i + 8].copy_from_slice(&word.to_ne_bytes());
-        i += 8;
-    }
-    while i < n {
-        // SAFETY: i < n, inside the caller's range.
-        out[i] = unsafe { std::ptr::read_volatile(src.add(i)) };
-        i += 1;
-    }
-}
-
-/// Copies `data` into device-shared memory at `dst` with volatile stores.
-///
-/// # Safety
-/// `dst..dst + data.len()` must be writable memory not aliased by `data`.
-unsafe fn volatile_copy_to(dst: *mut u8, data: &[u8]) {
-    let mut i = 0;
-    let n = data.len();
-    while i < n && (dst as usize + i) % 8 != 0 {
-        // SAFETY: i < n, inside the caller's range.
-        unsafe { std::ptr::write_volatile(dst.add(i), data[i]) };
-        i += 1;
-    }
-    while i + 8 <= n {
-        let mut word = [0u8; 8];
-        word.copy_from_slice(&data[i..i + 8]);
-        // SAFETY: 8 bytes at dst+i are inside the range and the address is 8-aligned.
-        unsafe { std::ptr::write_volatile(dst.add(i).cast::<u64>(), u64::from_ne_bytes(word)) };
-        i += 8;
-    }
-    while i < n {
-        // SAFETY: i < n, inside the caller's range.
-        unsafe { std::ptr::write_volatile(dst.add(i), data[i]) };
-        i += 1;
     }
 }
 

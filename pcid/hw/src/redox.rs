@@ -32,6 +32,8 @@ use std::cell::Cell;
 use std::ptr::NonNull;
 use std::sync::atomic::{fence, Ordering};
 
+use crate::pages::MappedPages;
+
 use libredox::call::MmapArgs;
 use libredox::flag;
 use libredox::Fd;
@@ -308,13 +310,13 @@ impl DmaAllocator for RedoxDmaAllocator {
         })?;
         // From here on the mapping is owned by `buffer`, whose Drop unmaps it.
         let mut buffer = RedoxDmaBuffer {
-            base,
-            len,
-            phys: Vec::with_capacity(len / PAGE_SIZE),
+            // SAFETY: `base..base + len` is the whole-page mapping just created;
+            // `buffer` owns it and unmaps it only when dropped.
+            pages: unsafe { MappedPages::new(base, len) },
         };
         for page in 0..len / PAGE_SIZE {
             let virt = base.as_ptr() as usize + page * PAGE_SIZE;
-            buffer.phys.push(self.translate(virt)?);
+            buffer.pages.push_page(self.translate(virt)?);
         }
         Ok(buffer)
     }
@@ -323,62 +325,24 @@ impl DmaAllocator for RedoxDmaAllocator {
 /// A zeroed, page-granular DMA buffer from [`RedoxDmaAllocator`].
 #[derive(Debug)]
 pub struct RedoxDmaBuffer {
-    base: NonNull<u8>,
-    len: usize,
-    /// Physical address of each page.
-    phys: Vec<u64>,
-}
-
-// SAFETY: the buffer exclusively owns its mapping; moving it to another thread
-// moves that ownership. Accesses through `&self` are volatile copies.
-unsafe impl Send for RedoxDmaBuffer {}
-
-impl RedoxDmaBuffer {
-    fn check(&self, offset: usize, len: usize) -> Result<(), HwError> {
-        match offset.checked_add(len) {
-            Some(end) if end <= self.len => Ok(()),
-            _ => Err(HwError::OutOfBounds {
-                offset,
-                len,
-                size: self.len,
-            }),
-        }
-    }
+    pages: MappedPages,
 }
 
 impl DmaBuffer for RedoxDmaBuffer {
     fn len(&self) -> usize {
-        self.len
+        self.pages.len()
     }
 
     fn device_address(&self, offset: usize) -> Result<u64, HwError> {
-        self.check(offset, 1)?;
-        let page = self.phys[offset / PAGE_SIZE];
-        Ok(page + (offset % PAGE_SIZE) as u64)
+        self.pages.device_address(offset)
     }
 
     fn read(&self, offset: usize, out: &mut [u8]) -> Result<(), HwError> {
-        self.check(offset, out.len())?;
-        fence(Ordering::Acquire);
-        for (i, byte) in out.iter_mut().enumerate() {
-            // SAFETY: `check` proved `offset..offset + out.len()` lies inside the
-            // mapping, which lives as long as `self`.
-            *byte = unsafe { std::ptr::read_volatile(self.base.as_ptr().add(offset + i)) };
-        }
-        fence(Ordering::Acquire);
-        Ok(())
+        self.pages.read(offset, out)
     }
 
     fn write(&self, offset: usize, data: &[u8]) -> Result<(), HwError> {
-        self.check(offset, data.len())?;
-        fence(Ordering::Release);
-        for (i, byte) in data.iter().enumerate() {
-            // SAFETY: `check` proved `offset..offset + data.len()` lies inside the
-            // mapping, which lives as long as `self`.
-            unsafe { std::ptr::write_volatile(self.base.as_ptr().add(offset + i), *byte) };
-        }
-        fence(Ordering::Release);
-        Ok(())
+        self.pages.write(offset, data)
     }
 }
 
@@ -387,7 +351,8 @@ impl Drop for RedoxDmaBuffer {
         // SAFETY: `base`/`len` describe exactly the mapping created in `allocate`,
         // owned solely by this buffer and unmapped once, here. The driver stops
         // the device from using the buffer before dropping it.
-        let result = unsafe { libredox::call::munmap(self.base.as_ptr().cast(), self.len) };
+        let result =
+            unsafe { libredox::call::munmap(self.pages.base().as_ptr().cast(), self.pages.len()) };
         if let Err(err) = result {
             log::warn!("DMA buffer: munmap failed: {err}");
         }
