@@ -5,3 +5,5 @@ pub mod sim;
 
 #[cfg(target_os = "linux")]
 pub mod qemu;
+#[cfg(target_os = "linux")]
+pub mod redox;

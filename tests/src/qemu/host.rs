@@ -530,13 +530,19 @@ fn qemu_args(opts: &Options, kernel: &Path, initrd: &Path, work: &Path) -> Vec<S
     args
 }
 
+/// What one QEMU run gave back.
+pub type QemuRun = (Option<ExitStatus>, Vec<String>, String, Duration);
+
 /// Runs QEMU until it exits or `timeout` passes; returns the status (None if
-/// killed), console lines and error output.
-fn run_qemu(
+/// killed), console lines, error output and wall time. Console lines for
+/// which `show` says yes (all of them with `verbose`) are echoed as they
+/// arrive, prefixed with `guest| `.
+pub fn run_qemu(
     args: &[String],
     timeout: Duration,
     verbose: bool,
-) -> Result<(Option<ExitStatus>, Vec<String>, String, Duration), E2eError> {
+    show: fn(&str) -> bool,
+) -> Result<QemuRun, E2eError> {
     let started = Instant::now();
     let mut child = Command::new("qemu-system-x86_64")
         .args(args)
@@ -581,7 +587,7 @@ fn run_qemu(
                 let line = String::from_utf8_lossy(&raw)
                     .trim_end_matches(['\r', '\n'])
                     .to_string();
-                if verbose || is_progress_line(&line) {
+                if verbose || show(&line) {
                     eprintln!("guest| {line}");
                 }
                 lines.push(line);
@@ -687,7 +693,8 @@ pub fn run(opts: &Options) -> Result<RunResult, E2eError> {
         opts.timeout.as_secs()
     ));
     log::debug!("qemu-system-x86_64 {}", args.join(" "));
-    let (status, lines, stderr, elapsed) = run_qemu(&args, opts.timeout, opts.verbose)?;
+    let (status, lines, stderr, elapsed) =
+        run_qemu(&args, opts.timeout, opts.verbose, is_progress_line)?;
     let console_log = work.join("console.log");
     let mut text = lines.join("\n");
     text.push('\n');

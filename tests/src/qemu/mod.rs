@@ -17,6 +17,7 @@ pub mod cpio;
 pub mod guest;
 pub mod host;
 pub mod report;
+pub mod trace;
 
 /// Lines the guest prints on the serial console for the host to find.
 pub mod markers {

@@ -1,0 +1,62 @@
+#!/bin/sh
+# Puts pcid-shutdown into a Redox initfs tree (the January 2026 layout the
+# project targets: bin/, lib/drivers/, etc/init.rc, etc/pcid/initfs.toml).
+#
+#   integrate.sh [--with-nvmed] INITFS_DIR BIN_DIR
+#
+# BIN_DIR holds this project's Redox binaries (pcid, shutdownd, nvmed).
+#   bin/pcid           this project's pcid, in place of Redox's. hwd (or an
+#                      init.rc line) starts it by that name, with no arguments;
+#                      Redox's pcid-spawner, its match table and every other
+#                      driver stay as they are.
+#   bin/shutdownd      the two-phase shutdown; run it instead of `shutdown`.
+#   lib/drivers/nvmed  only with --with-nvmed: this project's NVMe driver in
+#                      place of Redox's, at the path the match table names.
+#                      It does not serve disk.* schemes, so leave it out on a
+#                      system whose root file system is on NVMe.
+# Nothing else is changed. Run it on the staged initfs directory before the
+# initfs image is packed. Exit status 0 on success, 1 on a missing file, 2 on
+# bad arguments.
+set -eu
+
+with_nvmed=0
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --with-nvmed) with_nvmed=1; shift ;;
+        -h|--help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        --) shift; break ;;
+        -*) echo "integrate.sh: unknown option $1" >&2; exit 2 ;;
+        *) break ;;
+    esac
+done
+if [ $# -ne 2 ]; then
+    echo "usage: integrate.sh [--with-nvmed] INITFS_DIR BIN_DIR" >&2
+    exit 2
+fi
+initfs=$1
+bin=$2
+
+fail() { echo "integrate.sh: $*" >&2; exit 1; }
+
+[ -d "$initfs/bin" ] || fail "$initfs is not an initfs tree (no bin/ directory)"
+[ -f "$initfs/etc/pcid/initfs.toml" ] \
+    || echo "integrate.sh: warning: $initfs/etc/pcid/initfs.toml is missing: pcid-spawner will start no drivers" >&2
+need="pcid shutdownd"
+[ "$with_nvmed" = 1 ] && need="$need nvmed"
+for f in $need; do
+    [ -f "$bin/$f" ] || fail "$bin/$f is missing"
+done
+
+install_file() { # SRC DEST
+    mkdir -p "$(dirname "$2")"
+    cp "$1" "$2.new"
+    chmod 0755 "$2.new"
+    mv "$2.new" "$2"
+    echo "integrate.sh: $2"
+}
+
+install_file "$bin/pcid" "$initfs/bin/pcid"
+install_file "$bin/shutdownd" "$initfs/bin/shutdownd"
+if [ "$with_nvmed" = 1 ]; then
+    install_file "$bin/nvmed" "$initfs/lib/drivers/nvmed"
+fi

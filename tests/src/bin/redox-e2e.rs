@@ -1,0 +1,109 @@
+//! Builds Redox from pinned sources, boots it under QEMU with this project's
+//! pcid, nvmed and shutdownd, and checks the shutdown; see
+//! `shutdown_tests::redox`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use shutdown_tests::redox::{self, Options, RedoxError};
+
+const USAGE: &str = "usage: redox-e2e [--controllers N] [--sequential] [--json FILE] [--keep] \
+[--timeout SECS] [--jobs N] [--log FILTER] [--verbose]
+
+Builds a minimal Redox from the sources pinned in tests/redox/pins.toml (cached in
+REDOX_E2E_CACHE, default ~/.cache/pcid-shutdown/redox-e2e), boots it under QEMU with
+N NVMe controllers driven by this project's nvmed under its pcid, runs shutdownd and
+checks the result. Sources come from REDOX_SRC (default ../shared/redox-src beside the
+checkout) or are downloaded. If sources or toolchains cannot be obtained it prints
+`REDOX E2E DID NOT RUN: <reason>` and exits 0 (2 with REDOX_E2E_REQUIRED=1).";
+
+fn parse_args(opts: &mut Options) -> Result<bool, String> {
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        let mut value = |name: &str| args.next().ok_or_else(|| format!("{name} needs a value"));
+        match arg.as_str() {
+            "--controllers" => {
+                let v = value("--controllers")?;
+                opts.controllers = v
+                    .parse()
+                    .map_err(|_| format!("--controllers: {v:?} is not a count"))?;
+            }
+            "--sequential" => opts.sequential = true,
+            "--json" => opts.json = Some(PathBuf::from(value("--json")?)),
+            "--keep" => opts.keep = true,
+            "--timeout" => {
+                let v = value("--timeout")?;
+                let secs: u64 = v
+                    .parse()
+                    .map_err(|_| format!("--timeout: {v:?} is not seconds"))?;
+                opts.timeout = Duration::from_secs(secs);
+            }
+            "--jobs" => {
+                let v = value("--jobs")?;
+                opts.jobs = v
+                    .parse()
+                    .ok()
+                    .filter(|&n| n > 0)
+                    .ok_or_else(|| format!("--jobs: {v:?} is not a positive count"))?;
+            }
+            "--log" => opts.log = value("--log")?,
+            "--verbose" => opts.verbose = true,
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                return Ok(false);
+            }
+            other => return Err(format!("unknown argument {other:?}")),
+        }
+    }
+    Ok(true)
+}
+
+fn main() -> ExitCode {
+    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."));
+    let mut opts = Options::new(repo);
+    match parse_args(&mut opts) {
+        Ok(true) => {}
+        Ok(false) => return ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("redox-e2e: {e}\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    }
+    match redox::run(&opts) {
+        Ok(result) => {
+            let r = &result.outcome.report;
+            println!(
+                "redox-e2e: PASS: {} NVMe controller(s) shut down clean on Redox ({}), shutdown total {:.1} ms, boot to power-off {:.0} ms",
+                opts.controllers, r.mode, r.total_ms, result.qemu_ms
+            );
+            for d in &r.devices {
+                println!(
+                    "  {}  {}  {}  {}",
+                    d.address, d.driver, d.protocol, d.outcome
+                );
+            }
+            println!(
+                "redox-e2e: QEMU's trace: {} of {} controllers got CC.SHN=01b and started their shutdown",
+                result.outcome.trace.notified(),
+                opts.controllers
+            );
+            ExitCode::SUCCESS
+        }
+        Err(RedoxError::Unavailable(reason)) => {
+            println!("REDOX E2E DID NOT RUN: {reason}");
+            if std::env::var("REDOX_E2E_REQUIRED").is_ok_and(|v| v == "1") {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        Err(e) => {
+            eprintln!("redox-e2e: FAIL: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

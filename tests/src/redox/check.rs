@@ -1,0 +1,348 @@
+//! The host's checks after a Redox boot.
+
+use std::fs;
+use std::io::Read as _;
+use std::path::Path;
+
+use super::boot::{nvme_image, Booted};
+use super::{Options, RedoxError};
+use crate::qemu::host::serial;
+use crate::qemu::report::ShutdownReport;
+use crate::qemu::trace::NvmeTrace;
+use crate::qemu::{selftest_pattern, SELFTEST_PATTERN_LEN};
+
+/// What the checks found in a passing run.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// shutdownd's report.
+    pub report: ShutdownReport,
+    /// The report as printed (all fields).
+    pub raw: serde_json::Value,
+    /// QEMU's NVMe trace.
+    pub trace: NvmeTrace,
+}
+
+/// Which stage a boot stopped in, from what the console shows.
+pub fn stage_failure(b: &Booted) -> Option<RedoxError> {
+    let c = &b.console;
+    let stage = |stage: &'static str, detail: String| Some(RedoxError::Stage { stage, detail });
+    if let Some(status) = b.status {
+        if !status.success() {
+            return stage(
+                "boot",
+                format!("QEMU exited with {status}: {}", b.stderr.trim()),
+            );
+        }
+    }
+    if !c.kernel_started {
+        return stage(
+            "boot",
+            format!(
+                "the kernel never started (bootloader output: {})",
+                c.tail(5)
+            ),
+        );
+    }
+    if !c.init_started {
+        return stage(
+            "init",
+            format!("init never ran init.rc (last lines: {})", c.tail(8)),
+        );
+    }
+    if !c.drivers_up {
+        return stage(
+            "pcid ready",
+            format!(
+                "pcid and pcid-spawner never returned (last lines: {})",
+                c.tail(8)
+            ),
+        );
+    }
+    if c.report().is_none() {
+        let what = if c.report_started {
+            "shutdownd printed no complete report"
+        } else {
+            "shutdownd never started"
+        };
+        return stage("shutdown", format!("{what} (last lines: {})", c.tail(8)));
+    }
+    if let Some(f) = c.failures.first() {
+        return stage("power-off", f.clone());
+    }
+    if b.status.is_none() {
+        return stage(
+            "power-off",
+            format!(
+                "QEMU was killed at the deadline after the report (last lines: {})",
+                c.tail(5)
+            ),
+        );
+    }
+    if !c.kstop {
+        return stage(
+            "power-off",
+            "QEMU exited, but the kernel's kstop never ran".to_string(),
+        );
+    }
+    None
+}
+
+fn ms(v: &serde_json::Value, key: &str) -> Option<f64> {
+    v.get(key).and_then(serde_json::Value::as_f64)
+}
+
+/// Checks the report: mode, every NVMe controller `clean`, and (two-phase)
+/// every Begin sent before the first FinishAck arrived.
+pub fn check_report(
+    opts: &Options,
+    report: &ShutdownReport,
+    raw: &serde_json::Value,
+) -> Result<(), RedoxError> {
+    let expected = if opts.sequential {
+        "sequential"
+    } else {
+        "two-phase"
+    };
+    if report.mode != expected {
+        return Err(RedoxError::Check(format!(
+            "report mode is {:?}, expected {expected:?}",
+            report.mode
+        )));
+    }
+    let nvme: Vec<&serde_json::Value> = raw
+        .get("devices")
+        .and_then(serde_json::Value::as_array)
+        .map(|d| d.iter().filter(|d| d["driver"] == "nvmed").collect())
+        .unwrap_or_default();
+    if nvme.len() != opts.controllers {
+        return Err(RedoxError::Check(format!(
+            "the report lists {} nvmed devices, expected {}",
+            nvme.len(),
+            opts.controllers
+        )));
+    }
+    for d in &nvme {
+        if d["outcome"] != "clean" {
+            return Err(RedoxError::Check(format!(
+                "controller {}: outcome {} ({})",
+                d["address"].as_str().unwrap_or("?"),
+                d["outcome"].as_str().unwrap_or("?"),
+                d["detail"].as_str().unwrap_or("")
+            )));
+        }
+    }
+    if !opts.sequential {
+        let last_begin = nvme
+            .iter()
+            .filter_map(|d| ms(d, "begin_sent_ms"))
+            .fold(f64::MIN, f64::max);
+        let first_ack = nvme
+            .iter()
+            .filter_map(|d| ms(d, "finish_ack_ms"))
+            .fold(f64::MAX, f64::min);
+        if nvme.iter().any(|d| ms(d, "begin_sent_ms").is_none()) {
+            return Err(RedoxError::Check(
+                "a controller has no begin_sent_ms in the report".to_string(),
+            ));
+        }
+        if last_begin > first_ack {
+            return Err(RedoxError::Check(format!(
+                "a FinishAck arrived ({first_ack} ms) before Begin was sent to every controller (last at {last_begin} ms)"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Each image must start with its own controller's pattern.
+pub fn check_images(opts: &Options, work: &Path) -> Result<(), RedoxError> {
+    for i in 0..opts.controllers {
+        let path = nvme_image(work, i);
+        let mut head = vec![0u8; SELFTEST_PATTERN_LEN];
+        fs::File::open(&path)
+            .and_then(|mut f| f.read_exact(&mut head))
+            .map_err(RedoxError::io(format!("read {}", path.display())))?;
+        if head != selftest_pattern(&serial(i), SELFTEST_PATTERN_LEN) {
+            return Err(RedoxError::Check(format!(
+                "image {} does not hold its controller's pattern (serial {}); it starts with {:?}",
+                path.display(),
+                serial(i),
+                String::from_utf8_lossy(&head[..48])
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// QEMU's trace must show a normal shutdown notification to every controller.
+pub fn check_trace(opts: &Options, trace: &NvmeTrace) -> Result<(), RedoxError> {
+    let notified = trace.notified();
+    if notified != opts.controllers {
+        let missing: Vec<String> = trace
+            .controllers
+            .values()
+            .filter(|c| !c.notified())
+            .map(|c| format!("BAR0 {:#x}", c.bar0))
+            .collect();
+        return Err(RedoxError::Check(format!(
+            "QEMU's trace shows a shutdown notification (CC.SHN=01b answered by pci_nvme_mmio_shutdown_set) for {notified} of {} controllers{}",
+            opts.controllers,
+            if missing.is_empty() {
+                String::new()
+            } else {
+                format!("; not for {}", missing.join(", "))
+            }
+        )));
+    }
+    Ok(())
+}
+
+/// Runs every check, in the order a reader would want the first failure.
+pub fn all(opts: &Options, booted: &Booted, work: &Path) -> Result<Outcome, RedoxError> {
+    if let Some(e) = stage_failure(booted) {
+        return Err(e);
+    }
+    let (report, raw) = booted
+        .console
+        .report()
+        .ok_or_else(|| RedoxError::Check("no report".to_string()))?
+        .map_err(|e| RedoxError::Check(e.to_string()))?;
+    check_report(opts, &report, &raw)?;
+    check_images(opts, work)?;
+    let text = fs::read_to_string(&booted.trace)
+        .map_err(RedoxError::io(format!("read {}", booted.trace.display())))?;
+    let trace = NvmeTrace::parse(&text);
+    check_trace(opts, &trace)?;
+    Ok(Outcome { report, raw, trace })
+}
+
+/// Writes the report with the run's figures added under `"redox"`.
+pub fn write_json(
+    path: &Path,
+    opts: &Options,
+    booted: &Booted,
+    outcome: &Outcome,
+) -> Result<(), RedoxError> {
+    let mut value = outcome.raw.clone();
+    if let Some(obj) = value.as_object_mut() {
+        obj.insert(
+            "redox".to_string(),
+            serde_json::json!({
+                "controllers": opts.controllers,
+                "boot_to_poweroff_ms": booted.elapsed.as_secs_f64() * 1000.0,
+                "trace_notified": outcome.trace.notified(),
+                "trace_flush_commands": outcome.trace.flush_cmds,
+                "trace_namespace_flushes": outcome.trace.flush_ns,
+            }),
+        );
+    }
+    let text = serde_json::to_string_pretty(&value)
+        .map_err(|e| RedoxError::setup(format!("encode report: {e}")))?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        fs::create_dir_all(dir).map_err(RedoxError::io(format!("create {}", dir.display())))?;
+    }
+    fs::write(path, text + "\n").map_err(RedoxError::io(format!("write {}", path.display())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::qemu::markers;
+    use crate::redox::console::{Console, DRIVERS_UP, KSTOP};
+    use std::os::unix::process::ExitStatusExt as _;
+    use std::path::PathBuf;
+    use std::time::Duration;
+
+    fn booted(lines: &[&str], status: Option<i32>) -> Booted {
+        Booted {
+            status: status.map(std::process::ExitStatus::from_raw),
+            console: Console::scan(lines.iter().copied()),
+            stderr: String::new(),
+            elapsed: Duration::from_secs(1),
+            trace: PathBuf::from("/nonexistent"),
+        }
+    }
+
+    #[test]
+    fn each_stage_is_named() {
+        let stage = |lines: &[&str], status| match stage_failure(&booted(lines, status)) {
+            Some(RedoxError::Stage { stage, .. }) => stage,
+            other => panic!("{other:?}"),
+        };
+        let kernel = "Redox OS starting...";
+        let report = r#"{"mode":"two-phase","total_ms":1,"devices":[]}"#;
+        assert_eq!(stage(&["BOOTLOADER"], None), "boot");
+        assert_eq!(stage(&[kernel], Some(0)), "init");
+        assert_eq!(stage(&[kernel, markers::INIT_START], None), "pcid ready");
+        assert_eq!(
+            stage(&[kernel, markers::INIT_START, DRIVERS_UP], None),
+            "shutdown"
+        );
+        let up = [
+            kernel,
+            markers::INIT_START,
+            DRIVERS_UP,
+            markers::REPORT_BEGIN,
+            report,
+        ];
+        assert_eq!(stage(&up, None), "power-off");
+        assert_eq!(stage(&up, Some(0)), "power-off", "no kstop line");
+        let mut done = up.to_vec();
+        done.push(KSTOP);
+        assert!(stage_failure(&booted(&done, Some(0))).is_none());
+        assert_eq!(stage(&done, Some(1 << 8)), "boot", "QEMU failed");
+    }
+
+    fn raw(devices: &[(&str, f64, f64, &str)]) -> (ShutdownReport, serde_json::Value) {
+        let devs: Vec<serde_json::Value> = devices
+            .iter()
+            .map(|(a, b, f, o)| {
+                serde_json::json!({"address": a, "driver": "nvmed", "protocol": "two-phase",
+                    "begin_sent_ms": b, "finish_ack_ms": f, "outcome": o, "detail": ""})
+            })
+            .collect();
+        let v = serde_json::json!({"mode": "two-phase", "total_ms": 5.0, "devices": devs});
+        (serde_json::from_value(v.clone()).unwrap(), v)
+    }
+
+    #[test]
+    fn report_checks_catch_unclean_and_overlapping_shutdowns() {
+        let mut opts = Options::new(PathBuf::from("/r"));
+        opts.controllers = 2;
+        let (r, v) = raw(&[("a", 0.0, 3.0, "clean"), ("b", 0.5, 2.0, "clean")]);
+        check_report(&opts, &r, &v).unwrap();
+        let (r, v) = raw(&[("a", 0.0, 1.0, "clean"), ("b", 2.0, 3.0, "clean")]);
+        let e = check_report(&opts, &r, &v).unwrap_err().to_string();
+        assert!(
+            e.contains("before Begin was sent to every controller"),
+            "{e}"
+        );
+        let (r, v) = raw(&[("a", 0.0, 3.0, "clean"), ("b", 0.5, 2.0, "timed-out")]);
+        assert!(check_report(&opts, &r, &v)
+            .unwrap_err()
+            .to_string()
+            .contains("controller b: outcome timed-out"));
+        let (r, v) = raw(&[("a", 0.0, 3.0, "clean")]);
+        assert!(check_report(&opts, &r, &v)
+            .unwrap_err()
+            .to_string()
+            .contains("1 nvmed devices, expected 2"));
+    }
+
+    #[test]
+    fn images_must_hold_their_own_pattern() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut opts = Options::new(PathBuf::from("/r"));
+        opts.controllers = 2;
+        for i in 0..2 {
+            fs::write(
+                nvme_image(dir.path(), i),
+                selftest_pattern(&serial(i), SELFTEST_PATTERN_LEN),
+            )
+            .unwrap();
+        }
+        check_images(&opts, dir.path()).unwrap();
+        fs::copy(nvme_image(dir.path(), 0), nvme_image(dir.path(), 1)).unwrap();
+        assert!(check_images(&opts, dir.path()).is_err());
+    }
+}
