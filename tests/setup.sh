@@ -4,6 +4,12 @@
 # Run as root. Idempotent: when everything is already present it changes
 # nothing and returns in well under a second.
 #
+#   tests/setup.sh           what the Linux tests and the QEMU guest need
+#   tests/setup.sh --redox   that, plus the host tools the Redox image build
+#                            uses (redox-e2e): nasm, clang, lld, llvm, binutils,
+#                            make, patch, curl. The Rust toolchains it pins are
+#                            installed by redox-e2e itself through rustup.
+#
 # What it installs:
 #   * qemu-system-x86 from bookworm-backports. Machines of this kind carry
 #     qemu-utils from backports, which conflicts with bookworm's own
@@ -18,6 +24,14 @@
 set -euo pipefail
 
 log() { printf 'setup: %s\n' "$*" >&2; }
+
+redox=0
+case "${1:-}" in
+    "") ;;
+    --redox) redox=1 ;;
+    -h|--help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) log "unknown argument $1 (use --redox or nothing)"; exit 2 ;;
+esac
 
 need_root() {
     if [ "$(id -u)" != 0 ]; then
@@ -87,6 +101,24 @@ if [ ! -e /usr/lib/x86_64-linux-gnu/libc.a ]; then
     need_root "libc6-dev"
     apt_update
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libc6-dev >/dev/null
+fi
+
+# --- host tools of the Redox image build (redox-e2e) -----------------------
+if [ "$redox" = 1 ]; then
+    # command:package pairs; Debian's clang/lld/llvm stand in for Redox's GCC
+    # cross toolchain, nasm assembles the BIOS bootloader's real-mode stages.
+    missing=""
+    for pair in nasm:nasm clang:clang ld.lld:lld llvm-ar:llvm llvm-objcopy:llvm \
+                ld:binutils objcopy:binutils make:make patch:patch curl:curl; do
+        command -v "${pair%%:*}" >/dev/null 2>&1 || missing="$missing ${pair##*:}"
+    done
+    if [ -n "$missing" ]; then
+        need_root "$missing"
+        apt_update
+        log "installing$missing"
+        # shellcheck disable=SC2086
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing >/dev/null
+    fi
 fi
 
 log "ok: $(qemu-system-x86_64 --version | head -n1)"

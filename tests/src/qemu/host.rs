@@ -676,7 +676,11 @@ pub fn run(opts: &Options) -> Result<RunResult, E2eError> {
         f.set_len(IMAGE_BYTES)
             .map_err(io_err(format!("size {}", path.display())))?;
     }
-    let args = qemu_args(opts, &kernel, &initrd, &work);
+    let trace_log = work.join("qemu-trace.log");
+    let mut args = qemu_args(opts, &kernel, &initrd, &work);
+    if opts.mode == Mode::Full {
+        args.extend(super::trace::qemu_args(&trace_log));
+    }
     progress(format!(
         "booting: {} NVMe controller(s){}, {} shutdown, timeout {} s",
         opts.controllers,
@@ -745,6 +749,7 @@ pub fn run(opts: &Options) -> Result<RunResult, E2eError> {
             write_json(opts, &console, qemu_ms)?;
             let report = check_report(opts, &console)?;
             check_images(opts, &work)?;
+            check_trace(opts, &trace_log)?;
             Some(report)
         }
     };
@@ -871,6 +876,27 @@ fn check_images(opts: &Options, work: &Path) -> Result<(), E2eError> {
             )));
         }
     }
+    Ok(())
+}
+
+/// QEMU's own trace of its NVMe model must show every controller getting a
+/// normal shutdown notification (see [`super::trace`]).
+fn check_trace(opts: &Options, trace_log: &Path) -> Result<(), E2eError> {
+    let text =
+        fs::read_to_string(trace_log).map_err(io_err(format!("read {}", trace_log.display())))?;
+    let trace = super::trace::NvmeTrace::parse(&text);
+    let notified = trace.notified();
+    if notified != opts.controllers {
+        return Err(E2eError::Check(format!(
+            "QEMU's trace shows a shutdown notification (CC.SHN=01b answered by \
+             pci_nvme_mmio_shutdown_set) for {notified} of {} controllers",
+            opts.controllers
+        )));
+    }
+    progress(format!(
+        "QEMU's trace: {notified} of {} controllers got CC.SHN=01b and started their shutdown",
+        opts.controllers
+    ));
     Ok(())
 }
 

@@ -44,7 +44,12 @@ pub fn guest(opts: &Options, project_bin: &Path) -> Guest {
     }
     Guest {
         project_bin: project_bin.to_path_buf(),
-        after_drivers: vec![format!("echo {}", markers::REPORT_BEGIN), shutdownd],
+        after_drivers: vec![
+            "redox-e2e-probe schemes".to_string(),
+            "redox-e2e-probe pci-access 0000:00:00.0".to_string(),
+            format!("echo {}", markers::REPORT_BEGIN),
+            shutdownd,
+        ],
         env: vec![
             ("RUST_LOG".to_string(), opts.log.clone()),
             // nvmed's data check: write, flush and read back a pattern
@@ -52,11 +57,13 @@ pub fn guest(opts: &Options, project_bin: &Path) -> Guest {
             ("NVMED_SELFTEST".to_string(), "1".to_string()),
         ],
         drivers: vec![DriverEntry {
-            name: "NVMe storage".to_string(),
-            class: 1,
-            subclass: 8,
-            program: "nvmed".to_string(),
+            name: "NVMe storage",
+            keys: "class = 1\nsubclass = 8",
+            program: "nvmed",
         }],
+        start_pci: vec!["pcid".to_string()],
+        base_bins: vec![],
+        test_bins: vec![project_bin.join("redox-e2e-probe")],
     }
 }
 

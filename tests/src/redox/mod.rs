@@ -253,7 +253,7 @@ pub fn build_project(
         .join("redox-e2e");
     let log = builder.cache.join("logs").join("project.log");
     progress(format!(
-        "project: building pcid, nvmed, shutdownd for {REDOX_TARGET} (log: {})",
+        "project: building pcid, nvmed, shutdownd and the test probe for {REDOX_TARGET} (log: {})",
         log.display()
     ));
     let started = std::time::Instant::now();
