@@ -103,7 +103,7 @@ pub fn open_hardware(function: &PciFunction) -> Result<(PhysMap, RedoxDmaAllocat
 /// After bring-up: drops privileges, then tells whoever started nvmed that it
 /// is ready. Failures are logged; the driver keeps serving.
 pub fn ready(function: &PciFunction) {
-    if let Err(e) = daemon::drop_privileges() {
+    if let Err(e) = pcid_interface::privileges::drop_privileges() {
         log::error!("{}: {e}", function.address);
     }
     let readiness = READINESS.lock().unwrap_or_else(|e| e.into_inner()).take();

@@ -23,6 +23,7 @@ use crate::function::PciAddress;
 pub mod daemon;
 #[cfg(target_os = "redox")]
 pub mod event;
+pub mod timer;
 
 /// Root of pcid's scheme.
 pub const PCI_SCHEME_ROOT: &str = "/scheme/pci";

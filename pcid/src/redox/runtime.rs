@@ -375,7 +375,7 @@ fn serve(args: &Args, readiness: Readiness) -> Result<(), RedoxError> {
     );
 
     let queue = EventQueue::<usize>::new().map_err(os("creating an event queue"))?;
-    let timer = Timer::new().map_err(io("opening a timer"))?;
+    let mut timer = Timer::new().map_err(io("opening a timer"))?;
     queue
         .subscribe(socket.inner().raw(), SOCKET, EventFlags::READ)
         .map_err(os("subscribing to the scheme socket"))?;

@@ -15,14 +15,16 @@
 //!   and waits for one byte on it; [`Readiness::ready`] writes it too. The
 //!   variable is captured and removed from the environment when [`run`]
 //!   starts, and the fd is made close-on-exec, so no child ever inherits it.
-//! * `drop_privileges` (Redox only) is `setrens(0, 0)`: after it the process
-//!   can open nothing new except in the `memory` and `pipe` schemes; every
-//!   other scheme answers `ENODEV`. A daemon opens everything it will need
-//!   (event queues, timers, hardware) before calling it.
+//! * [`drop_privileges`] is `setrens(0, 0)` on Redox (see
+//!   [`crate::privileges`]): after it the process can open nothing new except
+//!   in the `memory` and `pipe` schemes; every other scheme answers `ENODEV`.
+//!   A daemon opens everything it will need (event queues, timers, hardware)
+//!   before calling it.
 //!
 //! The module is portable to every Unix so that its start-up behaviour is
-//! tested on Linux (`tests/daemon.rs` of this crate); only the privilege drop
-//! is Redox-specific. `fork` is the one operation here that needs `unsafe`.
+//! tested on Linux (`tests/daemon.rs` of this crate). `fork`, `poll` and
+//! taking ownership of the `INIT_NOTIFY` fd are the operations here that need
+//! `unsafe`.
 #![allow(unsafe_code)]
 
 use std::convert::Infallible;
@@ -305,11 +307,9 @@ fn wait_ready(fd: &OwnedFd, deadline: Duration) -> io::Result<Waited> {
     }
 }
 
-/// `setrens(0, 0)`: afterwards only the `memory` and `pipe` schemes can be
-/// opened; every other open answers `ENODEV`.
-#[cfg(target_os = "redox")]
+/// `setrens(0, 0)` ([`crate::privileges::drop_privileges`]): afterwards only
+/// the `memory` and `pipe` schemes can be opened; every other open answers
+/// `ENODEV`.
 pub fn drop_privileges() -> Result<(), DaemonError> {
-    libredox::call::setrens(0, 0)
-        .map(|_| ())
-        .map_err(|e| DaemonError::Setrens(e.into()))
+    crate::privileges::drop_privileges().map_err(|e| DaemonError::Setrens(e.0))
 }
