@@ -21,9 +21,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 static DROPPED: AtomicBool = AtomicBool::new(false);
 
 /// `ENODEV`: what Redox answers an open in the null namespace.
-#[cfg(target_os = "redox")]
-const ENODEV: i32 = syscall::ENODEV as i32;
-#[cfg(not(target_os = "redox"))]
 const ENODEV: i32 = libc::ENODEV;
 
 /// Error of [`drop_privileges`].

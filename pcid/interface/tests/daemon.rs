@@ -23,6 +23,9 @@ use std::time::{Duration, Instant};
 
 use pcid_interface::redox::daemon::{self, Readiness, EXIT_DEADLINE, EXIT_NOT_READY, INIT_NOTIFY};
 
+/// A test scenario: `Err` says what went wrong.
+type Scenario = fn() -> Result<(), String>;
+
 const ROLE: &str = "DAEMON_TEST_ROLE";
 /// Fds the test driver was started with, comma-separated.
 const BASELINE_FDS: &str = "DAEMON_TEST_BASELINE_FDS";
@@ -41,7 +44,7 @@ fn main() {
         .skip(1)
         .filter(|a| !a.starts_with('-'))
         .collect();
-    let tests: [(&str, fn() -> Result<(), String>); 6] = [
+    let tests: [(&str, Scenario); 6] = [
         (
             "ready_parent_exits_0_and_daemon_runs_on",
             ready_parent_exits_0,
