@@ -1,6 +1,6 @@
 //! Redox specifics a driver needs besides the channel.
 //!
-//! * The BAR listing pcid serves at `/scheme/pci/<SSSS>-<BB>--<DD>.<F>/bars`
+//! * The BAR listing pcid serves at `/scheme/pci/<SS>-<BB>--<DD>.<F>/bars`
 //!   ([`Bar`], [`format_bars`], [`parse_bars`]): on Redox only pcid can read
 //!   configuration space, so a driver learns where its BARs are from this
 //!   file and maps them with `pcid_hw::redox::PhysMap`. The format is text,
@@ -8,9 +8,10 @@
 //!   `<index> <kind> <address> <size>` with kind `mem32`, `mem32-pf`, `mem64`,
 //!   `mem64-pf` or `io`, and address/size as `0x`-prefixed hex.
 //! * Scheme paths ([`function_dir`]).
-//! * With `target_os = "redox"`: daemon start-up helpers in `daemon`
-//!   (`redox_daemon` readiness, `INIT_NOTIFY`, `setrens(0, 0)`) and waiting
-//!   with deadlines in `event` (event queues, `/scheme/time` timers).
+//! * Daemon start-up in `daemon` (fork with a readiness pipe, `INIT_NOTIFY`,
+//!   and on Redox `setrens(0, 0)`; portable to every Unix so it is tested on
+//!   Linux) and, with `target_os = "redox"`, waiting with deadlines in `event`
+//!   (event queues, `/scheme/time` timers).
 //!
 //! Parsing is portable so it is unit-tested on every host.
 
@@ -18,26 +19,29 @@ use std::fmt::Write as _;
 
 use crate::function::PciAddress;
 
-#[cfg(target_os = "redox")]
+#[cfg(unix)]
 pub mod daemon;
 #[cfg(target_os = "redox")]
 pub mod event;
+pub mod timer;
 
 /// Root of pcid's scheme.
 pub const PCI_SCHEME_ROOT: &str = "/scheme/pci";
 /// Largest accepted BAR listing, in bytes (6 lines of at most ~50 bytes fit easily).
 pub const MAX_BARS_LEN: usize = 1024;
 
-/// Directory of a function in pcid's scheme, in Redox's naming
-/// (`/scheme/pci/0000-00--04.0`).
+/// Directory of a function in pcid's scheme, named as Redox's pcid lists
+/// functions (pci_types' address display with `:` replaced by `--`):
+/// `/scheme/pci/00-00--04.0`.
 pub fn function_dir(address: PciAddress) -> String {
     format!(
-        "{PCI_SCHEME_ROOT}/{:04x}-{:02x}--{:02x}.{:x}",
+        "{PCI_SCHEME_ROOT}/{:02x}-{:02x}--{:02x}.{:x}",
         address.segment, address.bus, address.device, address.function
     )
 }
 
-/// Parses the scheme directory name of a function (`0000-00--04.0`).
+/// Parses the scheme directory name of a function (`00-00--04.0`; hex
+/// fields of any width, so `0000-00--04.0` too).
 pub fn parse_function_name(name: &str) -> Option<PciAddress> {
     let (segment, rest) = name.split_once('-')?;
     let (bus, rest) = rest.split_once("--")?;
@@ -119,6 +123,14 @@ pub fn format_bars(bars: &[Bar]) -> String {
     out
 }
 
+/// The memory BAR in slot `index` (the lower slot of a 64-bit BAR), if the
+/// function implements one there.
+pub fn memory_bar(bars: &[Bar], index: u8) -> Option<Bar> {
+    bars.iter()
+        .find(|b| b.index == index && b.kind != BarKind::Io)
+        .copied()
+}
+
 /// Parses a BAR listing (the `bars` file). Empty lines are ignored.
 pub fn parse_bars(text: &str) -> Result<Vec<Bar>, BarParseError> {
     if text.len() > MAX_BARS_LEN {
@@ -190,7 +202,8 @@ mod tests {
     #[test]
     fn function_dir_uses_redox_naming_and_parses_back() {
         let a: PciAddress = "0000:00:04.0".parse().unwrap();
-        assert_eq!(function_dir(a), "/scheme/pci/0000-00--04.0");
+        assert_eq!(function_dir(a), "/scheme/pci/00-00--04.0");
+        assert_eq!(parse_function_name("00-00--04.0"), Some(a));
         assert_eq!(parse_function_name("0000-00--04.0"), Some(a));
         let b: PciAddress = "0001:3a:1f.7".parse().unwrap();
         assert_eq!(parse_function_name("0001-3a--1f.7"), Some(b));
@@ -237,6 +250,14 @@ mod tests {
         );
         assert_eq!(parse_bars(&text).unwrap(), bars);
         assert_eq!(parse_bars("").unwrap(), vec![]);
+    }
+
+    #[test]
+    fn memory_bar_skips_io_and_absent_slots() {
+        let bars = parse_bars("0 io 0xc000 0x20\n2 mem64 0xfebf0000 0x4000\n").unwrap();
+        assert_eq!(memory_bar(&bars, 0), None);
+        assert_eq!(memory_bar(&bars, 1), None);
+        assert_eq!(memory_bar(&bars, 2).map(|b| b.address), Some(0xFEBF_0000));
     }
 
     #[test]
