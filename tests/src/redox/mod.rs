@@ -266,8 +266,19 @@ pub fn build_project(
         "project",
         &log,
     )?;
+    // The test-only probe (its own workspace, never in the recipe).
+    run_logged(
+        builder
+            .redox_cargo(&art.sysroot)
+            .arg("--locked")
+            .arg("--manifest-path")
+            .arg(repo.join("tests/redox/probe/Cargo.toml"))
+            .env("CARGO_TARGET_DIR", &target),
+        "project",
+        &log,
+    )?;
     let out = target.join("stripped");
-    for b in ["pcid", "nvmed", "shutdownd"] {
+    for b in ["pcid", "nvmed", "shutdownd", "redox-e2e-probe"] {
         let built = target.join(REDOX_TARGET).join("release").join(b);
         run::copy(&built, &out.join(b))?;
         output(
