@@ -1,21 +1,21 @@
 #!/usr/bin/env bash
 # Type-checks every crate that builds for Redox against the real target,
 # x86_64-unknown-redox, with the real Redox crates (redox_syscall, libredox,
-# redox-scheme, redox_event, redox-daemon).
+# redox-scheme, redox_event).
 #
 # What it proves: the `cfg(target_os = "redox")` code compiles and the
 # Linux-only code is gated away from Redox. What it does not prove: linking
 # (needs relibc) or running (needs a Redox image); neither is possible here.
 #
 # Toolchain: the active rustup toolchain (stable here) with rust-std for the
-# Redox target, which rustup distributes for stable. redox-daemon 0.1.3 (the
-# newest release) uses `#![feature(never_type)]`; Redox builds its userspace
-# with a nightly compiler. This script unlocks unstable features for that one
-# crate only, with RUSTC_BOOTSTRAP=redox_daemon (rustc accepts a crate name
-# there); every crate of this project compiles without unstable features.
-# Set REDOX_CHECK_TOOLCHAIN=nightly to use a nightly toolchain instead (its
-# Redox rust-std must exist on the dist server for that nightly's date).
-#
+# Redox target, which rustup distributes for stable. No unstable features are
+# needed: the Redox crate set is the one Redox base 6091b4662 (January 2026)
+# locks for its own drivers (redox_syscall 0.6.0, libredox 0.1.11,
+# redox-scheme 0.8.3, redox_event 0.4.2), and daemon start-up is the
+# project's own (pcid_interface::redox::daemon), not the nightly-only
+# redox-daemon crate. Set REDOX_CHECK_TOOLCHAIN=nightly to use a nightly
+# toolchain instead (its Redox rust-std must exist on the dist server for
+# that nightly's date).
 # Outcome lines (exactly one of them is printed last):
 #   redox-check: OK (<crates>)                 -> exit 0
 #   redox-check: FAILED ...                    -> exit 1 (the project's code,
@@ -88,7 +88,7 @@ fi
 echo "redox-check: cargo +$TOOLCHAIN check --target $TARGET ${pkg_args[*]}" >&2
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
-RUSTC_BOOTSTRAP=redox_daemon cargo "+$TOOLCHAIN" check --offline --target "$TARGET" "${pkg_args[@]}" 2>&1 | tee "$log" >&2
+cargo "+$TOOLCHAIN" check --offline --target "$TARGET" "${pkg_args[@]}" 2>&1 | tee "$log" >&2
 status=${PIPESTATUS[0]}
 
 warnings="$(grep -c '^warning' "$log" || true)"

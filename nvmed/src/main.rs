@@ -9,8 +9,9 @@
 //!    writes, flushes and reads back a pattern unique to the controller (see
 //!    `nvmed::selftest`); with `NVMED_WORKLOAD=<dir>` starts a write workload
 //!    logging to `<dir>/<address>.log` (see `nvmed::workload`).
-//! 4. Sends `Ready`, then serves the shutdown protocol: `Begin` →
-//!    `Controller::begin`, `Finish` → `Controller::finish`.
+//! 4. Sends `Ready`, drops privileges (`setrens(0, 0)` on Redox, recorded
+//!    elsewhere; see `pcid_interface::privileges`), then serves the shutdown
+//!    protocol: `Begin` → `Controller::begin`, `Finish` → `Controller::finish`.
 //!
 //! Errors end the process with one line on stderr and exit status 1.
 
@@ -211,8 +212,17 @@ where
         address: address.clone(),
         source,
     })?;
+    // Everything nvmed will ever open is open now (the channel with its
+    // event queue and timer, BAR0, the DMA allocator and buffers): drop
+    // privileges where Redox drivers do. Off Redox the drop is only recorded,
+    // which makes any later open through pcid_interface fail as on Redox, so
+    // the process tests check this order.
     #[cfg(target_os = "redox")]
     redox::ready(function);
+    #[cfg(not(target_os = "redox"))]
+    if let Err(e) = pcid_interface::privileges::drop_privileges() {
+        log::error!("{address}: {e}");
+    }
     let outcome = conn
         .serve(Handler { ctrl, workload })
         .map_err(|source| Fatal::Serve {

@@ -1,7 +1,7 @@
 //! nvmed on Redox: start-up as a Redox driver daemon, BAR0 and DMA through
 //! `pcid_hw::redox`, and the privilege drop.
 //!
-//! * [`main`] forks with `redox_daemon` before anything else; the process pcid
+//! * [`main`] forks (`pcid_interface::redox::daemon`) before anything else; the process pcid
 //!   spawned exits once the driver is ready ([`ready`]).
 //! * [`open_hardware`] reads the function's BAR listing from pcid's scheme
 //!   (`/scheme/pci/<function>/bars`), maps BAR0 uncacheable through physmap
@@ -25,7 +25,7 @@ static READINESS: Mutex<Option<Readiness>> = Mutex::new(None);
 
 /// Runs `run` in the forked daemon. Returns only if the fork failed.
 pub fn main(run: fn() -> ExitCode) -> ExitCode {
-    let started = daemon::run(move |readiness| {
+    let started = daemon::run("nvmed", move |readiness| {
         *READINESS.lock().unwrap_or_else(|e| e.into_inner()) = Some(readiness);
         if run() == ExitCode::SUCCESS {
             0
@@ -34,7 +34,7 @@ pub fn main(run: fn() -> ExitCode) -> ExitCode {
         }
     });
     match started {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(never) => match never {},
         Err(e) => {
             eprintln!("nvmed: error: {e}");
             ExitCode::FAILURE
@@ -103,7 +103,7 @@ pub fn open_hardware(function: &PciFunction) -> Result<(PhysMap, RedoxDmaAllocat
 /// After bring-up: drops privileges, then tells whoever started nvmed that it
 /// is ready. Failures are logged; the driver keeps serving.
 pub fn ready(function: &PciFunction) {
-    if let Err(e) = daemon::drop_privileges() {
+    if let Err(e) = pcid_interface::privileges::drop_privileges() {
         log::error!("{}: {e}", function.address);
     }
     let readiness = READINESS.lock().unwrap_or_else(|e| e.into_inner()).take();

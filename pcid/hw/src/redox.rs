@@ -16,8 +16,9 @@
 //! * [`LegacyConfigPorts`] is PCI configuration mechanism #1 (ports `0xCF8`
 //!   address, `0xCFC` data; PCI Local Bus Specification 3.0, §3.2.2.3.2), used
 //!   when the ACPI MCFG table is absent. Port access rights are granted per
-//!   thread by the kernel (the `Iopl` verb of the process scheme); this type
-//!   acquires them on first use in each thread.
+//!   thread by the kernel (the `Iopl` verb of a process-scheme handle opened
+//!   with `dup(<thread fd>, "open_via_dup")`); this type acquires them on
+//!   first use in each thread.
 //!
 //! Ordering is the same as in the Linux backend: a register write is preceded
 //! by a release fence and a register read followed by an acquire fence; DMA
@@ -73,13 +74,6 @@ fn redox_error(what: impl Into<String>, err: libredox::error::Error) -> HwError 
     HwError::Os {
         what: what.into(),
         source: std::io::Error::from(err),
-    }
-}
-
-fn syscall_error(what: impl Into<String>, err: syscall::Error) -> HwError {
-    HwError::Os {
-        what: what.into(),
-        source: std::io::Error::from_raw_os_error(err.errno),
     }
 }
 
@@ -253,13 +247,9 @@ impl RedoxDmaAllocator {
     /// Physical address of the page containing virtual address `virt`.
     fn translate(&self, virt: usize) -> Result<u64, HwError> {
         let mut buf = virt.to_ne_bytes();
-        syscall::call_rw(
-            self.translation.raw(),
-            &mut buf,
-            syscall::CallFlags::empty(),
-            &[],
-        )
-        .map_err(|e| syscall_error(format!("translate {virt:#x}"), e))?;
+        self.translation
+            .call_rw(&mut buf, syscall::CallFlags::empty(), &[])
+            .map_err(|e| redox_error(format!("translate {virt:#x}"), e))?;
         let phys = usize::from_ne_bytes(buf) as u64;
         if phys == 0 {
             return Err(HwError::Allocation {
@@ -412,36 +402,53 @@ impl LegacyConfigPorts {
     }
 }
 
+/// A descriptor closed when dropped (the proc-scheme handle below).
+struct CloseOnDrop(usize);
+
+impl Drop for CloseOnDrop {
+    fn drop(&mut self) {
+        let _ = libredox::call::close(self.0);
+    }
+}
+
+/// The calling thread's descriptor in the process scheme.
+fn current_thread_fd() -> usize {
+    extern "C" {
+        /// relibc (ffce2c2 and later): the fd of the calling thread in the
+        /// process scheme, which relibc keeps open for the thread's lifetime.
+        fn redox_cur_thrfd_v0() -> usize;
+    }
+    // SAFETY: relibc's accessor takes no arguments, has no preconditions
+    // and only returns a descriptor number owned by relibc (not closed here).
+    unsafe { redox_cur_thrfd_v0() }
+}
+
 /// Asks the kernel for I/O port rights for the calling thread, once per thread.
+///
+/// How the January 2026 kernel (a919d262, `scheme/proc.rs`) grants them:
+/// duplicating a thread's process-scheme descriptor with the name
+/// `open_via_dup` gives a handle whose `SYS_CALL` takes a verb as its first
+/// metadata word; `ProcSchemeVerb::Iopl` sets the I/O permission of the
+/// context making the call, i.e. of this thread only. Both steps go through
+/// relibc's stable entry points (`redox_dup_v1`, `redox_sys_call_v0`, via
+/// libredox) rather than raw system calls, so a kernel that changes its call
+/// numbers only needs a matching relibc. Only a root process before
+/// `setrens` may do this (Redox's own drivers do the same in
+/// `drivers/common`, `acquire_port_io_rights`).
 fn acquire_port_rights() -> Result<(), HwError> {
     if PORT_RIGHTS.with(Cell::get) {
         return Ok(());
     }
-    extern "C" {
-        /// relibc: the fd of the current thread in the process scheme.
-        fn redox_cur_thrfd_v0() -> usize;
-    }
-    // SAFETY: relibc's accessor takes no arguments and only returns the
-    // current thread's descriptor number; it has no preconditions.
-    let thread_fd = unsafe { redox_cur_thrfd_v0() };
-    let kernel_fd = syscall::dup(thread_fd, b"open_via_dup")
-        .map_err(|e| syscall_error("open thread handle for I/O port rights", e))?;
-    let metadata = [syscall::ProcSchemeVerb::Iopl as u64];
-    let mut payload: [u8; 0] = [];
-    // SAFETY: SYS_CALL with an empty payload and a one-element metadata slice,
-    // both valid for the duration of the call; the kernel only reads them.
-    let result = unsafe {
-        syscall::syscall5(
-            syscall::SYS_CALL,
-            kernel_fd,
-            payload.as_mut_ptr() as usize,
-            payload.len(),
-            metadata.len(),
-            metadata.as_ptr() as usize,
-        )
-    };
-    let _ = syscall::close(kernel_fd);
-    result.map_err(|e| syscall_error("acquire I/O port rights", e))?;
+    let handle = libredox::call::dup(current_thread_fd(), "open_via_dup")
+        .map(CloseOnDrop)
+        .map_err(|e| redox_error("open the thread's handle for I/O port rights", e))?;
+    libredox::call::call_rw(
+        handle.0,
+        &mut [],
+        syscall::CallFlags::empty(),
+        &[syscall::ProcSchemeVerb::Iopl as u64],
+    )
+    .map_err(|e| redox_error("acquire I/O port rights (Iopl)", e))?;
     PORT_RIGHTS.with(|rights| rights.set(true));
     Ok(())
 }

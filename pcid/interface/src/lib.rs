@@ -7,6 +7,8 @@
 //! * [`transport`] — the OS side: the channel fd named by `PCID_CLIENT_CHANNEL`,
 //!   Unix sockets on Linux;
 //! * [`driver`] — the helper a driver implements in two methods (`begin`, `finish`);
+//! * [`privileges`] — dropping privileges (`setrens` on Redox) and refusing
+//!   to open anything afterwards;
 //! * [`redox`] — Redox specifics: the BAR listing pcid serves, scheme paths, and
 //!   (on Redox) daemon start-up and event waiting.
 //!
@@ -14,6 +16,7 @@
 
 pub mod driver;
 pub mod function;
+pub mod privileges;
 pub mod protocol;
 pub mod redox;
 pub mod transport;

@@ -8,9 +8,10 @@
 //!   `<index> <kind> <address> <size>` with kind `mem32`, `mem32-pf`, `mem64`,
 //!   `mem64-pf` or `io`, and address/size as `0x`-prefixed hex.
 //! * Scheme paths ([`function_dir`]).
-//! * With `target_os = "redox"`: daemon start-up helpers in `daemon`
-//!   (`redox_daemon` readiness, `INIT_NOTIFY`, `setrens(0, 0)`) and waiting
-//!   with deadlines in `event` (event queues, `/scheme/time` timers).
+//! * Daemon start-up in `daemon` (fork with a readiness pipe, `INIT_NOTIFY`,
+//!   and on Redox `setrens(0, 0)`; portable to every Unix so it is tested on
+//!   Linux) and, with `target_os = "redox"`, waiting with deadlines in `event`
+//!   (event queues, `/scheme/time` timers).
 //!
 //! Parsing is portable so it is unit-tested on every host.
 
@@ -18,10 +19,11 @@ use std::fmt::Write as _;
 
 use crate::function::PciAddress;
 
-#[cfg(target_os = "redox")]
+#[cfg(unix)]
 pub mod daemon;
 #[cfg(target_os = "redox")]
 pub mod event;
+pub mod timer;
 
 /// Root of pcid's scheme.
 pub const PCI_SCHEME_ROOT: &str = "/scheme/pci";

@@ -18,10 +18,20 @@
 //! Sends are bounded too: a peer that stops reading makes [`Channel::send`]
 //! fail with [`TransportError::SendTimeout`] after the channel's send timeout
 //! ([`DEFAULT_SEND_TIMEOUT`] unless changed), never block forever.
+//!
+//! A channel's waiting primitives are opened once, when the channel is made,
+//! and reused by every `recv`: on Redox an event queue subscribed to the
+//! channel and a `/scheme/time` timer, which a driver cannot open any more
+//! once it has dropped privileges (`setrens`); on Linux `poll` needs nothing.
+//! Both go through [`crate::privileges::before_open`], so a channel made
+//! after the privilege drop fails on every OS, and the Linux tests check the
+//! order Redox requires.
 
 use std::fmt;
 use std::io;
 use std::marker::PhantomData;
+#[cfg(not(target_os = "redox"))]
+use std::os::fd::AsRawFd;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::net::UnixStream;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -116,6 +126,8 @@ struct WriteSide {
 /// One end of a framed, bidirectional channel carrying messages of type `M`.
 pub struct Channel<M> {
     stream: Arc<UnixStream>,
+    /// What `recv` waits with, opened with the channel; the error if that failed.
+    waiter: Result<sys::Waiter, String>,
     write: Arc<Mutex<WriteSide>>,
     send_timeout: Duration,
     rx: Vec<u8>,
@@ -207,10 +219,25 @@ fn send_frame(
 }
 
 impl<M: WireMessage> Channel<M> {
-    /// Wraps a connected Unix stream socket.
+    /// Wraps a connected Unix stream socket and opens what `recv` waits with.
+    /// If that fails, the error is reported by the first `recv` that has to
+    /// wait; [`try_from_stream`](Self::try_from_stream) reports it at once.
     pub fn from_stream(stream: UnixStream) -> Self {
+        let waiter = sys::Waiter::new(stream.as_fd()).map_err(|e| e.to_string());
+        Self::with_waiter(stream, waiter)
+    }
+
+    /// Like [`from_stream`](Self::from_stream), failing if the waiting
+    /// primitives cannot be opened (on Redox: after the privilege drop).
+    pub fn try_from_stream(stream: UnixStream) -> io::Result<Self> {
+        let waiter = sys::Waiter::new(stream.as_fd())?;
+        Ok(Self::with_waiter(stream, Ok(waiter)))
+    }
+
+    fn with_waiter(stream: UnixStream, waiter: Result<sys::Waiter, String>) -> Self {
         Self {
             stream: Arc::new(stream),
+            waiter,
             write: Arc::new(Mutex::new(WriteSide { broken: false })),
             send_timeout: DEFAULT_SEND_TIMEOUT,
             rx: Vec::new(),
@@ -223,7 +250,7 @@ impl<M: WireMessage> Channel<M> {
     /// close-on-exec; give one to a child with [`spawn_with_channel`].
     pub fn pair() -> io::Result<(Self, Self)> {
         let (a, b) = UnixStream::pair()?;
-        Ok((Self::from_stream(a), Self::from_stream(b)))
+        Ok((Self::try_from_stream(a)?, Self::try_from_stream(b)?))
     }
 
     /// Adopts the channel fd a driver process inherited from pcid, named by
@@ -235,9 +262,13 @@ impl<M: WireMessage> Channel<M> {
     /// read the environment.
     #[cfg(not(target_os = "redox"))]
     pub fn from_env() -> Result<Self, AdoptError> {
-        Ok(Self::from_stream(unix::adopt_from_env(
-            crate::PCID_CLIENT_CHANNEL,
-        )?))
+        let stream = unix::adopt_from_env(crate::PCID_CLIENT_CHANNEL)?;
+        let fd = stream.as_raw_fd();
+        Self::try_from_stream(stream).map_err(|source| AdoptError::Io {
+            var: crate::PCID_CLIENT_CHANNEL,
+            fd,
+            source,
+        })
     }
 
     /// Changes the time [`send`](Self::send) may wait for the peer to read.
@@ -306,7 +337,16 @@ impl<M: WireMessage> Channel<M> {
                             Some(d - now)
                         }
                     };
-                    sys::wait_readable(self.stream.as_fd(), wait)?;
+                    match &mut self.waiter {
+                        Ok(waiter) => {
+                            waiter.wait_readable(self.stream.as_fd(), wait)?;
+                        }
+                        Err(why) => {
+                            return Err(TransportError::Io(io::Error::other(format!(
+                                "cannot wait on this channel: {why}"
+                            ))))
+                        }
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {
                     self.rx_broken = true;

@@ -1,6 +1,6 @@
 //! pcid's runtime on Redox.
 //!
-//! 1. Fork into the background with `redox_daemon` (init waits until pcid
+//! 1. Fork into the background (`pcid_interface::redox::daemon`; init waits until pcid
 //!    reports ready: every driver sent `Ready`, went away, or passed its
 //!    start deadline — the same moment the relay announces readiness on Linux).
 //! 2. Open configuration space (ECAM from MCFG, else ports), enumerate,
@@ -19,7 +19,7 @@
 //!
 //! A driver is gone when the last descriptor of its channel closes (the
 //! kernel sends pcid a close notification when the process exits). The
-//! process pcid spawned is only the `redox_daemon` parent, which exits as
+//! process pcid spawned is only the daemon fork's parent, which exits as
 //! soon as the driver is ready, so its exit is logged and otherwise ignored.
 
 use std::path::PathBuf;
@@ -96,11 +96,11 @@ pub fn run(args: &Args) -> Result<(), RedoxError> {
     if args.ready_fd.is_some() || args.exit_on_stdin_eof {
         log::warn!(
             "pcid: --ready-fd and --exit-on-stdin-eof are ignored on Redox: readiness goes to \
-             init (redox_daemon, INIT_NOTIFY)"
+             init (daemon fork, INIT_NOTIFY)"
         );
     }
     let args = args.clone();
-    redox_daemon_support::run(move |readiness| match serve(&args, readiness) {
+    redox_daemon_support::run("pcid", move |readiness| match serve(&args, readiness) {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("pcid: {e}");
@@ -214,7 +214,7 @@ fn spawn_all(plans: Vec<Plan>) -> Vec<Started> {
         });
     }
     // Reap the spawned processes in the background. Each is the parent half
-    // of a `redox_daemon` fork and exits once its driver is ready; an exit
+    // of a daemon fork and exits once its driver is ready; an exit
     // with failure means the driver gave up before that.
     std::thread::spawn(move || {
         for (address, name, mut child) in children {
@@ -319,6 +319,16 @@ impl Runtime {
                         )
                         .map_err(sys("writing a scheme response"))?;
                 }
+                RequestKind::RecvFd(request) => {
+                    // Nor hands them out.
+                    self.host
+                        .socket
+                        .write_response(
+                            Response::err(syscall::EOPNOTSUPP, request),
+                            SignalBehavior::Restart,
+                        )
+                        .map_err(sys("writing a scheme response"))?;
+                }
                 // Requests are answered at once, so there is nothing to
                 // cancel; mmap does not apply to this scheme.
                 RequestKind::Cancellation(_)
@@ -365,7 +375,7 @@ fn serve(args: &Args, readiness: Readiness) -> Result<(), RedoxError> {
     );
 
     let queue = EventQueue::<usize>::new().map_err(os("creating an event queue"))?;
-    let timer = Timer::new().map_err(io("opening a timer"))?;
+    let mut timer = Timer::new().map_err(io("opening a timer"))?;
     queue
         .subscribe(socket.inner().raw(), SOCKET, EventFlags::READ)
         .map_err(os("subscribing to the scheme socket"))?;

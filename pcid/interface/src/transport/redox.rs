@@ -61,10 +61,28 @@ pub(super) fn recv_nonblocking(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result
     libredox::call::read(raw(fd), buf).map_err(io::Error::from)
 }
 
-/// Waits until the fd raises `EVENT_READ`, at most `timeout` (`None`: no
-/// limit). `Ok(false)` means the time ran out; the caller re-checks its deadline.
-pub(super) fn wait_readable(fd: BorrowedFd<'_>, timeout: Option<Duration>) -> io::Result<bool> {
-    crate::redox::event::wait_readable(raw(fd), timeout)
+/// What a channel waits with: an event queue subscribed to the channel fd
+/// and a timer, opened when the channel is made (before any privilege drop)
+/// and reused by every wait.
+#[derive(Debug)]
+pub(super) struct Waiter(crate::redox::event::Waiter);
+
+impl Waiter {
+    /// Opens the event queue and timer and subscribes `fd`.
+    pub(super) fn new(fd: BorrowedFd<'_>) -> io::Result<Self> {
+        crate::redox::event::Waiter::new(raw(fd)).map(Self)
+    }
+
+    /// Waits until the fd raises `EVENT_READ`, at most `timeout` (`None`: no
+    /// limit). `Ok(false)` means the time ran out; the caller re-checks its
+    /// deadline. `_fd` is the fd subscribed in [`Waiter::new`].
+    pub(super) fn wait_readable(
+        &mut self,
+        _fd: BorrowedFd<'_>,
+        timeout: Option<Duration>,
+    ) -> io::Result<bool> {
+        self.0.wait_readable(timeout)
+    }
 }
 
 /// pcid's scheme accepts every write at once (frames are processed as they
@@ -152,10 +170,17 @@ impl<M: WireMessage> Channel<M> {
     ///
     /// On Redox the fd is a handle to pcid's scheme. It is made
     /// close-on-exec and non-blocking, and the variable is removed, so it is
-    /// adopted only once and not passed on to the driver's own children.
+    /// adopted only once and not passed on to the driver's own children. The
+    /// event queue and timer every later wait uses are opened here, so call
+    /// it before dropping privileges.
     pub fn from_env() -> Result<Self, AdoptError> {
         let fd = adopt_from_env(crate::PCID_CLIENT_CHANNEL)?;
-        Ok(Self::from_stream(UnixStream::from(fd)))
+        let raw_fd = fd.as_raw_fd();
+        Self::try_from_stream(UnixStream::from(fd)).map_err(|source| AdoptError::Io {
+            var: crate::PCID_CLIENT_CHANNEL,
+            fd: raw_fd,
+            source,
+        })
     }
 }
 
@@ -213,6 +238,10 @@ impl ControlClient {
             path: path.to_path_buf(),
             source,
         })?;
-        Ok(ControlChannel::from_stream(UnixStream::from(fd)))
+        ControlChannel::try_from_stream(UnixStream::from(fd)).map_err(|source| ControlError::Io {
+            op: "opening an event queue and a timer for",
+            path: path.to_path_buf(),
+            source,
+        })
     }
 }

@@ -38,11 +38,35 @@ fn wait(fd: BorrowedFd<'_>, flags: PollFlags, timeout: Option<Duration>) -> io::
     }
 }
 
-/// Waits until the socket is readable (or hung up), at most `timeout`
-/// (`None`: without limit). `Ok(false)` means the time ran out or a signal
+/// Waits until `fd` is readable (or hung up), at most `timeout` (`None`:
+/// without limit). `Ok(false)` means the time ran out or a signal
 /// interrupted the wait; the caller re-checks its deadline.
 pub(super) fn wait_readable(fd: BorrowedFd<'_>, timeout: Option<Duration>) -> io::Result<bool> {
     wait(fd, PollFlags::IN, timeout)
+}
+
+/// What a channel waits with. `poll` needs no resource of its own; the
+/// waiter is still made when the channel is (through
+/// [`before_open`](crate::privileges::before_open)), at the point where Redox
+/// opens its event queue and timer, so the order is checked here too.
+#[derive(Debug)]
+pub(super) struct Waiter(());
+
+impl Waiter {
+    /// Makes the waiter for the socket `_fd`.
+    pub(super) fn new(_fd: BorrowedFd<'_>) -> io::Result<Self> {
+        crate::privileges::before_open("a channel waiter")?;
+        Ok(Self(()))
+    }
+
+    /// See [`wait_readable`].
+    pub(super) fn wait_readable(
+        &mut self,
+        fd: BorrowedFd<'_>,
+        timeout: Option<Duration>,
+    ) -> io::Result<bool> {
+        wait_readable(fd, timeout)
+    }
 }
 
 /// Waits until the socket is writable, at most `timeout`.
