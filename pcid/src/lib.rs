@@ -76,9 +76,19 @@ pub fn run(args: &cli::Args) -> Result<ExitReason, RunError> {
             cli::BusChoice::Linux { sysfs } => {
                 Box::new(bus::LinuxSysfsBus::with_root(sysfs.clone()))
             }
+            cli::BusChoice::Redox => {
+                return Err(RunError::Unsupported("--bus redox runs only on Redox"))
+            }
+        };
+        let match_dir = match (&args.bus, &args.match_dir) {
+            (cli::BusChoice::Redox, _) => {
+                return Err(RunError::Unsupported("--bus redox runs only on Redox"))
+            }
+            (_, Some(dir)) => dir.clone(),
+            (_, None) => return Err(RunError::Unsupported("--match-dir PATH is required")),
         };
         let options = daemon::Options {
-            match_dir: args.match_dir.clone(),
+            match_dir,
             driver_path: args.driver_path.clone(),
             control: args.control.clone(),
             ready_fd: args.ready_fd,
