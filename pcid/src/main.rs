@@ -1,5 +1,6 @@
-//! `pcid`: enumerate PCI functions, spawn their drivers, relay shutdown.
-//! See `pcid --help` and the library documentation.
+//! `pcid`: enumerate PCI functions, serve their drivers, relay shutdown.
+//! On Linux and the simulated machine it spawns the drivers; on Redox it is a
+//! drop-in for Redox's pcid. See `pcid --help` and the library documentation.
 
 use std::process::ExitCode;
 

@@ -11,7 +11,10 @@ fn function(vendor: u16, device: u16, class: u8, subclass: u8, interface: u8) ->
         interface,
         revision: 0,
         parent: None,
-        backend: FunctionBackend::Redox,
+        backend: FunctionBackend::Redox {
+            bars: Vec::new(),
+            legacy_irq: None,
+        },
     }
 }
 

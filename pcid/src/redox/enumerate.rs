@@ -73,7 +73,9 @@ impl Found {
         self.function.config.addr
     }
 
-    /// The function as this project's protocol describes it.
+    /// The function as this project's protocol describes it (`Welcome`):
+    /// ids, parent bridge, BARs and the legacy interrupt set up when the
+    /// function was enabled.
     pub fn pci_function(&self) -> PciFunction {
         let id = &self.function.config.full_device_id;
         PciFunction {
@@ -85,7 +87,14 @@ impl Found {
             interface: id.interface,
             revision: id.revision,
             parent: self.parent,
-            backend: FunctionBackend::Redox,
+            backend: FunctionBackend::Redox {
+                bars: self.bars.clone(),
+                legacy_irq: self
+                    .function
+                    .config
+                    .legacy_interrupt_line
+                    .map(|line| line.irq),
+            },
         }
     }
 

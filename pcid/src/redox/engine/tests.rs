@@ -3,10 +3,12 @@
 
 use std::time::Duration;
 
+use pcid_interface::function::FunctionBackend;
 use pcid_interface::protocol::{
     ControlMessage, DeviceErrorKind, DriverMessage, DriverState, FinishOutcome, ShutdownKind,
     ShutdownSupport, PROTOCOL_VERSION,
 };
+use pcid_interface::redox::{Bar, BarKind};
 use pcid_interface::wire::{FrameHeader, WireMessage};
 
 use super::*;
@@ -191,9 +193,24 @@ fn redox_drivers_and_ours_share_pcid_and_shutdown_sees_each_for_what_it_is() {
     w.host.notified.clear();
     w.send_driver(disk, &hello(), NVMED);
     let welcome = w.frames::<DriverMessage>(disk);
-    assert!(
-        matches!(&welcome[..], [DriverMessage::Welcome { function, .. }] if function.address == nvme() && function.class == 1),
-        "{welcome:?}"
+    let [DriverMessage::Welcome { function, .. }] = &welcome[..] else {
+        panic!("{welcome:?}")
+    };
+    assert_eq!((function.address, function.class), (nvme(), 1));
+    // What nvmed needs on Redox without Redox's interface: BARs and the IRQ.
+    assert_eq!(
+        function.backend,
+        FunctionBackend::Redox {
+            bars: vec![Bar {
+                index: 0,
+                kind: BarKind::Memory64 {
+                    prefetchable: false
+                },
+                address: 0xFEBF_0000,
+                size: 0x4000
+            }],
+            legacy_irq: Some(11),
+        }
     );
     assert!(w.host.notified.contains(&disk), "EVENT_READ for Welcome");
     w.send_driver(disk, &DriverMessage::Ready, NVMED);
