@@ -20,6 +20,9 @@ fn main() -> ExitCode {
         pcid::cli::Command::Run(args) => args,
     };
     let level = match args.verbosity {
+        // Redox's hwd starts pcid without arguments; log what Redox's pcid
+        // logs (every function found) there.
+        0 if cfg!(target_os = "redox") => "info",
         0 => "warn",
         1 => "info",
         2 => "debug",

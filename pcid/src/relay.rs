@@ -607,7 +607,11 @@ impl Relay {
         if !self.ready_emitted && self.drivers.iter().all(|d| d.settled(now)) {
             self.ready_emitted = true;
             let ready = self.drivers.iter().filter(|d| d.ready).count();
-            for d in self.drivers.iter().filter(|d| !d.ready) {
+            for d in self
+                .drivers
+                .iter()
+                .filter(|d| !d.ready && d.origin == Origin::Spawned)
+            {
                 let why = match &d.gone {
                     Some(g) => g.describe(),
                     None => "no Ready before its start deadline".to_string(),
