@@ -1,15 +1,23 @@
 //! nvmed on Redox: start-up as a Redox driver daemon, BAR0 and DMA through
 //! `pcid_hw::redox`, and the privilege drop.
 //!
-//! * [`main`] forks (`pcid_interface::redox::daemon`) before anything else; the process pcid
-//!   spawned exits once the driver is ready ([`ready`]).
-//! * [`open_hardware`] reads the function's BAR listing from pcid's scheme
-//!   (`/scheme/pci/<function>/bars`), maps BAR0 uncacheable through physmap
-//!   and opens the DMA allocator. pcid already enabled memory space and bus
-//!   mastering when it opened the driver's channel.
-//! * [`ready`] drops privileges (`setrens(0, 0)`: every mapping, DMA buffer and
-//!   the channel stay usable, nothing new can be opened; all of nvmed's DMA
-//!   memory is allocated during bring-up) and signals readiness.
+//! On Redox, drivers are started by Redox's pcid-spawner: it opens the
+//! function's channel, uses it for Redox's own requests (configuration,
+//! enable), hands the fd over in `PCID_CLIENT_CHANNEL` and waits for the
+//! process it started to exit. So nvmed daemonizes as Redox's drivers do:
+//!
+//! * [`main`] forks (`pcid_interface::redox::daemon`) before anything else.
+//!   The process pcid-spawner started exits 0 once the child is ready
+//!   ([`ready`]), non-zero if the child gives up first; the child serves on.
+//! * [`open_hardware`] finds BAR0 ([`bar0_location`], the one place that
+//!   knows where BARs come from), maps it uncacheable through physmap and
+//!   opens the DMA allocator. pcid enabled memory space and bus mastering
+//!   when the channel was opened.
+//! * [`ready`] runs after the controller is up and `Ready` was sent: it
+//!   drops privileges (`setrens(0, 0)`: every mapping, DMA buffer and the
+//!   channel with its event queue and timer stay usable; after it only the
+//!   `memory` and `pipe` schemes can be opened, and all of nvmed's DMA memory
+//!   is allocated during bring-up) and signals readiness.
 
 use std::process::ExitCode;
 use std::sync::Mutex;
@@ -18,7 +26,7 @@ use pcid_hw::redox::{MemoryType, PhysMap, RedoxDmaAllocator};
 use pcid_hw::HwError;
 use pcid_interface::function::PciFunction;
 use pcid_interface::redox::daemon::{self, Readiness};
-use pcid_interface::redox::{function_dir, parse_bars, BarKind, MAX_BARS_LEN};
+use pcid_interface::redox::{function_dir, memory_bar, parse_bars, Bar, MAX_BARS_LEN};
 
 /// Readiness handle of this daemon, taken by [`ready`].
 static READINESS: Mutex<Option<Readiness>> = Mutex::new(None);
@@ -49,8 +57,11 @@ fn os(what: String, kind: std::io::ErrorKind, msg: String) -> HwError {
     }
 }
 
-/// Maps BAR0 of `function` and opens the DMA allocator.
-pub fn open_hardware(function: &PciFunction) -> Result<(PhysMap, RedoxDmaAllocator), HwError> {
+/// Where BAR0 (the controller's registers) is. The one place that knows:
+/// today it reads the function's BAR listing from pcid's scheme
+/// (`/scheme/pci/<function>/bars`); when pcid's `Welcome` carries the BARs,
+/// this takes them from `function` instead.
+fn bar0_location(function: &PciFunction) -> Result<Bar, HwError> {
     let path = format!("{}/bars", function_dir(function.address));
     let text = std::fs::read_to_string(&path).map_err(|source| HwError::Os {
         what: format!("read {path}"),
@@ -72,16 +83,19 @@ pub fn open_hardware(function: &PciFunction) -> Result<(PhysMap, RedoxDmaAllocat
     })?;
     // NVMe: BAR0 (with BAR1 for its upper half) holds the controller registers
     // (NVMe Base Specification, §3.1.1 / PCI header MLBAR, MUBAR).
-    let bar0 = bars
-        .iter()
-        .find(|b| b.index == 0 && b.kind != BarKind::Io)
-        .ok_or_else(|| {
-            os(
-                format!("BAR0 of {}", function.address),
-                std::io::ErrorKind::NotFound,
-                format!("no memory BAR0 in {path}"),
-            )
-        })?;
+    memory_bar(&bars, 0).ok_or_else(|| {
+        os(
+            format!("BAR0 of {}", function.address),
+            std::io::ErrorKind::NotFound,
+            format!("no memory BAR0 in {path}"),
+        )
+    })
+}
+
+/// Maps BAR0 of `function` and opens the DMA allocator. Both need the
+/// privileges nvmed drops in [`ready`].
+pub fn open_hardware(function: &PciFunction) -> Result<(PhysMap, RedoxDmaAllocator), HwError> {
+    let bar0 = bar0_location(function)?;
     let len = usize::try_from(bar0.size).map_err(|_| {
         os(
             format!("BAR0 of {}", function.address),

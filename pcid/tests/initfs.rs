@@ -82,7 +82,7 @@ fn shutdown_script_runs_shutdownd_against_pcids_control_endpoint() {
     // Every option it passes is one shutdownd's argument parser knows (a
     // text check: shutdownd is another package's binary).
     let parser = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../shutdownd/src/main.rs"),
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../shutdownd/src/cli.rs"),
     )
     .unwrap();
     for w in words.iter().filter(|w| w.starts_with("--")) {

@@ -5,6 +5,8 @@
 //! device to finish, answers each `BeginAck` with `Finish`, enforces per-device
 //! and global deadlines, and reports the outcome of every device.
 //!
+//! * [`cli`] — the command lines: shutdownd's own and, run under the name
+//!   `shutdown`, that of Redox's `shutdown`;
 //! * [`plan`] — children-before-parents ordering and cycle detection;
 //! * [`scheduler`] — the pure state machine, polled with the current time;
 //! * [`report`] — the human table and the JSON report;
@@ -12,6 +14,7 @@
 
 use std::time::Duration;
 
+pub mod cli;
 pub mod plan;
 pub mod report;
 pub mod run;

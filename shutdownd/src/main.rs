@@ -4,17 +4,27 @@
 //! shutdownd --control PATH [--kind poweroff|reboot] [--sequential] [--json FILE]
 //!           [--deadline-ms MS] [--begin-timeout-ms MS] [--one-phase-timeout-ms MS]
 //!           [--quiet] [-r|--reboot] [--no-power-off]
+//! shutdown [-h|--help] [-r|--reboot]          (the same binary under that name)
 //! ```
+//!
+//! Run under the name `shutdown` the binary is a drop-in for Redox's
+//! `shutdown`: same flags, unknown arguments ignored with a warning, global
+//! deadline 30 s unless `--deadline-ms` says otherwise (see
+//! [`shutdownd::cli`]).
 //!
 //! On Redox `--control` defaults to `/scheme/pci/control`, and after the
 //! report shutdownd powers off (or, with `--kind reboot` / `-r`, reboots)
 //! through `/scheme/sys/kstop` as Redox's `shutdown` does, unless
-//! `--no-power-off` is given. Elsewhere it never powers anything off.
+//! `--no-power-off` is given — also when pcid cannot be reached or does not
+//! answer. Elsewhere it never powers anything off.
 //!
 //! The global deadline (`--deadline-ms`, default 120 s) counts from shutdownd's
 //! start: connecting to pcid and listing the devices are part of it. Every
 //! device has an outcome by then (plus [`shutdownd::EXIT_GRACE`] of wake-up
-//! latency).
+//! latency). The protocol runs on a worker thread; if it has no result one
+//! second after the global deadline (pcid never answers, not even an open of
+//! its scheme), shutdownd says so, gives up on it and goes on (on Redox: to
+//! kstop).
 //!
 //! Progress lines and the report table go to standard output; logs go to
 //! standard error (`RUST_LOG`, default `warn`).
@@ -26,10 +36,11 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use pcid_interface::protocol::ShutdownKind;
-use shutdownd::{list_devices, run_shutdown_since, Config, Mode};
+use shutdownd::cli::{self, Flavor, Invocation, Parsed};
+use shutdownd::{list_devices, run_shutdown_since};
 
 mod port;
 #[cfg(target_os = "redox")]
@@ -38,91 +49,52 @@ mod redox;
 /// How long pcid gets to answer `ListDevices`.
 const LIST_TIMEOUT: Duration = Duration::from_secs(5);
 
-const USAGE: &str = "usage: shutdownd --control PATH [--kind poweroff|reboot] [--sequential] \
-[--json FILE] [--deadline-ms MS] [--begin-timeout-ms MS] [--one-phase-timeout-ms MS] [--quiet] \
-[-r|--reboot] [--no-power-off]";
+/// How long after the global deadline the main thread waits for the
+/// protocol before it gives up on it (and, on Redox, powers off anyway).
+const WATCHDOG_GRACE: Duration = Duration::from_secs(1);
 
+/// What runs: where pcid is and the rest of the invocation.
 struct Args {
     control: PathBuf,
     json: Option<PathBuf>,
     quiet: bool,
-    config: Config,
-    /// Redox: skip the final kstop request.
-    #[cfg_attr(not(target_os = "redox"), allow(dead_code))]
-    no_power_off: bool,
-}
-
-fn parse_ms(flag: &str, value: Option<String>) -> Result<Duration, String> {
-    let v = value.ok_or_else(|| format!("{flag} needs a value in milliseconds"))?;
-    v.parse::<u64>()
-        .map(Duration::from_millis)
-        .map_err(|_| format!("{flag}: `{v}` is not a whole number of milliseconds"))
-}
-
-fn parse_args() -> Result<Option<Args>, String> {
-    let mut it = std::env::args().skip(1);
-    let mut control = None;
-    let mut json = None;
-    let mut quiet = false;
-    let mut no_power_off = false;
-    let mut config = Config::default();
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "-h" | "--help" => return Ok(None),
-            "--control" => {
-                control = Some(PathBuf::from(it.next().ok_or("--control needs a path")?))
-            }
-            "--json" => json = Some(PathBuf::from(it.next().ok_or("--json needs a file name")?)),
-            "--sequential" => config.mode = Mode::Sequential,
-            "--quiet" => quiet = true,
-            "-r" | "--reboot" => config.kind = ShutdownKind::Reboot,
-            "--no-power-off" => no_power_off = true,
-            "--kind" => {
-                config.kind = match it.next().as_deref() {
-                    Some("poweroff") => ShutdownKind::Poweroff,
-                    Some("reboot") => ShutdownKind::Reboot,
-                    other => {
-                        return Err(format!(
-                            "--kind must be poweroff or reboot, not {}",
-                            other.unwrap_or("nothing")
-                        ))
-                    }
-                }
-            }
-            "--deadline-ms" => config.global_deadline = parse_ms(&a, it.next())?,
-            "--begin-timeout-ms" => config.begin_timeout = parse_ms(&a, it.next())?,
-            "--one-phase-timeout-ms" => config.one_phase_timeout = parse_ms(&a, it.next())?,
-            other => return Err(format!("unknown argument `{other}`")),
-        }
-    }
-    #[cfg(target_os = "redox")]
-    let control = control.or_else(|| Some(redox::default_control()));
-    let control = control.ok_or("--control PATH is required (pcid's control socket)")?;
-    Ok(Some(Args {
-        control,
-        json,
-        quiet,
-        config,
-        no_power_off,
-    }))
+    config: shutdownd::Config,
 }
 
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
-    let args = match parse_args() {
-        Ok(Some(a)) => a,
-        Ok(None) => {
-            println!("{USAGE}");
-            return ExitCode::SUCCESS;
-        }
-        Err(e) => {
-            eprintln!("shutdownd: {e}\n{USAGE}");
-            return ExitCode::from(2);
+    let mut argv = std::env::args_os();
+    let flavor = Flavor::from_argv0(argv.next().as_deref());
+    let args: Vec<String> = argv.map(|a| a.to_string_lossy().into_owned()).collect();
+    let parsed = match flavor {
+        Flavor::Shutdownd => match cli::parse_shutdownd(args) {
+            Ok(p) => p,
+            Err(e) => {
+                eprintln!("shutdownd: {e}\n{}", cli::USAGE);
+                return ExitCode::from(2);
+            }
+        },
+        Flavor::Shutdown => {
+            let (parsed, warnings) = cli::parse_shutdown(args);
+            for w in warnings {
+                eprintln!("shutdown: {w}");
+            }
+            parsed
         }
     };
+    let invocation = match parsed {
+        Parsed::Help => {
+            match flavor {
+                Flavor::Shutdownd => println!("{}", cli::USAGE),
+                Flavor::Shutdown => print!("{}", cli::SHUTDOWN_HELP),
+            }
+            return ExitCode::SUCCESS;
+        }
+        Parsed::Run(i) => i,
+    };
     #[cfg(target_os = "redox")]
-    let (kind, no_power_off) = (args.config.kind, args.no_power_off);
-    let code = shut_down_devices(args);
+    let (kind, no_power_off) = (invocation.config.kind, invocation.no_power_off);
+    let code = shut_down_devices_bounded(invocation);
     #[cfg(target_os = "redox")]
     if !no_power_off {
         // Whatever happened to the devices, the machine goes down now.
@@ -130,27 +102,79 @@ fn main() -> ExitCode {
         eprintln!("shutdownd: {}: {e}", redox::KSTOP);
         return ExitCode::from(2);
     }
-    code
+    ExitCode::from(code)
+}
+
+/// Runs the protocol on a worker thread and waits for it at most the global
+/// deadline plus [`WATCHDOG_GRACE`], so that nothing — not even an open of
+/// pcid's scheme that pcid never answers — can hold the shutdown up.
+/// Returns the exit status.
+fn shut_down_devices_bounded(invocation: Invocation) -> u8 {
+    let started = Instant::now();
+    let Some(control) = invocation.control.clone().or_else(default_control) else {
+        eprintln!("shutdownd: --control PATH is required (pcid's control socket)");
+        return 2;
+    };
+    let limit = invocation.config.global_deadline + WATCHDOG_GRACE;
+    let args = Args {
+        control,
+        json: invocation.json,
+        quiet: invocation.quiet,
+        config: invocation.config,
+    };
+    let (tx, rx) = mpsc::channel();
+    let worker = std::thread::Builder::new()
+        .name("shutdown".into())
+        .spawn(move || {
+            let _ = tx.send(shut_down_devices(args, started));
+        });
+    if let Err(e) = worker {
+        eprintln!("shutdownd: cannot start the shutdown thread: {e}");
+        return 2;
+    }
+    match rx.recv_timeout(limit.saturating_sub(started.elapsed())) {
+        Ok(code) => code,
+        Err(mpsc::RecvTimeoutError::Timeout) => {
+            eprintln!(
+                "shutdownd: no result from pcid within {} ms; giving up on the devices",
+                limit.as_millis()
+            );
+            2
+        }
+        Err(mpsc::RecvTimeoutError::Disconnected) => {
+            eprintln!("shutdownd: the shutdown thread ended without a result");
+            2
+        }
+    }
+}
+
+#[cfg(target_os = "redox")]
+fn default_control() -> Option<PathBuf> {
+    Some(redox::default_control())
+}
+
+#[cfg(not(target_os = "redox"))]
+fn default_control() -> Option<PathBuf> {
+    None
 }
 
 /// Runs the protocol and prints the report; returns the exit status.
 ///
-/// The global deadline counts from here: connecting to pcid and listing the
-/// devices are part of it.
-fn shut_down_devices(args: Args) -> ExitCode {
-    let started = Instant::now();
+/// The global deadline counts from `started` (shutdownd's start): connecting
+/// to pcid and listing the devices are part of it.
+fn shut_down_devices(args: Args, started: Instant) -> u8 {
     let mut port = match port::connect(&args.control) {
         Ok(p) => p,
         Err(e) => {
             eprintln!("shutdownd: cannot reach pcid: {e}");
-            return ExitCode::from(2);
+            return 2;
         }
     };
     let devices = match list_devices(&mut port, LIST_TIMEOUT.min(args.config.global_deadline)) {
         Ok(d) => d,
         Err(e) => {
             eprintln!("shutdownd: {e}");
-            return ExitCode::from(2);
+            return 2;
         }
     };
     let mode = args.config.mode;
@@ -173,7 +197,7 @@ fn shut_down_devices(args: Args) -> ExitCode {
         Ok(r) => r,
         Err(e) => {
             eprintln!("shutdownd: {e}");
-            return ExitCode::from(2);
+            return 2;
         }
     };
     print!("{}", report.to_table());
@@ -184,12 +208,12 @@ fn shut_down_devices(args: Args) -> ExitCode {
             .and_then(|j| std::fs::write(path, j + "\n").map_err(|e| e.to_string()));
         if let Err(e) = written {
             eprintln!("shutdownd: cannot write report to {}: {e}", path.display());
-            return ExitCode::from(2);
+            return 2;
         }
     }
     if report.all_ok() {
-        ExitCode::SUCCESS
+        0
     } else {
-        ExitCode::from(1)
+        1
     }
 }

@@ -1,17 +1,23 @@
 //! shutdownd on Redox: where pcid is, and how the machine goes down afterwards.
 //!
-//! Redox's `shutdown` (and `shutdown --reboot`) writes `shutdown` (or `reset`)
-//! to `/scheme/sys/kstop`; the kernel then asks acpid to enter ACPI S5 and
-//! falls back to other methods after a second. No driver hears about it.
-//! shutdownd is run the same way, as root, in place of `shutdown`: it runs the
-//! two-phase protocol through pcid's control endpoint (`/scheme/pci/control`
-//! unless `--control` says otherwise), prints its report, and then makes the
-//! same kstop request. The machine goes down even when pcid cannot be
-//! reached or a device failed: a shutdown must never hang on one bad driver.
+//! Redox's `shutdown` (coreutils 5559e20) only writes `shutdown` (or, with
+//! `-r`, `reset`) to `/scheme/sys/kstop`. In the kernel (a919d262,
+//! `arch/x86_shared/stop.rs`) `shutdown` gives an ACPI daemon (acpid) up to
+//! one second to enter S5 and then tries QEMU's and Bochs' power-off ports;
+//! `reset` goes straight to the kernel's reset (8042 pulse, then a triple
+//! fault) — acpid is not involved. No driver hears about either.
+//!
+//! shutdownd (or the same binary run as `shutdown`) first runs the two-phase
+//! protocol through pcid's control endpoint (`/scheme/pci/control` unless
+//! `--control` says otherwise), prints its report, and then makes the same
+//! kstop request. The machine goes down even when pcid cannot be reached,
+//! does not answer or a device failed: a shutdown must never hang on one
+//! bad driver.
 
 use std::path::PathBuf;
 
 use pcid_interface::protocol::ShutdownKind;
+use shutdownd::cli::kstop_request;
 
 /// The kernel's stop request file.
 pub const KSTOP: &str = "/scheme/sys/kstop";
@@ -19,15 +25,6 @@ pub const KSTOP: &str = "/scheme/sys/kstop";
 /// pcid's control endpoint on Redox.
 pub fn default_control() -> PathBuf {
     PathBuf::from(pcid_interface::transport::CONTROL_PATH)
-}
-
-/// What to write to [`KSTOP`] for `kind` (the kernel accepts `shutdown`,
-/// `reset` and `emergency_reset`).
-pub fn kstop_request(kind: ShutdownKind) -> &'static str {
-    match kind {
-        ShutdownKind::Poweroff => "shutdown",
-        ShutdownKind::Reboot => "reset",
-    }
 }
 
 /// Asks the kernel to power off or reboot. Returns only if the request failed.

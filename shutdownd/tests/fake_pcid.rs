@@ -267,3 +267,110 @@ fn without_pcid_shutdownd_says_so_and_exits_2() {
     assert!(err.contains("pcid is not running"), "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
 }
+
+/// The binary under the name `shutdown`, as an image installs it in place
+/// of Redox's coreutils `shutdown`.
+fn shutdown_link(dir: &Path) -> PathBuf {
+    let link = dir.join(shutdownd::cli::SHUTDOWN_NAME);
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_shutdownd"), &link).expect("symlink");
+    link
+}
+
+#[test]
+fn as_shutdown_it_takes_redox_flags_ignores_the_rest_and_runs_the_protocol() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("pcid.sock");
+    let json = dir.path().join("report.json");
+    let pcid = fake_pcid(&sock, 3, Script::Immediate);
+    let out = Command::new(shutdown_link(dir.path()))
+        .arg("-r")
+        .arg("now")
+        .arg("--control")
+        .arg(&sock)
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .expect("run shutdown");
+    let trace = pcid.join().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("shutdown: ignoring argument `now`"), "{err}");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(report["kind"], "reboot");
+    assert_eq!(outcomes(&report), vec!["clean"; 3]);
+    assert_eq!(trace.received.len(), 5, "{:?}", trace.received);
+}
+
+#[test]
+fn as_shutdown_help_prints_and_shuts_nothing_down() {
+    let dir = tempfile::tempdir().unwrap();
+    // No pcid anywhere: connecting would fail with status 2.
+    for flag in ["-h", "--help"] {
+        let out = Command::new(shutdown_link(
+            &tempfile::tempdir_in(dir.path()).unwrap().keep(),
+        ))
+        .arg(flag)
+        .arg("--control")
+        .arg(dir.path().join("nobody.sock"))
+        .output()
+        .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{flag}");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains("shutdown [ -h | --help ] [ -r | --reboot ]"),
+            "{text}"
+        );
+        assert!(
+            out.stderr.is_empty(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+/// A control socket whose accept queue is full: a connect to it blocks
+/// until someone accepts, which nobody does — like an open of pcid's scheme
+/// on Redox when pcid no longer answers requests.
+fn unanswered_socket(path: &Path) -> (rustix::fd::OwnedFd, std::os::unix::net::UnixStream) {
+    use rustix::net::{bind, listen, socket, AddressFamily, SocketAddrUnix, SocketType};
+    let fd = socket(AddressFamily::UNIX, SocketType::STREAM, None).expect("socket");
+    bind(&fd, &SocketAddrUnix::new(path).expect("address")).expect("bind");
+    // Backlog 0: one pending connection fills the queue.
+    listen(&fd, 0).expect("listen");
+    let filler = std::os::unix::net::UnixStream::connect(path).expect("first connect");
+    (fd, filler)
+}
+
+#[test]
+fn an_unanswering_pcid_cannot_hold_shutdownd_past_its_deadline() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("pcid.sock");
+    let _held = unanswered_socket(&sock);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_shutdownd"))
+        .arg("--control")
+        .arg(&sock)
+        .arg("--deadline-ms")
+        .arg("300")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Bounded wait: without its watchdog shutdownd would block for ever.
+    let guard = std::time::Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() >= guard {
+            child.kill().unwrap();
+            panic!("shutdownd still blocked in connect after 60 s");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(status.code(), Some(2), "{err}");
+    assert!(err.contains("no result from pcid within 1300 ms"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+}

@@ -1,6 +1,6 @@
 //! Redox specifics a driver needs besides the channel.
 //!
-//! * The BAR listing pcid serves at `/scheme/pci/<SSSS>-<BB>--<DD>.<F>/bars`
+//! * The BAR listing pcid serves at `/scheme/pci/<SS>-<BB>--<DD>.<F>/bars`
 //!   ([`Bar`], [`format_bars`], [`parse_bars`]): on Redox only pcid can read
 //!   configuration space, so a driver learns where its BARs are from this
 //!   file and maps them with `pcid_hw::redox::PhysMap`. The format is text,
@@ -30,16 +30,18 @@ pub const PCI_SCHEME_ROOT: &str = "/scheme/pci";
 /// Largest accepted BAR listing, in bytes (6 lines of at most ~50 bytes fit easily).
 pub const MAX_BARS_LEN: usize = 1024;
 
-/// Directory of a function in pcid's scheme, in Redox's naming
-/// (`/scheme/pci/0000-00--04.0`).
+/// Directory of a function in pcid's scheme, named as Redox's pcid lists
+/// functions (pci_types' address display with `:` replaced by `--`):
+/// `/scheme/pci/00-00--04.0`.
 pub fn function_dir(address: PciAddress) -> String {
     format!(
-        "{PCI_SCHEME_ROOT}/{:04x}-{:02x}--{:02x}.{:x}",
+        "{PCI_SCHEME_ROOT}/{:02x}-{:02x}--{:02x}.{:x}",
         address.segment, address.bus, address.device, address.function
     )
 }
 
-/// Parses the scheme directory name of a function (`0000-00--04.0`).
+/// Parses the scheme directory name of a function (`00-00--04.0`; hex
+/// fields of any width, so `0000-00--04.0` too).
 pub fn parse_function_name(name: &str) -> Option<PciAddress> {
     let (segment, rest) = name.split_once('-')?;
     let (bus, rest) = rest.split_once("--")?;
@@ -121,6 +123,14 @@ pub fn format_bars(bars: &[Bar]) -> String {
     out
 }
 
+/// The memory BAR in slot `index` (the lower slot of a 64-bit BAR), if the
+/// function implements one there.
+pub fn memory_bar(bars: &[Bar], index: u8) -> Option<Bar> {
+    bars.iter()
+        .find(|b| b.index == index && b.kind != BarKind::Io)
+        .copied()
+}
+
 /// Parses a BAR listing (the `bars` file). Empty lines are ignored.
 pub fn parse_bars(text: &str) -> Result<Vec<Bar>, BarParseError> {
     if text.len() > MAX_BARS_LEN {
@@ -192,7 +202,8 @@ mod tests {
     #[test]
     fn function_dir_uses_redox_naming_and_parses_back() {
         let a: PciAddress = "0000:00:04.0".parse().unwrap();
-        assert_eq!(function_dir(a), "/scheme/pci/0000-00--04.0");
+        assert_eq!(function_dir(a), "/scheme/pci/00-00--04.0");
+        assert_eq!(parse_function_name("00-00--04.0"), Some(a));
         assert_eq!(parse_function_name("0000-00--04.0"), Some(a));
         let b: PciAddress = "0001:3a:1f.7".parse().unwrap();
         assert_eq!(parse_function_name("0001-3a--1f.7"), Some(b));
@@ -239,6 +250,14 @@ mod tests {
         );
         assert_eq!(parse_bars(&text).unwrap(), bars);
         assert_eq!(parse_bars("").unwrap(), vec![]);
+    }
+
+    #[test]
+    fn memory_bar_skips_io_and_absent_slots() {
+        let bars = parse_bars("0 io 0xc000 0x20\n2 mem64 0xfebf0000 0x4000\n").unwrap();
+        assert_eq!(memory_bar(&bars, 0), None);
+        assert_eq!(memory_bar(&bars, 1), None);
+        assert_eq!(memory_bar(&bars, 2).map(|b| b.address), Some(0xFEBF_0000));
     }
 
     #[test]

@@ -70,7 +70,7 @@ use std::collections::{BTreeMap, VecDeque};
 
 use pcid_interface::function::{PciAddress, PciFunction};
 use pcid_interface::protocol::{ControlMessage, DriverMessage};
-use pcid_interface::redox::format_bars;
+use pcid_interface::redox::{format_bars, function_dir, PCI_SCHEME_ROOT};
 use pcid_interface::wire::{FrameHeader, WireMessage, HEADER_LEN, MAGIC};
 
 use super::access;
@@ -94,31 +94,17 @@ pub const F_GETFL: usize = 3;
 /// See [`F_GETFL`].
 pub const F_SETFL: usize = 4;
 
-/// The scheme entry name of a function, as Redox's pcid lists it.
+/// The scheme entry name of a function, as Redox's pcid lists it:
+/// pci_types 0.10's address display (`{segment:02x}-{bus:02x}:{device:02x}.{function}`)
+/// with `:` replaced by `--`, e.g. `00-00--04.0`.
 pub fn function_name(a: PciAddress) -> String {
-    format!(
-        "{:02x}-{:02x}--{:02x}.{}",
-        a.segment, a.bus, a.device, a.function
-    )
+    let dir = function_dir(a);
+    dir.strip_prefix(PCI_SCHEME_ROOT)
+        .map_or(dir.clone(), |n| n.trim_start_matches('/').to_string())
 }
 
 /// Parses a function entry name as Redox's pcid does (hex fields of any width).
-pub fn parse_function_name(name: &str) -> Option<PciAddress> {
-    let (segment, rest) = name.split_once('-')?;
-    let (bus, rest) = rest.split_once("--")?;
-    let (device, function) = rest.split_once('.')?;
-    let hex = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_hexdigit());
-    if !(hex(segment) && hex(bus) && hex(device) && hex(function)) {
-        return None;
-    }
-    let a = PciAddress {
-        segment: u16::from_str_radix(segment, 16).ok()?,
-        bus: u8::from_str_radix(bus, 16).ok()?,
-        device: u8::from_str_radix(device, 16).ok()?,
-        function: u8::from_str_radix(function, 16).ok()?,
-    };
-    (a.device <= 31 && a.function <= 7).then_some(a)
-}
+pub use pcid_interface::redox::parse_function_name;
 
 /// Errors of scheme operations (mapped to errno values by the Redox adaptor).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]

@@ -215,6 +215,8 @@ pub fn run_with(
     };
     let (read_end, write_end) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
         .map_err(|e| DaemonError::Pipe(e.into()))?;
+    // Nothing buffered may be written twice, once by each half.
+    let _ = std::io::Write::flush(&mut std::io::stdout());
     // SAFETY: called before the process starts threads (documented
     // precondition of this function), so the child is a complete copy of a
     // single-threaded process and may run arbitrary code. Both halves only
@@ -254,7 +256,11 @@ pub fn run_with(
                     EXIT_WAIT_FAILED
                 }
             };
-            std::process::exit(code)
+            // The daemon owns everything else this process had (buffers,
+            // atexit handlers); this half only reports and leaves.
+            // SAFETY: `_exit` ends the process at once; nothing here relies
+            // on destructors or exit handlers running.
+            unsafe { libc::_exit(code) }
         }
     }
 }

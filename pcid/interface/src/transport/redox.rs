@@ -41,14 +41,30 @@ fn raw(fd: BorrowedFd<'_>) -> usize {
     fd.as_raw_fd() as usize
 }
 
-/// Makes `fd` non-blocking (reads of pcid's scheme never block anyway; a
-/// Unix socket used through this module must not either).
+/// Makes `fd` non-blocking: a Unix socket used through this module must not
+/// block. The kernel forwards `F_GETFL`/`F_SETFL` to the scheme behind the
+/// fd; a scheme that does not implement `fcntl` (answers `EOPNOTSUPP` or
+/// `ENOSYS`) is accepted as it is, since pcid's scheme never blocks a read
+/// anyway (PROTOCOL.md §11.3: `EAGAIN` when nothing is queued).
 fn set_nonblocking(fd: usize) -> io::Result<()> {
-    let flags = syscall::fcntl(fd, syscall::F_GETFL, 0)
-        .map_err(|e| io::Error::from_raw_os_error(e.errno))?;
-    syscall::fcntl(fd, syscall::F_SETFL, flags | syscall::O_NONBLOCK)
-        .map_err(|e| io::Error::from_raw_os_error(e.errno))?;
-    Ok(())
+    let unsupported =
+        |e: &syscall::Error| e.errno == syscall::EOPNOTSUPP || e.errno == syscall::ENOSYS;
+    let flags = match syscall::fcntl(fd, syscall::F_GETFL, 0) {
+        Ok(flags) => flags,
+        Err(e) if unsupported(&e) => {
+            log::debug!("fd {fd}: the scheme has no fcntl; its reads must not block");
+            return Ok(());
+        }
+        Err(e) => return Err(io::Error::from_raw_os_error(e.errno)),
+    };
+    match syscall::fcntl(fd, syscall::F_SETFL, flags | syscall::O_NONBLOCK) {
+        Ok(_) => Ok(()),
+        Err(e) if unsupported(&e) => {
+            log::debug!("fd {fd}: the scheme refuses F_SETFL; its reads must not block");
+            Ok(())
+        }
+        Err(e) => Err(io::Error::from_raw_os_error(e.errno)),
+    }
 }
 
 /// Writes without blocking; `WouldBlock` when the peer cannot take more now.
