@@ -108,7 +108,7 @@ fn run() -> Result<(), Fatal> {
         }
         FunctionBackend::LinuxSysfs { sysfs_path } => linux(conn, &function, sysfs_path),
         #[cfg(target_os = "redox")]
-        FunctionBackend::Redox => {
+        FunctionBackend::Redox { .. } => {
             let (regs, dma) =
                 redox::open_hardware(&function).map_err(|source| Fatal::Hardware {
                     address,
@@ -118,7 +118,7 @@ fn run() -> Result<(), Fatal> {
             drive(conn, &function, regs, dma, SystemClock::new())
         }
         #[cfg(not(target_os = "redox"))]
-        FunctionBackend::Redox => Err(Fatal::BackendUnavailable {
+        FunctionBackend::Redox { .. } => Err(Fatal::BackendUnavailable {
             address,
             what: "the Redox backend exists only on Redox".to_string(),
         }),

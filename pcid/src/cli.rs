@@ -8,19 +8,22 @@ use crate::relay::StartDeadlines;
 /// Usage text.
 pub const USAGE: &str = "\
 usage: pcid --bus sim --machine FILE | --bus linux [--sysfs DIR]
-            --match-dir DIR [--driver-path DIR]... [--control PATH]
+            --match-dir PATH [--driver-path DIR]... [--control PATH]
             [--ready-fd N] [--hello-timeout-ms MS] [--ready-timeout-ms MS]
             [--exit-after-shutdown] [--exit-on-stdin-eof] [-v]...
+       pcid [--exit-after-shutdown] [-v]...          (on Redox)
 
   --bus sim|linux        where functions come from: a machine description, or
-                         /sys/bus/pci/devices
+                         /sys/bus/pci/devices; pcid spawns their drivers
   --bus redox            on Redox only, and the default there: the real bus
-                         (ECAM or ports), served as the pci scheme
+                         (ECAM or ports) served as the pci scheme, as Redox's
+                         own pcid serves it; Redox's pcid-spawner starts the
+                         drivers, so the options about drivers are ignored
   --machine FILE         machine description (TOML) for --bus sim
   --sysfs DIR            directory listing PCI functions for --bus linux
                          (default /sys/bus/pci/devices)
-  --match-dir DIR        directory of driver match tables (*.toml, Redox format);
-                         default /usr/lib/pcid.d on Redox, required elsewhere
+  --match-dir PATH       driver match table: a file, or a directory whose files
+                         are read as one table (Redox's pcid.d format)
   --driver-path DIR      search DIR for driver programs before PATH (repeatable)
   --control PATH         control socket for shutdownd (mode 0600, same uid only)
   --ready-fd N           also write the readiness line to fd N
@@ -50,8 +53,8 @@ pub enum BusChoice {
         /// The directory listing functions.
         sysfs: PathBuf,
     },
-    /// Redox: configuration space through ECAM or ports, the `pci` scheme.
-    #[cfg(target_os = "redox")]
+    /// Redox: configuration space through ECAM or ports, the `pci` scheme
+    /// (runs on Redox only).
     Redox,
 }
 
@@ -60,8 +63,8 @@ pub enum BusChoice {
 pub struct Args {
     /// Bus backend.
     pub bus: BusChoice,
-    /// Match table directory.
-    pub match_dir: PathBuf,
+    /// Match table (file or directory); always present for `sim` and `linux`.
+    pub match_dir: Option<PathBuf>,
     /// Driver search directories.
     pub driver_path: Vec<PathBuf>,
     /// Control socket.
@@ -111,11 +114,14 @@ pub enum CliError {
     Usage(&'static str),
 }
 
-/// Default match table directory on Redox.
-pub const REDOX_MATCH_DIR: &str = "/usr/lib/pcid.d";
-
-/// Parse arguments (without the program name).
+/// Parse arguments (without the program name) for the platform pcid runs on.
 pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, CliError> {
+    parse_on(args, cfg!(target_os = "redox"))
+}
+
+/// Parse arguments as on Redox (`redox`: no `--bus` means the real bus, no
+/// match table needed) or elsewhere (`--bus` and `--match-dir` required).
+pub fn parse_on<I: IntoIterator<Item = String>>(args: I, redox: bool) -> Result<Command, CliError> {
     let mut it = args.into_iter();
     let mut bus: Option<String> = None;
     let mut machine = None;
@@ -186,27 +192,26 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, CliErro
                 sysfs: sysfs.unwrap_or_else(|| PathBuf::from(crate::bus::LINUX_SYSFS_PCI_DEVICES)),
             }
         }
-        #[cfg(target_os = "redox")]
-        Some("redox") | None => BusChoice::Redox,
+        Some("redox") if redox => BusChoice::Redox,
+        None if redox => BusChoice::Redox,
         Some(other) => {
             return Err(CliError::BadValue {
                 option: "--bus".into(),
                 value: other.into(),
-                why: "expected sim or linux",
+                why: if redox {
+                    "expected redox, sim or linux"
+                } else {
+                    "expected sim or linux (redox only on Redox)"
+                },
             })
         }
-        #[cfg(not(target_os = "redox"))]
         None => return Err(CliError::Usage("--bus sim|linux is required")),
     };
-    let match_dir = match match_dir {
-        Some(d) => d,
-        None if cfg!(target_os = "redox") => PathBuf::from(REDOX_MATCH_DIR),
-        None => {
-            return Err(CliError::Usage(
-                "--match-dir DIR is required (e.g. initfs/lib/pcid.d in the source tree)",
-            ))
-        }
-    };
+    if bus != BusChoice::Redox && match_dir.is_none() {
+        return Err(CliError::Usage(
+            "--match-dir PATH is required (e.g. initfs/lib/pcid.d in the source tree)",
+        ));
+    }
     if deadlines.ready < deadlines.hello {
         return Err(CliError::Usage(
             "--ready-timeout-ms must not be shorter than --hello-timeout-ms",
@@ -313,9 +318,36 @@ mod tests {
             p(&["--bus", "linux", "--match-dir", "d", "--ready-fd", "x"]),
             Err(CliError::BadValue { .. })
         ));
-        if !cfg!(target_os = "redox") {
-            let e = p(&["--bus", "linux"]).unwrap_err().to_string();
-            assert!(e.contains("--match-dir"), "{e}");
-        }
+        let e = parse_on(["--bus".to_string(), "linux".to_string()], false)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--match-dir"), "{e}");
+        assert!(matches!(
+            parse_on(["--bus".to_string(), "redox".to_string()], false),
+            Err(CliError::BadValue { .. })
+        ));
+    }
+
+    #[test]
+    fn on_redox_no_argument_is_the_real_bus_without_a_table() {
+        let Command::Run(a) = parse_on(Vec::<String>::new(), true).unwrap() else {
+            panic!()
+        };
+        assert_eq!(a.bus, BusChoice::Redox);
+        assert_eq!(a.match_dir, None);
+        let Command::Run(a) = parse_on(
+            ["--bus", "redox", "--exit-after-shutdown", "-v"].map(String::from),
+            true,
+        )
+        .unwrap() else {
+            panic!()
+        };
+        assert!(a.exit_after_shutdown);
+        assert_eq!(a.verbosity, 1);
+        // The simulated and Linux buses still need their table there.
+        assert!(matches!(
+            parse_on(["--bus", "linux"].map(String::from), true),
+            Err(CliError::Usage(_))
+        ));
     }
 }

@@ -126,7 +126,7 @@ impl DriverProc {
 /// Enumerate, match, spawn, then serve until told to exit. Kills remaining
 /// drivers before returning.
 pub fn run(options: &Options, bus: &dyn Bus) -> Result<ExitReason, DaemonError> {
-    let table = MatchTable::load_dir(&options.match_dir)?;
+    let table = MatchTable::load(&options.match_dir)?;
     log::info!(
         "{} match entries from {}",
         table.entries.len(),
@@ -159,7 +159,7 @@ pub fn run(options: &Options, bus: &dyn Bus) -> Result<ExitReason, DaemonError> 
         match spawn_driver(f, entry, options, &tx, relay.driver_count()) {
             Ok((child, sender)) => {
                 let pid = child.id();
-                let program = entry.program().unwrap_or_default();
+                let program = entry.program();
                 let name = std::path::Path::new(program)
                     .file_name()
                     .map(|n| n.to_string_lossy().into_owned())
@@ -369,8 +369,8 @@ fn spawn_driver(
     tx: &mpsc::Sender<Event>,
     id: DriverId,
 ) -> Result<(Child, Sender<DriverMessage>), SpawnError> {
-    let command = entry.command.as_deref().unwrap_or_default();
-    let program = command.first().map(String::as_str).unwrap_or_default();
+    let command = &entry.command;
+    let program = entry.program();
     let path_var = std::env::var_os("PATH");
     let resolved = MatchTable::resolve_program(program, &options.driver_path, path_var.clone())
         .ok_or_else(|| SpawnError::NotFound {

@@ -1,17 +1,20 @@
 //! `pcid`: the PCI daemon.
 //!
 //! * [`bus`] — where functions come from: a simulated machine ([`machine`]) or Linux sysfs;
-//! * [`matching`] — Redox-format driver match tables (`pcid.d/*.toml`);
+//! * [`matching`] — Redox-format driver match tables (`pcid.d`), with Redox's
+//!   matching rules;
 //! * [`relay`] — the state machine relaying shutdown requests between the
 //!   control endpoint and driver channels;
 //! * [`daemon`] — the runtime: spawning drivers, threads, signals, readiness;
-//! * [`redox`] — Redox: configuration space, the `pci` scheme, the runtime;
+//! * [`redox`] — Redox: a drop-in for Redox's own pcid (configuration space,
+//!   Redox's driver interface, the `pci` scheme, the runtime); there pcid
+//!   starts no driver, Redox's pcid-spawner does;
 //! * [`cli`] — the command line;
 //! * [`location`] — `file:line` positions for configuration errors.
 //!
-//! # What pcid does (Linux runtime)
+//! # What pcid does (Linux and the simulated machine)
 //!
-//! 1. Load the match tables (`--match-dir`) and enumerate the bus
+//! 1. Load the match table (`--match-dir`, a file or a directory) and enumerate the bus
 //!    (`--bus sim --machine FILE` or `--bus linux`); configuration errors stop
 //!    pcid with one line naming the file and line.
 //! 2. Spawn one driver per matched function: the channel's fd number in
@@ -76,9 +79,19 @@ pub fn run(args: &cli::Args) -> Result<ExitReason, RunError> {
             cli::BusChoice::Linux { sysfs } => {
                 Box::new(bus::LinuxSysfsBus::with_root(sysfs.clone()))
             }
+            cli::BusChoice::Redox => {
+                return Err(RunError::Unsupported("--bus redox runs only on Redox"))
+            }
+        };
+        let match_dir = match (&args.bus, &args.match_dir) {
+            (cli::BusChoice::Redox, _) => {
+                return Err(RunError::Unsupported("--bus redox runs only on Redox"))
+            }
+            (_, Some(dir)) => dir.clone(),
+            (_, None) => return Err(RunError::Unsupported("--match-dir PATH is required")),
         };
         let options = daemon::Options {
-            match_dir: args.match_dir.clone(),
+            match_dir,
             driver_path: args.driver_path.clone(),
             control: args.control.clone(),
             ready_fd: args.ready_fd,

@@ -1,5 +1,6 @@
-//! `pcid`: enumerate PCI functions, spawn their drivers, relay shutdown.
-//! See `pcid --help` and the library documentation.
+//! `pcid`: enumerate PCI functions, serve their drivers, relay shutdown.
+//! On Linux and the simulated machine it spawns the drivers; on Redox it is a
+//! drop-in for Redox's pcid. See `pcid --help` and the library documentation.
 
 use std::process::ExitCode;
 
@@ -19,6 +20,9 @@ fn main() -> ExitCode {
         pcid::cli::Command::Run(args) => args,
     };
     let level = match args.verbosity {
+        // Redox's hwd starts pcid without arguments; log what Redox's pcid
+        // logs (every function found) there.
+        0 if cfg!(target_os = "redox") => "info",
         0 => "warn",
         1 => "info",
         2 => "debug",

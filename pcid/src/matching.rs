@@ -1,27 +1,48 @@
-//! Driver match tables in Redox's `pcid.d` format.
+//! Driver match tables in Redox's `pcid.d` format, with the semantics of
+//! Redox's pcid-spawner and `pcid_interface::config` (base, January 2026).
 //!
-//! A table directory holds `*.toml` files (read in file-name order), each with
-//! `[[drivers]]` entries:
+//! A table is a file, or a directory whose files are concatenated into one
+//! document, with `[[drivers]]` entries:
 //!
 //! ```toml
 //! [[drivers]]
-//! name = "NVMe storage"
+//! name = "NVMe storage"      # optional, for logs
 //! class = 1                  # optional: class code
 //! subclass = 8               # optional: subclass
 //! interface = 2              # optional: programming interface
-//! vendor = 0x1b36            # optional: vendor id
-//! device = 0x0010            # optional: device id
+//! vendor = 0x1b36            # optional: vendor id (ignored when `ids` is present)
+//! device = 0x0010            # optional: device id (ignored when `ids` is present)
 //! ids = { 0x1af4 = [0x10f0, 0x10f1] }   # optional: vendor (hex key) -> device ids
 //! device_id_range = { start = 0x1000, end = 0x1040 }  # optional, end exclusive
-//! command = ["nvmed"]        # program and arguments
+//! command = ["nvmed"]        # required: program and arguments
 //! ```
 //!
-//! Every key present in an entry must match the function; the first matching
-//! entry (file order, then entry order) wins. As in Redox, an entry without
-//! `command` matches nothing. `command[0]` is looked up in the driver
-//! directories given to [`MatchTable::resolve_program`], then in `PATH`.
-//! Unknown keys, bad values, `ids` keys that are not hexadecimal vendor ids
-//! and empty commands are errors naming the file and line.
+//! Matching, as Redox's `DriverConfig::match_function`:
+//!
+//! * every present key among `class`, `subclass`, `interface`,
+//!   `device_id_range` must match;
+//! * `ids`, when present, decides the vendor and device alone: the function
+//!   matches if its vendor is a key (hexadecimal, with or without `0x`) and
+//!   its device is in that key's list; `vendor` and `device` are then not
+//!   looked at. Without `ids`, present `vendor`/`device` keys must match;
+//! * the first matching entry wins, in document order.
+//!
+//! Loading, as Redox's pcid-spawner: a directory's files (every file, any
+//! name) are concatenated and parsed as one document; keys Redox does not
+//! know (e.g. xhcid's `use_channel`) are ignored; `command` is required.
+//! Where Redox's behaviour is left to chance or would panic this
+//! implementation is deterministic and reports a typed error naming the file
+//! and line: files are read in name order (Redox: directory order); a
+//! newline is inserted after a file that lacks one (Redox would join its last
+//! line with the next file's first); an `ids` key that is not a 16-bit
+//! hexadecimal number is an error (Redox panics, or truncates it); an empty
+//! command is an error.
+//!
+//! Resolving the program: Redox's pcid-spawner uses an absolute `command[0]`
+//! as is and puts any other under `/usr/lib/drivers/` ([`redox_program`]).
+//! On Linux and the simulated machine, which have no `/usr/lib/drivers`,
+//! pcid searches its `--driver-path` directories, then `PATH`
+//! ([`MatchTable::resolve_program`]).
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -34,6 +55,9 @@ use pcid_interface::function::PciFunction;
 
 use crate::location::{one_line, Location};
 
+/// Where Redox's pcid-spawner finds a driver named without a path.
+pub const REDOX_DRIVER_DIR: &str = "/usr/lib/drivers";
+
 /// An error loading a match table.
 #[derive(Debug, thiserror::Error)]
 pub enum MatchError {
@@ -45,7 +69,7 @@ pub enum MatchError {
         /// The OS error.
         source: std::io::Error,
     },
-    /// A file is not valid TOML or an entry has a bad key or value.
+    /// The table is not valid TOML or an entry has a bad key or value.
     #[error("{location}: {message}")]
     Invalid {
         /// Where.
@@ -66,14 +90,12 @@ pub struct DeviceIdRange {
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct TableFile {
     #[serde(default)]
     drivers: Vec<Spanned<RawEntry>>,
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct RawEntry {
     name: Option<String>,
     class: Option<u8>,
@@ -83,7 +105,9 @@ struct RawEntry {
     device: Option<u16>,
     ids: Option<BTreeMap<Spanned<String>, Vec<u16>>>,
     device_id_range: Option<DeviceIdRange>,
-    command: Option<Spanned<Vec<String>>>,
+    command: Spanned<Vec<String>>,
+    // Keys Redox's format does not define are ignored, as Redox ignores them
+    // (no `deny_unknown_fields`).
 }
 
 /// One `[[drivers]]` entry.
@@ -97,101 +121,161 @@ pub struct DriverEntry {
     pub subclass: Option<u8>,
     /// Required programming interface.
     pub interface: Option<u8>,
-    /// Required vendor id.
+    /// Required vendor id (unless `ids` is present).
     pub vendor: Option<u16>,
-    /// Required device id.
+    /// Required device id (unless `ids` is present).
     pub device: Option<u16>,
-    /// Accepted (vendor, device) pairs.
+    /// Accepted (vendor, device) pairs; overrides `vendor` and `device`.
     pub ids: Option<BTreeMap<u16, Vec<u16>>>,
     /// Accepted device id range.
     pub device_id_range: Option<DeviceIdRange>,
-    /// Program and arguments; `None` never matches.
-    pub command: Option<Vec<String>>,
+    /// Program and arguments (never empty).
+    pub command: Vec<String>,
     /// Where the entry is defined.
     pub location: Location,
 }
 
 impl DriverEntry {
-    /// Whether every key present in the entry matches `f`.
+    /// Whether the entry matches `f` (see the module documentation).
     pub fn matches(&self, f: &PciFunction) -> bool {
-        self.command.is_some()
-            && self.class.is_none_or(|c| c == f.class)
+        let ids_match = match &self.ids {
+            Some(ids) => ids
+                .get(&f.vendor)
+                .is_some_and(|devices| devices.contains(&f.device)),
+            None => {
+                self.vendor.is_none_or(|v| v == f.vendor)
+                    && self.device.is_none_or(|d| d == f.device)
+            }
+        };
+        self.class.is_none_or(|c| c == f.class)
             && self.subclass.is_none_or(|s| s == f.subclass)
             && self.interface.is_none_or(|i| i == f.interface)
-            && self.vendor.is_none_or(|v| v == f.vendor)
-            && self.device.is_none_or(|d| d == f.device)
-            && self.ids.as_ref().is_none_or(|ids| {
-                ids.get(&f.vendor)
-                    .is_some_and(|devices| devices.contains(&f.device))
-            })
+            && ids_match
             && self
                 .device_id_range
                 .is_none_or(|r| r.start <= f.device && f.device < r.end)
     }
 
-    /// The program name (`command[0]`), if the entry has a command.
-    pub fn program(&self) -> Option<&str> {
-        self.command
-            .as_ref()
-            .and_then(|c| c.first())
-            .map(String::as_str)
+    /// The program (`command[0]`).
+    pub fn program(&self) -> &str {
+        self.command.first().map_or("", String::as_str)
     }
 }
 
-/// All entries of a table directory, in match order.
+/// Where Redox's pcid-spawner runs `program` from: as is when absolute,
+/// else under [`REDOX_DRIVER_DIR`].
+pub fn redox_program(program: &str) -> PathBuf {
+    if program.starts_with('/') {
+        PathBuf::from(program)
+    } else {
+        PathBuf::from(format!("{REDOX_DRIVER_DIR}/{program}"))
+    }
+}
+
+/// Files joined into one document, remembering where each one starts.
+struct Joined {
+    text: String,
+    /// (file, byte offset of its first byte in `text`), in order.
+    parts: Vec<(PathBuf, usize)>,
+}
+
+impl Joined {
+    fn locate(&self, offset: Option<usize>) -> Location {
+        let Some(offset) = offset else {
+            return match &self.parts[..] {
+                [(file, _)] => Location::file(file),
+                _ => Location::file(Path::new("(match tables)")),
+            };
+        };
+        let index = self
+            .parts
+            .iter()
+            .rposition(|(_, start)| *start <= offset)
+            .unwrap_or(0);
+        let (file, start) = &self.parts[index];
+        let end = self.parts.get(index + 1).map_or(self.text.len(), |p| p.1);
+        Location::at_offset(file, &self.text[*start..end], offset - start)
+    }
+}
+
+/// All entries of a table, in match order.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MatchTable {
-    /// Entries in file-name order, then file order.
+    /// Entries in document order.
     pub entries: Vec<DriverEntry>,
 }
 
 impl MatchTable {
-    /// Load every `*.toml` file in `dir` (file-name order).
-    pub fn load_dir(dir: &Path) -> Result<Self, MatchError> {
-        let io = |path: &Path| {
-            let path = path.to_path_buf();
-            move |source| MatchError::Io { path, source }
+    /// Loads a table file, or every file of a directory (name order,
+    /// concatenated); files that cannot be read as text (subdirectories) are
+    /// skipped, as Redox's pcid-spawner skips them.
+    pub fn load(path: &Path) -> Result<Self, MatchError> {
+        let io = |p: &Path| {
+            let p = p.to_path_buf();
+            move |source| MatchError::Io { path: p, source }
         };
-        let mut files = Vec::new();
-        for entry in std::fs::read_dir(dir).map_err(io(dir))? {
-            let path = entry.map_err(io(dir))?.path();
-            if path.extension().is_some_and(|e| e == "toml") && path.is_file() {
-                files.push(path);
+        let meta = std::fs::metadata(path).map_err(io(path))?;
+        let mut joined = Joined {
+            text: String::new(),
+            parts: Vec::new(),
+        };
+        if meta.is_file() {
+            joined.text = std::fs::read_to_string(path).map_err(io(path))?;
+            joined.parts.push((path.to_path_buf(), 0));
+        } else {
+            let mut files = Vec::new();
+            for entry in std::fs::read_dir(path).map_err(io(path))? {
+                files.push(entry.map_err(io(path))?.path());
+            }
+            files.sort();
+            for file in files {
+                let Ok(text) = std::fs::read_to_string(&file) else {
+                    log::debug!("{}: not a readable text file; skipped", file.display());
+                    continue;
+                };
+                joined.parts.push((file, joined.text.len()));
+                joined.text.push_str(&text);
+                if !text.is_empty() && !text.ends_with('\n') {
+                    joined.text.push('\n');
+                }
+            }
+            if joined.parts.is_empty() {
+                joined.parts.push((path.to_path_buf(), 0));
             }
         }
-        files.sort();
-        let mut table = Self::default();
-        for file in files {
-            let text = std::fs::read_to_string(&file).map_err(io(&file))?;
-            table.entries.extend(Self::parse(&file, &text)?.entries);
-        }
-        Ok(table)
+        Self::parse_joined(&joined)
     }
 
-    /// Parse one table file; `path` is used in error messages.
+    /// Parses one table document; `path` is used in error messages.
     pub fn parse(path: &Path, text: &str) -> Result<Self, MatchError> {
+        Self::parse_joined(&Joined {
+            text: text.to_string(),
+            parts: vec![(path.to_path_buf(), 0)],
+        })
+    }
+
+    fn parse_joined(joined: &Joined) -> Result<Self, MatchError> {
+        let text = &joined.text;
+        let at = |span: Option<std::ops::Range<usize>>| joined.locate(span.map(|s| s.start));
         let file: TableFile = toml::from_str(text).map_err(|e| MatchError::Invalid {
-            location: Location::at_span(path, text, e.span()),
+            location: at(e.span()),
             message: one_line(e.message()),
         })?;
         let mut entries = Vec::with_capacity(file.drivers.len());
         for raw in file.drivers {
-            let location = Location::at_span(path, text, Some(raw.span()));
+            let location = at(Some(raw.span()));
             let raw = raw.into_inner();
             let ids = match raw.ids {
                 None => None,
                 Some(map) => {
                     let mut ids = BTreeMap::new();
                     for (vendor, devices) in map {
-                        let digits = vendor
-                            .get_ref()
-                            .strip_prefix("0x")
-                            .unwrap_or(vendor.get_ref());
+                        let digits = vendor.get_ref().trim_start_matches("0x");
                         let v =
                             u16::from_str_radix(digits, 16).map_err(|_| MatchError::Invalid {
-                                location: Location::at_span(path, text, Some(vendor.span())),
+                                location: at(Some(vendor.span())),
                                 message: format!(
-                                    "ids: key {:?} is not a hexadecimal vendor id (e.g. 0x8086)",
+                                    "ids: key {:?} is not a 16-bit hexadecimal vendor id (e.g. 0x8086)",
                                     vendor.get_ref()
                                 ),
                             })?;
@@ -200,36 +284,25 @@ impl MatchTable {
                     Some(ids)
                 }
             };
-            let command = match raw.command {
-                None => None,
-                Some(c) => {
-                    if c.get_ref().first().is_none_or(|p| p.is_empty()) {
-                        return Err(MatchError::Invalid {
-                            location: Location::at_span(path, text, Some(c.span())),
-                            message: "command: must name a program".to_string(),
-                        });
-                    }
-                    Some(c.into_inner())
-                }
-            };
+            let command_span = raw.command.span();
+            let command = raw.command.into_inner();
+            if command.first().is_none_or(|p| p.is_empty()) {
+                return Err(MatchError::Invalid {
+                    location: at(Some(command_span)),
+                    message: "command: must name a program".to_string(),
+                });
+            }
             if let Some(r) = raw.device_id_range {
                 if r.start >= r.end {
-                    return Err(MatchError::Invalid {
-                        location,
-                        message: format!(
-                            "device_id_range: empty range {:#06x}..{:#06x} (end is exclusive)",
-                            r.start, r.end
-                        ),
-                    });
+                    log::warn!(
+                        "{location}: device_id_range {:#06x}..{:#06x} is empty (end is exclusive); \
+                         the entry matches nothing",
+                        r.start,
+                        r.end
+                    );
                 }
             }
-            let name = raw.name.unwrap_or_else(|| {
-                command
-                    .as_ref()
-                    .and_then(|c| c.first())
-                    .cloned()
-                    .unwrap_or_default()
-            });
+            let name = raw.name.unwrap_or_else(|| command[0].clone());
             entries.push(DriverEntry {
                 name,
                 class: raw.class,
@@ -251,9 +324,9 @@ impl MatchTable {
         self.entries.iter().find(|e| e.matches(f))
     }
 
-    /// Resolve a program name: a name containing `/` is used as is; otherwise
-    /// the first executable file named `program` in `driver_dirs`, then in
-    /// `PATH`. Returns `None` when nothing is found.
+    /// Resolve a program name off Redox: a name containing `/` is used as
+    /// is; otherwise the first executable file named `program` in
+    /// `driver_dirs`, then in `PATH`. Returns `None` when nothing is found.
     pub fn resolve_program(
         program: &str,
         driver_dirs: &[PathBuf],
@@ -281,194 +354,4 @@ fn is_executable(p: &Path) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use pcid_interface::function::FunctionBackend;
-
-    fn function(vendor: u16, device: u16, class: u8, subclass: u8, interface: u8) -> PciFunction {
-        PciFunction {
-            address: "0000:00:04.0".parse().unwrap(),
-            vendor,
-            device,
-            class,
-            subclass,
-            interface,
-            revision: 0,
-            parent: None,
-            backend: FunctionBackend::Redox,
-        }
-    }
-
-    fn parse(text: &str) -> Result<MatchTable, MatchError> {
-        MatchTable::parse(Path::new("t.toml"), text)
-    }
-
-    #[test]
-    fn class_entry_matches_any_vendor() {
-        let t =
-            parse("[[drivers]]\nname = \"NVMe\"\nclass = 1\nsubclass = 8\ncommand = [\"nvmed\"]\n")
-                .unwrap();
-        let e = t.find(&function(0x1b36, 0x10, 1, 8, 2)).unwrap();
-        assert_eq!(e.name, "NVMe");
-        assert_eq!(e.program(), Some("nvmed"));
-        assert_eq!(e.location.to_string(), "t.toml:1");
-        assert!(t.find(&function(0x1b36, 0x10, 1, 6, 1)).is_none());
-    }
-
-    #[test]
-    fn all_present_keys_must_match() {
-        let t = parse(
-            "[[drivers]]\nclass = 1\nvendor = 0x1af4\ndevice = 0x10f0\ninterface = 0\ncommand = [\"a\"]\n",
-        )
-        .unwrap();
-        assert!(t.find(&function(0x1af4, 0x10f0, 1, 0, 0)).is_some());
-        assert!(t.find(&function(0x1af4, 0x10f0, 2, 0, 0)).is_none());
-        assert!(t.find(&function(0x1af4, 0x10f1, 1, 0, 0)).is_none());
-        assert!(t.find(&function(0x1af5, 0x10f0, 1, 0, 0)).is_none());
-        assert!(t.find(&function(0x1af4, 0x10f0, 1, 0, 1)).is_none());
-        // Name defaults to the program.
-        assert_eq!(t.entries[0].name, "a");
-    }
-
-    #[test]
-    fn ids_map_and_range() {
-        let t = parse(
-            "[[drivers]]\nids = { 0x1af4 = [0x10f0, 0x10f1], \"8086\" = [0x100e] }\ncommand = [\"a\"]\n\
-             [[drivers]]\nvendor = 0x1234\ndevice_id_range = { start = 0x10, end = 0x20 }\ncommand = [\"b\"]\n",
-        )
-        .unwrap();
-        assert_eq!(
-            t.find(&function(0x1af4, 0x10f1, 0, 0, 0)).unwrap().name,
-            "a"
-        );
-        assert_eq!(
-            t.find(&function(0x8086, 0x100e, 0, 0, 0)).unwrap().name,
-            "a"
-        );
-        assert!(t.find(&function(0x8086, 0x10f1, 0, 0, 0)).is_none());
-        assert_eq!(t.find(&function(0x1234, 0x10, 0, 0, 0)).unwrap().name, "b");
-        assert_eq!(t.find(&function(0x1234, 0x1f, 0, 0, 0)).unwrap().name, "b");
-        assert!(t.find(&function(0x1234, 0x20, 0, 0, 0)).is_none());
-        assert!(t.find(&function(0x1234, 0x0f, 0, 0, 0)).is_none());
-    }
-
-    #[test]
-    fn first_match_wins_and_commandless_entries_never_match() {
-        let t = parse(
-            "[[drivers]]\nclass = 1\n\n[[drivers]]\nclass = 1\ncommand = [\"x\", \"--flag\"]\n\n\
-             [[drivers]]\nclass = 1\ncommand = [\"y\"]\n",
-        )
-        .unwrap();
-        let e = t.find(&function(0, 0, 1, 0, 0)).unwrap();
-        assert_eq!(
-            e.command.as_deref(),
-            Some(&["x".to_string(), "--flag".to_string()][..])
-        );
-        assert_eq!(e.location.line, 4);
-    }
-
-    #[test]
-    fn errors_name_file_and_line() {
-        let e = parse("[[drivers]]\nclass = 1\n\n[[drivers]]\nclas = 1\ncommand = [\"a\"]\n")
-            .unwrap_err()
-            .to_string();
-        assert!(e.starts_with("t.toml:5: unknown field `clas`"), "{e}");
-        let e = parse("[[drivers]]\nclass = 300\ncommand = [\"a\"]\n")
-            .unwrap_err()
-            .to_string();
-        assert!(e.starts_with("t.toml:2:"), "{e}");
-        let e = parse("[[drivers]]\nids = { xyz = [1] }\ncommand = [\"a\"]\n")
-            .unwrap_err()
-            .to_string();
-        assert!(e.starts_with("t.toml:2: ids: key \"xyz\""), "{e}");
-        let e = parse("[[drivers]]\nclass = 1\ncommand = []\n")
-            .unwrap_err()
-            .to_string();
-        assert_eq!(e, "t.toml:3: command: must name a program");
-        let e = parse("[[drivers]]\ndevice_id_range = { start = 5, end = 5 }\ncommand = [\"a\"]\n")
-            .unwrap_err()
-            .to_string();
-        assert!(
-            e.starts_with("t.toml:1: device_id_range: empty range"),
-            "{e}"
-        );
-        let e = parse("[[drivers]\n").unwrap_err().to_string();
-        assert!(e.starts_with("t.toml:1:"), "{e}");
-    }
-
-    #[test]
-    fn load_dir_reads_toml_files_in_name_order() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(
-            dir.path().join("b.toml"),
-            "[[drivers]]\nclass = 1\ncommand = [\"b\"]\n",
-        )
-        .unwrap();
-        std::fs::write(
-            dir.path().join("a.toml"),
-            "[[drivers]]\nclass = 1\ncommand = [\"a\"]\n",
-        )
-        .unwrap();
-        std::fs::write(dir.path().join("README"), "not a table").unwrap();
-        let t = MatchTable::load_dir(dir.path()).unwrap();
-        assert_eq!(t.entries.len(), 2);
-        assert_eq!(t.find(&function(0, 0, 1, 0, 0)).unwrap().name, "a");
-
-        std::fs::write(dir.path().join("c.toml"), "[[drivers]]\nclass = \"one\"\n").unwrap();
-        let e = MatchTable::load_dir(dir.path()).unwrap_err().to_string();
-        assert!(e.contains("c.toml:2:"), "{e}");
-        let e = MatchTable::load_dir(&dir.path().join("missing"))
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("cannot read match table"), "{e}");
-    }
-
-    /// The repository's initfs table (what Redox, the simulated machine and
-    /// the QEMU guest all load) parses and matches what it documents.
-    #[test]
-    fn repository_initfs_table() {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../initfs/lib/pcid.d");
-        let t = MatchTable::load_dir(&dir).unwrap();
-        let program = |v, d, c, s, i| t.find(&function(v, d, c, s, i)).and_then(|e| e.program());
-        // QEMU's NVMe controller: class 01, subclass 08, interface 02.
-        assert_eq!(program(0x1b36, 0x0010, 1, 8, 2), Some("nvmed"));
-        assert_eq!(program(0x8086, 0xf1a8, 1, 8, 2), Some("nvmed"));
-        assert_eq!(program(0x1af4, 0x10f0, 0xff, 0, 0), Some("legacyd"));
-        assert_eq!(program(0x1af4, 0x10f1, 0xff, 0, 0), Some("plaind"));
-        assert_eq!(program(0x1af4, 0x10f2, 0xff, 0, 0), Some("plaind"));
-        // Virtio block and a bridge have no driver here.
-        assert_eq!(program(0x1af4, 0x1001, 1, 0, 0), None);
-        assert_eq!(program(0x8086, 0x7450, 6, 4, 0), None);
-    }
-
-    #[test]
-    fn resolve_program_prefers_driver_dirs() {
-        use std::os::unix::fs::PermissionsExt;
-        let a = tempfile::tempdir().unwrap();
-        let b = tempfile::tempdir().unwrap();
-        for d in [a.path(), b.path()] {
-            let p = d.join("drv");
-            std::fs::write(&p, "#!/bin/sh\n").unwrap();
-            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
-        }
-        std::fs::write(a.path().join("plain"), "").unwrap();
-        let path_var = Some(b.path().as_os_str().to_owned());
-        assert_eq!(
-            MatchTable::resolve_program("drv", &[a.path().to_path_buf()], path_var.clone()),
-            Some(a.path().join("drv"))
-        );
-        assert_eq!(
-            MatchTable::resolve_program("drv", &[], path_var.clone()),
-            Some(b.path().join("drv"))
-        );
-        // Not executable, not found.
-        assert_eq!(
-            MatchTable::resolve_program("plain", &[a.path().to_path_buf()], None),
-            None
-        );
-        assert_eq!(
-            MatchTable::resolve_program("missing", &[a.path().to_path_buf()], path_var),
-            None
-        );
-    }
-}
+mod tests;

@@ -38,6 +38,15 @@
 //!   its channel is read to end of file (at most [`EXIT_GRACE`]), and a channel
 //!   that closes first waits as long for the exit status. A driver
 //!   exiting after its final `FinishAck` is normal and reported to nobody.
+//! * Drivers come in two kinds. A *spawned* driver ([`Relay::add_driver`],
+//!   Linux and the simulated machine) is a process pcid started; it has
+//!   start deadlines as above. An *opened* channel ([`Relay::add_opened`],
+//!   Redox, where Redox's pcid-spawner starts drivers) is presumed to be a
+//!   driver that does not speak this protocol (support `none`) until it says
+//!   `Hello`; it has no start deadlines. An opened channel that closes
+//!   without having said `Hello` is forgotten ([`Relay::retire`]): the device
+//!   list shows the functions whose channel is open, plus drivers of this
+//!   protocol that died (so their death is reported).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -237,8 +246,20 @@ impl Phase {
     }
 }
 
+/// How a driver came to the relay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Origin {
+    /// pcid spawned the process.
+    Spawned,
+    /// Someone opened the function's channel (Redox).
+    Opened,
+}
+
 #[derive(Debug, Clone)]
 struct Driver {
+    origin: Origin,
+    /// Forgotten: not listed, never addressed again.
+    retired: bool,
     function: PciFunction,
     /// Program name from the match table; replaced by `Hello`'s name.
     name: String,
@@ -263,6 +284,7 @@ struct Driver {
 impl Driver {
     fn settled(&self, now: Instant) -> bool {
         self.ready
+            || self.retired
             || self.gone.is_some()
             || now >= self.ready_deadline
             || (!self.hello_received && now >= self.hello_deadline)
@@ -325,6 +347,8 @@ impl Relay {
         let id = self.drivers.len();
         self.by_address.insert(function.address, id);
         self.drivers.push(Driver {
+            origin: Origin::Spawned,
+            retired: false,
             function,
             name,
             pid,
@@ -342,7 +366,83 @@ impl Relay {
         id
     }
 
-    /// Number of drivers.
+    /// Register the channel of `function`, opened at `now` by process `pid`
+    /// (Redox). It counts as a driver without shutdown support until it
+    /// says `Hello`; `name` is listed until then. A previous driver of the
+    /// same function is retired first (see [`Relay::retire`]).
+    pub fn add_opened(
+        &mut self,
+        function: PciFunction,
+        name: String,
+        pid: u32,
+        now: Instant,
+    ) -> (DriverId, Vec<Output>) {
+        let out = match self.by_address.get(&function.address) {
+            Some(&old) => self.retire(old),
+            None => Vec::new(),
+        };
+        let id = self.drivers.len();
+        self.by_address.insert(function.address, id);
+        self.drivers.push(Driver {
+            origin: Origin::Opened,
+            retired: false,
+            function,
+            name,
+            pid,
+            hello_deadline: now,
+            ready_deadline: now,
+            support: Some(ShutdownSupport::None),
+            hello_received: false,
+            ready: false,
+            gone: None,
+            phase: Phase::Idle,
+            channel_closed: false,
+            exited: None,
+            closed_grace: None,
+        });
+        (id, out)
+    }
+
+    /// Whether the driver has said `Hello`.
+    pub fn said_hello(&self, driver: DriverId) -> bool {
+        self.drivers.get(driver).is_some_and(|d| d.hello_received)
+    }
+
+    /// Records the process last seen speaking on a driver's channel.
+    pub fn set_pid(&mut self, driver: DriverId, pid: u32) {
+        if let Some(d) = self.drivers.get_mut(driver) {
+            d.pid = pid;
+        }
+    }
+
+    /// Forgets a driver: it leaves the device list and its address is free
+    /// for a new driver. A driver of this protocol that is not gone yet is
+    /// first reported gone (its channel closed), as on any other close; one
+    /// that never said `Hello` leaves silently.
+    pub fn retire(&mut self, driver: DriverId) -> Vec<Output> {
+        let mut out = Vec::new();
+        let Some(d) = self.drivers.get(driver) else {
+            return out;
+        };
+        if d.retired {
+            return out;
+        }
+        let address = d.function.address;
+        if d.hello_received && d.gone.is_none() {
+            self.gone(driver, Gone::ChannelClosed, &mut out);
+        }
+        if let Some(d) = self.drivers.get_mut(driver) {
+            d.retired = true;
+            d.closed_grace = None;
+            d.exited = None;
+        }
+        if self.by_address.get(&address) == Some(&driver) {
+            self.by_address.remove(&address);
+        }
+        out
+    }
+
+    /// Number of drivers (retired ones included).
     pub fn driver_count(&self) -> usize {
         self.drivers.len()
     }
@@ -361,6 +461,7 @@ impl Relay {
     pub fn devices(&self) -> Vec<DeviceInfo> {
         self.drivers
             .iter()
+            .filter(|d| !d.retired)
             .map(|d| DeviceInfo {
                 address: d.function.address,
                 parent: d.function.parent,
@@ -376,7 +477,7 @@ impl Relay {
     pub fn next_deadline(&self) -> Option<Instant> {
         self.drivers
             .iter()
-            .filter(|d| d.gone.is_none())
+            .filter(|d| d.gone.is_none() && !d.retired)
             .flat_map(|d| {
                 let hello = (!d.hello_received && d.support.is_none()).then_some(d.hello_deadline);
                 let ready = (!d.ready && !self.ready_emitted).then_some(d.ready_deadline);
@@ -489,6 +590,7 @@ impl Relay {
         }
         for d in &mut self.drivers {
             if d.gone.is_none()
+                && !d.retired
                 && !d.hello_received
                 && d.support.is_none()
                 && now >= d.hello_deadline
@@ -505,7 +607,11 @@ impl Relay {
         if !self.ready_emitted && self.drivers.iter().all(|d| d.settled(now)) {
             self.ready_emitted = true;
             let ready = self.drivers.iter().filter(|d| d.ready).count();
-            for d in self.drivers.iter().filter(|d| !d.ready) {
+            for d in self
+                .drivers
+                .iter()
+                .filter(|d| !d.ready && d.origin == Origin::Spawned)
+            {
                 let why = match &d.gone {
                     Some(g) => g.describe(),
                     None => "no Ready before its start deadline".to_string(),
@@ -523,7 +629,7 @@ impl Relay {
         let Some(d) = self.drivers.get_mut(id) else {
             return;
         };
-        if d.gone.is_some() {
+        if d.gone.is_some() || d.retired {
             // Messages already queued when the channel was cut off.
             return;
         }
@@ -540,7 +646,7 @@ impl Relay {
                 if version == 0 {
                     return self.violation(id, "Hello with protocol version 0".to_string(), out);
                 }
-                if d.support.is_some() {
+                if d.support.is_some() && d.origin == Origin::Spawned {
                     log::warn!(
                         "{address}: Hello from {driver} arrived after its start deadline; accepting it"
                     );

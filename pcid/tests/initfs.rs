@@ -8,14 +8,9 @@ fn initfs() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../initfs")
 }
 
-/// Parse pcid arguments as pcid would; off Redox the bus must be named, so
-/// `--bus linux` stands in for Redox's default bus.
+/// Parse pcid arguments as pcid on Redox would.
 fn parse_pcid_args(args: &[String]) -> cli::Args {
-    let mut all = args.to_vec();
-    if !cfg!(target_os = "redox") {
-        all.extend(["--bus".to_string(), "linux".to_string()]);
-    }
-    match cli::parse(all) {
+    match cli::parse_on(args.to_vec(), true) {
         Ok(Command::Run(a)) => *a,
         other => panic!("pcid rejects {args:?}: {other:?}"),
     }
@@ -38,7 +33,11 @@ fn rc_pcid_args() -> Vec<String> {
 #[test]
 fn init_script_starts_pcid_with_the_initfs_table() {
     let args = parse_pcid_args(&rc_pcid_args());
-    assert_eq!(args.match_dir, PathBuf::from("/scheme/initfs/lib/pcid.d"));
+    assert_eq!(args.bus, cli::BusChoice::Redox);
+    assert_eq!(
+        args.match_dir,
+        Some(PathBuf::from("/scheme/initfs/lib/pcid.d"))
+    );
     assert_eq!(
         args.driver_path,
         [PathBuf::from("/scheme/initfs/lib/drivers")]

@@ -56,7 +56,8 @@
 //!     let function = PciFunction {
 //!         address: PciAddress { segment: 0, bus: 0, device: 4, function: 0 },
 //!         vendor: 0x1b36, device: 0x0010, class: 1, subclass: 8, interface: 2,
-//!         revision: 2, parent: None, backend: FunctionBackend::Redox,
+//!         revision: 2, parent: None,
+//!         backend: FunctionBackend::Redox { bars: Vec::new(), legacy_irq: None },
 //!     };
 //!     pcid.send(&DriverMessage::Welcome { version: PROTOCOL_VERSION, function })?;
 //!     seen.push(pcid.recv(t)?); // Ready

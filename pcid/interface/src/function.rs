@@ -69,8 +69,16 @@ pub enum FunctionBackend {
         /// Directory of the function in sysfs.
         sysfs_path: String,
     },
-    /// A real function on Redox, reached through pcid's scheme.
-    Redox,
+    /// A real function on Redox, reached through pcid's scheme. pcid reads
+    /// configuration space for the driver (on Redox only pcid can), so it
+    /// tells the driver what it needs to reach the device.
+    Redox {
+        /// The implemented BARs (at most 6), as pcid sized them.
+        bars: Vec<crate::redox::Bar>,
+        /// The legacy interrupt line (IRQ) when the function has an interrupt
+        /// pin, as pcid set it up when it enabled the function.
+        legacy_irq: Option<u8>,
+    },
 }
 
 /// Everything pcid tells a driver about its function.

@@ -29,6 +29,7 @@ use crate::protocol::{
     ControlMessage, DeviceErrorKind, DeviceInfo, DriverMessage, DriverState, FinishOutcome,
     ShutdownKind, ShutdownSupport,
 };
+use crate::redox::{Bar, BarKind};
 
 /// The four magic bytes every frame starts with.
 pub const MAGIC: [u8; 4] = *b"PCID";
@@ -225,6 +226,43 @@ pub enum EncodeError {
         /// Function number.
         function: u8,
     },
+    /// A Redox function with more than [`MAX_BARS`] BARs or a BAR index above 5.
+    #[error("invalid BAR list: {0}")]
+    InvalidBars(String),
+}
+
+/// Most BARs a function has (and a `Welcome` may list).
+pub const MAX_BARS: usize = 6;
+
+/// Wire code of a BAR kind.
+fn bar_kind_code(kind: BarKind) -> u8 {
+    match kind {
+        BarKind::Memory32 {
+            prefetchable: false,
+        } => 1,
+        BarKind::Memory32 { prefetchable: true } => 2,
+        BarKind::Memory64 {
+            prefetchable: false,
+        } => 3,
+        BarKind::Memory64 { prefetchable: true } => 4,
+        BarKind::Io => 5,
+    }
+}
+
+/// BAR kind of a wire code.
+fn bar_kind(code: u8) -> Option<BarKind> {
+    Some(match code {
+        1 => BarKind::Memory32 {
+            prefetchable: false,
+        },
+        2 => BarKind::Memory32 { prefetchable: true },
+        3 => BarKind::Memory64 {
+            prefetchable: false,
+        },
+        4 => BarKind::Memory64 { prefetchable: true },
+        5 => BarKind::Io,
+        _ => return None,
+    })
 }
 
 /// A parsed, checked frame header.
@@ -443,7 +481,47 @@ impl<'a> Reader<'a> {
             2 => FunctionBackend::LinuxSysfs {
                 sysfs_path: self.string("sysfs_path", MAX_PATH_LEN)?,
             },
-            3 => FunctionBackend::Redox,
+            3 => {
+                let count = self.u8("bar count")?;
+                if usize::from(count) > MAX_BARS {
+                    return Err(DecodeError::InvalidEnumValue {
+                        field: "bar count",
+                        value: count,
+                    });
+                }
+                let mut bars = Vec::with_capacity(usize::from(count));
+                for _ in 0..count {
+                    let index = self.u8("bar index")?;
+                    if usize::from(index) >= MAX_BARS {
+                        return Err(DecodeError::InvalidEnumValue {
+                            field: "bar index",
+                            value: index,
+                        });
+                    }
+                    let code = self.u8("bar kind")?;
+                    let kind = bar_kind(code).ok_or(DecodeError::InvalidEnumValue {
+                        field: "bar kind",
+                        value: code,
+                    })?;
+                    bars.push(Bar {
+                        index,
+                        kind,
+                        address: self.u64("bar address")?,
+                        size: self.u64("bar size")?,
+                    });
+                }
+                let legacy_irq = match self.u8("legacy irq")? {
+                    0 => None,
+                    1 => Some(self.u8("legacy irq")?),
+                    value => {
+                        return Err(DecodeError::InvalidEnumValue {
+                            field: "legacy irq",
+                            value,
+                        })
+                    }
+                };
+                FunctionBackend::Redox { bars, legacy_irq }
+            }
             value => {
                 return Err(DecodeError::InvalidEnumValue {
                     field: "backend",
@@ -580,7 +658,36 @@ impl Writer {
                 self.u8(2);
                 self.string("sysfs_path", sysfs_path, MAX_PATH_LEN)?;
             }
-            FunctionBackend::Redox => self.u8(3),
+            FunctionBackend::Redox { bars, legacy_irq } => {
+                self.u8(3);
+                if bars.len() > MAX_BARS {
+                    return Err(EncodeError::InvalidBars(format!(
+                        "{} BARs, at most {MAX_BARS}",
+                        bars.len()
+                    )));
+                }
+                // At most 6 entries, checked above.
+                self.u8(bars.len() as u8);
+                for bar in bars {
+                    if usize::from(bar.index) >= MAX_BARS {
+                        return Err(EncodeError::InvalidBars(format!(
+                            "BAR index {} (0..=5)",
+                            bar.index
+                        )));
+                    }
+                    self.u8(bar.index);
+                    self.u8(bar_kind_code(bar.kind));
+                    self.u64(bar.address);
+                    self.u64(bar.size);
+                }
+                match legacy_irq {
+                    None => self.u8(0),
+                    Some(irq) => {
+                        self.u8(1);
+                        self.u8(*irq);
+                    }
+                }
+            }
         }
         Ok(())
     }

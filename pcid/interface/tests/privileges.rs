@@ -54,7 +54,10 @@ fn function() -> PciFunction {
         interface: 2,
         revision: 2,
         parent: None,
-        backend: FunctionBackend::Redox,
+        backend: FunctionBackend::Redox {
+            bars: Vec::new(),
+            legacy_irq: None,
+        },
     }
 }
 

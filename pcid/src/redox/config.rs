@@ -1,136 +1,107 @@
-//! Configuration space on Redox: ECAM regions from the ACPI MCFG table
-//! (mapped uncacheable through physmap), else configuration mechanism #1
-//! through ports `0xCF8`/`0xCFC`, as Redox's own pcid does.
+//! Configuration space on Redox: the ECAM regions of acpid's MCFG table,
+//! mapped uncacheable through physmap, and configuration mechanism #1
+//! through ports `0xCF8`/`0xCFC`, chosen per access by
+//! [`Router`](super::config_space::Router) as Redox's pcid chooses.
+//!
+//! As in Redox's pcid, I/O port rights are requested only at the first
+//! access that needs the ports, so pcid holds them only on machines (or
+//! buses) without ECAM. Device-tree ECAM (Redox's pcid reads it on aarch64
+//! and riscv) is not supported: this pcid targets x86_64.
 
+use std::cell::OnceCell;
 use std::path::Path;
 
 use pcid_hw::redox::{LegacyConfigPorts, MemoryType, PhysMap};
-use pcid_hw::{HwError, RegisterIo};
-use pcid_interface::function::PciAddress;
+use pcid_hw::RegisterIo;
 
-use super::enumerate::ConfigAccess;
+use super::config_space::{EcamWindow, PortMechanism, Router};
 use super::mcfg::{read_mcfg, McfgEntry, ACPI_TABLES_DIR};
-
-/// One mapped ECAM region.
-#[derive(Debug)]
-struct EcamRegion {
-    entry: McfgEntry,
-    window: PhysMap,
-}
-
-/// Access to configuration space.
-#[derive(Debug)]
-pub enum ConfigSpace {
-    /// Memory-mapped (ECAM) regions from MCFG.
-    Ecam(Vec<EcamRegionMap>),
-    /// Configuration mechanism #1 (segment 0, first 256 bytes only).
-    Ports(LegacyConfigPorts),
-}
 
 /// A mapped ECAM region.
 #[derive(Debug)]
-pub struct EcamRegionMap(EcamRegion);
+pub struct Window(PhysMap);
 
-impl ConfigSpace {
-    /// ECAM when acpid serves an MCFG table whose regions can be mapped, else
-    /// the configuration ports.
-    pub fn open() -> Result<Self, HwError> {
-        let ecam = read_mcfg(Path::new(ACPI_TABLES_DIR))
-            .map_err(|e| e.to_string())
-            .and_then(|entries| Self::map_ecam(&entries));
-        match ecam {
-            Ok(space) => Ok(space),
-            Err(why) => {
-                log::info!("pcid: no usable ECAM ({why}); using configuration ports 0xCF8/0xCFC");
-                Ok(ConfigSpace::Ports(LegacyConfigPorts::new()?))
-            }
-        }
+impl EcamWindow for Window {
+    fn read32(&self, offset: usize) -> u32 {
+        self.0.read32(offset)
     }
-
-    /// Maps the ECAM regions of `entries`; fails if none can be mapped.
-    pub fn map_ecam(entries: &[McfgEntry]) -> Result<Self, String> {
-        let mut regions = Vec::new();
-        for entry in entries {
-            let (phys, len) = entry.window();
-            let Ok(len) = usize::try_from(len) else {
-                continue;
-            };
-            match PhysMap::map(phys, len, MemoryType::Uncacheable) {
-                Ok(window) => regions.push(EcamRegionMap(EcamRegion {
-                    entry: *entry,
-                    window,
-                })),
-                Err(err) => log::error!(
-                    "pcid: cannot map ECAM of segment {} buses {:02x}..={:02x}: {err}",
-                    entry.segment,
-                    entry.start_bus,
-                    entry.end_bus
-                ),
-            }
-        }
-        if regions.is_empty() {
-            return Err("no MCFG region could be mapped".to_string());
-        }
-        Ok(ConfigSpace::Ecam(regions))
-    }
-
-    /// Which mechanism is in use, for logs.
-    pub fn mechanism(&self) -> &'static str {
-        match self {
-            ConfigSpace::Ecam(_) => "ECAM",
-            ConfigSpace::Ports(_) => "configuration ports",
-        }
-    }
-
-    fn ecam(
-        regions: &[EcamRegionMap],
-        address: PciAddress,
-        offset: u16,
-    ) -> Option<(&PhysMap, usize)> {
-        regions.iter().find_map(|r| {
-            r.0.entry
-                .offset_of(address, offset)
-                .map(|off| (&r.0.window, off))
-        })
+    fn write32(&self, offset: usize, value: u32) {
+        self.0.write32(offset, value)
     }
 }
 
-impl ConfigAccess for ConfigSpace {
-    fn read32(&self, address: PciAddress, offset: u16) -> u32 {
-        let offset = offset & 0xFFC;
-        match self {
-            ConfigSpace::Ecam(regions) => match Self::ecam(regions, address, offset) {
-                Some((window, off)) => window.read32(off),
-                None => u32::MAX,
-            },
-            ConfigSpace::Ports(ports) => {
-                if address.segment != 0 || offset > 0xFC {
-                    return u32::MAX;
+/// The configuration ports, with port rights taken at first use.
+#[derive(Debug, Default)]
+pub struct LazyPorts {
+    ports: OnceCell<Option<LegacyConfigPorts>>,
+}
+
+impl LazyPorts {
+    fn get(&self) -> Option<&LegacyConfigPorts> {
+        self.ports
+            .get_or_init(|| {
+                log::info!("pcid: using configuration ports 0xCF8/0xCFC");
+                match LegacyConfigPorts::new() {
+                    Ok(p) => Some(p),
+                    Err(e) => {
+                        log::error!(
+                            "pcid: no I/O port rights ({e}); functions without ECAM read as absent"
+                        );
+                        None
+                    }
                 }
-                ports.read32(address.bus, address.device, address.function, offset as u8)
-            }
+            })
+            .as_ref()
+    }
+}
+
+impl PortMechanism for LazyPorts {
+    fn read32(&self, bus: u8, device: u8, function: u8, offset: u8) -> u32 {
+        self.get()
+            .map_or(u32::MAX, |p| p.read32(bus, device, function, offset))
+    }
+    fn write32(&self, bus: u8, device: u8, function: u8, offset: u8, value: u32) {
+        if let Some(p) = self.get() {
+            p.write32(bus, device, function, offset, value);
         }
     }
+}
 
-    fn write32(&self, address: PciAddress, offset: u16, value: u32) {
-        let offset = offset & 0xFFC;
-        match self {
-            ConfigSpace::Ecam(regions) => {
-                if let Some((window, off)) = Self::ecam(regions, address, offset) {
-                    window.write32(off, value);
-                }
-            }
-            ConfigSpace::Ports(ports) => {
-                if address.segment == 0 && offset <= 0xFC {
-                    ports.write32(
-                        address.bus,
-                        address.device,
-                        address.function,
-                        offset as u8,
-                        value,
-                    );
-                }
-            }
+/// Configuration space on Redox.
+pub type ConfigSpace = Router<Window, LazyPorts>;
+
+/// Maps the ECAM regions of acpid's MCFG table (none if there is no usable
+/// table); everything else goes to the ports.
+pub fn open() -> ConfigSpace {
+    let entries = match read_mcfg(Path::new(ACPI_TABLES_DIR)) {
+        Ok(entries) => entries,
+        Err(e) => {
+            log::warn!("pcid: no ECAM ({e}); using the PCI 3.0 configuration ports");
+            Vec::new()
+        }
+    };
+    let regions = entries.iter().filter_map(map_region).collect::<Vec<_>>();
+    let router = Router::new(regions, LazyPorts::default());
+    log::info!(
+        "pcid: {} ECAM region(s); other functions through the configuration ports",
+        router.ecam_regions()
+    );
+    router
+}
+
+fn map_region(entry: &McfgEntry) -> Option<(McfgEntry, Window)> {
+    let (phys, len) = entry.window();
+    let len = usize::try_from(len).ok()?;
+    match PhysMap::map(phys, len, MemoryType::Uncacheable) {
+        Ok(window) => Some((*entry, Window(window))),
+        Err(err) => {
+            log::error!(
+                "pcid: cannot map ECAM of segment {} buses {:02x}..={:02x}: {err}",
+                entry.segment,
+                entry.start_bus,
+                entry.end_bus
+            );
+            None
         }
     }
 }

@@ -1,423 +1,524 @@
-//! Walking PCI configuration space: functions, bridges, BARs.
+//! Walking PCI configuration space the way Redox's pcid does.
 //!
-//! Portable logic over a [`ConfigAccess`] (ECAM or ports on Redox, a model
+//! Portable logic over [`ConfigAccess`] (ECAM and/or ports on Redox, a model
 //! in the unit tests). Register offsets are from the PCI Local Bus
-//! Specification 3.0, §6.1 (type 0 and type 1 headers):
+//! Specification 3.0, §6.1–6.2.
 //!
-//! | offset | register                                               |
-//! |-------:|--------------------------------------------------------|
-//! | 0x00   | vendor id (15:0), device id (31:16)                    |
-//! | 0x04   | command (15:0), status (31:16)                         |
-//! | 0x08   | revision (7:0), prog-if (15:8), subclass, class        |
-//! | 0x0C   | header type (23:16; bit 23 = multi-function)           |
-//! | 0x10.. | BAR0..BAR5 (type 0); bus numbers at 0x18 (type 1)      |
+//! # What is enumerated (Redox's rules)
 //!
-//! Enumeration starts at bus 0 of segment 0 and follows each bridge's
-//! secondary bus, recording the bridge as the parent of what sits behind it
-//! (so shutdown can order children before parents). A bus is scanned at most
-//! once, so a misconfigured bridge cannot make the walk loop.
+//! * Buses 0 and 0x80 of segment 0 (Redox scans 0x80 for Intel platforms that
+//!   put the PCH there), then the secondary bus of every PCI-to-PCI bridge
+//!   found, each bus once (Redox's list has no such guard: a bridge pointing
+//!   back at a scanned bus would make it loop).
+//! * On each bus, devices 0–31; a device whose function 0 reads vendor and
+//!   device id 0xFFFF is absent; functions 1–7 are scanned only when function
+//!   0's header type has the multi-function bit; absent functions 1–7 are
+//!   skipped.
+//! * Type 0 headers (endpoints) are the functions pcid lists and serves;
+//!   bridges are followed but not listed; other header types are logged and
+//!   skipped. A function behind a bridge records the bridge as its parent, so
+//!   shutdown can order it first.
+//! * For every endpoint: its six BARs, its expansion ROM, its capability list
+//!   (MSI, MSI-X, vendor-specific).
 //!
-//! BAR sizes are found the standard way (§6.2.5.1): with memory and I/O
-//! decoding turned off, write all-ones, read back the size mask, restore the
-//! original value, then restore the command register.
+//! # BAR sizing, and why decoding stays on
+//!
+//! A BAR is sized by writing all-ones to it, reading back which bits stuck
+//! and writing the original value back (§6.2.5.1). Redox's pcid (pci_types
+//! 0.10) does this at enumeration with the function's decoding left as
+//! firmware set it, and this pcid does the same, for this reason: pcid starts
+//! after vesad, which is already drawing into the boot framebuffer — memory
+//! behind a BAR of the display function. Turning memory decoding off for the
+//! whole sizing of a function (the textbook method, and what this project
+//! did before) would stop that framebuffer for every access of every BAR of
+//! the function; leaving it on limits the disturbance to the three accesses
+//! of the BAR being sized, the window Redox systems already live with.
+//! Sizing later, when a function's channel is opened, would not help:
+//! Redox's pcid-spawner opens every function's channel, vesad's display
+//! function included, to read its configuration.
+//!
+//! Two differences from Redox: I/O BARs are sized too (Redox reports only
+//! their port; this pcid's own drivers are told the size in `Welcome`), and
+//! where pci_types would panic (a reserved memory type, a port above
+//! 0xFFFF) or compute a size from a BAR that reads back no address bits, the
+//! slot is logged and reported empty.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use pcid_interface::function::{FunctionBackend, PciAddress, PciFunction};
 use pcid_interface::redox::{Bar, BarKind};
 
-/// Command register: I/O Space Enable.
-pub const COMMAND_IO: u16 = 1 << 0;
-/// Command register: Memory Space Enable.
-pub const COMMAND_MEMORY: u16 = 1 << 1;
-/// Command register: Bus Master Enable.
-pub const COMMAND_BUS_MASTER: u16 = 1 << 2;
+use super::config_space::ConfigAccess;
+use super::driver_interface::handler::{read_capabilities, Function};
+use super::driver_interface::{FullDeviceId, FunctionConfig, PciBar, PciRom};
 
-/// 32-bit access to configuration space.
-pub trait ConfigAccess {
-    /// Reads the dword at `offset` (a multiple of 4). Absent functions read all-ones.
-    fn read32(&self, address: PciAddress, offset: u16) -> u32;
-    /// Writes the dword at `offset` (a multiple of 4).
-    fn write32(&self, address: PciAddress, offset: u16, value: u32);
-}
+/// The buses Redox's pcid starts from.
+pub const ROOT_BUSES: [u8; 2] = [0x00, 0x80];
 
-/// A function found on the bus, with its BARs.
+/// An endpoint found on the bus.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Found {
-    /// The function (backend [`FunctionBackend::Redox`]).
-    pub function: PciFunction,
-    /// Implemented BARs (empty for bridges).
+    /// What Redox's driver interface says about it.
+    pub function: Function,
+    /// The bridge it sits behind, if any.
+    pub parent: Option<PciAddress>,
+    /// Its implemented BARs with kind and size (what this project's drivers
+    /// are told in `Welcome`).
     pub bars: Vec<Bar>,
-    /// Whether this is a PCI-to-PCI bridge.
-    pub is_bridge: bool,
 }
 
-fn addr(segment: u16, bus: u8, device: u8, function: u8) -> PciAddress {
+impl Found {
+    /// Address of the function.
+    pub fn address(&self) -> PciAddress {
+        self.function.config.addr
+    }
+
+    /// The function as this project's protocol describes it (`Welcome`):
+    /// ids, parent bridge, BARs and the legacy interrupt set up when the
+    /// function was enabled.
+    pub fn pci_function(&self) -> PciFunction {
+        let id = &self.function.config.full_device_id;
+        PciFunction {
+            address: self.address(),
+            vendor: id.vendor_id,
+            device: id.device_id,
+            class: id.class,
+            subclass: id.subclass,
+            interface: id.interface,
+            revision: id.revision,
+            parent: self.parent,
+            backend: FunctionBackend::Redox {
+                bars: self.bars.clone(),
+                legacy_irq: self
+                    .function
+                    .config
+                    .legacy_interrupt_line
+                    .map(|line| line.irq),
+            },
+        }
+    }
+
+    /// One line for logs, in Redox's style: `00-00--04.0 1B36:0010 01.08.02.02`.
+    pub fn describe(&self) -> String {
+        let id = &self.function.config.full_device_id;
+        format!(
+            "{} {:04X}:{:04X} {:02X}.{:02X}.{:02X}.{:02X}",
+            super::state::function_name(self.address()),
+            id.vendor_id,
+            id.device_id,
+            id.class,
+            id.subclass,
+            id.interface,
+            id.revision
+        )
+    }
+}
+
+fn addr(bus: u8, device: u8, function: u8) -> PciAddress {
     PciAddress {
-        segment,
+        segment: 0,
         bus,
         device,
         function,
     }
 }
 
-/// Enumerates segment 0 from bus 0, bridges first, then what is behind them.
+/// Enumerates segment 0 from [`ROOT_BUSES`]; see the module documentation.
+/// The result is sorted by address (the order of the `pci` scheme's listing).
 pub fn enumerate(cfg: &dyn ConfigAccess) -> Vec<Found> {
-    let mut found = Vec::new();
+    let mut found = BTreeMap::new();
+    let mut queue: VecDeque<(u8, Option<PciAddress>)> =
+        ROOT_BUSES.iter().map(|&b| (b, None)).collect();
     let mut scanned = BTreeSet::new();
-    scan_bus(cfg, 0, None, &mut scanned, &mut found);
-    found
-}
-
-fn scan_bus(
-    cfg: &dyn ConfigAccess,
-    bus: u8,
-    parent: Option<PciAddress>,
-    scanned: &mut BTreeSet<u8>,
-    found: &mut Vec<Found>,
-) {
-    if !scanned.insert(bus) {
-        log::warn!("pcid: bus {bus:02x} reached twice; a bridge is misconfigured");
-        return;
-    }
-    for device in 0..32u8 {
-        for function in 0..8u8 {
-            let a = addr(0, bus, device, function);
-            let id = cfg.read32(a, 0x00);
-            let vendor = (id & 0xFFFF) as u16;
-            if vendor == 0xFFFF || vendor == 0 {
-                if function == 0 {
-                    break;
-                }
-                continue;
+    while let Some((bus, parent)) = queue.pop_front() {
+        if !scanned.insert(bus) {
+            if parent.is_some() {
+                log::warn!(
+                    "pcid: bus {bus:02x} reached again through bridge {parent:?}; not rescanned"
+                );
             }
-            let class_reg = cfg.read32(a, 0x08);
-            let header = (cfg.read32(a, 0x0C) >> 16) as u8;
-            let is_bridge = header & 0x7F == 0x01;
-            let bars = if header & 0x7F == 0x00 {
-                read_bars(cfg, a)
-            } else {
-                Vec::new()
-            };
-            found.push(Found {
-                function: PciFunction {
-                    address: a,
-                    vendor,
-                    device: (id >> 16) as u16,
-                    class: (class_reg >> 24) as u8,
-                    subclass: (class_reg >> 16) as u8,
-                    interface: (class_reg >> 8) as u8,
-                    revision: class_reg as u8,
-                    parent,
-                    backend: FunctionBackend::Redox,
-                },
-                bars,
-                is_bridge,
-            });
-            if is_bridge {
-                let secondary = (cfg.read32(a, 0x18) >> 8) as u8;
-                if secondary > bus {
-                    scan_bus(cfg, secondary, Some(a), scanned, found);
-                } else {
-                    log::warn!(
-                        "pcid: bridge {a} has secondary bus {secondary:02x}, not above {bus:02x}; \
-                         not scanning behind it"
-                    );
-                }
-            }
-            // Only function 0 says whether functions 1..7 exist.
-            if function == 0 && header & 0x80 == 0 {
-                break;
-            }
-        }
-    }
-}
-
-/// Sizes and decodes the six BARs of a type 0 header.
-pub fn read_bars(cfg: &dyn ConfigAccess, a: PciAddress) -> Vec<Bar> {
-    let command = cfg.read32(a, 0x04);
-    // Stop decoding while BARs hold all-ones, so no access lands in the
-    // address range they briefly claim.
-    cfg.write32(
-        a,
-        0x04,
-        command & !u32::from(COMMAND_IO | COMMAND_MEMORY) & 0xFFFF,
-    );
-    let mut bars = Vec::new();
-    let mut index = 0u8;
-    while index < 6 {
-        let off = 0x10 + 4 * u16::from(index);
-        let original = cfg.read32(a, off);
-        cfg.write32(a, off, u32::MAX);
-        let mask = cfg.read32(a, off);
-        cfg.write32(a, off, original);
-        if original & 1 == 1 {
-            // I/O BAR: bits 31:2 are the address (§6.2.5.1). A function that
-            // decodes only 16 bits of I/O address hardwires bits 31:16 to 0.
-            let mut size_mask = mask & !0x3;
-            if size_mask != 0 && size_mask & 0xFFFF_0000 == 0 {
-                size_mask |= 0xFFFF_0000;
-            }
-            if size_mask != 0 {
-                let size = u64::from((!size_mask).wrapping_add(1));
-                bars.push(Bar {
-                    index,
-                    kind: BarKind::Io,
-                    address: u64::from(original & !0x3),
-                    size: size.max(4),
-                });
-            }
-            index += 1;
             continue;
         }
-        let prefetchable = original & 0x8 != 0;
-        match (original >> 1) & 0x3 {
-            0b10 if index < 5 => {
-                let off_hi = off + 4;
-                let original_hi = cfg.read32(a, off_hi);
-                cfg.write32(a, off_hi, u32::MAX);
-                let mask_hi = cfg.read32(a, off_hi);
-                cfg.write32(a, off_hi, original_hi);
-                let mask64 = (u64::from(mask_hi) << 32) | u64::from(mask & !0xF);
-                if mask64 != 0 {
-                    bars.push(Bar {
-                        index,
-                        kind: BarKind::Memory64 { prefetchable },
-                        address: (u64::from(original_hi) << 32) | u64::from(original & !0xF),
-                        size: (!mask64).wrapping_add(1),
-                    });
-                }
-                index += 2;
+        for device in 0..32 {
+            scan_device(cfg, bus, device, parent, &mut queue, &mut found);
+        }
+    }
+    found.into_values().collect()
+}
+
+fn scan_device(
+    cfg: &dyn ConfigAccess,
+    bus: u8,
+    device: u8,
+    parent: Option<PciAddress>,
+    queue: &mut VecDeque<(u8, Option<PciAddress>)>,
+    found: &mut BTreeMap<PciAddress, Found>,
+) {
+    for function in 0..8 {
+        let a = addr(bus, device, function);
+        let id = cfg.read32(a, 0x00);
+        if id == u32::MAX {
+            if function == 0 {
+                return;
             }
+            continue;
+        }
+        let class = cfg.read32(a, 0x08);
+        let header = (cfg.read32(a, 0x0C) >> 16) as u8;
+        let full_id = FullDeviceId {
+            vendor_id: id as u16,
+            device_id: (id >> 16) as u16,
+            class: (class >> 24) as u8,
+            subclass: (class >> 16) as u8,
+            interface: (class >> 8) as u8,
+            revision: class as u8,
+        };
+        match header & 0x7F {
+            0x00 => {
+                let (bars, ours) = read_bars(cfg, a);
+                let f = Found {
+                    function: Function {
+                        config: FunctionConfig {
+                            addr: a,
+                            bars,
+                            rom: read_rom(cfg, a),
+                            legacy_interrupt_line: None,
+                            full_device_id: full_id,
+                        },
+                        capabilities: read_capabilities(cfg, a),
+                    },
+                    parent,
+                    bars: ours,
+                };
+                log::info!("pcid: PCI {}", f.describe());
+                found.insert(a, f);
+            }
+            0x01 => {
+                let secondary = (cfg.read32(a, 0x18) >> 8) as u8;
+                log::info!("pcid: PCI bridge {a} to bus {secondary:02x}");
+                queue.push_back((secondary, Some(a)));
+            }
+            other => log::warn!("pcid: {a}: header type {other:#04x} is not handled; skipped"),
+        }
+        if function == 0 && header & 0x80 == 0 {
+            return;
+        }
+    }
+}
+
+fn lowest_bit(mask: u64) -> Option<u64> {
+    (mask != 0).then(|| 1u64 << mask.trailing_zeros())
+}
+
+/// Sizes and decodes the six BARs of a type 0 header: Redox's view (slot by
+/// slot) and this project's (implemented BARs with kind and size).
+pub fn read_bars(cfg: &dyn ConfigAccess, a: PciAddress) -> ([PciBar; 6], Vec<Bar>) {
+    let mut slots = [PciBar::None; 6];
+    let mut bars = Vec::new();
+    let mut slot = 0u8;
+    while slot < 6 {
+        let off = 0x10 + 4 * u16::from(slot);
+        let value = cfg.read32(a, off);
+        if value & 1 == 1 {
+            // I/O: bits 31:2 are the port.
+            let port = value & !0x3;
+            cfg.write32(a, off, u32::MAX);
+            let readback = cfg.read32(a, off) & !0x3;
+            cfg.write32(a, off, value);
+            match u16::try_from(port) {
+                Ok(p) => {
+                    slots[usize::from(slot)] = PciBar::Port(p);
+                    if let Some(size) = lowest_bit(u64::from(readback)) {
+                        bars.push(Bar {
+                            index: slot,
+                            kind: BarKind::Io,
+                            address: u64::from(port),
+                            size,
+                        });
+                    }
+                }
+                Err(_) => {
+                    log::warn!("pcid: {a}: BAR{slot} port {port:#x} is above 0xFFFF; ignored")
+                }
+            }
+            slot += 1;
+            continue;
+        }
+        let prefetchable = value & 0x8 != 0;
+        let address = value & !0xF;
+        match (value >> 1) & 0x3 {
             0b00 => {
-                let size_mask = mask & !0xF;
-                if size_mask != 0 {
+                cfg.write32(a, off, 0xFFFF_FFF0);
+                let readback = cfg.read32(a, off) & !0xF;
+                cfg.write32(a, off, address);
+                if let Some(size) = lowest_bit(u64::from(readback)) {
+                    // A 32-bit mask has its lowest bit below 2^32.
+                    slots[usize::from(slot)] = PciBar::Memory32 {
+                        addr: address,
+                        size: size as u32,
+                    };
                     bars.push(Bar {
-                        index,
+                        index: slot,
                         kind: BarKind::Memory32 { prefetchable },
-                        address: u64::from(original & !0xF),
-                        size: u64::from((!size_mask).wrapping_add(1)),
+                        address: u64::from(address),
+                        size,
                     });
                 }
-                index += 1;
+                slot += 1;
+            }
+            0b10 if slot < 5 => {
+                let upper = cfg.read32(a, off + 4);
+                cfg.write32(a, off, 0xFFFF_FFF0);
+                cfg.write32(a, off + 4, u32::MAX);
+                let low = cfg.read32(a, off) & !0xF;
+                let high = cfg.read32(a, off + 4);
+                cfg.write32(a, off, address);
+                cfg.write32(a, off + 4, upper);
+                let full = (u64::from(upper) << 32) | u64::from(address);
+                match lowest_bit((u64::from(high) << 32) | u64::from(low)) {
+                    Some(size) => {
+                        slots[usize::from(slot)] = PciBar::Memory64 { addr: full, size };
+                        bars.push(Bar {
+                            index: slot,
+                            kind: BarKind::Memory64 { prefetchable },
+                            address: full,
+                            size,
+                        });
+                    }
+                    None => {
+                        log::warn!("pcid: {a}: 64-bit BAR{slot} keeps no address bits; ignored")
+                    }
+                }
+                slot += 2;
+            }
+            0b10 => {
+                log::warn!("pcid: {a}: 64-bit BAR in the last slot; ignored");
+                slot += 1;
             }
             _ => {
-                // Reserved type (or a 64-bit BAR in the last slot): skip it.
-                index += 1;
+                log::warn!("pcid: {a}: BAR{slot} has the reserved memory type; ignored");
+                slot += 1;
             }
         }
     }
-    cfg.write32(a, 0x04, command & 0xFFFF);
-    bars
+    (slots, bars)
 }
 
-/// Turns on memory (and I/O, if the function has I/O BARs) decoding and bus
-/// mastering, as Redox's pcid does before handing a function to its driver.
-/// Returns the new command register value.
-pub fn enable(cfg: &dyn ConfigAccess, a: PciAddress, bars: &[Bar]) -> u16 {
-    let reg = cfg.read32(a, 0x04);
-    let mut command = reg as u16 | COMMAND_MEMORY | COMMAND_BUS_MASTER;
-    if bars.iter().any(|b| b.kind == BarKind::Io) {
-        command |= COMMAND_IO;
-    }
-    // Writing 0 to the status half leaves its write-1-to-clear bits alone.
-    cfg.write32(a, 0x04, u32::from(command));
-    command
+/// Expansion ROM address mask (§6.2.5.2).
+const ROM_ADDRESS_MASK: u32 = 0xFFFF_F800;
+
+/// Sizes the expansion ROM BAR (offset 0x30), keeping its enable bit.
+pub fn read_rom(cfg: &dyn ConfigAccess, a: PciAddress) -> Option<PciRom> {
+    let data = cfg.read32(a, 0x30);
+    let enabled = data & 1 == 1;
+    cfg.write32(a, 0x30, ROM_ADDRESS_MASK | u32::from(enabled));
+    let readback = cfg.read32(a, 0x30);
+    cfg.write32(a, 0x30, data);
+    let size = lowest_bit(u64::from(readback & ROM_ADDRESS_MASK))?;
+    Some(PciRom {
+        addr: data & ROM_ADDRESS_MASK,
+        size: size as u32,
+        enabled,
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::cell::RefCell;
-    use std::collections::BTreeMap;
+    use crate::redox::config_space::model::{addr as a4, Model};
+    use crate::redox::driver_interface::handler::Capability;
 
-    /// A configuration space model: per function 64 dwords plus BAR size masks.
-    #[derive(Default)]
-    struct Model {
-        regs: RefCell<BTreeMap<(PciAddress, u16), u32>>,
-        /// Writable bits of each BAR dword (the rest read back as the original).
-        bar_masks: BTreeMap<(PciAddress, u16), u32>,
-        writes: RefCell<Vec<(PciAddress, u16, u32)>>,
+    fn at(bus: u8, device: u8, function: u8) -> PciAddress {
+        a4(0, bus, device, function)
     }
 
-    impl Model {
-        fn function(&mut self, a: PciAddress, id: u32, class: u32, header: u8) {
-            let mut r = self.regs.borrow_mut();
-            r.insert((a, 0x00), id);
-            r.insert((a, 0x08), class);
-            r.insert((a, 0x0C), u32::from(header) << 16);
-        }
-        fn bar(&mut self, a: PciAddress, off: u16, value: u32, mask: u32) {
-            self.regs.borrow_mut().insert((a, off), value);
-            self.bar_masks.insert((a, off), mask);
-        }
-        fn set(&mut self, a: PciAddress, off: u16, value: u32) {
-            self.regs.borrow_mut().insert((a, off), value);
-        }
-        fn get(&self, a: PciAddress, off: u16) -> u32 {
-            self.read32(a, off)
-        }
-    }
-
-    impl ConfigAccess for Model {
-        fn read32(&self, a: PciAddress, off: u16) -> u32 {
-            let r = self.regs.borrow();
-            if !r.contains_key(&(a, 0)) {
-                return u32::MAX;
-            }
-            r.get(&(a, off)).copied().unwrap_or(0)
-        }
-        fn write32(&self, a: PciAddress, off: u16, value: u32) {
-            self.writes.borrow_mut().push((a, off, value));
-            let mut r = self.regs.borrow_mut();
-            if !r.contains_key(&(a, 0)) {
-                return;
-            }
-            // BAR slots without a registered mask are unimplemented: hardwired to 0.
-            let mask = match self.bar_masks.get(&(a, off)) {
-                Some(m) => Some(*m),
-                None if (0x10..=0x24).contains(&off) => Some(0),
-                None => None,
-            };
-            let stored = match mask {
-                Some(mask) => {
-                    let old = r.get(&(a, off)).copied().unwrap_or(0);
-                    // Address bits at or above the size are writable; the
-                    // rest (type bits, hardwired zeros) keep their value.
-                    (value & mask) | (old & !mask)
-                }
-                None => value,
-            };
-            r.insert((a, off), stored);
-        }
-    }
-
-    /// QEMU-like machine: host bridge, a bridge to bus 1 with an NVMe
-    /// controller behind it, and a multi-function device on bus 0.
+    /// A q35-like machine: host bridge, a root port to bus 1 with an NVMe
+    /// controller, a multi-function device at 1f (LPC, SATA with an I/O and a
+    /// 32-bit BAR, SMBus), and a device on bus 0x80.
     fn machine() -> Model {
         let mut m = Model::default();
-        m.function(addr(0, 0, 0, 0), 0x29C0_8086, 0x0600_0000, 0x00);
-        // PCIe root port at 00:1c.0 → secondary bus 1.
-        m.function(addr(0, 0, 0x1C, 0), 0x7450_1B36, 0x0604_0000, 0x01);
-        m.set(addr(0, 0, 0x1C, 0), 0x18, 0x0001_0100);
-        // NVMe at 01:00.0: BAR0/1 64-bit non-prefetchable 16 KiB at 0xFEBF_0000.
-        let nvme = addr(0, 1, 0, 0);
-        m.function(nvme, 0x0010_1B36, 0x0108_0202, 0x00);
-        m.bar(nvme, 0x10, 0xFEBF_0004, 0xFFFF_C000);
-        m.bar(nvme, 0x14, 0x0000_0000, 0xFFFF_FFFF);
-        // Multi-function device 00:1f.{0,3}; 1f.3 has an I/O BAR of 32 ports.
-        m.function(addr(0, 0, 0x1F, 0), 0x2918_8086, 0x0601_0002, 0x80);
-        let smbus = addr(0, 0, 0x1F, 3);
-        m.function(smbus, 0x2930_8086, 0x0C05_0002, 0x00);
-        m.bar(smbus, 0x20, 0x0000_0701, 0x0000_FFE0);
+        m.function(at(0, 0, 0), 0x8086, 0x29C0, 0x0600_0000, 0x00);
+        m.function(at(0, 0x1C, 0), 0x1B36, 0x000C, 0x0604_0000, 0x01);
+        m.set(at(0, 0x1C, 0), 0x18, 0x0001_0100);
+        let nvme = at(1, 0, 0);
+        m.function(nvme, 0x1B36, 0x0010, 0x0108_0202, 0x00);
+        m.bar_mem64(nvme, 0, 0xFEBF_0000, 0x4000, false);
+        m.capabilities(nvme, &[(0x40, 0x11 | (64 << 16))]);
+        m.function(at(0, 0x1F, 0), 0x8086, 0x2918, 0x0601_0002, 0x80);
+        let sata = at(0, 0x1F, 2);
+        m.function(sata, 0x8086, 0x2922, 0x0106_0102, 0x00);
+        m.bar_io(sata, 4, 0xC080, 0x20);
+        m.bar_mem32(sata, 5, 0xFEBE_8000, 0x1000, false);
+        m.set(sata, 0x30, 0xFEB0_0000);
+        m.mask(sata, 0x30, 0xFFFE_0001);
+        m.function(at(0, 0x1F, 3), 0x8086, 0x2930, 0x0C05_0002, 0x00);
+        m.function(at(0x80, 2, 0), 0x8086, 0x1234, 0x0880_0000, 0x00);
         m
     }
 
-    #[test]
-    fn walks_bridges_records_parents_and_multifunction_devices() {
-        let m = machine();
-        let found = enumerate(&m);
-        let addrs: Vec<String> = found
+    fn addresses(found: &[Found]) -> Vec<String> {
+        found
             .iter()
-            .map(|f| f.function.address.to_string())
-            .collect();
-        assert_eq!(
-            addrs,
-            [
-                "0000:00:00.0",
-                "0000:00:1c.0",
-                "0000:01:00.0",
-                "0000:00:1f.0",
-                "0000:00:1f.3"
-            ]
-        );
-        let nvme = &found[2];
-        assert_eq!(nvme.function.parent, Some(addr(0, 0, 0x1C, 0)));
-        assert_eq!(
-            (
-                nvme.function.class,
-                nvme.function.subclass,
-                nvme.function.interface
-            ),
-            (1, 8, 2)
-        );
-        assert_eq!(
-            (nvme.function.vendor, nvme.function.device),
-            (0x1B36, 0x0010)
-        );
-        assert!(found[1].is_bridge && !nvme.is_bridge);
-        assert_eq!(found[0].function.parent, None);
+            .map(|f| super::super::state::function_name(f.address()))
+            .collect()
     }
 
     #[test]
-    fn sizes_64_bit_memory_and_io_bars_and_restores_registers() {
+    fn lists_endpoints_of_buses_0_0x80_and_behind_bridges_sorted_by_address() {
         let m = machine();
         let found = enumerate(&m);
         assert_eq!(
-            found[2].bars,
-            vec![Bar {
+            addresses(&found),
+            [
+                "00-00--00.0",
+                "00-00--1f.0",
+                "00-00--1f.2",
+                "00-00--1f.3",
+                "00-01--00.0",
+                "00-80--02.0"
+            ]
+        );
+        let nvme = &found[4];
+        assert_eq!(nvme.parent, Some(at(0, 0x1C, 0)), "behind the root port");
+        assert_eq!(found[0].parent, None);
+        assert_eq!(found[5].parent, None);
+        let id = nvme.function.config.full_device_id;
+        assert_eq!(
+            (
+                id.vendor_id,
+                id.device_id,
+                id.class,
+                id.subclass,
+                id.interface,
+                id.revision
+            ),
+            (0x1B36, 0x0010, 1, 8, 2, 2)
+        );
+        assert!(matches!(
+            nvme.function.capabilities[..],
+            [Capability::MsiX(_)]
+        ));
+        assert_eq!(nvme.describe(), "00-01--00.0 1B36:0010 01.08.02.02");
+        let f = nvme.pci_function();
+        assert_eq!(f.address, at(1, 0, 0));
+        assert_eq!(f.parent, Some(at(0, 0x1C, 0)));
+    }
+
+    #[test]
+    fn functions_1_to_7_only_for_multi_function_devices() {
+        let mut m = machine();
+        // Function 1 of the single-function host bridge is never looked at.
+        m.function(at(0, 0, 1), 0x8086, 0xFFFF, 0x0600_0000, 0x00);
+        let found = enumerate(&m);
+        assert!(!addresses(&found).contains(&"00-00--00.1".to_string()));
+    }
+
+    #[test]
+    fn bars_are_sized_with_decoding_left_on_and_restored() {
+        let m = machine();
+        let found = enumerate(&m);
+        let nvme = &found[4];
+        assert_eq!(
+            nvme.function.config.bars,
+            [
+                PciBar::Memory64 {
+                    addr: 0xFEBF_0000,
+                    size: 0x4000
+                },
+                PciBar::None,
+                PciBar::None,
+                PciBar::None,
+                PciBar::None,
+                PciBar::None
+            ]
+        );
+        assert_eq!(
+            nvme.bars,
+            [Bar {
                 index: 0,
                 kind: BarKind::Memory64 {
                     prefetchable: false
                 },
                 address: 0xFEBF_0000,
-                size: 0x4000,
+                size: 0x4000
             }]
+        );
+        let sata = &found[2];
+        assert_eq!(sata.function.config.bars[4], PciBar::Port(0xC080));
+        assert_eq!(
+            sata.function.config.bars[5],
+            PciBar::Memory32 {
+                addr: 0xFEBE_8000,
+                size: 0x1000
+            }
         );
         assert_eq!(
-            found[4].bars,
-            vec![Bar {
-                index: 4,
-                kind: BarKind::Io,
-                address: 0x700,
-                size: 0x20,
-            }]
+            sata.bars
+                .iter()
+                .map(|b| (b.index, b.kind, b.size))
+                .collect::<Vec<_>>(),
+            [
+                (4, BarKind::Io, 0x20),
+                (
+                    5,
+                    BarKind::Memory32 {
+                        prefetchable: false
+                    },
+                    0x1000
+                )
+            ]
         );
-        let nvme = addr(0, 1, 0, 0);
-        assert_eq!(m.get(nvme, 0x10), 0xFEBF_0004, "BAR0 restored");
-        assert_eq!(m.get(nvme, 0x14), 0, "BAR1 restored");
-        // Decoding was off while the BARs held all-ones.
-        let writes = m.writes.borrow();
-        let first_bar_write = writes
+        assert_eq!(
+            sata.function.config.rom,
+            Some(PciRom {
+                addr: 0xFEB0_0000,
+                size: 0x20000,
+                enabled: false
+            })
+        );
+        assert_eq!(found[0].function.config.rom, None);
+        // Registers hold their original values again, and the command
+        // register was never written: decoding stayed as firmware set it.
+        assert_eq!(m.get(at(1, 0, 0), 0x10), 0xFEBF_0004);
+        assert_eq!(m.get(at(1, 0, 0), 0x14), 0);
+        assert_eq!(m.get(at(0, 0x1F, 2), 0x20), 0xC081);
+        assert_eq!(m.get(at(0, 0x1F, 2), 0x30), 0xFEB0_0000);
+        assert!(m.writes().iter().all(|w| w.offset != 0x04));
+        // Only BAR and ROM registers were written.
+        assert!(m
+            .writes()
             .iter()
-            .position(|&(a, off, _)| a == nvme && off == 0x10)
-            .unwrap();
-        let disable = writes[..first_bar_write]
-            .iter()
-            .rev()
-            .find(|&&(a, off, _)| a == nvme && off == 0x04)
-            .unwrap();
-        assert_eq!(disable.2 & u32::from(COMMAND_MEMORY | COMMAND_IO), 0);
+            .all(|w| (0x10..=0x24).contains(&w.offset) || w.offset == 0x30));
     }
 
     #[test]
-    fn enable_sets_memory_and_bus_master_and_io_only_with_io_bars() {
-        let m = machine();
+    fn odd_bars_are_skipped_not_fatal() {
+        let mut m = Model::default();
+        let f = at(0, 3, 0);
+        m.function(f, 0x1234, 0x5678, 0, 0);
+        // Reserved memory type, then a 64-bit BAR in the last slot.
+        m.set(f, 0x10, 0xE000_0002);
+        m.mask(f, 0x10, 0xFFFF_F000);
+        m.set(f, 0x24, 0xE000_0004);
+        m.mask(f, 0x24, 0xFFFF_F000);
         let found = enumerate(&m);
-        let nvme = &found[2];
-        let cmd = enable(&m, nvme.function.address, &nvme.bars);
-        assert_eq!(cmd, COMMAND_MEMORY | COMMAND_BUS_MASTER);
-        assert_eq!(m.get(nvme.function.address, 0x04) as u16, cmd);
-        let smbus = &found[4];
-        let cmd = enable(&m, smbus.function.address, &smbus.bars);
-        assert_eq!(cmd, COMMAND_IO | COMMAND_MEMORY | COMMAND_BUS_MASTER);
+        assert_eq!(found[0].function.config.bars, [PciBar::None; 6]);
+        assert!(found[0].bars.is_empty());
     }
 
     #[test]
     fn a_bridge_looping_back_does_not_hang() {
         let mut m = machine();
-        // A bridge on bus 1 claiming bus 1 again, and one claiming bus 0.
-        m.function(addr(0, 1, 2, 0), 0x7450_1B36, 0x0604_0000, 0x01);
-        m.set(addr(0, 1, 2, 0), 0x18, 0x0001_0101);
-        m.function(addr(0, 1, 3, 0), 0x7450_1B36, 0x0604_0000, 0x01);
-        m.set(addr(0, 1, 3, 0), 0x18, 0x0000_0100);
+        // An unconfigured bridge (secondary bus 0) and one claiming bus 1 again.
+        m.function(at(1, 2, 0), 0x1B36, 0x000C, 0x0604_0000, 0x01);
+        m.function(at(1, 3, 0), 0x1B36, 0x000C, 0x0604_0000, 0x01);
+        m.set(at(1, 3, 0), 0x18, 0x0001_0101);
         let found = enumerate(&m);
-        assert_eq!(found.len(), 7);
+        assert_eq!(found.len(), 6);
     }
 
     #[test]
-    fn empty_bus_and_all_ones_reads_find_nothing() {
-        let m = Model::default();
-        assert!(enumerate(&m).is_empty());
+    fn an_empty_bus_finds_nothing() {
+        assert!(enumerate(&Model::default()).is_empty());
     }
 }

@@ -117,10 +117,13 @@ pub fn parse_mcfg(path: &Path, bytes: &[u8]) -> Result<Vec<McfgEntry>, McfgError
     }
     let entries = &bytes[MCFG_HEADER_LEN..];
     if entries.len() % MCFG_ENTRY_LEN != 0 {
-        return Err(malformed(format!(
-            "{} bytes of allocation entries, not a multiple of {MCFG_ENTRY_LEN}",
+        // Redox's pcid ignores a partial last entry; so does this one.
+        log::warn!(
+            "{}: {} bytes of allocation entries, not a multiple of {MCFG_ENTRY_LEN}; \
+             the partial last entry is ignored",
+            path.display(),
             entries.len()
-        )));
+        );
     }
     let mut out = Vec::new();
     for chunk in entries.chunks_exact(MCFG_ENTRY_LEN) {
@@ -132,17 +135,27 @@ pub fn parse_mcfg(path: &Path, bytes: &[u8]) -> Result<Vec<McfgEntry>, McfgError
             start_bus: chunk[10],
             end_bus: chunk[11],
         };
+        // An entry that cannot describe an ECAM window is skipped (Redox's
+        // pcid would fail to map it, or panic computing its size), so the
+        // functions it claims fall back to the configuration ports.
         if entry.end_bus < entry.start_bus {
-            return Err(malformed(format!(
-                "entry for segment {} has end bus {} before start bus {}",
-                entry.segment, entry.end_bus, entry.start_bus
-            )));
+            log::warn!(
+                "{}: entry for segment {} has end bus {} before start bus {}; skipped",
+                path.display(),
+                entry.segment,
+                entry.end_bus,
+                entry.start_bus
+            );
+            continue;
         }
         if entry.base == 0 || entry.base % ECAM_BUS_SIZE != 0 {
-            return Err(malformed(format!(
-                "entry for segment {} has base {:#x}, not a non-zero multiple of 1 MiB",
-                entry.segment, entry.base
-            )));
+            log::warn!(
+                "{}: entry for segment {} has base {:#x}, not a non-zero multiple of 1 MiB; skipped",
+                path.display(),
+                entry.segment,
+                entry.base
+            );
+            continue;
         }
         out.push(entry);
     }
@@ -229,23 +242,30 @@ mod tests {
     }
 
     #[test]
-    fn rejects_malformed_tables() {
+    fn rejects_malformed_tables_and_skips_unusable_entries() {
         let p = Path::new("MCFG");
         assert!(parse_mcfg(p, b"MCFG").is_err());
         let mut t = table(&[(0xB000_0000, 0, 0, 0xFF)]);
         t.push(0);
         assert!(parse_mcfg(p, &t).is_err(), "length mismatch");
-        assert!(parse_mcfg(p, &table(&[(0xB000_0000, 0, 9, 3)])).is_err());
-        assert!(parse_mcfg(p, &table(&[(0, 0, 0, 0xFF)])).is_err());
         let mut t = table(&[]);
         t[0] = b'X';
         assert!(parse_mcfg(p, &t).is_err());
-        // Entries that are not a whole number of 16-byte records.
-        let mut t = table(&[(0xB000_0000, 0, 0, 0xFF)]);
-        t.truncate(t.len() - 1);
+        // Entries that cannot be windows are skipped, the others kept.
+        let good = (0xB000_0000, 0, 0, 0x3F);
+        let e = parse_mcfg(
+            p,
+            &table(&[(0xB000_0000, 0, 9, 3), good, (0, 0, 0x40, 0xFF)]),
+        )
+        .unwrap();
+        assert_eq!(e.len(), 1);
+        assert_eq!(e[0].end_bus, 0x3F);
+        // A partial last entry is ignored, as Redox's pcid ignores it.
+        let mut t = table(&[good]);
+        t.extend_from_slice(&[0xAB; 5]);
         let len = t.len() as u32;
         t[4..8].copy_from_slice(&len.to_le_bytes());
-        assert!(parse_mcfg(p, &t).is_err());
+        assert_eq!(parse_mcfg(p, &t).unwrap().len(), 1);
     }
 
     #[test]

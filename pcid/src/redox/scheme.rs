@@ -1,6 +1,6 @@
 //! The `redox_scheme` adaptor: each scheme request becomes a call on
-//! [`SchemeState`]; the events those calls produce are collected for the
-//! runtime, which feeds them to the relay.
+//! [`SchemeState`] with pcid's configuration space; the events those calls
+//! produce are collected for the engine.
 
 use redox_scheme::scheme::SchemeSync;
 use redox_scheme::{CallerCtx, OpenResult};
@@ -11,7 +11,12 @@ use syscall::error::{
 use syscall::flag::{EventFlags, MODE_CHR, MODE_DIR, MODE_FILE, O_DIRECTORY, O_STAT};
 use syscall::schemev2::NewFdFlags;
 
-use super::state::{Caller, Event, Node, SchemeError, SchemeState};
+use super::config_space::ConfigAccess;
+use super::state::{self, Caller, Event, Node, OpenFlags, SchemeError, SchemeState};
+
+// The portable state answers the kernel's fcntl commands by number.
+const _: () = assert!(state::F_GETFL == syscall::flag::F_GETFL);
+const _: () = assert!(state::F_SETFL == syscall::flag::F_SETFL);
 
 fn errno(e: SchemeError) -> Error {
     Error::new(match e {
@@ -31,34 +36,10 @@ fn errno(e: SchemeError) -> Error {
 pub struct PciScheme<'a> {
     /// The scheme state.
     pub state: &'a mut SchemeState,
+    /// Configuration space.
+    pub cfg: &'a dyn ConfigAccess,
     /// Events produced while handling requests, in order.
     pub events: Vec<Event>,
-}
-
-impl PciScheme<'_> {
-    fn opened(
-        &mut self,
-        result: std::result::Result<(usize, Option<Event>), SchemeError>,
-        flags: usize,
-    ) -> Result<OpenResult> {
-        let (id, event) = result.map_err(errno)?;
-        let node = self.state.node(id).map_err(errno)?;
-        if flags & O_DIRECTORY != 0 && !node.is_dir() && flags & O_STAT == 0 {
-            // Undo the open: the caller asked for a directory.
-            if let Some(ev) = self.state.close(id) {
-                self.events.extend(event);
-                self.events.push(ev);
-            }
-            return Err(Error::new(ENOTDIR));
-        }
-        self.events.extend(event);
-        let flags = match node {
-            // Offsets matter for the BAR listing only; streams ignore them.
-            Node::Bars(_) => NewFdFlags::POSITIONED,
-            _ => NewFdFlags::empty(),
-        };
-        Ok(OpenResult::ThisScheme { number: id, flags })
-    }
 }
 
 fn caller(ctx: &CallerCtx) -> Caller {
@@ -68,10 +49,35 @@ fn caller(ctx: &CallerCtx) -> Caller {
     }
 }
 
+fn open_flags(flags: usize) -> OpenFlags {
+    OpenFlags {
+        directory: flags & O_DIRECTORY != 0,
+        stat: flags & O_STAT != 0,
+    }
+}
+
+impl PciScheme<'_> {
+    fn opened(
+        &mut self,
+        result: std::result::Result<(usize, Option<Event>), SchemeError>,
+    ) -> Result<OpenResult> {
+        let (id, event) = result.map_err(errno)?;
+        self.events.extend(event);
+        let flags = match self.state.node(id).map_err(errno)? {
+            // Offsets matter for the BAR listing only; streams ignore them.
+            Node::Bars(_) => NewFdFlags::POSITIONED,
+            _ => NewFdFlags::empty(),
+        };
+        Ok(OpenResult::ThisScheme { number: id, flags })
+    }
+}
+
 impl SchemeSync for PciScheme<'_> {
     fn open(&mut self, path: &str, flags: usize, ctx: &CallerCtx) -> Result<OpenResult> {
-        let result = self.state.open(path, caller(ctx));
-        self.opened(result, flags)
+        let result = self
+            .state
+            .open(path, open_flags(flags), caller(ctx), self.cfg);
+        self.opened(result)
     }
 
     fn openat(
@@ -82,8 +88,10 @@ impl SchemeSync for PciScheme<'_> {
         _fcntl_flags: u32,
         ctx: &CallerCtx,
     ) -> Result<OpenResult> {
-        let result = self.state.openat(fd, path, caller(ctx));
-        self.opened(result, flags)
+        let result = self
+            .state
+            .openat(fd, path, open_flags(flags), caller(ctx), self.cfg);
+        self.opened(result)
     }
 
     fn read(
@@ -103,11 +111,30 @@ impl SchemeSync for PciScheme<'_> {
         buf: &[u8],
         _offset: u64,
         _fcntl_flags: u32,
-        _ctx: &CallerCtx,
+        ctx: &CallerCtx,
     ) -> Result<usize> {
-        let (n, events) = self.state.write(id, buf).map_err(errno)?;
+        let (n, events) = self
+            .state
+            .write(id, buf, caller(ctx), self.cfg)
+            .map_err(errno)?;
         self.events.extend(events);
         Ok(n)
+    }
+
+    fn call(
+        &mut self,
+        id: usize,
+        payload: &mut [u8],
+        metadata: &[u64],
+        _ctx: &CallerCtx,
+    ) -> Result<usize> {
+        self.state
+            .call(id, payload, metadata, self.cfg)
+            .map_err(errno)
+    }
+
+    fn fcntl(&mut self, id: usize, cmd: usize, _arg: usize, _ctx: &CallerCtx) -> Result<usize> {
+        self.state.fcntl(id, cmd).map_err(errno)
     }
 
     fn fsize(&mut self, id: usize, _ctx: &CallerCtx) -> Result<u64> {
@@ -140,7 +167,7 @@ impl SchemeSync for PciScheme<'_> {
         stat.st_mode = match node {
             Node::Root | Node::Function(_) => MODE_DIR | 0o755,
             Node::Bars(_) => MODE_FILE | 0o444,
-            Node::Channel(_) | Node::Control(_) => MODE_CHR | 0o600,
+            Node::Channel(_) | Node::Access | Node::Control(_) => MODE_CHR | 0o600,
         };
         stat.st_size = self.state.size(id).map_err(errno)?;
         Ok(())
@@ -159,9 +186,8 @@ impl SchemeSync for PciScheme<'_> {
         };
         for (i, name) in entries.iter().enumerate().skip(skip) {
             let kind = match (node, name.as_str()) {
-                (Node::Root, super::state::CONTROL) => DirentKind::CharDev,
                 (Node::Root, _) => DirentKind::Directory,
-                (_, super::state::CHANNEL) => DirentKind::CharDev,
+                (_, state::CHANNEL) => DirentKind::CharDev,
                 _ => DirentKind::Regular,
             };
             buf.entry(DirEntry {

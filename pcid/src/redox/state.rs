@@ -1,52 +1,110 @@
 //! The state behind pcid's `pci` scheme on Redox, without any OS calls.
 //!
-//! The scheme (served by the Redox-only `scheme` module, which translates
-//! each request into a call here) looks like this:
+//! The Redox-only `scheme` module translates each scheme request into a call
+//! here; configuration space is passed in as a [`ConfigAccess`], so every
+//! rule below is unit-tested on any host against a model.
 //!
 //! ```text
-//! /scheme/pci/                         directory: one entry per function, plus `control`
-//! /scheme/pci/0000-01--00.0/           directory: `channel`, `bars`
-//! /scheme/pci/0000-01--00.0/channel    the driver's channel (root only, one opener at a time)
-//! /scheme/pci/0000-01--00.0/bars       the function's BARs, text (`pcid_interface::redox`)
-//! /scheme/pci/control                  shutdownd's control endpoint (root only)
+//! /scheme/pci/                       listing: one entry per function, nothing else
+//! /scheme/pci/00-00--04.0/           a function: `channel`, `bars`
+//! /scheme/pci/00-00--04.0/channel    the driver's channel (root, one opener at a time)
+//! /scheme/pci/00-00--04.0/bars       the function's BARs, text, readable by anyone
+//! /scheme/pci/access                 configuration space for acpid (root; `call`)
+//! /scheme/pci/control                shutdownd's control endpoint (root)
 //! ```
 //!
-//! `channel` and `control` handles carry [`pcid_interface::wire`] frames:
+//! # Names
 //!
-//! * **write** appends to the handle's receive buffer; every complete frame is
-//!   decoded at once and becomes an [`Event`] for the relay. Writes never
-//!   block. After a framing error (bad magic, version, oversize length) the
-//!   boundaries are lost: the bytes are dropped and later writes fail with
-//!   [`SchemeError::Closed`] once pcid closes the handle.
-//! * **read** takes bytes pcid queued for the peer ([`SchemeState::send_to_driver`],
-//!   [`SchemeState::send_to_client`]); with nothing queued it fails with
-//!   [`SchemeError::WouldBlock`] (`EAGAIN`), and once pcid closed the handle
-//!   and the queue is drained it returns 0 (end of file).
-//! * **readiness** ([`SchemeState::readable`]) is what `fevent` reports:
-//!   readable when bytes are queued or the handle was closed by pcid. The
-//!   runtime posts `EVENT_READ` on the handle whenever that becomes true, so
-//!   a driver waiting in an event queue learns of `Begin`/`Finish` without a
-//!   request outstanding.
+//! A function's entry is named as Redox's pcid names it: pci_types 0.10's
+//! `PciAddress` display (`{segment:02x}-{bus:02x}:{device:02x}.{function}`)
+//! with `:` replaced by `--`, e.g. `00-00--04.0` ([`function_name`]). Paths
+//! are parsed as Redox parses them: hexadecimal fields of any width
+//! (`0000-00--04.0` works too). `access` and `control` are openable but not
+//! listed, because Redox's pcid-spawner opens the `channel` of every entry
+//! it lists.
 //!
-//! Every rule is unit-tested on the host.
+//! # Opening (Redox's rules)
+//!
+//! A path ending in `/` or opened with `O_DIRECTORY` must be a directory
+//! (`ENOTDIR`), any other must not (`EISDIR`). `channel`, `access` and
+//! `control` need uid 0 (`EACCES`). An `O_STAT` open only allows `fstat`,
+//! `fpath` and `fcntl`, needs no uid and has no side effect. A `channel` has
+//! one opener at a time (`ENOLCK`); opening it enables the function as
+//! Redox's pcid does (bus master, memory and I/O decoding, MSI and MSI-X off,
+//! interrupt line 0xFF defaulted to 9, legacy interrupt worked out); the last
+//! close of the handle (the kernel's close notification) frees it again.
+//!
+//! # A channel carries two protocols
+//!
+//! Every `write` on a channel is one of:
+//!
+//! * **Redox's driver interface**: one encoded request
+//!   ([`super::driver_interface`]), answered at once by queuing `u64` length +
+//!   encoded response for the next reads, as Redox's pcid does. A request
+//!   that does not decode fails the write with `EINVAL`.
+//! * **This project's shutdown protocol** ([`pcid_interface::wire`] frames,
+//!   which start with the magic `PCID`): the bytes are appended to the
+//!   handle's receive buffer and every complete frame becomes an [`Event`]
+//!   for the relay. A frame may arrive split over several writes.
+//!
+//! A write that continues an incomplete frame, or whose first byte is the
+//! magic's first byte (`P`, 0x50), is protocol data; any other is a request
+//! (a request starts with its variant index, 0–8). Requests stay answerable
+//! after a driver said `Hello`.
+//!
+//! # Reading, readiness, closing
+//!
+//! * **read** takes bytes queued for the handle (responses, frames pcid
+//!   sends); with nothing queued it fails with `EAGAIN` (Redox's pcid answers
+//!   `EINVAL` there), and once pcid closed the handle and the queue is
+//!   drained it returns 0.
+//! * **readiness** ([`SchemeState::readable`], what `fevent` reports): bytes
+//!   queued or the handle closed by pcid. [`Event::Readable`] tells the
+//!   runtime to post `EVENT_READ` whenever bytes are queued.
+//! * **fcntl** `F_GETFL`/`F_SETFL` is accepted on every handle (the kernel
+//!   asks the scheme before changing the flags it keeps itself).
+//! * pcid closes a channel after a protocol violation: queued bytes stay
+//!   readable, then reads return 0 and writes fail with `EPIPE`.
 
 use std::collections::{BTreeMap, VecDeque};
 
-use pcid_interface::function::PciAddress;
+use pcid_interface::function::{PciAddress, PciFunction};
 use pcid_interface::protocol::{ControlMessage, DriverMessage};
-use pcid_interface::redox::parse_function_name;
-use pcid_interface::wire::{FrameHeader, WireMessage, HEADER_LEN};
+use pcid_interface::redox::{format_bars, function_dir, PCI_SCHEME_ROOT};
+use pcid_interface::wire::{FrameHeader, WireMessage, HEADER_LEN, MAGIC};
 
+use super::access;
+use super::config_space::ConfigAccess;
+use super::driver_interface::{handler, Request};
+use super::enumerate::Found;
 use crate::relay::ClientId;
 
 /// Name of the control endpoint in the scheme root.
 pub const CONTROL: &str = "control";
+/// Name of the configuration-space node acpid uses.
+pub const ACCESS: &str = "access";
 /// Name of a function's channel.
 pub const CHANNEL: &str = "channel";
 /// Name of a function's BAR listing.
 pub const BARS: &str = "bars";
 /// Bytes pcid may queue for one peer before the peer counts as not reading.
 pub const MAX_QUEUED: usize = 1 << 20;
+/// `fcntl` commands the kernel forwards to schemes (Redox's `F_GETFL`, `F_SETFL`).
+pub const F_GETFL: usize = 3;
+/// See [`F_GETFL`].
+pub const F_SETFL: usize = 4;
+
+/// The scheme entry name of a function, as Redox's pcid lists it:
+/// pci_types 0.10's address display (`{segment:02x}-{bus:02x}:{device:02x}.{function}`)
+/// with `:` replaced by `--`, e.g. `00-00--04.0`.
+pub fn function_name(a: PciAddress) -> String {
+    let dir = function_dir(a);
+    dir.strip_prefix(PCI_SCHEME_ROOT)
+        .map_or(dir.clone(), |n| n.trim_start_matches('/').to_string())
+}
+
+/// Parses a function entry name as Redox's pcid does (hex fields of any width).
+pub use pcid_interface::redox::parse_function_name;
 
 /// Errors of scheme operations (mapped to errno values by the Redox adaptor).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -60,13 +118,13 @@ pub enum SchemeError {
     /// The channel is already open (`ENOLCK`, as Redox's pcid answers).
     #[error("channel already open")]
     InUse,
-    /// Unknown handle (`EBADF`).
+    /// Unknown handle, or an operation the handle does not offer (`EBADF`).
     #[error("bad handle")]
     BadHandle,
-    /// The operation needs a file, the handle is a directory (`EISDIR`).
+    /// A directory where a file was asked for (`EISDIR`).
     #[error("is a directory")]
     IsDirectory,
-    /// The operation needs a directory (`ENOTDIR`).
+    /// A file where a directory was asked for (`ENOTDIR`).
     #[error("not a directory")]
     NotDirectory,
     /// Nothing to read yet (`EAGAIN`); wait for `EVENT_READ`.
@@ -75,8 +133,8 @@ pub enum SchemeError {
     /// pcid closed this channel (`EPIPE`).
     #[error("closed by pcid")]
     Closed,
-    /// The operation does not apply to this handle (`EINVAL`).
-    #[error("invalid operation for this handle")]
+    /// A malformed request (`EINVAL`).
+    #[error("invalid request")]
     Invalid,
 }
 
@@ -87,6 +145,15 @@ pub struct Caller {
     pub uid: u32,
     /// Process id.
     pub pid: usize,
+}
+
+/// How a path is opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct OpenFlags {
+    /// `O_DIRECTORY`.
+    pub directory: bool,
+    /// `O_STAT`.
+    pub stat: bool,
 }
 
 /// What a handle refers to.
@@ -100,7 +167,9 @@ pub enum Node {
     Bars(PciAddress),
     /// A driver's channel.
     Channel(PciAddress),
-    /// A control connection.
+    /// Configuration-space access.
+    Access,
+    /// A control connection (0 for `O_STAT` handles).
     Control(ClientId),
 }
 
@@ -111,31 +180,44 @@ impl Node {
     }
 }
 
-/// Something the relay must hear about.
+/// Something the relay or the runtime must hear about.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
-    /// A channel was opened (by pcid's spawner, or by hand).
+    /// A channel was opened and its function enabled.
     ChannelOpened {
-        /// Its function.
-        address: PciAddress,
+        /// The function.
+        function: PciFunction,
         /// The handle.
         handle: usize,
+        /// The process that opened it.
+        pid: usize,
     },
-    /// A decoded message from a driver.
+    /// A decoded protocol message from a driver.
     DriverMessage {
         /// The function whose channel it arrived on.
         address: PciAddress,
+        /// The writing process.
+        pid: usize,
         /// The message.
         message: DriverMessage,
     },
-    /// Undecodable bytes from a driver.
+    /// Undecodable protocol bytes from a driver.
     DriverBadFrame {
         /// The function.
         address: PciAddress,
         /// What was wrong.
         error: String,
     },
-    /// The last descriptor of a channel was closed (the driver exited).
+    /// A request of Redox's driver interface was answered.
+    DriverRequest {
+        /// The function.
+        address: PciAddress,
+        /// The writing process.
+        pid: usize,
+        /// The request.
+        request: Request,
+    },
+    /// The last descriptor of a channel was closed.
     ChannelClosed {
         /// The function.
         address: PciAddress,
@@ -166,14 +248,19 @@ pub enum Event {
         /// The client.
         client: ClientId,
     },
+    /// Bytes were queued on a handle: post `EVENT_READ` on it.
+    Readable {
+        /// The handle.
+        handle: usize,
+    },
 }
 
-/// A framed byte stream between pcid and one peer.
+/// A byte stream between pcid and one peer.
 #[derive(Debug, Default)]
 struct Stream {
-    /// Bytes from the peer not yet forming a whole frame.
+    /// Protocol bytes from the peer not yet forming a whole frame.
     rx: Vec<u8>,
-    /// Frame boundaries were lost; further input is dropped.
+    /// Frame boundaries were lost; further protocol bytes are dropped.
     rx_broken: bool,
     /// Bytes queued for the peer.
     tx: VecDeque<u8>,
@@ -227,14 +314,19 @@ impl Stream {
         out
     }
 
-    fn queue(&mut self, frame: &[u8]) -> Result<(), SendError> {
+    /// Whether a write is protocol data (see the module documentation).
+    fn is_protocol_data(&self, buf: &[u8]) -> bool {
+        !self.rx.is_empty() || self.rx_broken || buf.first() == Some(&MAGIC[0])
+    }
+
+    fn queue(&mut self, bytes: &[u8]) -> Result<(), SendError> {
         if self.closed {
             return Err(SendError::Closed);
         }
-        if self.tx.len() + frame.len() > MAX_QUEUED {
+        if self.tx.len() + bytes.len() > MAX_QUEUED {
             return Err(SendError::QueueFull);
         }
-        self.tx.extend(frame);
+        self.tx.extend(bytes);
         Ok(())
     }
 
@@ -278,19 +370,20 @@ pub enum SendError {
 #[derive(Debug)]
 struct Handle {
     node: Node,
+    stat: bool,
     stream: Option<Stream>,
 }
 
-/// A function as the scheme shows it.
-#[derive(Debug, Clone)]
-struct FunctionEntry {
+#[derive(Debug)]
+struct Entry {
+    found: Found,
     bars: String,
 }
 
 /// The scheme's state. See the module documentation.
 #[derive(Debug, Default)]
 pub struct SchemeState {
-    functions: BTreeMap<PciAddress, FunctionEntry>,
+    functions: BTreeMap<PciAddress, Entry>,
     handles: BTreeMap<usize, Handle>,
     channels: BTreeMap<PciAddress, usize>,
     clients: BTreeMap<ClientId, usize>,
@@ -298,20 +391,16 @@ pub struct SchemeState {
     next_client: ClientId,
 }
 
-fn dir_name(a: PciAddress) -> String {
-    format!(
-        "{:04x}-{:02x}--{:02x}.{:x}",
-        a.segment, a.bus, a.device, a.function
-    )
-}
-
 impl SchemeState {
-    /// A scheme showing `functions`, each with its BAR listing text.
-    pub fn new(functions: impl IntoIterator<Item = (PciAddress, String)>) -> Self {
+    /// A scheme serving the enumerated functions.
+    pub fn new(found: impl IntoIterator<Item = Found>) -> Self {
         Self {
-            functions: functions
+            functions: found
                 .into_iter()
-                .map(|(a, bars)| (a, FunctionEntry { bars }))
+                .map(|f| {
+                    let bars = format_bars(&f.bars);
+                    (f.address(), Entry { found: f, bars })
+                })
                 .collect(),
             next_handle: 1,
             next_client: 1,
@@ -319,20 +408,25 @@ impl SchemeState {
         }
     }
 
+    /// The enumerated functions.
+    pub fn functions(&self) -> impl Iterator<Item = &Found> {
+        self.functions.values().map(|e| &e.found)
+    }
+
     fn resolve(&self, path: &str) -> Result<Node, SchemeError> {
         let path = path.trim_matches('/');
-        if path.is_empty() {
-            return Ok(Node::Root);
-        }
-        if path == CONTROL {
-            return Ok(Node::Control(0));
+        match path {
+            "" => return Ok(Node::Root),
+            ACCESS => return Ok(Node::Access),
+            CONTROL => return Ok(Node::Control(0)),
+            _ => {}
         }
         let (name, rest) = path.split_once('/').unwrap_or((path, ""));
         let address = parse_function_name(name).ok_or(SchemeError::NotFound)?;
         if !self.functions.contains_key(&address) {
             return Err(SchemeError::NotFound);
         }
-        match rest.trim_matches('/') {
+        match rest {
             "" => Ok(Node::Function(address)),
             CHANNEL => Ok(Node::Channel(address)),
             BARS => Ok(Node::Bars(address)),
@@ -340,37 +434,60 @@ impl SchemeState {
         }
     }
 
-    /// Opens `path` (relative to the scheme root). Returns the handle id and
-    /// the event the relay must see, if any.
+    /// Opens `path` (relative to the scheme root); returns the handle and the
+    /// event the relay must see, if any. `cfg` is used to enable a function
+    /// whose channel is opened.
     pub fn open(
         &mut self,
         path: &str,
+        flags: OpenFlags,
         caller: Caller,
+        cfg: &dyn ConfigAccess,
     ) -> Result<(usize, Option<Event>), SchemeError> {
         let node = self.resolve(path)?;
+        let expects_dir = path.ends_with('/') || flags.directory;
+        if !flags.stat {
+            if expects_dir && !node.is_dir() {
+                return Err(SchemeError::NotDirectory);
+            }
+            if !expects_dir && node.is_dir() {
+                return Err(SchemeError::IsDirectory);
+            }
+            let needs_root = matches!(node, Node::Channel(_) | Node::Access | Node::Control(_));
+            if needs_root && caller.uid != 0 {
+                return Err(SchemeError::PermissionDenied);
+            }
+        }
         let id = self.next_handle;
         let (node, stream, event) = match node {
+            _ if flags.stat => (node, None, None),
             Node::Channel(address) => {
-                if caller.uid != 0 {
-                    return Err(SchemeError::PermissionDenied);
-                }
                 if self.channels.contains_key(&address) {
                     return Err(SchemeError::InUse);
                 }
+                let entry = self
+                    .functions
+                    .get_mut(&address)
+                    .ok_or(SchemeError::NotFound)?;
+                let line = handler::enable(cfg, &mut entry.found.function);
+                log::info!(
+                    "{}: enabled for pid {} (legacy interrupt {})",
+                    function_name(address),
+                    caller.pid,
+                    line.map_or("none".to_string(), |l| l.irq.to_string())
+                );
                 self.channels.insert(address, id);
                 (
                     node,
                     Some(Stream::default()),
                     Some(Event::ChannelOpened {
-                        address,
+                        function: entry.found.pci_function(),
                         handle: id,
+                        pid: caller.pid,
                     }),
                 )
             }
             Node::Control(_) => {
-                if caller.uid != 0 {
-                    return Err(SchemeError::PermissionDenied);
-                }
                 let client = self.next_client;
                 self.next_client += 1;
                 self.clients.insert(client, id);
@@ -383,7 +500,14 @@ impl SchemeState {
             other => (other, None, None),
         };
         self.next_handle += 1;
-        self.handles.insert(id, Handle { node, stream });
+        self.handles.insert(
+            id,
+            Handle {
+                node,
+                stat: flags.stat,
+                stream,
+            },
+        );
         Ok((id, event))
     }
 
@@ -392,14 +516,16 @@ impl SchemeState {
         &mut self,
         dir: usize,
         path: &str,
+        flags: OpenFlags,
         caller: Caller,
+        cfg: &dyn ConfigAccess,
     ) -> Result<(usize, Option<Event>), SchemeError> {
         let base = match self.node(dir)? {
             Node::Root => String::new(),
-            Node::Function(a) => dir_name(a),
+            Node::Function(a) => function_name(a),
             _ => return Err(SchemeError::NotDirectory),
         };
-        self.open(&format!("{base}/{path}"), caller)
+        self.open(&format!("{base}/{path}"), flags, caller, cfg)
     }
 
     /// What a handle refers to.
@@ -410,15 +536,17 @@ impl SchemeState {
             .ok_or(SchemeError::BadHandle)
     }
 
+    fn usable(&self, id: usize) -> Result<&Handle, SchemeError> {
+        match self.handles.get(&id) {
+            Some(h) if !h.stat => Ok(h),
+            _ => Err(SchemeError::BadHandle),
+        }
+    }
+
     /// Entries of a directory handle.
     pub fn entries(&self, id: usize) -> Result<Vec<String>, SchemeError> {
-        match self.node(id)? {
-            Node::Root => Ok(self
-                .functions
-                .keys()
-                .map(|a| dir_name(*a))
-                .chain(std::iter::once(CONTROL.to_string()))
-                .collect()),
+        match self.usable(id)?.node {
+            Node::Root => Ok(self.functions.keys().map(|a| function_name(*a)).collect()),
             Node::Function(_) => Ok(vec![CHANNEL.to_string(), BARS.to_string()]),
             _ => Err(SchemeError::NotDirectory),
         }
@@ -428,28 +556,39 @@ impl SchemeState {
     pub fn path(&self, id: usize) -> Result<String, SchemeError> {
         Ok(match self.node(id)? {
             Node::Root => "/scheme/pci/".to_string(),
-            Node::Function(a) => format!("/scheme/pci/{}/", dir_name(a)),
-            Node::Bars(a) => format!("/scheme/pci/{}/{BARS}", dir_name(a)),
-            Node::Channel(a) => format!("/scheme/pci/{}/{CHANNEL}", dir_name(a)),
+            Node::Function(a) => format!("/scheme/pci/{}/", function_name(a)),
+            Node::Bars(a) => format!("/scheme/pci/{}/{BARS}", function_name(a)),
+            Node::Channel(a) => format!("/scheme/pci/{}/{CHANNEL}", function_name(a)),
+            Node::Access => format!("/scheme/pci/{ACCESS}"),
             Node::Control(_) => format!("/scheme/pci/{CONTROL}"),
         })
     }
 
-    /// Size reported by `fstat`: the BAR listing's length, 0 otherwise.
+    /// Size reported by `fstat`: entries of a directory, the BAR listing's length, else 0.
     pub fn size(&self, id: usize) -> Result<u64, SchemeError> {
         Ok(match self.node(id)? {
             Node::Bars(a) => self.functions.get(&a).map_or(0, |f| f.bars.len() as u64),
-            Node::Root => self.functions.len() as u64 + 1,
+            Node::Root => self.functions.len() as u64,
             Node::Function(_) => 2,
-            Node::Channel(_) | Node::Control(_) => 0,
+            Node::Channel(_) | Node::Access | Node::Control(_) => 0,
         })
+    }
+
+    /// `fcntl`: `F_GETFL`/`F_SETFL` are accepted (the kernel keeps the flags).
+    pub fn fcntl(&self, id: usize, cmd: usize) -> Result<usize, SchemeError> {
+        self.node(id)?;
+        match cmd {
+            F_GETFL | F_SETFL => Ok(0),
+            _ => Err(SchemeError::Invalid),
+        }
     }
 
     /// Reads from a handle (`offset` applies to the BAR listing only).
     pub fn read(&mut self, id: usize, buf: &mut [u8], offset: u64) -> Result<usize, SchemeError> {
-        let handle = self.handles.get_mut(&id).ok_or(SchemeError::BadHandle)?;
-        match handle.node {
+        let node = self.usable(id)?.node;
+        match node {
             Node::Root | Node::Function(_) => Err(SchemeError::IsDirectory),
+            Node::Access => Err(SchemeError::BadHandle),
             Node::Bars(a) => {
                 let text = self.functions.get(&a).map_or("", |f| f.bars.as_str());
                 let start = usize::try_from(offset)
@@ -459,58 +598,118 @@ impl SchemeState {
                 buf[..n].copy_from_slice(&text.as_bytes()[start..start + n]);
                 Ok(n)
             }
-            Node::Channel(_) | Node::Control(_) => handle
-                .stream
-                .as_mut()
-                .ok_or(SchemeError::Invalid)?
+            Node::Channel(_) | Node::Control(_) => self
+                .handles
+                .get_mut(&id)
+                .and_then(|h| h.stream.as_mut())
+                .ok_or(SchemeError::BadHandle)?
                 .read(buf),
         }
     }
 
-    /// Writes frames to a channel or control handle; returns the bytes taken
-    /// (always all of `buf`) and the events decoded from them.
-    pub fn write(&mut self, id: usize, buf: &[u8]) -> Result<(usize, Vec<Event>), SchemeError> {
-        let handle = self.handles.get_mut(&id).ok_or(SchemeError::BadHandle)?;
-        let node = handle.node;
-        let stream = match node {
-            Node::Root | Node::Function(_) => return Err(SchemeError::IsDirectory),
-            Node::Bars(_) => return Err(SchemeError::Invalid),
-            Node::Channel(_) | Node::Control(_) => {
-                handle.stream.as_mut().ok_or(SchemeError::Invalid)?
-            }
-        };
+    /// Writes to a channel or control handle; returns the bytes taken
+    /// (always all of `buf`) and what the relay and runtime must hear.
+    pub fn write(
+        &mut self,
+        id: usize,
+        buf: &[u8],
+        caller: Caller,
+        cfg: &dyn ConfigAccess,
+    ) -> Result<(usize, Vec<Event>), SchemeError> {
+        let node = self.usable(id)?.node;
+        if !matches!(node, Node::Channel(_) | Node::Control(_)) {
+            return Err(SchemeError::BadHandle);
+        }
+        let stream = self
+            .handles
+            .get_mut(&id)
+            .and_then(|h| h.stream.as_mut())
+            .ok_or(SchemeError::BadHandle)?;
         if stream.closed {
             return Err(SchemeError::Closed);
         }
-        if stream.rx_broken {
-            // Frame boundaries are lost; pcid is about to close the handle.
-            return Ok((buf.len(), Vec::new()));
-        }
-        stream.rx.extend_from_slice(buf);
         let events = match node {
-            Node::Channel(address) => stream
-                .take_frames::<DriverMessage>()
-                .into_iter()
-                .map(|f| match f {
-                    Frame::Message(message) => Event::DriverMessage { address, message },
-                    Frame::Bad { error, .. } => Event::DriverBadFrame { address, error },
-                })
-                .collect(),
-            Node::Control(client) => stream
-                .take_frames::<ControlMessage>()
-                .into_iter()
-                .map(|f| match f {
-                    Frame::Message(message) => Event::ClientMessage { client, message },
-                    Frame::Bad { error, fatal } => Event::ClientBadFrame {
-                        client,
-                        error,
-                        fatal,
+            Node::Channel(address) if !stream.is_protocol_data(buf) => {
+                let request = Request::decode(buf).map_err(|e| {
+                    log::warn!(
+                        "{}: undecodable request from pid {}: {e}",
+                        function_name(address),
+                        caller.pid
+                    );
+                    SchemeError::Invalid
+                })?;
+                let entry = self
+                    .functions
+                    .get_mut(&address)
+                    .ok_or(SchemeError::BadHandle)?;
+                let response = handler::respond(cfg, &mut entry.found.function, request);
+                stream.queue(&response.frame()).map_err(|e| {
+                    log::warn!("{}: cannot queue a response: {e}", function_name(address));
+                    SchemeError::Invalid
+                })?;
+                vec![
+                    Event::DriverRequest {
+                        address,
+                        pid: caller.pid,
+                        request,
                     },
-                })
-                .collect(),
+                    Event::Readable { handle: id },
+                ]
+            }
+            _ if stream.rx_broken => {
+                // Frame boundaries are lost; pcid is about to close the handle.
+                Vec::new()
+            }
+            Node::Channel(address) => {
+                stream.rx.extend_from_slice(buf);
+                stream
+                    .take_frames::<DriverMessage>()
+                    .into_iter()
+                    .map(|f| match f {
+                        Frame::Message(message) => Event::DriverMessage {
+                            address,
+                            pid: caller.pid,
+                            message,
+                        },
+                        Frame::Bad { error, .. } => Event::DriverBadFrame { address, error },
+                    })
+                    .collect()
+            }
+            Node::Control(client) => {
+                stream.rx.extend_from_slice(buf);
+                stream
+                    .take_frames::<ControlMessage>()
+                    .into_iter()
+                    .map(|f| match f {
+                        Frame::Message(message) => Event::ClientMessage { client, message },
+                        Frame::Bad { error, fatal } => Event::ClientBadFrame {
+                            client,
+                            error,
+                            fatal,
+                        },
+                    })
+                    .collect()
+            }
             _ => Vec::new(),
         };
         Ok((buf.len(), events))
+    }
+
+    /// `call` on a handle: configuration-space access on `access`.
+    pub fn call(
+        &mut self,
+        id: usize,
+        payload: &mut [u8],
+        metadata: &[u64],
+        cfg: &dyn ConfigAccess,
+    ) -> Result<usize, SchemeError> {
+        match self.usable(id)?.node {
+            Node::Access => access::call(cfg, payload, metadata).map_err(|e| {
+                log::debug!("pcid: access request refused: {e}");
+                SchemeError::Invalid
+            }),
+            _ => Err(SchemeError::BadHandle),
+        }
     }
 
     /// Whether reading the handle would not fail with `WouldBlock` (what
@@ -519,13 +718,16 @@ impl SchemeState {
         let handle = self.handles.get(&id).ok_or(SchemeError::BadHandle)?;
         Ok(match &handle.stream {
             Some(s) => s.readable(),
-            None => !handle.node.is_dir(),
+            None => matches!(handle.node, Node::Bars(_)) && !handle.stat,
         })
     }
 
     /// The last descriptor of a handle was closed.
     pub fn close(&mut self, id: usize) -> Option<Event> {
         let handle = self.handles.remove(&id)?;
+        if handle.stat {
+            return None;
+        }
         match handle.node {
             Node::Channel(address) => {
                 if self.channels.get(&address) == Some(&id) {
@@ -602,260 +804,4 @@ impl SchemeState {
 }
 
 #[cfg(test)]
-mod tests {
-    use std::time::Duration;
-
-    use pcid_interface::protocol::{ShutdownKind, ShutdownSupport};
-
-    use super::*;
-
-    const ROOT: Caller = Caller { uid: 0, pid: 10 };
-    const USER: Caller = Caller { uid: 1000, pid: 11 };
-
-    fn a(s: &str) -> PciAddress {
-        s.parse().unwrap()
-    }
-
-    fn state() -> SchemeState {
-        SchemeState::new([
-            (a("0000:00:04.0"), "0 mem64 0xfebf0000 0x4000\n".to_string()),
-            (a("0000:01:00.0"), String::new()),
-        ])
-    }
-
-    fn hello() -> DriverMessage {
-        DriverMessage::Hello {
-            version: 1,
-            driver: "nvmed".into(),
-            support: ShutdownSupport::TwoPhase,
-        }
-    }
-
-    #[test]
-    fn directories_list_functions_control_and_files() {
-        let mut s = state();
-        let (root, ev) = s.open("", USER).unwrap();
-        assert_eq!(ev, None);
-        assert_eq!(
-            s.entries(root).unwrap(),
-            ["0000-00--04.0", "0000-01--00.0", "control"]
-        );
-        let (dir, _) = s.open("0000-00--04.0/", USER).unwrap();
-        assert_eq!(s.entries(dir).unwrap(), ["channel", "bars"]);
-        assert_eq!(s.path(dir).unwrap(), "/scheme/pci/0000-00--04.0/");
-        assert_eq!(s.read(dir, &mut [0; 4], 0), Err(SchemeError::IsDirectory));
-        assert_eq!(s.open("0000-00--05.0", USER), Err(SchemeError::NotFound));
-        assert_eq!(
-            s.open("0000-00--04.0/nope", USER),
-            Err(SchemeError::NotFound)
-        );
-        assert_eq!(s.open("junk", USER), Err(SchemeError::NotFound));
-    }
-
-    #[test]
-    fn bars_are_readable_at_offsets() {
-        let mut s = state();
-        let (id, _) = s.open("0000-00--04.0/bars", USER).unwrap();
-        let mut buf = [0u8; 64];
-        let n = s.read(id, &mut buf, 0).unwrap();
-        assert_eq!(&buf[..n], b"0 mem64 0xfebf0000 0x4000\n");
-        assert_eq!(s.read(id, &mut buf, n as u64).unwrap(), 0);
-        assert_eq!(s.read(id, &mut buf[..3], 2).unwrap(), 3);
-        assert_eq!(&buf[..3], b"mem");
-        assert_eq!(s.size(id).unwrap(), n as u64);
-        assert_eq!(s.write(id, b"x"), Err(SchemeError::Invalid));
-    }
-
-    #[test]
-    fn channel_is_root_only_and_exclusive_until_closed() {
-        let mut s = state();
-        assert_eq!(
-            s.open("0000-00--04.0/channel", USER),
-            Err(SchemeError::PermissionDenied)
-        );
-        let (id, ev) = s.open("0000-00--04.0/channel", ROOT).unwrap();
-        assert_eq!(
-            ev,
-            Some(Event::ChannelOpened {
-                address: a("0000:00:04.0"),
-                handle: id
-            })
-        );
-        assert_eq!(
-            s.open("/0000-00--04.0/channel", ROOT),
-            Err(SchemeError::InUse)
-        );
-        assert_eq!(
-            s.close(id),
-            Some(Event::ChannelClosed {
-                address: a("0000:00:04.0")
-            })
-        );
-        assert!(s.open("0000-00--04.0/channel", ROOT).is_ok());
-        assert_eq!(s.close(id), None, "closing twice is harmless");
-    }
-
-    #[test]
-    fn frames_split_across_writes_are_reassembled() {
-        let mut s = state();
-        let (id, _) = s.open("0000-00--04.0/channel", ROOT).unwrap();
-        let frame = hello().encode().unwrap();
-        let (n, ev) = s.write(id, &frame[..5]).unwrap();
-        assert_eq!((n, ev), (5, vec![]));
-        let (_, ev) = s.write(id, &frame[5..]).unwrap();
-        assert_eq!(
-            ev,
-            vec![Event::DriverMessage {
-                address: a("0000:00:04.0"),
-                message: hello()
-            }]
-        );
-        // Two frames in one write.
-        let mut two = DriverMessage::Ready.encode().unwrap();
-        two.extend(DriverMessage::Ready.encode().unwrap());
-        let (_, ev) = s.write(id, &two).unwrap();
-        assert_eq!(ev.len(), 2);
-    }
-
-    #[test]
-    fn garbage_is_reported_once_and_then_dropped() {
-        let mut s = state();
-        let (id, _) = s.open("0000-00--04.0/channel", ROOT).unwrap();
-        let (_, ev) = s.write(id, &[0xAB; 32]).unwrap();
-        assert!(matches!(&ev[..], [Event::DriverBadFrame { .. }]), "{ev:?}");
-        let (n, ev) = s.write(id, &hello().encode().unwrap()).unwrap();
-        assert!(n > 0 && ev.is_empty());
-    }
-
-    #[test]
-    fn pcid_to_driver_messages_queue_and_make_the_handle_readable() {
-        let mut s = state();
-        let addr = a("0000:00:04.0");
-        assert_eq!(
-            s.send_to_driver(addr, &DriverMessage::Ready),
-            Err(SendError::NotOpen)
-        );
-        let (id, _) = s.open("0000-00--04.0/channel", ROOT).unwrap();
-        let mut buf = [0u8; 256];
-        assert_eq!(s.read(id, &mut buf, 0), Err(SchemeError::WouldBlock));
-        assert!(!s.readable(id).unwrap());
-        let begin = DriverMessage::Begin {
-            seq: 7,
-            kind: ShutdownKind::Poweroff,
-            deadline: Duration::from_secs(5),
-        };
-        assert_eq!(s.send_to_driver(addr, &begin), Ok(id));
-        assert!(s.readable(id).unwrap());
-        // A reader may take the frame in pieces.
-        let frame = begin.encode().unwrap();
-        let n1 = s.read(id, &mut buf[..10], 0).unwrap();
-        let n2 = s.read(id, &mut buf[10..], 0).unwrap();
-        assert_eq!(&buf[..n1 + n2], &frame[..]);
-        assert!(!s.readable(id).unwrap());
-        assert_eq!(DriverMessage::decode(&buf[..n1 + n2]).unwrap(), begin);
-    }
-
-    #[test]
-    fn closing_from_pcid_drains_then_reads_eof_and_refuses_writes() {
-        let mut s = state();
-        let addr = a("0000:00:04.0");
-        let (id, _) = s.open("0000-00--04.0/channel", ROOT).unwrap();
-        s.send_to_driver(addr, &DriverMessage::Ready).unwrap();
-        assert_eq!(s.close_driver(addr), Some(id));
-        assert!(s.readable(id).unwrap());
-        let mut buf = [0u8; 256];
-        assert!(s.read(id, &mut buf, 0).unwrap() > 0);
-        assert_eq!(s.read(id, &mut buf, 0), Ok(0));
-        assert!(s.readable(id).unwrap(), "EOF is readable");
-        assert_eq!(s.write(id, b"x"), Err(SchemeError::Closed));
-        assert_eq!(
-            s.send_to_driver(addr, &DriverMessage::Ready),
-            Err(SendError::Closed)
-        );
-    }
-
-    #[test]
-    fn a_peer_that_never_reads_hits_the_queue_limit() {
-        let mut s = state();
-        let addr = a("0000:00:04.0");
-        s.open("0000-00--04.0/channel", ROOT).unwrap();
-        let msg = DriverMessage::Error {
-            seq: 1,
-            message: "x".repeat(1000),
-        };
-        let mut sent = 0;
-        let err = loop {
-            match s.send_to_driver(addr, &msg) {
-                Ok(_) => sent += 1,
-                Err(e) => break e,
-            }
-        };
-        assert_eq!(err, SendError::QueueFull);
-        assert!(sent > 100);
-    }
-
-    #[test]
-    fn control_clients_are_root_only_and_numbered() {
-        let mut s = state();
-        assert_eq!(s.open("control", USER), Err(SchemeError::PermissionDenied));
-        let (h1, e1) = s.open("control", ROOT).unwrap();
-        let (h2, e2) = s.open("/control", ROOT).unwrap();
-        assert_eq!(e1, Some(Event::ClientOpened { client: 1 }));
-        assert_eq!(e2, Some(Event::ClientOpened { client: 2 }));
-        let list = ControlMessage::ListDevices { id: 3 };
-        let (_, ev) = s.write(h2, &list.encode().unwrap()).unwrap();
-        assert_eq!(
-            ev,
-            vec![Event::ClientMessage {
-                client: 2,
-                message: list
-            }]
-        );
-        let answer = ControlMessage::Devices {
-            id: 3,
-            devices: vec![],
-        };
-        assert_eq!(s.send_to_client(2, &answer), Ok(h2));
-        assert!(!s.readable(h1).unwrap());
-        assert!(s.readable(h2).unwrap());
-        assert_eq!(s.close(h1), Some(Event::ClientClosed { client: 1 }));
-        assert_eq!(s.send_to_client(1, &answer), Err(SendError::NotOpen));
-        assert_eq!(s.path(h2).unwrap(), "/scheme/pci/control");
-    }
-
-    #[test]
-    fn openat_resolves_relative_to_directories() {
-        let mut s = state();
-        let (root, _) = s.open("", USER).unwrap();
-        let (dir, _) = s.openat(root, "0000-01--00.0", USER).unwrap();
-        let (bars, _) = s.openat(dir, "bars", USER).unwrap();
-        assert_eq!(s.node(bars).unwrap(), Node::Bars(a("0000:01:00.0")));
-        assert_eq!(s.openat(bars, "x", USER), Err(SchemeError::NotDirectory));
-        assert_eq!(s.node(999), Err(SchemeError::BadHandle));
-    }
-
-    #[test]
-    fn arbitrary_writes_never_panic() {
-        let mut s = state();
-        let (ch, _) = s.open("0000-00--04.0/channel", ROOT).unwrap();
-        let (ctl, _) = s.open("control", ROOT).unwrap();
-        let mut seed = 0x9E37_79B9_u32;
-        for round in 0..500 {
-            let len = (round % 70) as usize;
-            let mut bytes: Vec<u8> = (0..len)
-                .map(|_| {
-                    seed ^= seed << 13;
-                    seed ^= seed >> 17;
-                    seed ^= seed << 5;
-                    seed as u8
-                })
-                .collect();
-            if round % 3 == 0 && bytes.len() >= 8 {
-                bytes[..4].copy_from_slice(b"PCID");
-                bytes[4..6].copy_from_slice(&1u16.to_le_bytes());
-            }
-            let _ = s.write(ch, &bytes);
-            let _ = s.write(ctl, &bytes);
-        }
-    }
-}
+mod tests;

@@ -749,3 +749,98 @@ fn exit_grace_bounds_the_wait_for_end_of_file() {
     assert_eq!(kind, DeviceErrorKind::DriverDied);
     assert!(msg.contains("exit status: 3"), "{msg}");
 }
+
+#[test]
+fn opened_channels_are_legacy_until_hello_and_forgotten_when_closed_silently() {
+    let t0 = Instant::now();
+    let mut relay = Relay::new(RelayConfig::default());
+    let (legacy, out) = relay.add_opened(function(4), "redox-driver".into(), 7, t0);
+    assert!(out.is_empty());
+    let (ours, _) = relay.add_opened(function(5), "redox-driver".into(), 8, t0);
+    relay.handle(Input::ClientConnected { client: 1 }, t0);
+    // No start deadline: nothing is logged or changed as time passes.
+    relay.handle(Input::Tick, t0 + Duration::from_secs(3600));
+    let devices = relay.devices();
+    assert_eq!(devices.len(), 2);
+    assert!(devices
+        .iter()
+        .all(|d| d.support == ShutdownSupport::None && d.state == DriverState::Running));
+    // Hello upgrades the second one and is answered with Welcome.
+    relay.set_pid(ours, 42);
+    let out = relay.handle(
+        Input::DriverMessage {
+            driver: ours,
+            message: DriverMessage::Hello {
+                version: 1,
+                driver: "nvmed".into(),
+                support: ShutdownSupport::TwoPhase,
+            },
+        },
+        t0,
+    );
+    assert!(matches!(
+        &out[..],
+        [Output::ToDriver {
+            message: DriverMessage::Welcome { .. },
+            ..
+        }]
+    ));
+    assert!(relay.said_hello(ours) && !relay.said_hello(legacy));
+    let d = &relay.devices()[1];
+    assert_eq!(
+        (d.driver.as_str(), d.pid, d.support),
+        ("nvmed", 42, ShutdownSupport::TwoPhase)
+    );
+    // A legacy driver's channel closing: it leaves the list without a word.
+    assert!(relay.retire(legacy).is_empty());
+    assert_eq!(relay.devices().len(), 1);
+    let begin = ControlMessage::Begin {
+        id: 1,
+        address: addr(4),
+        kind: ShutdownKind::Poweroff,
+        deadline: Duration::from_secs(1),
+    };
+    let out = relay.handle(
+        Input::ClientMessage {
+            client: 1,
+            message: begin,
+        },
+        t0,
+    );
+    assert!(
+        matches!(
+            &out[..],
+            [Output::ToClient {
+                message: ControlMessage::DeviceError {
+                    kind: DeviceErrorKind::UnknownDevice,
+                    ..
+                },
+                ..
+            }]
+        ),
+        "{out:?}"
+    );
+    // Reopening a function replaces a driver of this protocol that is still
+    // listed: it is reported gone first.
+    let (_, out) = relay.add_opened(function(5), "redox-driver".into(), 9, t0);
+    assert!(
+        out.iter().any(|o| matches!(
+            o,
+            Output::ToClient {
+                message: ControlMessage::DeviceError {
+                    id: 0,
+                    kind: DeviceErrorKind::DriverDied,
+                    ..
+                },
+                ..
+            }
+        )),
+        "{out:?}"
+    );
+    let devices = relay.devices();
+    assert_eq!(devices.len(), 1);
+    assert_eq!(
+        (devices[0].pid, devices[0].support),
+        (9, ShutdownSupport::None)
+    );
+}

@@ -107,13 +107,112 @@ fn golden_welcome_sysfs_and_redox() {
         DriverMessage::Welcome {
             version: 1,
             function: PciFunction {
-                backend: FunctionBackend::Redox,
+                backend: FunctionBackend::Redox {
+                    bars: vec![
+                        Bar {
+                            index: 0,
+                            kind: BarKind::Memory64 {
+                                prefetchable: false,
+                            },
+                            address: 0xfebf_0000,
+                            size: 0x4000,
+                        },
+                        Bar {
+                            index: 4,
+                            kind: BarKind::Io,
+                            address: 0xc000,
+                            size: 0x20,
+                        },
+                    ],
+                    legacy_irq: Some(11),
+                },
+                ..base.clone()
+            },
+        },
+        "50434944 0100 02 00 00000000 38000000
+         0100  0000 01 00 00  8680 4558  01 08 02 00  00
+         03 02
+         00 03 0000bffe00000000 0040000000000000
+         04 05 00c0000000000000 2000000000000000
+         01 0b",
+    );
+    golden_driver(
+        DriverMessage::Welcome {
+            version: 1,
+            function: PciFunction {
+                backend: FunctionBackend::Redox {
+                    bars: vec![],
+                    legacy_irq: None,
+                },
                 ..base
             },
         },
-        "50434944 0100 02 00 00000000 11000000
-         0100  0000 01 00 00  8680 4558  01 08 02 00  00  03",
+        "50434944 0100 02 00 00000000 13000000
+         0100  0000 01 00 00  8680 4558  01 08 02 00  00  03 00 00",
     );
+}
+
+#[test]
+fn redox_function_fields_are_checked_both_ways() {
+    let frame = |backend: &str| {
+        let payload = format!("0100 0000 01 00 00 8680 4558 01 08 02 00 00 {backend}");
+        let payload = hex(&payload);
+        let mut f = hex("50434944 0100 02 00 00000000");
+        f.extend((payload.len() as u32).to_le_bytes());
+        f.extend(payload);
+        f
+    };
+    let bar = "00 03 0000bffe00000000 0040000000000000";
+    for (backend, field, value) in [
+        ("03 07", "bar count", 7),
+        (
+            "03 01 06 03 0000bffe00000000 0040000000000000 00",
+            "bar index",
+            6,
+        ),
+        (
+            "03 01 00 09 0000bffe00000000 0040000000000000 00",
+            "bar kind",
+            9,
+        ),
+        (&format!("03 01 {bar} 02") as &str, "legacy irq", 2),
+    ] {
+        assert_eq!(
+            DriverMessage::decode(&frame(backend)),
+            Err(DecodeError::InvalidEnumValue { field, value }),
+            "{backend}"
+        );
+    }
+    let too_many = PciFunction {
+        address: addr(0, 1, 0, 0),
+        vendor: 0,
+        device: 0,
+        class: 0,
+        subclass: 0,
+        interface: 0,
+        revision: 0,
+        parent: None,
+        backend: FunctionBackend::Redox {
+            bars: vec![
+                Bar {
+                    index: 0,
+                    kind: BarKind::Io,
+                    address: 0,
+                    size: 4
+                };
+                7
+            ],
+            legacy_irq: None,
+        },
+    };
+    assert!(matches!(
+        DriverMessage::Welcome {
+            version: 1,
+            function: too_many
+        }
+        .encode(),
+        Err(EncodeError::InvalidBars(_))
+    ));
 }
 
 #[test]
@@ -695,7 +794,32 @@ fn backend() -> impl Strategy<Value = FunctionBackend> {
     prop_oneof![
         "[ -~\n]{0,3000}".prop_map(|properties| FunctionBackend::Simulated { properties }),
         text().prop_map(|sysfs_path| FunctionBackend::LinuxSysfs { sysfs_path }),
-        Just(FunctionBackend::Redox),
+        (
+            proptest::collection::vec((0u8..6, 1u8..6, any::<u64>(), any::<u64>()), 0..=6),
+            proptest::option::of(any::<u8>())
+        )
+            .prop_map(|(bars, legacy_irq)| FunctionBackend::Redox {
+                bars: bars
+                    .into_iter()
+                    .map(|(index, kind, address, size)| Bar {
+                        index,
+                        kind: match kind {
+                            1 => BarKind::Memory32 {
+                                prefetchable: false
+                            },
+                            2 => BarKind::Memory32 { prefetchable: true },
+                            3 => BarKind::Memory64 {
+                                prefetchable: false
+                            },
+                            4 => BarKind::Memory64 { prefetchable: true },
+                            _ => BarKind::Io,
+                        },
+                        address,
+                        size,
+                    })
+                    .collect(),
+                legacy_irq,
+            }),
     ]
 }
 
