@@ -28,7 +28,7 @@ pub const SHUTDOWN_DEFAULT_DEADLINE: Duration = Duration::from_secs(30);
 
 /// shutdownd's usage line.
 pub const USAGE: &str = "usage: shutdownd --control PATH [--kind poweroff|reboot] [--sequential] \
-[--json FILE] [--deadline-ms MS] [--begin-timeout-ms MS] [--one-phase-timeout-ms MS] [--quiet] \
+[--json FILE|-] [--deadline-ms MS] [--begin-timeout-ms MS] [--one-phase-timeout-ms MS] [--quiet] \
 [-r|--reboot] [--no-power-off]";
 
 /// Help text of the `shutdown` flavour.

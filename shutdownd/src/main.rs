@@ -1,7 +1,7 @@
 //! `shutdownd`: shut down every device pcid knows, two-phase, within a deadline.
 //!
 //! ```text
-//! shutdownd --control PATH [--kind poweroff|reboot] [--sequential] [--json FILE]
+//! shutdownd --control PATH [--kind poweroff|reboot] [--sequential] [--json FILE|-]
 //!           [--deadline-ms MS] [--begin-timeout-ms MS] [--one-phase-timeout-ms MS]
 //!           [--quiet] [-r|--reboot] [--no-power-off]
 //! shutdown [-h|--help] [-r|--reboot]          (the same binary under that name)
@@ -202,10 +202,28 @@ fn shut_down_devices(args: Args, started: Instant) -> u8 {
     };
     print!("{}", report.to_table());
     if let Some(path) = &args.json {
-        let written = report
-            .to_json()
-            .map_err(|e| e.to_string())
-            .and_then(|j| std::fs::write(path, j + "\n").map_err(|e| e.to_string()));
+        // `-` is standard output: on Redox that is the console, which keeps
+        // the report when the machine powers off right after.
+        // `-` is standard output, as one line written at once: on Redox that
+        // is the console, shared with every daemon's log, and it keeps the
+        // report when the machine powers off right after.
+        let written = if path.as_os_str() == "-" {
+            report
+                .to_json_line()
+                .map_err(|e| e.to_string())
+                .and_then(|j| {
+                    use std::io::Write as _;
+                    let mut out = std::io::stdout().lock();
+                    out.write_all(format!("{j}\n").as_bytes())
+                        .and_then(|()| out.flush())
+                        .map_err(|e| e.to_string())
+                })
+        } else {
+            report
+                .to_json()
+                .map_err(|e| e.to_string())
+                .and_then(|j| std::fs::write(path, j + "\n").map_err(|e| e.to_string()))
+        };
         if let Err(e) = written {
             eprintln!("shutdownd: cannot write report to {}: {e}", path.display());
             return 2;

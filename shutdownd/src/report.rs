@@ -163,6 +163,11 @@ impl Report {
         serde_json::to_string_pretty(self)
     }
 
+    /// The JSON form on one line (for a console shared with other output).
+    pub fn to_json_line(&self) -> Result<String, serde_json::Error> {
+        serde_json::to_string(self)
+    }
+
     /// The human-readable table.
     pub fn to_table(&self) -> String {
         let opt = |v: Option<f64>| v.map_or_else(|| "-".to_string(), |v| format!("{v:.1}"));

@@ -114,7 +114,7 @@ pub fn initfs_tree(
     let _ = fs::remove_dir_all(dir);
     let bin = dir.join("bin");
     let drivers = dir.join("lib").join("drivers");
-    for p in [
+    let minimal = [
         "init",
         "logd",
         "ramfs",
@@ -122,8 +122,15 @@ pub fn initfs_tree(
         "zerod",
         "pcid",
         "pcid-spawner",
-    ] {
+    ];
+    for p in minimal.iter().chain(&guest.base_bins) {
         copy(&art.base_bin.join(p), &bin.join(p))?;
+    }
+    for t in &guest.test_bins {
+        let name = t
+            .file_name()
+            .ok_or_else(|| RedoxError::setup(format!("{} names no file", t.display())))?;
+        copy(t, &bin.join(name))?;
     }
     // zerod serves `null` when started under that name.
     copy(&art.base_bin.join("zerod"), &bin.join("nulld"))?;
