@@ -2,7 +2,7 @@
 # Puts pcid-shutdown into a Redox initfs tree (the January 2026 layout the
 # project targets: bin/, lib/drivers/, etc/init.rc, etc/pcid/initfs.toml).
 #
-#   integrate.sh [--with-nvmed] INITFS_DIR BIN_DIR
+#   integrate.sh [--with-nvmed] [--as-shutdown] INITFS_DIR BIN_DIR
 #
 # BIN_DIR holds this project's Redox binaries (pcid, shutdownd, nvmed).
 #   bin/pcid           this project's pcid, in place of Redox's. hwd (or an
@@ -10,6 +10,9 @@
 #                      Redox's pcid-spawner, its match table and every other
 #                      driver stay as they are.
 #   bin/shutdownd      the two-phase shutdown; run it instead of `shutdown`.
+#   bin/shutdown       only with --as-shutdown: shutdownd under coreutils'
+#                      name (it takes `shutdown`'s flags, -r/--reboot), for
+#                      images that call `shutdown` from the initfs.
 #   lib/drivers/nvmed  only with --with-nvmed: this project's NVMe driver in
 #                      place of Redox's, at the path the match table names.
 #                      It does not serve disk.* schemes, so leave it out on a
@@ -20,17 +23,19 @@
 set -eu
 
 with_nvmed=0
+as_shutdown=0
 while [ $# -gt 0 ]; do
     case "$1" in
         --with-nvmed) with_nvmed=1; shift ;;
-        -h|--help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        --as-shutdown) as_shutdown=1; shift ;;
+        -h|--help) sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         --) shift; break ;;
         -*) echo "integrate.sh: unknown option $1" >&2; exit 2 ;;
         *) break ;;
     esac
 done
 if [ $# -ne 2 ]; then
-    echo "usage: integrate.sh [--with-nvmed] INITFS_DIR BIN_DIR" >&2
+    echo "usage: integrate.sh [--with-nvmed] [--as-shutdown] INITFS_DIR BIN_DIR" >&2
     exit 2
 fi
 initfs=$1
@@ -57,6 +62,9 @@ install_file() { # SRC DEST
 
 install_file "$bin/pcid" "$initfs/bin/pcid"
 install_file "$bin/shutdownd" "$initfs/bin/shutdownd"
+if [ "$as_shutdown" = 1 ]; then
+    install_file "$bin/shutdownd" "$initfs/bin/shutdown"
+fi
 if [ "$with_nvmed" = 1 ]; then
     install_file "$bin/nvmed" "$initfs/lib/drivers/nvmed"
 fi

@@ -36,19 +36,52 @@ pub fn nvme_image(work: &Path, i: usize) -> PathBuf {
     work.join(format!("nvme{i}.img"))
 }
 
-/// The guest's composition for these options.
+/// PCI slot of the e1000 NIC (after the NVMe controllers' slots 1..=24).
+pub const NIC_SLOT: u8 = 0x1e;
+/// q35's built-in AHCI controller, which holds the boot disk on port 0.
+pub const AHCI_FUNCTION: &str = "00-00-1f.2";
+
+/// Drivers pcid-spawner starts: Redox's own AHCI and e1000 drivers beside
+/// this project's nvmed (entries as in base's tables).
+pub const DRIVERS: &[DriverEntry] = &[
+    DriverEntry {
+        name: "AHCI storage",
+        keys: "class = 1\nsubclass = 6",
+        program: "ahcid",
+    },
+    DriverEntry {
+        name: "NVMe storage",
+        keys: "class = 1\nsubclass = 8",
+        program: "nvmed",
+    },
+    DriverEntry {
+        name: "E1000 NIC",
+        keys: "class = 0x02\nids = { 0x8086 = [0x1004, 0x100e, 0x100f, 0x109a, 0x1503] }",
+        program: "e1000d",
+    },
+];
+
+/// The guest's composition: PCI comes up the way Redox brings it up (hwd
+/// starts acpid, then pcid with no arguments; init then runs pcid-spawner
+/// on the initfs table), the probe looks at what came up, and `shutdown`
+/// (shutdownd under coreutils' name) ends the run.
 pub fn guest(opts: &Options, project_bin: &Path) -> Guest {
-    let mut shutdownd = "shutdownd --json - --deadline-ms 30000".to_string();
+    let mut shutdown = "shutdown --json -".to_string();
     if opts.sequential {
-        shutdownd.push_str(" --sequential");
+        shutdown.push_str(" --sequential");
     }
     Guest {
         project_bin: project_bin.to_path_buf(),
         after_drivers: vec![
             "redox-e2e-probe schemes".to_string(),
+            // acpid's request shapes on pcid's access node: the host bridge.
             "redox-e2e-probe pci-access 0000:00:00.0".to_string(),
+            // ahcid serves the boot disk: its first sector is our MBR.
+            format!("redox-e2e-probe disk /scheme/disk.pci-{AHCI_FUNCTION}_ahci/0"),
+            // e1000d talks to the NIC: its MAC address.
+            format!("redox-e2e-probe read /scheme/network.pci-00-00-{NIC_SLOT:02x}.0_e1000/mac"),
             format!("echo {}", markers::REPORT_BEGIN),
-            shutdownd,
+            shutdown,
         ],
         env: vec![
             ("RUST_LOG".to_string(), opts.log.clone()),
@@ -56,13 +89,9 @@ pub fn guest(opts: &Options, project_bin: &Path) -> Guest {
             // unique to each controller at LBA 0.
             ("NVMED_SELFTEST".to_string(), "1".to_string()),
         ],
-        drivers: vec![DriverEntry {
-            name: "NVMe storage",
-            keys: "class = 1\nsubclass = 8",
-            program: "nvmed",
-        }],
-        start_pci: vec!["pcid".to_string()],
-        base_bins: vec![],
+        drivers: DRIVERS.to_vec(),
+        start_pci: vec!["hwd".to_string()],
+        base_bins: vec!["hwd", "acpid"],
         test_bins: vec![project_bin.join("redox-e2e-probe")],
     }
 }
@@ -91,14 +120,18 @@ pub fn qemu_args(opts: &Options, disk: &Path, work: &Path) -> Vec<String> {
         "-monitor",
         "none",
         "-no-reboot",
-        "-net",
-        "none",
     ]
     .iter()
     .map(|s| s.to_string())
     .collect();
+    // The boot disk on q35's AHCI controller (port 0), an e1000 NIC with
+    // QEMU's user networking at a fixed slot.
     args.push("-drive".to_string());
     args.push(format!("file={},format=raw", disk.display()));
+    args.push("-netdev".to_string());
+    args.push("user,id=net0".to_string());
+    args.push("-device".to_string());
+    args.push(format!("e1000,netdev=net0,addr={NIC_SLOT:#x}"));
     for i in 0..opts.controllers {
         args.push("-drive".to_string());
         args.push(format!(
@@ -192,8 +225,9 @@ mod tests {
             .filter(|w| w[0] == "-device")
             .map(|w| &w[1])
             .collect();
-        assert_eq!(devices.len(), 3);
-        assert_eq!(devices[2], "nvme,serial=E2E-NVME-02,drive=nvme2");
+        assert_eq!(devices.len(), 4);
+        assert_eq!(devices[0], "e1000,netdev=net0,addr=0x1e");
+        assert_eq!(devices[3], "nvme,serial=E2E-NVME-02,drive=nvme2");
         assert!(args
             .iter()
             .any(|a| a == "file=/w/nvme1.img,if=none,id=nvme1,format=raw"));

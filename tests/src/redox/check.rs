@@ -4,7 +4,8 @@ use std::fs;
 use std::io::Read as _;
 use std::path::Path;
 
-use super::boot::{nvme_image, Booted};
+use super::boot::{nvme_image, Booted, NIC_SLOT};
+use super::console::{field, Console};
 use super::{Options, RedoxError};
 use crate::qemu::host::serial;
 use crate::qemu::report::ShutdownReport;
@@ -154,6 +155,101 @@ pub fn check_report(
     Ok(())
 }
 
+/// QEMU's first NIC's MAC address (its default), as the six bytes e1000d's
+/// `mac` file holds.
+const QEMU_DEFAULT_MAC: &str = "525400123456";
+
+/// What the probe saw: pcid's `access` node answering acpid's requests,
+/// Redox's ahcid serving the boot disk and e1000d talking to the NIC.
+pub fn check_probes(console: &Console) -> Result<(), RedoxError> {
+    let find = |what: &str| {
+        console
+            .probes
+            .iter()
+            .find(|p| field(p, "what") == Some(what))
+            .ok_or_else(|| RedoxError::Check(format!("the probe printed no {what} line")))
+    };
+    for p in &console.probes {
+        if field(p, "ok") != Some("true") {
+            return Err(RedoxError::Check(format!(
+                "probe {}: {}",
+                field(p, "what").unwrap_or("?"),
+                field(p, "error").unwrap_or("failed").replace('_', " ")
+            )));
+        }
+    }
+    let access = find("pci-access")?;
+    let expect = [
+        ("vendor", "0x8086"),
+        ("device", "0x29c0"),
+        ("device_high_byte", "0x29"),
+        ("vendor_after_write", "0x8086"),
+        ("bad_kind_refused", "true"),
+    ];
+    for (k, v) in expect {
+        if field(access, k) != Some(v) {
+            return Err(RedoxError::Check(format!(
+                "/scheme/pci/access on q35's host bridge: {k} = {:?}, expected {v}",
+                field(access, k)
+            )));
+        }
+    }
+    let disk = find("disk")?;
+    if field(disk, "mbr_signature") != Some("55aa") {
+        return Err(RedoxError::Check(format!(
+            "ahcid's disk {}: first sector has signature {:?}, expected the boot disk's MBR (55aa)",
+            field(disk, "path").unwrap_or("?"),
+            field(disk, "mbr_signature")
+        )));
+    }
+    let mac = find("read")?;
+    if field(mac, "hex") != Some(QEMU_DEFAULT_MAC) {
+        return Err(RedoxError::Check(format!(
+            "e1000d's MAC reads {:?}, expected QEMU's {QEMU_DEFAULT_MAC}",
+            field(mac, "hex")
+        )));
+    }
+    Ok(())
+}
+
+/// Redox's own drivers are in the report as drivers without shutdown
+/// support, and acpid (started by hwd) handled the power-off.
+pub fn check_redox_drivers(console: &Console, raw: &serde_json::Value) -> Result<(), RedoxError> {
+    let devices = raw
+        .get("devices")
+        .and_then(serde_json::Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let nic = format!("0000:00:{NIC_SLOT:02x}.0");
+    for (address, what) in [
+        ("0000:00:1f.2", "ahcid (q35's AHCI)"),
+        (nic.as_str(), "e1000d (the e1000 NIC)"),
+    ] {
+        let Some(d) = devices.iter().find(|d| d["address"] == address) else {
+            return Err(RedoxError::Check(format!(
+                "{what} at {address} is not in the report"
+            )));
+        };
+        if d["outcome"] != "not-supported" {
+            return Err(RedoxError::Check(format!(
+                "{what} at {address}: outcome {}, expected not-supported",
+                d["outcome"]
+            )));
+        }
+    }
+    if console
+        .lines
+        .iter()
+        .any(|l| l.contains("No userspace ACPI handler was notified"))
+    {
+        return Err(RedoxError::Check(
+            "acpid did not take the power-off request (the kernel found no ACPI handler)"
+                .to_string(),
+        ));
+    }
+    Ok(())
+}
+
 /// Each image must start with its own controller's pattern.
 pub fn check_images(opts: &Options, work: &Path) -> Result<(), RedoxError> {
     for i in 0..opts.controllers {
@@ -208,6 +304,8 @@ pub fn all(opts: &Options, booted: &Booted, work: &Path) -> Result<Outcome, Redo
         .ok_or_else(|| RedoxError::Check("no report".to_string()))?
         .map_err(|e| RedoxError::Check(e.to_string()))?;
     check_report(opts, &report, &raw)?;
+    check_probes(&booted.console)?;
+    check_redox_drivers(&booted.console, &raw)?;
     check_images(opts, work)?;
     let text = fs::read_to_string(&booted.trace)
         .map_err(RedoxError::io(format!("read {}", booted.trace.display())))?;
@@ -248,7 +346,7 @@ pub fn write_json(
 mod tests {
     use super::*;
     use crate::qemu::markers;
-    use crate::redox::console::{Console, DRIVERS_UP, KSTOP};
+    use crate::redox::console::{DRIVERS_UP, KSTOP};
     use std::os::unix::process::ExitStatusExt as _;
     use std::path::PathBuf;
     use std::time::Duration;

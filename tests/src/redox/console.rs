@@ -58,6 +58,16 @@ pub struct Console {
     pub report_json: Option<String>,
     /// The report marker was printed.
     pub report_started: bool,
+    /// `===E2E-PROBE===` lines of the test probe, as `key=value` pairs.
+    pub probes: Vec<Vec<(String, String)>>,
+}
+
+/// Value of `key` in a probe line.
+pub fn field<'a>(pairs: &'a [(String, String)], key: &str) -> Option<&'a str> {
+    pairs
+        .iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.as_str())
 }
 
 impl Console {
@@ -78,6 +88,15 @@ impl Console {
             }
             if line.contains(KSTOP) {
                 c.kstop = true;
+            }
+            if let Some(pos) = line.find(markers::PROBE) {
+                c.probes.push(
+                    line[pos + markers::PROBE.len()..]
+                        .split_whitespace()
+                        .filter_map(|w| w.split_once('='))
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect(),
+                );
             }
             if let Some(pos) = line.find(markers::FAILED) {
                 c.failures

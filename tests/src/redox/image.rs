@@ -147,7 +147,7 @@ pub fn initfs_tree(
     fs::write(etc.join("init.rc"), init_rc(guest)).map_err(RedoxError::io("write etc/init.rc"))?;
     run_logged(
         Command::new(repo.join("initfs").join("integrate.sh"))
-            .arg("--with-nvmed")
+            .args(["--with-nvmed", "--as-shutdown"])
             .arg(dir)
             .arg(&guest.project_bin),
         "image",

@@ -3,7 +3,7 @@
 //! ```text
 //! redox-e2e-probe schemes                  one line per registered scheme
 //! redox-e2e-probe disk PATH                the first sector of a disk: MBR signature
-//! redox-e2e-probe read PATH                a small file's contents (e.g. a NIC's MAC)
+//! redox-e2e-probe read PATH                a small file's bytes in hex (e.g. a NIC's MAC)
 //! redox-e2e-probe pci-access SSSS:BB:DD.F  config space read through /scheme/pci/access
 //!                                          the way acpid reads it (call requests)
 //! ```
@@ -61,10 +61,8 @@ fn disk(path: &str) -> bool {
 fn read(path: &str) -> bool {
     let result = std::fs::read(path)
         .map(|d| {
-            format!(
-                "path={path} text={}",
-                String::from_utf8_lossy(&d).trim().replace(char::is_whitespace, "_")
-            )
+            let hex: String = d.iter().map(|b| format!("{b:02x}")).collect();
+            format!("path={path} bytes={} hex={hex}", d.len())
         })
         .map_err(|e| format!("{path}: {e}"));
     line("read", result)
