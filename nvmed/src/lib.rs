@@ -33,9 +33,8 @@ mod controller;
 mod error;
 mod poll;
 mod queue;
-pub mod selftest;
+pub mod service;
 mod shutdown;
-pub mod workload;
 
 pub use controller::{Controller, ControllerInfo, Namespace, Options};
 pub use error::NvmeError;

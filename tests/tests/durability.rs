@@ -191,10 +191,8 @@ impl Rig {
             machine: path,
             work_dir: dir.path().to_path_buf(),
             ready_timeout: Duration::from_secs(30),
-            env: vec![
-                ("RUST_LOG".into(), "warn".into()),
-                ("NVMED_WORKLOAD".into(), logs.to_string_lossy().into_owned()),
-            ],
+            env: vec![("RUST_LOG".into(), "warn".into())],
+            driver_env: vec![("NVMED_WORKLOAD".into(), logs.to_string_lossy().into_owned())],
             pcid_args: Vec::new(),
             inherit_stderr: false,
         };

@@ -85,6 +85,7 @@ fn start(machine: &MachineSpec) -> Rig {
         work_dir: dir.path().to_path_buf(),
         ready_timeout: Duration::from_secs(30),
         env: vec![("RUST_LOG".into(), LOG_FILTER.into())],
+        driver_env: Vec::new(),
         pcid_args: vec!["--hello-timeout-ms".into(), "500".into()],
         inherit_stderr: false,
     };

@@ -37,6 +37,7 @@ fn start(machine: &MachineSpec) -> Rig {
         work_dir: dir.path().to_path_buf(),
         ready_timeout: Duration::from_secs(30),
         env: vec![("RUST_LOG".into(), "warn".into())],
+        driver_env: Vec::new(),
         // A driver that never says Hello is settled after 500 ms instead of 5 s.
         pcid_args: vec!["--hello-timeout-ms".into(), "500".into()],
         inherit_stderr: false,

@@ -183,6 +183,7 @@ fn run(args: Args) -> Result<u8, String> {
         work_dir: work.path().to_path_buf(),
         ready_timeout: Duration::from_secs(90),
         env,
+        driver_env: Vec::new(),
         pcid_args: Vec::new(),
         inherit_stderr: args.verbose,
     };

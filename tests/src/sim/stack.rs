@@ -16,8 +16,20 @@ use rustix::process::{kill_process, kill_process_group, Pid, Signal};
 use serde::Deserialize;
 
 /// Binaries the stack needs, all built by `cargo build --release --workspace`.
-pub const STACK_BINARIES: [&str; 6] =
-    ["pcid", "nvmed", "shutdownd", "legacyd", "plaind", "faultyd"];
+/// The NVMe controllers are driven by the test build of nvmed
+/// ([`NVMED_TEST`]), run under the name `nvmed` (see [`driver_dir`]).
+pub const STACK_BINARIES: [&str; 6] = [
+    "pcid",
+    NVMED_TEST,
+    "shutdownd",
+    "legacyd",
+    "plaind",
+    "faultyd",
+];
+
+/// The test build of the NVMe driver (`crate::nvme`): `nvmed` with the
+/// simulated controller and the data checks.
+pub const NVMED_TEST: &str = "nvmed-test";
 
 /// Errors running the stack.
 #[derive(Debug, thiserror::Error)]
@@ -134,7 +146,7 @@ impl Binaries {
         if self.dir.file_name().is_some_and(|n| n == "release") {
             cmd.arg("--release");
         }
-        for p in ["pcid", "nvmed", "shutdownd", "shutdown_tests"] {
+        for p in ["pcid", "shutdownd", "shutdown_tests"] {
             cmd.args(["-p", p]);
         }
         cmd.arg("--bins").stdout(Stdio::null());
@@ -159,6 +171,27 @@ pub fn match_dir() -> PathBuf {
     repo_root().join("initfs").join("lib").join("pcid.d")
 }
 
+/// Creates `<work_dir>/drivers/` holding `nvmed`, a symbolic link to the test
+/// build [`NVMED_TEST`], and returns it. Put first on pcid's `--driver-path`,
+/// it makes pcid run the test build where the match table says `nvmed`:
+/// neither pcid nor the shipped driver knows about tests.
+pub fn driver_dir(bins: &Binaries, work_dir: &Path) -> Result<PathBuf, StackError> {
+    let dir = work_dir.join("drivers");
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| StackError::Io { path, source }
+    };
+    std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+    let link = dir.join("nvmed");
+    match std::fs::remove_file(&link) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io(&link)(e)),
+    }
+    std::os::unix::fs::symlink(bins.path(NVMED_TEST), &link).map_err(io(&link))?;
+    Ok(dir)
+}
+
 /// How to start the stack.
 #[derive(Debug, Clone)]
 pub struct StackOptions {
@@ -168,8 +201,12 @@ pub struct StackOptions {
     pub work_dir: PathBuf,
     /// Deadline for pcid to report that every driver is settled.
     pub ready_timeout: Duration,
-    /// Extra environment for pcid and its drivers (e.g. `RUST_LOG`).
+    /// Extra environment for pcid (e.g. `RUST_LOG`, which pcid passes on to
+    /// its drivers; nothing else is passed on).
     pub env: Vec<(String, String)>,
+    /// Extra environment for the drivers (pcid's `--driver-env`), e.g.
+    /// `NVMED_WORKLOAD`.
+    pub driver_env: Vec<(String, String)>,
     /// Extra pcid arguments (e.g. `--hello-timeout-ms 500`).
     pub pcid_args: Vec<String>,
     /// Let pcid's (and the drivers') standard error through instead of
@@ -193,14 +230,20 @@ impl Stack {
     pub fn start(bins: &Binaries, opts: &StackOptions) -> Result<Self, StackError> {
         bins.check()?;
         let control = opts.work_dir.join("pcid.sock");
+        let drivers = driver_dir(bins, &opts.work_dir)?;
         let mut cmd = Command::new(bins.path("pcid"));
         cmd.args(["--bus", "sim", "--machine"])
             .arg(&opts.machine)
             .arg("--match-dir")
             .arg(match_dir())
             .arg("--driver-path")
-            .arg(bins.dir())
-            .arg("--control")
+            .arg(&drivers)
+            .arg("--driver-path")
+            .arg(bins.dir());
+        for (k, v) in &opts.driver_env {
+            cmd.arg("--driver-env").arg(format!("{k}={v}"));
+        }
+        cmd.arg("--control")
             .arg(&control)
             // pcid exits (stopping its drivers) when this process goes away.
             .arg("--exit-on-stdin-eof")
