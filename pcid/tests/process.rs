@@ -515,6 +515,62 @@ fn a_live_protocol_violator_is_told_why_and_reported_as_a_violation() {
     assert!(matches!(c.reply(id), ControlMessage::BeginAck { .. }));
 }
 
+/// Two copies of the C driver (written from PROTOCOL.md alone, which checks
+/// that a Finish carries its Begin's sequence number + 1) under the real
+/// pcid: with numbers counted per channel both finish clean; with one
+/// counter for all channels the second Finish would be refused.
+#[test]
+fn drivers_written_from_the_spec_see_sequence_numbers_counted_per_channel() {
+    let build = tempfile::tempdir().unwrap();
+    let exe = compile_c_driver(build.path());
+    let machine = ["0000:00:04.0", "0000:00:05.0"]
+        .iter()
+        .map(|a| {
+            format!(
+                "[[function]]\naddress = \"{a}\"\nvendor = {TEST_VENDOR:#06x}\ndevice = 0x0200\n\
+                 class = 0xff\nsubclass = 0\ninterface = 0\n\n"
+            )
+        })
+        .collect();
+    let table = format!(
+        "[[drivers]]\nvendor = {TEST_VENDOR:#06x}\ndevice = 0x0200\ncommand = [{:?}]\n",
+        exe.display().to_string()
+    );
+    let pcid = Pcid::start(Setup {
+        machine,
+        table,
+        args: vec!["--hello-timeout-ms".into(), "3000".into()],
+        env: Vec::new(),
+    });
+    assert_eq!(pcid.ready_line, "pcid: ready: 2 drivers");
+    let mut c = pcid.connect();
+    let begins = [begin(&mut c, "0000:00:04.0"), begin(&mut c, "0000:00:05.0")];
+    for id in begins {
+        assert!(
+            matches!(c.reply(id), ControlMessage::BeginAck { .. }),
+            "{:?}",
+            c.backlog()
+        );
+    }
+    let finishes = [
+        finish(&mut c, "0000:00:04.0"),
+        finish(&mut c, "0000:00:05.0"),
+    ];
+    for id in finishes {
+        let reply = c.reply(id);
+        assert!(
+            matches!(
+                &reply,
+                ControlMessage::FinishAck { outcome: FinishOutcome::Clean, detail, .. } if detail == "c ok"
+            ),
+            "{reply:?}"
+        );
+    }
+    // Their unsolicited notes were logged and changed nothing.
+    pcid.stderr
+        .wait_for("0000:00:05.0: cdriver reports an error (seq 0): c driver note: ready");
+}
+
 #[test]
 fn readiness_is_also_written_to_the_ready_fd() {
     let (r, w) = rustix::pipe::pipe().unwrap();

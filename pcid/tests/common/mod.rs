@@ -421,3 +421,26 @@ pub fn reply_id(m: &ControlMessage) -> Option<u32> {
         _ => None,
     }
 }
+
+/// Compiles the C driver written from PROTOCOL.md alone
+/// (`pcid/interface/tests/c_driver.c`) into `dir`.
+pub fn compile_c_driver(dir: &Path) -> PathBuf {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("interface/tests/c_driver.c");
+    let out = dir.join("c-driver");
+    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
+    let status = Command::new(&cc)
+        .args([
+            "-std=c99",
+            "-D_POSIX_C_SOURCE=200809L",
+            "-Wall",
+            "-Werror",
+            "-O1",
+            "-o",
+        ])
+        .arg(&out)
+        .arg(&src)
+        .status()
+        .unwrap_or_else(|e| panic!("cannot run the C compiler {cc:?} (set CC): {e}"));
+    assert!(status.success(), "compiling {} failed", src.display());
+    out
+}
