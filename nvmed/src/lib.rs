@@ -30,6 +30,8 @@
 #![warn(missing_docs)]
 
 mod controller;
+#[cfg(test)]
+mod dma_lifetime_tests;
 mod error;
 mod poll;
 mod queue;

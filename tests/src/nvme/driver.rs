@@ -11,6 +11,12 @@
 //! 5. Sends `Ready` and serves shutdown with `nvmed::service::ShutdownService`,
 //!    noting the phases in the workload's log.
 //!
+//! On the simulated backend it also holds the driver to the DMA lifetime rule
+//! (`nvmed`'s controller module): if the model recorded a violation by the
+//! time shutdown finished, the `FinishAck` says `failed` and names it; one
+//! recorded while the controller is released, after the `FinishAck`, ends the
+//! process with an error line and status 1.
+//!
 //! Errors end the process with one line on stderr (`nvmed: error: …`) and exit
 //! status 1, like `nvmed`.
 
@@ -56,6 +62,8 @@ enum Fatal {
         #[source]
         source: driver::DriverError,
     },
+    #[error("{address}: DMA lifetime violation seen by the simulated controller: {what}")]
+    DmaLifetime { address: String, what: String },
 }
 
 /// Runs the test build; the exit status of the process.
@@ -95,7 +103,16 @@ fn run() -> Result<(), Fatal> {
             let sim = nvme_sim::SimController::with_label(config, sim_clock, &address)
                 .map_err(|e| sim_error(e.to_string()))?;
             let dma = sim.dma();
-            drive(conn, &function, sim, dma, clock)
+            let checker = sim.dma();
+            let result = drive(conn, &function, sim, dma, clock, Some(checker.clone()));
+            // The controller has been released (reset, memory freed) by now.
+            if let Some(v) = checker.violations().first() {
+                return Err(Fatal::DmaLifetime {
+                    address,
+                    what: v.to_string(),
+                });
+            }
+            result
         }
         #[cfg(target_os = "linux")]
         FunctionBackend::LinuxSysfs { sysfs_path } => {
@@ -103,7 +120,7 @@ fn run() -> Result<(), Fatal> {
                 address: address.clone(),
                 source,
             })?;
-            drive(conn, &function, bar, dma, SystemClock::new())
+            drive(conn, &function, bar, dma, SystemClock::new(), None)
         }
         other => Err(Fatal::BackendUnavailable {
             address,
@@ -118,6 +135,7 @@ fn drive<R, D, C>(
     regs: R,
     dma: D,
     clock: C,
+    checker: Option<nvme_sim::SimDma>,
 ) -> Result<(), Fatal>
 where
     R: RegisterIo + 'static,
@@ -145,6 +163,7 @@ where
     let handler = Noting {
         inner: ShutdownService::new(ctrl),
         workload,
+        checker,
     };
     let outcome = conn.serve(handler).map_err(|source| Fatal::Serve {
         address: address.clone(),
@@ -158,6 +177,8 @@ where
 struct Noting<R: RegisterIo, D: DmaAllocator, C: Clock> {
     inner: ShutdownService<R, D, C>,
     workload: Option<workload::Workload>,
+    /// The simulated controller's DMA checks, on the simulated backend.
+    checker: Option<nvme_sim::SimDma>,
 }
 
 impl<R: RegisterIo, D: DmaAllocator, C: Clock> ShutdownHandler for Noting<R, D, C> {
@@ -177,6 +198,18 @@ impl<R: RegisterIo, D: DmaAllocator, C: Clock> ShutdownHandler for Noting<R, D, 
     }
 
     fn finish(&mut self, deadline: Deadline) -> FinishReport {
-        self.inner.finish(deadline)
+        let report = self.inner.finish(deadline);
+        match self
+            .checker
+            .as_ref()
+            .and_then(|c| c.violations().first().cloned())
+        {
+            Some(v) => FinishReport::new(
+                pcid_interface::protocol::FinishOutcome::Failed,
+                report.elapsed,
+                format!("DMA lifetime violation seen by the simulated controller: {v}"),
+            ),
+            None => report,
+        }
     }
 }
