@@ -12,17 +12,15 @@
 //! `--no-power-off` is given. Elsewhere it never powers anything off.
 //!
 //! The global deadline (`--deadline-ms`, default 120 s) counts from shutdownd's
-//! start: connecting to pcid and listing the devices are part of it. Every
-//! device has an outcome by then (plus [`shutdownd::EXIT_GRACE`] of wake-up
-//! latency).
+//! start: connecting to pcid and listing the devices are part of it. shutdownd
+//! waits for nothing past it: the moment it sees the deadline passed, every
+//! device without an outcome gets `no-response` (the report's
+//! `deadline_reached_ms`).
 //!
 //! Progress lines and the report table go to standard output; logs go to
 //! standard error (`RUST_LOG`, default `warn`).
 //!
-//! Exit status: 0 when every device ended `clean` or `not-supported`; 1 when
-//! the shutdown ran but some device ended otherwise; 2 for a usage error, when
-//! pcid cannot be reached or does not answer, or when the report cannot be
-//! written.
+//! The exit status is [`shutdownd::EXIT_STATUS`].
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -112,7 +110,7 @@ fn main() -> ExitCode {
     let args = match parse_args() {
         Ok(Some(a)) => a,
         Ok(None) => {
-            println!("{USAGE}");
+            println!("{USAGE}\n\n{}", shutdownd::EXIT_STATUS);
             return ExitCode::SUCCESS;
         }
         Err(e) => {

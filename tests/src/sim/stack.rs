@@ -515,6 +515,12 @@ pub struct ReportView {
     pub kind: String,
     /// Total time in ms.
     pub total_ms: f64,
+    /// The global deadline (from shutdownd's start), ms.
+    pub global_deadline_ms: f64,
+    /// The global deadline on the report's time axis, ms.
+    pub deadline_at_ms: f64,
+    /// When shutdownd found the deadline passed with devices still open.
+    pub deadline_reached_ms: Option<f64>,
     /// Per-device entries.
     pub devices: Vec<DeviceView>,
 }
@@ -567,5 +573,47 @@ impl ReportView {
     /// Count of devices with `outcome`.
     pub fn count(&self, outcome: &str) -> usize {
         self.devices.iter().filter(|d| d.outcome == outcome).count()
+    }
+
+    /// Whether the report shows that shutdownd kept its global deadline, read
+    /// from the documented fields (shutdownd's report module): every outcome
+    /// was recorded before the deadline, or — when shutdownd found the
+    /// deadline passed with devices still open — not before the deadline and
+    /// none after that moment, the last device included. This holds however
+    /// late a loaded machine lets shutdownd wake up, and fails if shutdownd
+    /// waited for anything once it knew the deadline had passed, or gave up
+    /// early. (That it never plans a wait past the deadline is shown with a
+    /// fake clock in shutdownd's `run` tests.)
+    pub fn kept_deadline(&self) -> Result<(), String> {
+        let limit = match self.deadline_reached_ms {
+            None => self.deadline_at_ms,
+            Some(r) if r < self.deadline_at_ms => {
+                return Err(format!(
+                    "deadline reported reached at {r} ms, before it ({} ms)",
+                    self.deadline_at_ms
+                ))
+            }
+            Some(r) => r,
+        };
+        if self.deadline_at_ms > self.global_deadline_ms {
+            return Err(format!(
+                "deadline at {} ms on the report's axis is later than the global deadline of {} ms",
+                self.deadline_at_ms, self.global_deadline_ms
+            ));
+        }
+        if self.total_ms > limit {
+            return Err(format!("total {} ms after {limit} ms", self.total_ms));
+        }
+        match self
+            .devices
+            .iter()
+            .find(|d| d.done_ms.is_none_or(|t| t > limit))
+        {
+            Some(d) => Err(format!(
+                "{} got its outcome at {:?} ms, after {limit} ms",
+                d.address, d.done_ms
+            )),
+            None => Ok(()),
+        }
     }
 }
