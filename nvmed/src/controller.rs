@@ -1,10 +1,34 @@
 //! Controller bring-up, identification and I/O.
+//!
+//! # DMA memory outlives the controller's use of it
+//!
+//! Queues, PRP lists and data buffers are DMA memory the controller reads and
+//! writes on its own. The rule this module keeps: **memory the controller may
+//! still access is neither freed nor reused before the controller has been
+//! reset** (CC.EN=0 and CSTS.RDY=0, waited for within CAP.TO).
+//!
+//! * From the moment bring-up writes CC.EN=1, the [`Controller`] owns all the
+//!   memory, and dropping it — also when bring-up fails half-way — first
+//!   resets the controller, then frees the memory. If the reset does not
+//!   complete in time, the memory is never freed by this process (it is
+//!   leaked on purpose and logged; the operating system reclaims it when the
+//!   process exits, which a userspace driver cannot prevent).
+//! * A command that did not complete (timed out, or the controller went fatal
+//!   or away) may still be executed later: its data buffer and PRP list page
+//!   are *quarantined* — kept, never reused — until that reset, and the I/O
+//!   path continues with new ones. After [`Options::max_quarantined_commands`]
+//!   such commands, or when no new memory can be had, I/O is refused
+//!   ([`NvmeError::Unusable`]) rather than risk reuse.
+//! * The same holds for an Identify buffer or an I/O queue pair whose command
+//!   did not complete, and for the I/O queues [`Controller::begin`] retires.
+//! * A command that completed (with success or an error status) is done with
+//!   its memory.
 
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
-use log::{debug, info, warn};
+use log::{debug, error, info, warn};
 use nvme_spec::cmd::{
     NumberOfQueues, RwDw12, SubmissionEntry, CQ_ENTRY_SIZE_LOG2, SQ_ENTRY_SIZE_LOG2,
 };
@@ -50,6 +74,25 @@ pub struct Options {
     pub abrupt_reserve_max: Duration,
     /// Budget reported by `begin` when the controller's RTD3E is 0.
     pub default_shutdown_budget: Duration,
+    /// I/O commands that may complete after the driver gave up on them, whose
+    /// buffers are quarantined until the controller is reset; one more and
+    /// I/O is refused.
+    pub max_quarantined_commands: u32,
+    /// Unit tests of this crate only: switches that break the DMA lifetime
+    /// rule, so negative controls can show that the simulated controller's
+    /// checks catch a driver that breaks it.
+    #[cfg(test)]
+    pub(crate) break_rules: BreakRules,
+}
+
+/// See [`Options::break_rules`].
+#[cfg(test)]
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct BreakRules {
+    /// Reuse a timed-out command's buffers at once.
+    pub(crate) no_quarantine: bool,
+    /// Free DMA memory without resetting the controller first.
+    pub(crate) no_reset_before_free: bool,
 }
 
 impl Default for Options {
@@ -67,6 +110,9 @@ impl Default for Options {
             abrupt_reserve_fraction: 0.1,
             abrupt_reserve_max: Duration::from_secs(1),
             default_shutdown_budget: Duration::from_secs(1),
+            max_quarantined_commands: 16,
+            #[cfg(test)]
+            break_rules: BreakRules::default(),
         }
     }
 }
@@ -121,6 +167,10 @@ pub(crate) struct IoPath<B: DmaBuffer> {
     pub(crate) queue: QueuePair<B>,
     data: B,
     prp_list: B,
+    /// Commands whose buffers were quarantined.
+    quarantined: u32,
+    /// Why I/O is refused, once it is.
+    disabled: Option<String>,
 }
 
 /// A controller that has been brought up: admin queue, one I/O queue pair,
@@ -133,11 +183,17 @@ pub struct Controller<R: RegisterIo, D: DmaAllocator, C: Clock> {
     pub(crate) options: Options,
     pub(crate) info: ControllerInfo,
     namespaces: Vec<Namespace>,
-    pub(crate) admin: Mutex<QueuePair<D::Buffer>>,
+    /// `None` only while the controller is being dropped.
+    pub(crate) admin: Mutex<Option<QueuePair<D::Buffer>>>,
     pub(crate) io: Mutex<Option<IoPath<D::Buffer>>>,
     pub(crate) state: AtomicU8,
     pub(crate) shutdown: Mutex<ShutdownState<D::Buffer>>,
-    _dma: D,
+    /// Memory the controller may still access (quarantined buffers), freed
+    /// only after a reset.
+    quarantine: Mutex<Vec<D::Buffer>>,
+    /// Bound on CSTS.RDY transitions (CAP.TO, or the fallback).
+    ready_timeout: Duration,
+    dma: D,
 }
 
 /// Locks a mutex, recovering the data if another thread panicked with it.
@@ -295,23 +351,10 @@ impl<R: RegisterIo, D: DmaAllocator, C: Clock> Controller<R, D, C> {
             .with_iocqes(CQ_ENTRY_SIZE_LOG2)
             .with_en(true);
         regs.write32(offset::CC, cc.0);
-        wait_for(
-            &clock,
-            "wait CSTS.RDY=1 after enable",
-            ready_timeout,
-            backoff,
-            || {
-                let csts = read_csts(&regs, "wait CSTS.RDY=1 after enable")?;
-                if csts.cfs() {
-                    return Err(NvmeError::ControllerFatal {
-                        step: "wait CSTS.RDY=1 after enable",
-                    });
-                }
-                Ok(csts.rdy().then_some(()))
-            },
-        )?;
-        info!("{name}: controller enabled (NVMe {version})");
 
+        // From here on the controller may access the admin queues: the memory
+        // belongs to `this`, whose drop resets the controller before freeing
+        // it — also when a step below fails.
         let mut this = Self {
             name,
             regs,
@@ -330,13 +373,31 @@ impl<R: RegisterIo, D: DmaAllocator, C: Clock> Controller<R, D, C> {
                 cap,
             },
             namespaces: Vec::new(),
-            admin: Mutex::new(admin),
+            admin: Mutex::new(Some(admin)),
             io: Mutex::new(None),
             state: AtomicU8::new(state::RUNNING),
             shutdown: Mutex::new(ShutdownState::default()),
+            quarantine: Mutex::new(Vec::new()),
+            ready_timeout,
             options,
-            _dma: dma,
+            dma,
         };
+        wait_for(
+            &this.clock,
+            "wait CSTS.RDY=1 after enable",
+            ready_timeout,
+            backoff,
+            || {
+                let csts = read_csts(&this.regs, "wait CSTS.RDY=1 after enable")?;
+                if csts.cfs() {
+                    return Err(NvmeError::ControllerFatal {
+                        step: "wait CSTS.RDY=1 after enable",
+                    });
+                }
+                Ok(csts.rdy().then_some(()))
+            },
+        )?;
+        info!("{}: controller enabled (NVMe {version})", this.name);
         this.identify()?;
         this.create_io_queues()?;
         Ok(this)
@@ -395,6 +456,9 @@ impl<R: RegisterIo, D: DmaAllocator, C: Clock> Controller<R, D, C> {
         timeout: Duration,
     ) -> Result<nvme_spec::CompletionEntry, NvmeError> {
         let mut admin = lock(&self.admin);
+        let admin = admin.as_mut().ok_or_else(|| NvmeError::Unusable {
+            reason: "the controller is being released".to_string(),
+        })?;
         let mut ctx = self.wait_ctx();
         ctx.timeout = timeout.min(self.options.command_timeout);
         admin.execute(&ctx, command, entry)
@@ -421,10 +485,19 @@ impl<R: RegisterIo, D: DmaAllocator, C: Clock> Controller<R, D, C> {
     /// (§5.15.2–§5.15.4).
     fn identify(&mut self) -> Result<(), NvmeError> {
         let buf = self
-            ._dma
+            .dma
             .allocate(IDENTIFY_SIZE)
             .map_err(NvmeError::dma("allocate Identify buffer"))?;
-        let raw = self.identify_raw("Identify Controller", Cns::Controller, 0, &buf)?;
+        let result = self.identify_into(&buf);
+        if result.as_ref().is_err_and(abandons_command) {
+            // The controller may still write the Identify data.
+            lock(&self.quarantine).push(buf);
+        }
+        result
+    }
+
+    fn identify_into(&mut self, buf: &D::Buffer) -> Result<(), NvmeError> {
+        let raw = self.identify_raw("Identify Controller", Cns::Controller, 0, buf)?;
         let id = IdentifyController::parse(&raw).map_err(|e| NvmeError::BadData {
             step: "Identify Controller",
             reason: e.to_string(),
@@ -465,7 +538,7 @@ impl<R: RegisterIo, D: DmaAllocator, C: Clock> Controller<R, D, C> {
             "Identify Active Namespace List",
             Cns::ActiveNamespaceList,
             0,
-            &buf,
+            buf,
         ) {
             Ok(raw) => parse_namespace_list(&raw),
             Err(NvmeError::CommandFailed { status, .. })
@@ -478,7 +551,7 @@ impl<R: RegisterIo, D: DmaAllocator, C: Clock> Controller<R, D, C> {
         };
         let mut namespaces = Vec::new();
         for nsid in ids {
-            let raw = self.identify_raw("Identify Namespace", Cns::Namespace, nsid, &buf)?;
+            let raw = self.identify_raw("Identify Namespace", Cns::Namespace, nsid, buf)?;
             let ns = IdentifyNamespace::parse(&raw).map_err(|e| NvmeError::BadData {
                 step: "Identify Namespace",
                 reason: e.to_string(),
@@ -541,7 +614,44 @@ impl<R: RegisterIo, D: DmaAllocator, C: Clock> Controller<R, D, C> {
             .io_queue_entries
             .clamp(2, MAX_ENTRIES_PER_PAGE)
             .min(u16::try_from(self.info.cap.max_queue_entries()).unwrap_or(u16::MAX));
-        let queue = QueuePair::new(&self._dma, 1, entries, self.info.cap.dstrd())?;
+        let queue = QueuePair::new(&self.dma, 1, entries, self.info.cap.dstrd())?;
+        let buffers = self.create_io_queue_pair(&queue).and_then(|()| {
+            let data = self
+                .dma
+                .allocate(self.info.max_transfer_bytes)
+                .map_err(NvmeError::dma("allocate I/O bounce buffer"))?;
+            let prp_list = self
+                .dma
+                .allocate(PAGE_SIZE)
+                .map_err(NvmeError::dma("allocate PRP list"))?;
+            Ok((data, prp_list))
+        });
+        let (data, prp_list) = match buffers {
+            Ok(b) => b,
+            Err(e) => {
+                // The queues may exist in the controller: keep their memory.
+                lock(&self.quarantine).extend(queue.into_buffers());
+                return Err(e);
+            }
+        };
+        info!(
+            "{}: I/O queue pair 1 created ({} entries, up to {} bytes per command)",
+            self.name,
+            queue.entries(),
+            self.info.max_transfer_bytes
+        );
+        *lock(&self.io) = Some(IoPath {
+            queue,
+            data,
+            prp_list,
+            quarantined: 0,
+            disabled: None,
+        });
+        Ok(())
+    }
+
+    /// Create I/O Completion Queue, then Create I/O Submission Queue, for `queue`.
+    fn create_io_queue_pair(&self, queue: &QueuePair<D::Buffer>) -> Result<(), NvmeError> {
         self.admin_command(
             "Create I/O Completion Queue",
             SubmissionEntry::create_io_cq(0, queue.qid(), queue.entries(), queue.cq_address()?),
@@ -556,25 +666,6 @@ impl<R: RegisterIo, D: DmaAllocator, C: Clock> Controller<R, D, C> {
                 queue.qid(),
             ),
         )?;
-        let data = self
-            ._dma
-            .allocate(self.info.max_transfer_bytes)
-            .map_err(NvmeError::dma("allocate I/O bounce buffer"))?;
-        let prp_list = self
-            ._dma
-            .allocate(PAGE_SIZE)
-            .map_err(NvmeError::dma("allocate PRP list"))?;
-        info!(
-            "{}: I/O queue pair 1 created ({} entries, up to {} bytes per command)",
-            self.name,
-            queue.entries(),
-            self.info.max_transfer_bytes
-        );
-        *lock(&self.io) = Some(IoPath {
-            queue,
-            data,
-            prp_list,
-        });
         Ok(())
     }
 
@@ -610,6 +701,9 @@ impl<R: RegisterIo, D: DmaAllocator, C: Clock> Controller<R, D, C> {
         let guard = lock(&self.io);
         if self.state.load(Ordering::SeqCst) != state::RUNNING || guard.is_none() {
             return Err(NvmeError::ShuttingDown);
+        }
+        if let Some(reason) = guard.as_ref().and_then(|io| io.disabled.clone()) {
+            return Err(NvmeError::Unusable { reason });
         }
         Ok(guard)
     }
@@ -680,9 +774,138 @@ impl<R: RegisterIo, D: DmaAllocator, C: Clock> Controller<R, D, C> {
         // NLB is 0's based: 65536 blocks encode as 0xFFFF.
         entry.cdw12 = RwDw12(0).with_nlb((blocks - 1) as u16).0;
         let ctx = self.wait_ctx();
-        io.queue.execute(&ctx, command, entry)?;
-        Ok(())
+        match io.queue.execute(&ctx, command, entry) {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                if abandons_command(&e) {
+                    self.quarantine_io_buffers(io, command);
+                }
+                Err(e)
+            }
+        }
     }
+
+    /// The command just given up on may still transfer data later: keep its
+    /// buffers until the controller is reset, and go on with new ones — or,
+    /// past the limit or without memory, refuse further I/O.
+    fn quarantine_io_buffers(&self, io: &mut IoPath<D::Buffer>, command: &'static str) {
+        #[cfg(test)]
+        if self.options.break_rules.no_quarantine {
+            return;
+        }
+        io.quarantined = io.quarantined.saturating_add(1);
+        let fresh = if io.quarantined > self.options.max_quarantined_commands {
+            Err(format!(
+                "{} I/O commands did not complete; their memory is quarantined until the controller is reset",
+                io.quarantined
+            ))
+        } else {
+            self.dma
+                .allocate(io.data.len())
+                .and_then(|d| Ok((d, self.dma.allocate(PAGE_SIZE)?)))
+                .map_err(|e| format!("no memory to replace quarantined I/O buffers: {e}"))
+        };
+        match fresh {
+            Ok((data, prp_list)) => {
+                let mut q = lock(&self.quarantine);
+                q.push(std::mem::replace(&mut io.data, data));
+                q.push(std::mem::replace(&mut io.prp_list, prp_list));
+                warn!(
+                    "{}: {command} did not complete; its buffers are quarantined until the \
+                     controller is reset ({} so far)",
+                    self.name, io.quarantined
+                );
+            }
+            Err(reason) => {
+                error!("{}: {reason}; I/O is refused from now on", self.name);
+                // The buffers stay in `io`, never used again.
+                io.disabled = Some(reason);
+            }
+        }
+    }
+
+    /// Resets the controller (CC.EN=0, then CSTS.RDY=0 within CAP.TO) so
+    /// that it no longer accesses any of this driver's memory. A device that
+    /// is gone (registers read all-ones) accesses nothing either.
+    fn reset_for_release(&self) -> Result<(), NvmeError> {
+        const STEP: &str = "reset the controller before releasing its DMA memory";
+        let cc = match read_cc(&self.regs, STEP) {
+            Ok(cc) => cc,
+            Err(NvmeError::DeviceGone { .. }) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        if cc.en() {
+            self.regs.write32(
+                offset::CC,
+                cc.with_en(false)
+                    .with_shutdown(ShutdownNotification::None)
+                    .0,
+            );
+        }
+        let backoff = Backoff::new(self.options.poll_initial, self.options.poll_max);
+        wait_for(
+            &self.clock,
+            "wait CSTS.RDY=0 before releasing DMA memory",
+            self.ready_timeout,
+            backoff,
+            || match read_csts(&self.regs, STEP) {
+                Ok(csts) => Ok((!csts.rdy()).then_some(())),
+                Err(NvmeError::DeviceGone { .. }) => Ok(Some(())),
+                Err(e) => Err(e),
+            },
+        )
+    }
+
+    /// Never frees the DMA memory: for a controller that could not be reset.
+    fn leak_dma_memory(&mut self) {
+        let admin = self
+            .admin
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        let io = self.io.get_mut().unwrap_or_else(|e| e.into_inner()).take();
+        let retired = self
+            .shutdown
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .take_retired_io();
+        let quarantined =
+            std::mem::take(self.quarantine.get_mut().unwrap_or_else(|e| e.into_inner()));
+        std::mem::forget((admin, io, retired, quarantined));
+    }
+}
+
+impl<R: RegisterIo, D: DmaAllocator, C: Clock> Drop for Controller<R, D, C> {
+    /// Resets the controller before the DMA memory goes (see the module
+    /// documentation); if that fails, keeps the memory.
+    fn drop(&mut self) {
+        #[cfg(test)]
+        if self.options.break_rules.no_reset_before_free {
+            return;
+        }
+        match self.reset_for_release() {
+            Ok(()) => debug!("{}: controller reset; releasing its DMA memory", self.name),
+            Err(e) => {
+                error!(
+                    "{}: {e}; the controller may still access its DMA memory, which this \
+                     process therefore never frees",
+                    self.name
+                );
+                self.leak_dma_memory();
+            }
+        }
+    }
+}
+
+/// Whether a command that ended with `e` may still be executed by the
+/// controller later (it did not complete): then its memory must be kept.
+pub(crate) fn abandons_command(e: &NvmeError) -> bool {
+    !matches!(
+        e,
+        NvmeError::CommandFailed { .. }
+            | NvmeError::QueueFull { .. }
+            | NvmeError::InvalidRequest { .. }
+    )
 }
 
 /// Builds PRP entries for `len` bytes at offset 0 of `data` (§4.3): PRP1 is

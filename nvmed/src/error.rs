@@ -67,6 +67,14 @@ pub enum NvmeError {
         /// The queue.
         qid: u16,
     },
+    /// The controller cannot be used for this: e.g. I/O is refused after
+    /// too many commands did not complete (their memory is quarantined until
+    /// the controller is reset).
+    #[error("the controller cannot be used: {reason}")]
+    Unusable {
+        /// Why.
+        reason: String,
+    },
     /// Shutdown has begun: no new I/O is accepted.
     #[error("the controller is shutting down: no new I/O is accepted")]
     ShuttingDown,

@@ -30,12 +30,13 @@
 #![warn(missing_docs)]
 
 mod controller;
+#[cfg(test)]
+mod dma_lifetime_tests;
 mod error;
 mod poll;
 mod queue;
-pub mod selftest;
+pub mod service;
 mod shutdown;
-pub mod workload;
 
 pub use controller::{Controller, ControllerInfo, Namespace, Options};
 pub use error::NvmeError;

@@ -76,6 +76,12 @@ impl<B: DmaBuffer> QueuePair<B> {
         })
     }
 
+    /// The queue memory, for keeping it when the queues may still exist in
+    /// the controller.
+    pub(crate) fn into_buffers(self) -> [B; 2] {
+        [self.sq, self.cq]
+    }
+
     /// Queue identifier.
     pub(crate) fn qid(&self) -> u16 {
         self.qid

@@ -31,9 +31,17 @@ pub(crate) struct ShutdownState<B: DmaBuffer> {
     /// completes shutdown inside the register write, like QEMU's).
     completed_at: Option<Duration>,
     /// The I/O path taken out of service by `begin`. Its memory stays
-    /// allocated as long as the controller object lives, so a controller
-    /// that did not accept the queue deletion never writes to freed memory.
+    /// allocated as long as the controller object lives and is freed after
+    /// the reset that dropping the controller makes, so a controller that did
+    /// not accept the queue deletion never writes to freed memory.
     retired_io: Option<IoPath<B>>,
+}
+
+impl<B: DmaBuffer> ShutdownState<B> {
+    /// The retired I/O path, taken (for a controller that cannot be reset).
+    pub(crate) fn take_retired_io(&mut self) -> Option<IoPath<B>> {
+        self.retired_io.take()
+    }
 }
 
 impl<B: DmaBuffer> Default for ShutdownState<B> {

@@ -191,6 +191,7 @@ fn check_error(e: &NvmeError) {
         | NvmeError::InvalidCompletion { .. }
         | NvmeError::QueueFull { .. }
         | NvmeError::ShuttingDown
+        | NvmeError::Unusable { .. }
         | NvmeError::NotBegun
         | NvmeError::Unsupported { .. }
         | NvmeError::BadData { .. }

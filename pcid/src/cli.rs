@@ -8,8 +8,8 @@ use crate::relay::StartDeadlines;
 /// Usage text.
 pub const USAGE: &str = "\
 usage: pcid --bus sim --machine FILE | --bus linux [--sysfs DIR]
-            --match-dir PATH [--driver-path DIR]... [--control PATH]
-            [--ready-fd N] [--hello-timeout-ms MS] [--ready-timeout-ms MS]
+            --match-dir PATH [--driver-path DIR]... [--driver-env NAME=VALUE]...
+            [--control PATH] [--ready-fd N] [--hello-timeout-ms MS] [--ready-timeout-ms MS]
             [--exit-after-shutdown] [--exit-on-stdin-eof] [-v]...
        pcid [--exit-after-shutdown] [-v]...          (on Redox)
 
@@ -25,6 +25,12 @@ usage: pcid --bus sim --machine FILE | --bus linux [--sysfs DIR]
   --match-dir PATH       driver match table: a file, or a directory whose files
                          are read as one table (Redox's pcid.d format)
   --driver-path DIR      search DIR for driver programs before PATH (repeatable)
+  --driver-env NAME=VALUE
+                         add NAME=VALUE to every driver's environment
+                         (repeatable). Drivers get nothing else of pcid's
+                         environment: PCID_CLIENT_CHANNEL (their channel's fd),
+                         PCID_DEVICE (their function's address), RUST_LOG when
+                         pcid has it, and these
   --control PATH         control socket for shutdownd (mode 0600, same uid only)
   --ready-fd N           also write the readiness line to fd N
   --hello-timeout-ms MS  a driver silent this long after spawn is treated as not
@@ -38,7 +44,9 @@ usage: pcid --bus sim --machine FILE | --bus linux [--sysfs DIR]
                          overrides
 
 Once every driver has sent Ready, exited, or passed its start deadline, pcid
-prints `pcid: ready: N drivers` on stdout (N = drivers that sent Ready).";
+prints `pcid: ready: N drivers` on stdout (N = drivers that sent Ready). That
+line is all pcid writes on stdout; drivers' stdout and stderr go to pcid's
+stderr (its log), each line prefixed with the driver's PCI address.";
 
 /// Which bus backend to use.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,6 +87,8 @@ pub struct Args {
     pub exit_on_stdin_eof: bool,
     /// Number of `-v`.
     pub verbosity: u8,
+    /// `--driver-env NAME=VALUE` pairs, in order.
+    pub driver_env: Vec<(String, String)>,
 }
 
 /// What the command line asks for.
@@ -128,6 +138,7 @@ pub fn parse_on<I: IntoIterator<Item = String>>(args: I, redox: bool) -> Result<
     let mut sysfs = None;
     let mut match_dir = None;
     let mut driver_path = Vec::new();
+    let mut driver_env = Vec::new();
     let mut control = None;
     let mut ready_fd = None;
     let mut deadlines = StartDeadlines::default();
@@ -155,6 +166,7 @@ pub fn parse_on<I: IntoIterator<Item = String>>(args: I, redox: bool) -> Result<
             "--sysfs" => sysfs = Some(PathBuf::from(value()?)),
             "--match-dir" => match_dir = Some(PathBuf::from(value()?)),
             "--driver-path" => driver_path.push(PathBuf::from(value()?)),
+            "--driver-env" => driver_env.push(env_pair(&name, value()?)?),
             "--control" => control = Some(PathBuf::from(value()?)),
             "--ready-fd" => {
                 let v = value()?;
@@ -227,7 +239,27 @@ pub fn parse_on<I: IntoIterator<Item = String>>(args: I, redox: bool) -> Result<
         exit_after_shutdown,
         exit_on_stdin_eof,
         verbosity,
+        driver_env,
     })))
+}
+
+/// Parses `NAME=VALUE` for `--driver-env`.
+fn env_pair(option: &str, v: String) -> Result<(String, String), CliError> {
+    let bad = |why| CliError::BadValue {
+        option: option.to_string(),
+        value: v.clone(),
+        why,
+    };
+    let Some((name, value)) = v.split_once('=') else {
+        return Err(bad("expected NAME=VALUE"));
+    };
+    if name.is_empty() || name.contains('\0') || value.contains('\0') {
+        return Err(bad("expected NAME=VALUE with a non-empty NAME and no NUL"));
+    }
+    if ["PCID_CLIENT_CHANNEL", "PCID_DEVICE"].contains(&name) {
+        return Err(bad("PCID_CLIENT_CHANNEL and PCID_DEVICE are set by pcid"));
+    }
+    Ok((name.to_string(), value.to_string()))
 }
 
 fn millis(option: &str, v: String) -> Result<Duration, CliError> {
@@ -260,6 +292,9 @@ mod tests {
             "a",
             "--driver-path",
             "b",
+            "--driver-env",
+            "A=1",
+            "--driver-env=B=x=y",
             "--control",
             "/tmp/c",
             "--ready-fd",
@@ -280,6 +315,10 @@ mod tests {
             }
         );
         assert_eq!(a.driver_path, vec![PathBuf::from("a"), PathBuf::from("b")]);
+        assert_eq!(
+            a.driver_env,
+            vec![("A".into(), "1".into()), ("B".into(), "x=y".into())]
+        );
         assert_eq!(a.control, Some(PathBuf::from("/tmp/c")));
         assert_eq!(a.ready_fd, Some(3));
         assert_eq!(a.deadlines.hello, Duration::from_millis(100));
@@ -318,6 +357,10 @@ mod tests {
             p(&["--bus", "linux", "--match-dir", "d", "--ready-fd", "x"]),
             Err(CliError::BadValue { .. })
         ));
+        for bad in ["NOEQUALS", "=1", "PCID_DEVICE=x", "PCID_CLIENT_CHANNEL=3"] {
+            let e = p(&["--bus", "linux", "--match-dir", "d", "--driver-env", bad]).unwrap_err();
+            assert!(matches!(e, CliError::BadValue { .. }), "{bad}: {e}");
+        }
         let e = parse_on(["--bus".to_string(), "linux".to_string()], false)
             .unwrap_err()
             .to_string();

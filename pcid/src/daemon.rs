@@ -1,6 +1,15 @@
 //! The pcid runtime on Unix systems (Linux): spawns drivers, runs the control
 //! endpoint and drives the [`Relay`] state machine.
 //!
+//! Drivers start with a minimal environment (see [`driver_environment`]):
+//! `PCID_CLIENT_CHANNEL`, `PCID_DEVICE`, `RUST_LOG` when pcid has it, and what
+//! `--driver-env` adds — nothing else of pcid's environment. Their standard
+//! output and standard error go to one pipe per driver, read by pcid and
+//! written to pcid's standard error (its log) one line at a time, each line
+//! prefixed with the driver's PCI address and program name; pcid's standard
+//! output carries the readiness line only, and the `--ready-fd` descriptor is
+//! close-on-exec, so no driver can write to either.
+//!
 //! Threads:
 //! * one reader per driver channel and one per control connection, each
 //!   blocked in `recv` and forwarding what it reads to the event loop over an
@@ -9,13 +18,15 @@
 //!   client that does not read);
 //! * the accept loop, which refuses peers whose uid is not pcid's own;
 //! * a signal thread (`SIGCHLD` → reap children, `SIGTERM`/`SIGINT` → exit);
-//! * optionally a stdin watcher (`--exit-on-stdin-eof`).
+//! * optionally a stdin watcher (`--exit-on-stdin-eof`);
+//! * one thread forwarding every driver's output lines to pcid's log.
 //!
 //! The event loop owns the child processes and the relay; it waits on the mpsc
 //! channel at most until the relay's next start deadline.
 
 use std::collections::BTreeMap;
 use std::io::Write;
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
 use std::process::{Child, Command};
 use std::sync::mpsc;
@@ -34,6 +45,12 @@ use crate::relay::{ClientId, DriverId, Input, Output, Relay, RelayConfig, StartD
 
 /// Environment variable telling a driver which function it serves (for logs).
 pub const PCID_DEVICE: &str = "PCID_DEVICE";
+/// pcid's log filter, passed on to drivers when pcid has it.
+pub const RUST_LOG: &str = "RUST_LOG";
+/// Variables a driver always gets from pcid and `--driver-env` may not set.
+pub const RESERVED_DRIVER_ENV: [&str; 2] = [pcid_interface::PCID_CLIENT_CHANNEL, PCID_DEVICE];
+/// Longest line forwarded from a driver's output; longer lines are split.
+pub const MAX_OUTPUT_LINE: usize = 4096;
 
 /// Time a driver channel send may wait for the driver to read.
 const DRIVER_SEND_TIMEOUT: Duration = Duration::from_secs(1);
@@ -57,6 +74,8 @@ pub struct Options {
     pub exit_after_shutdown: bool,
     /// Exit when standard input reaches end of file.
     pub exit_on_stdin_eof: bool,
+    /// Extra `NAME=VALUE` pairs for every driver's environment (`--driver-env`).
+    pub driver_env: Vec<(String, String)>,
 }
 
 /// Errors that stop pcid.
@@ -85,6 +104,25 @@ pub enum DaemonError {
     /// A thread could not be started.
     #[error("starting a thread: {0}")]
     Thread(std::io::Error),
+}
+
+/// The whole environment of a driver pcid spawns for `address` (besides
+/// `PCID_CLIENT_CHANNEL`, which the spawn adds with the channel's fd number):
+/// `PCID_DEVICE=<address>`, pcid's own `RUST_LOG` if it has one (`rust_log`),
+/// then the `--driver-env` pairs in order. Nothing else of pcid's environment
+/// reaches a driver: a variable meant for one program (say, a test switch)
+/// cannot leak into every driver on the machine.
+pub fn driver_environment(
+    address: &str,
+    rust_log: Option<std::ffi::OsString>,
+    extra: &[(String, String)],
+) -> Vec<(std::ffi::OsString, std::ffi::OsString)> {
+    let mut env = vec![(PCID_DEVICE.into(), address.into())];
+    if let Some(v) = rust_log {
+        env.push((RUST_LOG.into(), v));
+    }
+    env.extend(extra.iter().map(|(k, v)| (k.into(), v.into())));
+    env
 }
 
 /// Why the event loop stopped.
@@ -126,6 +164,7 @@ impl DriverProc {
 /// Enumerate, match, spawn, then serve until told to exit. Kills remaining
 /// drivers before returning.
 pub fn run(options: &Options, bus: &dyn Bus) -> Result<ExitReason, DaemonError> {
+    let ready_file = options.ready_fd.map(adopt_ready_fd).transpose()?;
     let table = MatchTable::load(&options.match_dir)?;
     log::info!(
         "{} match entries from {}",
@@ -151,13 +190,14 @@ pub fn run(options: &Options, bus: &dyn Bus) -> Result<ExitReason, DaemonError> 
         exit_after_shutdown: options.exit_after_shutdown,
     });
     let mut drivers: Vec<DriverProc> = Vec::new();
+    let mut outputs: Vec<DriverOutput> = Vec::new();
     for f in &functions {
         let Some(entry) = table.find(f) else {
             log::debug!("{}: no driver", describe(f));
             continue;
         };
         match spawn_driver(f, entry, options, &tx, relay.driver_count()) {
-            Ok((child, sender)) => {
+            Ok((child, sender, output)) => {
                 let pid = child.id();
                 let program = entry.program();
                 let name = std::path::Path::new(program)
@@ -165,6 +205,7 @@ pub fn run(options: &Options, bus: &dyn Bus) -> Result<ExitReason, DaemonError> 
                     .map(|n| n.to_string_lossy().into_owned())
                     .unwrap_or_else(|| program.to_string());
                 log::info!("{}: spawned {name} (pid {pid})", describe(f));
+                outputs.push(DriverOutput::new(format!("{} {name}", f.address), output));
                 relay.add_driver(f.clone(), name, pid, Instant::now());
                 drivers.push(DriverProc {
                     child: Some(child),
@@ -175,12 +216,18 @@ pub fn run(options: &Options, bus: &dyn Bus) -> Result<ExitReason, DaemonError> 
         }
     }
     log::info!("{} drivers spawned", drivers.len());
+    if !outputs.is_empty() {
+        std::thread::Builder::new()
+            .name("driver-output".into())
+            .spawn(move || forward_output(outputs))
+            .map_err(DaemonError::Thread)?;
+    }
 
     if let Some(listener) = listener {
         start_accept_thread(listener, tx.clone())?;
     }
 
-    let result = event_loop(&mut relay, &mut drivers, &rx, options);
+    let result = event_loop(&mut relay, &mut drivers, &rx, ready_file.as_ref());
     match &result {
         Ok(reason) => log::info!("exiting ({reason:?}); stopping {} drivers", drivers.len()),
         Err(e) => log::error!("{e}; stopping {} drivers", drivers.len()),
@@ -208,7 +255,7 @@ fn event_loop(
     relay: &mut Relay,
     drivers: &mut [DriverProc],
     rx: &mpsc::Receiver<Event>,
-    options: &Options,
+    ready_file: Option<&std::fs::File>,
 ) -> Result<ExitReason, DaemonError> {
     let mut clients: BTreeMap<ClientId, mpsc::Sender<ControlMessage>> = BTreeMap::new();
     // Settle immediately when there are no drivers at all.
@@ -241,7 +288,7 @@ fn event_loop(
                     clients.remove(&client);
                 }
                 Output::Ready { ready, total } => {
-                    announce_ready(ready, total, options.ready_fd)?;
+                    announce_ready(ready, total, ready_file)?;
                 }
                 Output::Exit => return Ok(ExitReason::ShutdownDone),
             }
@@ -324,21 +371,25 @@ fn reap(relay: &mut Relay, drivers: &mut [DriverProc], only: Option<DriverId>) -
     out
 }
 
-fn announce_ready(ready: usize, total: usize, fd: Option<u32>) -> Result<(), DaemonError> {
+/// Prints the readiness line on standard output (which only pcid writes:
+/// drivers' output goes to pcid's log) and on the `--ready-fd` descriptor.
+fn announce_ready(
+    ready: usize,
+    total: usize,
+    ready_file: Option<&std::fs::File>,
+) -> Result<(), DaemonError> {
     let line = format!("pcid: ready: {ready} drivers\n");
     log::info!("{ready} of {total} drivers ready");
     let mut stdout = std::io::stdout().lock();
     // stdout may be closed by the launcher; readiness is still announced on the fd.
     let _ = stdout.write_all(line.as_bytes());
     let _ = stdout.flush();
-    if let Some(fd) = fd {
-        let write = || -> std::io::Result<()> {
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .open(format!("/proc/self/fd/{fd}"))?;
-            f.write_all(line.as_bytes())
-        };
-        write().map_err(|source| DaemonError::ReadyFd { fd, source })?;
+    if let Some(mut f) = ready_file {
+        f.write_all(line.as_bytes())
+            .map_err(|source| DaemonError::ReadyFd {
+                fd: std::os::fd::AsRawFd::as_raw_fd(f) as u32,
+                source,
+            })?;
     }
     Ok(())
 }
@@ -353,6 +404,8 @@ enum SpawnError {
     },
     #[error("creating the driver channel: {0}")]
     Channel(std::io::Error),
+    #[error("creating the pipe for the driver's output: {0}")]
+    Output(std::io::Error),
     #[error("spawning {program}: {source}")]
     Spawn {
         program: String,
@@ -368,7 +421,7 @@ fn spawn_driver(
     options: &Options,
     tx: &mpsc::Sender<Event>,
     id: DriverId,
-) -> Result<(Child, Sender<DriverMessage>), SpawnError> {
+) -> Result<(Child, Sender<DriverMessage>, OwnedFd), SpawnError> {
     let command = &entry.command;
     let program = entry.program();
     let path_var = std::env::var_os("PATH");
@@ -391,11 +444,27 @@ fn spawn_driver(
         })?;
     let (mut ours, theirs) = DriverChannel::pair().map_err(SpawnError::Channel)?;
     ours.set_send_timeout(DRIVER_SEND_TIMEOUT);
+    // Both output streams into one close-on-exec pipe: the child gets the
+    // write end as fds 1 and 2; pcid keeps only the read end, so it sees end
+    // of file once the driver (and anything it started) is gone.
+    let (output, output_w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
+        .map_err(|e| SpawnError::Output(e.into()))?;
+    let output_w2 = output_w.try_clone().map_err(SpawnError::Output)?;
     let mut cmd = Command::new(&resolved);
     cmd.args(command.iter().skip(1))
-        .env(PCID_DEVICE, f.address.to_string())
-        .stdin(std::process::Stdio::null());
-    let child = spawn_with_channel(&mut cmd, theirs).map_err(|source| SpawnError::Spawn {
+        .env_clear()
+        .envs(driver_environment(
+            &f.address.to_string(),
+            std::env::var_os(RUST_LOG),
+            &options.driver_env,
+        ))
+        .stdin(std::process::Stdio::null())
+        .stdout(output_w)
+        .stderr(output_w2);
+    let spawned = spawn_with_channel(&mut cmd, theirs);
+    // Drop pcid's copies of the pipe's write end now.
+    drop(cmd);
+    let child = spawned.map_err(|source| SpawnError::Spawn {
         program: resolved.display().to_string(),
         source,
     })?;
@@ -410,7 +479,120 @@ fn spawn_driver(
         let _ = child.wait();
         return Err(SpawnError::Thread(e));
     }
-    Ok((child, sender))
+    Ok((child, sender, output))
+}
+
+/// Takes the readiness descriptor `--ready-fd N` over: close-on-exec from
+/// now on, so that no driver inherits it.
+fn adopt_ready_fd(fd: u32) -> Result<std::fs::File, DaemonError> {
+    let raw = i32::try_from(fd).map_err(|_| DaemonError::ReadyFd {
+        fd,
+        source: std::io::Error::from(std::io::ErrorKind::InvalidInput),
+    })?;
+    pcid_interface::transport::adopt_inherited_fd(raw)
+        .map(std::fs::File::from)
+        .map_err(|source| DaemonError::ReadyFd { fd, source })
+}
+
+/// One driver's output pipe and the partial line read from it.
+struct DriverOutput {
+    prefix: String,
+    fd: OwnedFd,
+    pending: Vec<u8>,
+}
+
+impl DriverOutput {
+    fn new(prefix: String, fd: OwnedFd) -> Self {
+        Self {
+            prefix,
+            fd,
+            pending: Vec::new(),
+        }
+    }
+
+    /// Writes every complete line of `pending` (and, at end of file, the rest)
+    /// to pcid's standard error, each prefixed.
+    fn emit(&mut self, eof: bool) {
+        let out = self.take_lines(eof);
+        if !out.is_empty() {
+            let _ = std::io::stderr().lock().write_all(&out);
+        }
+    }
+
+    /// Takes the complete lines of `pending` (all of it at end of file) as
+    /// prefixed text; lines longer than [`MAX_OUTPUT_LINE`] are split.
+    fn take_lines(&mut self, eof: bool) -> Vec<u8> {
+        let mut out = Vec::new();
+        loop {
+            let cut = match self.pending.iter().position(|&b| b == b'\n') {
+                Some(i) if i <= MAX_OUTPUT_LINE => Some((i, i + 1)),
+                _ if self.pending.len() > MAX_OUTPUT_LINE => {
+                    Some((MAX_OUTPUT_LINE, MAX_OUTPUT_LINE))
+                }
+                _ if eof && !self.pending.is_empty() => {
+                    Some((self.pending.len(), self.pending.len()))
+                }
+                _ => None,
+            };
+            let Some((end, consumed)) = cut else { break };
+            let line = String::from_utf8_lossy(&self.pending[..end]);
+            out.extend_from_slice(
+                format!("{}: {}\n", self.prefix, line.trim_end_matches('\r')).as_bytes(),
+            );
+            self.pending.drain(..consumed);
+        }
+        out
+    }
+}
+
+/// Forwards every driver's output to pcid's standard error until each pipe
+/// reaches end of file.
+fn forward_output(mut outputs: Vec<DriverOutput>) {
+    use rustix::event::{poll, PollFd, PollFlags};
+    let mut chunk = vec![0u8; 16 * 1024];
+    while !outputs.is_empty() {
+        let ready: Vec<bool> = {
+            let mut fds: Vec<PollFd<'_>> = outputs
+                .iter()
+                .map(|o| PollFd::new(&o.fd, PollFlags::IN))
+                .collect();
+            match poll(&mut fds, None) {
+                Ok(_) => {}
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(e) => {
+                    log::error!("reading driver output: {e}; no more driver output is logged");
+                    return;
+                }
+            }
+            fds.iter().map(|f| !f.revents().is_empty()).collect()
+        };
+        let mut closed = vec![false; outputs.len()];
+        for (i, o) in outputs.iter_mut().enumerate() {
+            if !ready[i] {
+                continue;
+            }
+            match rustix::io::read(o.fd.as_fd(), &mut chunk) {
+                Ok(0) => closed[i] = true,
+                Ok(n) => {
+                    o.pending.extend_from_slice(&chunk[..n]);
+                    o.emit(false);
+                }
+                Err(rustix::io::Errno::INTR | rustix::io::Errno::AGAIN) => {}
+                Err(e) => {
+                    log::warn!("{}: reading its output: {e}", o.prefix);
+                    closed[i] = true;
+                }
+            }
+            if closed[i] {
+                o.emit(true);
+            }
+        }
+        let mut i = 0;
+        outputs.retain(|_| {
+            i += 1;
+            !closed[i - 1]
+        });
+    }
 }
 
 fn driver_reader(mut channel: DriverChannel, driver: DriverId, tx: mpsc::Sender<Event>) {
@@ -588,4 +770,69 @@ fn start_stdin_thread(tx: mpsc::Sender<Event>) -> Result<(), DaemonError> {
         })
         .map(drop)
         .map_err(DaemonError::Thread)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn output() -> DriverOutput {
+        let (r, _w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).unwrap();
+        DriverOutput::new("0000:00:04.0 d".into(), r)
+    }
+
+    #[test]
+    fn driver_output_is_forwarded_line_by_line_with_a_prefix() {
+        let mut o = output();
+        o.pending.extend_from_slice(b"one\ntwo\r\nthr");
+        assert_eq!(
+            String::from_utf8(o.take_lines(false)).unwrap(),
+            "0000:00:04.0 d: one\n0000:00:04.0 d: two\n"
+        );
+        assert_eq!(o.pending, b"thr");
+        o.pending.extend_from_slice(b"ee");
+        assert!(o.take_lines(false).is_empty());
+        assert_eq!(
+            String::from_utf8(o.take_lines(true)).unwrap(),
+            "0000:00:04.0 d: three\n"
+        );
+        assert!(o.pending.is_empty());
+        assert!(o.take_lines(true).is_empty());
+    }
+
+    #[test]
+    fn long_lines_are_split_and_bad_utf8_is_replaced() {
+        let mut o = output();
+        o.pending
+            .extend(std::iter::repeat_n(b'x', MAX_OUTPUT_LINE + 10));
+        o.pending.extend_from_slice(b"\n\xff\n");
+        let text = String::from_utf8(o.take_lines(false)).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3, "{text}");
+        assert_eq!(lines[0].len(), "0000:00:04.0 d: ".len() + MAX_OUTPUT_LINE);
+        assert_eq!(lines[1], format!("0000:00:04.0 d: {}", "x".repeat(10)));
+        assert_eq!(lines[2], "0000:00:04.0 d: \u{fffd}");
+    }
+
+    #[test]
+    fn the_driver_environment_is_minimal_and_ordered() {
+        let env = driver_environment(
+            "0000:00:04.0",
+            Some("debug".into()),
+            &[("A".into(), "1".into())],
+        );
+        let env: Vec<(String, String)> = env
+            .into_iter()
+            .map(|(k, v)| (k.into_string().unwrap(), v.into_string().unwrap()))
+            .collect();
+        assert_eq!(
+            env,
+            [
+                ("PCID_DEVICE".to_string(), "0000:00:04.0".to_string()),
+                ("RUST_LOG".to_string(), "debug".to_string()),
+                ("A".to_string(), "1".to_string()),
+            ]
+        );
+        assert_eq!(driver_environment("x", None, &[]).len(), 1);
+    }
 }

@@ -17,16 +17,21 @@
 //! 1. Load the match table (`--match-dir`, a file or a directory) and enumerate the bus
 //!    (`--bus sim --machine FILE` or `--bus linux`); configuration errors stop
 //!    pcid with one line naming the file and line.
-//! 2. Spawn one driver per matched function: the channel's fd number in
-//!    `PCID_CLIENT_CHANNEL`, the function's address in `PCID_DEVICE`, stdin
-//!    from `/dev/null`, stdout and stderr inherited. The driver says `Hello`,
-//!    pcid answers `Welcome` with the function, the driver says `Ready`.
+//! 2. Spawn one driver per matched function with a minimal environment: the
+//!    channel's fd number in `PCID_CLIENT_CHANNEL`, the function's address in
+//!    `PCID_DEVICE`, pcid's `RUST_LOG` if set, and the `--driver-env` pairs
+//!    (nothing else of pcid's environment); stdin from `/dev/null`; stdout and
+//!    stderr into a pipe whose lines pcid writes to its own stderr, prefixed
+//!    with the driver's address. The driver says `Hello`, pcid answers
+//!    `Welcome` with the function, the driver says `Ready`.
 //! 3. Announce readiness once every driver has sent `Ready`, exited, passed
 //!    its hello deadline without `Hello` (`--hello-timeout-ms`, such a driver
 //!    is listed with no shutdown support) or passed its ready deadline
 //!    (`--ready-timeout-ms`): the line `pcid: ready: N drivers` (N = drivers
-//!    that sent `Ready`) on stdout, and on `--ready-fd N` if given. A
-//!    launcher waits for that line with its own deadline.
+//!    that sent `Ready`) on stdout, and on `--ready-fd N` if given (made
+//!    close-on-exec at start, so drivers cannot write to it). Nothing else
+//!    is written on stdout. A launcher waits for that line with its own
+//!    deadline.
 //! 4. Serve the control socket (`--control PATH`, mode 0600, peers of
 //!    another uid are logged and disconnected) and relay shutdown requests as
 //!    [`relay`] describes, until SIGTERM/SIGINT, the end of the shutdown
@@ -98,6 +103,7 @@ pub fn run(args: &cli::Args) -> Result<ExitReason, RunError> {
             deadlines: args.deadlines,
             exit_after_shutdown: args.exit_after_shutdown,
             exit_on_stdin_eof: args.exit_on_stdin_eof,
+            driver_env: args.driver_env.clone(),
         };
         Ok(daemon::run(&options, bus.as_ref())?)
     }

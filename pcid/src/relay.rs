@@ -19,8 +19,10 @@
 //!   settled, [`Output::Ready`] is emitted once.
 //! * `Begin`/`Finish` go to two-phase drivers; `Shutdown` (one step) to
 //!   one-phase and two-phase drivers (the latter run begin then finish).
-//! * Requests (`Begin`, `Finish`, `Shutdown`) are relayed with a pcid-chosen
-//!   sequence number; the acks are relayed back with the client's request id.
+//! * Requests (`Begin`, `Finish`, `Shutdown`) are relayed with a sequence
+//!   number counted per driver channel (1, 2, …; wrapping from 2^32−1 to 1), so
+//!   a driver sees `Finish` = its `Begin` + 1; the acks are relayed back with
+//!   the client's request id.
 //!   Requests to different devices are independent: nothing waits on another
 //!   driver.
 //! * One shutdown session at a time: the first client to send a shutdown
@@ -28,9 +30,15 @@
 //!   other client get `DeviceError { kind: Busy }`.
 //! * A driver that breaks the protocol (undecodable frame, message in the wrong
 //!   direction, duplicate `Hello`/`Ready`, an ack with the wrong sequence number
-//!   or with no request outstanding) is logged naming its device, its
-//!   outstanding request fails with `ProtocolViolation`, and its channel is
-//!   closed. Other drivers are unaffected.
+//!   or with no request outstanding) is logged naming its device and is sent
+//!   `Error(seq, "protocol violation: …")` naming the violation (seq of the
+//!   offending message, 0 when it has none or could not be decoded); then its
+//!   channel is closed and its outstanding request fails with
+//!   `ProtocolViolation`. From then on every request for the device is
+//!   answered `ProtocolViolation` with the same text, whether the process is
+//!   still alive or not. Other drivers are unaffected.
+//! * A driver may send `Error` on its own (seq 0, or a seq with no request
+//!   outstanding): it is logged and changes nothing.
 //! * A driver whose process exits or whose channel closes fails its outstanding
 //!   request with `DriverDied`. Either way every connected client also gets an
 //!   unsolicited `DeviceError { id: 0, .. }` event, once per driver. Messages a
@@ -279,6 +287,8 @@ struct Driver {
     /// The channel closed while the process was not reaped yet: wait this
     /// long for its exit status.
     closed_grace: Option<Instant>,
+    /// Sequence number of the next request on this driver's channel.
+    next_seq: u32,
 }
 
 impl Driver {
@@ -318,7 +328,6 @@ pub struct Relay {
     by_address: BTreeMap<PciAddress, DriverId>,
     clients: BTreeSet<ClientId>,
     session_owner: Option<ClientId>,
-    next_seq: u32,
     ready_emitted: bool,
 }
 
@@ -331,7 +340,6 @@ impl Relay {
             by_address: BTreeMap::new(),
             clients: BTreeSet::new(),
             session_owner: None,
-            next_seq: 1,
             ready_emitted: false,
         }
     }
@@ -362,6 +370,7 @@ impl Relay {
             channel_closed: false,
             exited: None,
             closed_grace: None,
+            next_seq: 1,
         });
         id
     }
@@ -399,6 +408,7 @@ impl Relay {
             channel_closed: false,
             exited: None,
             closed_grace: None,
+            next_seq: 1,
         });
         (id, out)
     }
@@ -499,7 +509,7 @@ impl Relay {
                 self.driver_message(driver, message, &mut out)
             }
             Input::DriverBadFrame { driver, error } => {
-                self.violation(driver, format!("undecodable frame: {error}"), &mut out)
+                self.violation(driver, 0, format!("undecodable frame: {error}"), &mut out)
             }
             Input::DriverChannelClosed { driver } => {
                 if let Some(d) = self.drivers.get_mut(driver) {
@@ -641,10 +651,10 @@ impl Relay {
                 support,
             } => {
                 if d.hello_received {
-                    return self.violation(id, "second Hello".to_string(), out);
+                    return self.violation(id, 0, "second Hello".to_string(), out);
                 }
                 if version == 0 {
-                    return self.violation(id, "Hello with protocol version 0".to_string(), out);
+                    return self.violation(id, 0, "Hello with protocol version 0".to_string(), out);
                 }
                 if d.support.is_some() && d.origin == Origin::Spawned {
                     log::warn!(
@@ -671,10 +681,10 @@ impl Relay {
             }
             DriverMessage::Ready => {
                 if !d.hello_received {
-                    return self.violation(id, "Ready before Hello".to_string(), out);
+                    return self.violation(id, 0, "Ready before Hello".to_string(), out);
                 }
                 if d.ready {
-                    return self.violation(id, "second Ready".to_string(), out);
+                    return self.violation(id, 0, "second Ready".to_string(), out);
                 }
                 d.ready = true;
                 log::info!("{address}: {} ready", d.name);
@@ -694,11 +704,13 @@ impl Relay {
                 }
                 Phase::BeginSent(r) => self.violation(
                     id,
+                    seq,
                     format!("BeginAck with sequence number {seq}, expected {}", r.seq),
                     out,
                 ),
                 phase => self.violation(
                     id,
+                    seq,
                     format!("unexpected BeginAck (seq {seq}): {}", phase.describe()),
                     out,
                 ),
@@ -725,11 +737,13 @@ impl Relay {
                 }
                 Phase::FinishSent(r) | Phase::ShutdownSent(r) => self.violation(
                     id,
+                    seq,
                     format!("FinishAck with sequence number {seq}, expected {}", r.seq),
                     out,
                 ),
                 phase => self.violation(
                     id,
+                    seq,
                     format!("unexpected FinishAck (seq {seq}): {}", phase.describe()),
                     out,
                 ),
@@ -761,8 +775,10 @@ impl Relay {
             | DriverMessage::Begin { .. }
             | DriverMessage::Finish { .. }
             | DriverMessage::Shutdown { .. } => {
+                let seq = pcid_interface::wire::WireMessage::seq(&message);
                 self.violation(
                     id,
+                    seq,
                     format!(
                         "pcid-to-driver message {} sent by the driver",
                         message.name()
@@ -773,7 +789,9 @@ impl Relay {
         }
     }
 
-    fn violation(&mut self, id: DriverId, what: String, out: &mut Vec<Output>) {
+    /// The driver on `id` broke the protocol with the message numbered `seq`
+    /// (0: none or unknown): tell it why, close its channel, fail its request.
+    fn violation(&mut self, id: DriverId, seq: u32, what: String, out: &mut Vec<Output>) {
         let Some(d) = self.drivers.get(id) else {
             return;
         };
@@ -786,6 +804,15 @@ impl Relay {
             d.name,
             d.pid
         );
+        if !d.channel_closed {
+            out.push(Output::ToDriver {
+                driver: id,
+                message: DriverMessage::Error {
+                    seq,
+                    message: violation_text(&what),
+                },
+            });
+        }
         out.push(Output::CloseDriver { driver: id });
         self.gone(id, Gone::Violation(what), out);
     }
@@ -932,10 +959,10 @@ impl Relay {
             log::info!("control client {client} starts a shutdown session");
             self.session_owner = Some(client);
         }
-        let seq = self.next_seq;
         let Some(d) = self.drivers.get_mut(driver) else {
             return;
         };
+        let seq = d.next_seq;
         if let Some(g) = &d.gone {
             out.push(error(g.kind(), g.describe()));
             return;
@@ -990,7 +1017,7 @@ impl Relay {
                 return;
             }
         };
-        self.next_seq = self.next_seq.wrapping_add(1).max(1);
+        d.next_seq = d.next_seq.wrapping_add(1).max(1);
         d.phase = phase;
         log::debug!(
             "{address}: relaying {} seq {seq} (request {id} of client {client})",
@@ -1030,6 +1057,20 @@ impl Request {
             Request::Shutdown { .. } => support != ShutdownSupport::None,
         }
     }
+}
+
+/// The text of the `Error` pcid sends a driver before closing its channel
+/// over `what`, cut to the protocol's text limit.
+fn violation_text(what: &str) -> String {
+    let mut text = format!("protocol violation: {what}; pcid closes this channel");
+    if text.len() > pcid_interface::wire::MAX_TEXT_LEN {
+        let mut end = pcid_interface::wire::MAX_TEXT_LEN;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+    }
+    text
 }
 
 fn support_name(s: ShutdownSupport) -> &'static str {

@@ -414,6 +414,164 @@ fn control_socket_is_private_and_other_uids_are_refused() {
 }
 
 #[test]
+fn a_driver_printing_to_stdout_cannot_disturb_the_readiness_line() {
+    let pcid = Pcid::start(Setup::new(&[
+        f("0000:00:04.0", "chatty"),
+        f("0000:00:05.0", "two-phase"),
+    ]));
+    // The driver printed a fake readiness line before it said Hello, so
+    // before pcid's own line: had it reached pcid's stdout it would be first.
+    assert_eq!(pcid.ready_line, "pcid: ready: 2 drivers");
+    assert_eq!(pcid.stdout.text(), "pcid: ready: 2 drivers");
+    // Everything the driver printed is in pcid's log, prefixed.
+    let p = "0000:00:04.0 pcid-test-driver: ";
+    pcid.stderr.wait_for(&format!("{p}pcid: ready: 99 drivers"));
+    pcid.stderr.wait_for(&format!("{p}chatty stdout line"));
+    pcid.stderr.wait_for(&format!("{p}chatty stderr line"));
+    let long = pcid.stderr.wait_for(&format!("{p}xxxx"));
+    assert_eq!(long, format!("{p}{}", "x".repeat(4096)));
+    pcid.stderr
+        .wait_for(&format!("{p}{}", "x".repeat(5000 - 4096)));
+    drop(pcid);
+}
+
+#[test]
+fn drivers_get_a_minimal_environment_and_not_the_ready_fd() {
+    let (r, w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).unwrap();
+    // Only the write end is inherited by pcid, as `--ready-fd`.
+    rustix::io::fcntl_setfd(&w, rustix::io::FdFlags::empty()).unwrap();
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&w);
+    let pipe_inode = rustix::fs::fstat(&r).unwrap().st_ino;
+    let pcid = Pcid::start(
+        Setup::new(&[f("0000:00:04.0", "show-env")])
+            .arg("--ready-fd")
+            .arg(&fd.to_string())
+            .arg("--driver-env")
+            .arg("EXTRA=yes")
+            .env("NVMED_SELFTEST", "1")
+            .env("NVMED_WORKLOAD", "/tmp/should-not-reach-drivers")
+            .env("PCID_TEST_SECRET", "s3cret"),
+    );
+    drop(w);
+    let mut buf = [0u8; 64];
+    let n = rustix::io::read(&r, &mut buf).unwrap();
+    assert_eq!(&buf[..n], b"pcid: ready: 1 drivers\n");
+    let p = "0000:00:04.0 pcid-test-driver: ";
+    // The driver printed its environment and descriptors before Hello.
+    pcid.stderr.wait_for(&format!("{p}fd "));
+    let log = pcid.stderr.text();
+    let mut names: Vec<&str> = log
+        .lines()
+        .filter_map(|l| l.strip_prefix(p)?.strip_prefix("env "))
+        .filter_map(|kv| kv.split_once('=').map(|(k, _)| k))
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        ["EXTRA", "PCID_CLIENT_CHANNEL", "PCID_DEVICE", "RUST_LOG"],
+        "{log}"
+    );
+    assert!(log.contains(&format!("{p}env PCID_DEVICE=0000:00:04.0")));
+    assert!(log.contains(&format!("{p}env EXTRA=yes")));
+    assert!(log.contains(&format!("{p}env RUST_LOG=debug")));
+    let fds: Vec<&str> = log
+        .lines()
+        .filter_map(|l| l.strip_prefix(p)?.strip_prefix("fd "))
+        .collect();
+    assert!(fds.len() >= 4, "{fds:?}");
+    assert!(
+        !fds.iter()
+            .any(|l| l.ends_with(&format!("pipe:[{pipe_inode}]"))),
+        "the driver inherited the ready fd: {fds:?}"
+    );
+    drop(pcid);
+}
+
+#[test]
+fn a_live_protocol_violator_is_told_why_and_reported_as_a_violation() {
+    let pcid = Pcid::start(Setup::new(&[
+        f("0000:00:04.0", "second-hello"),
+        f("0000:00:05.0", "two-phase"),
+    ]));
+    let p = "0000:00:04.0 pcid-test-driver: ";
+    // Error naming the violation, then the close, in that order.
+    pcid.stderr.wait_for(&format!(
+        "{p}received Error seq 0: protocol violation: second Hello; pcid closes this channel"
+    ));
+    pcid.stderr
+        .wait_for(&format!("{p}channel closed by pcid; still running"));
+    let log = pcid.stderr.text();
+    let error_at = log.find(&format!("{p}received Error")).unwrap();
+    let closed_at = log.find(&format!("{p}channel closed")).unwrap();
+    assert!(error_at < closed_at);
+    let mut c = pcid.connect();
+    let pid = c.list()[0].pid;
+    assert!(alive(pid), "the violator is still running");
+    let id = begin(&mut c, "0000:00:04.0");
+    let (kind, message) = device_error(&c.reply(id));
+    assert_eq!(kind, DeviceErrorKind::ProtocolViolation);
+    assert_eq!(message, "driver broke the protocol: second Hello");
+    let id = begin(&mut c, "0000:00:05.0");
+    assert!(matches!(c.reply(id), ControlMessage::BeginAck { .. }));
+}
+
+/// Two copies of the C driver (written from PROTOCOL.md alone, which checks
+/// that a Finish carries its Begin's sequence number + 1) under the real
+/// pcid: with numbers counted per channel both finish clean; with one
+/// counter for all channels the second Finish would be refused.
+#[test]
+fn drivers_written_from_the_spec_see_sequence_numbers_counted_per_channel() {
+    let build = tempfile::tempdir().unwrap();
+    let exe = compile_c_driver(build.path());
+    let machine = ["0000:00:04.0", "0000:00:05.0"]
+        .iter()
+        .map(|a| {
+            format!(
+                "[[function]]\naddress = \"{a}\"\nvendor = {TEST_VENDOR:#06x}\ndevice = 0x0200\n\
+                 class = 0xff\nsubclass = 0\ninterface = 0\n\n"
+            )
+        })
+        .collect();
+    let table = format!(
+        "[[drivers]]\nvendor = {TEST_VENDOR:#06x}\ndevice = 0x0200\ncommand = [{:?}]\n",
+        exe.display().to_string()
+    );
+    let pcid = Pcid::start(Setup {
+        machine,
+        table,
+        args: vec!["--hello-timeout-ms".into(), "3000".into()],
+        env: Vec::new(),
+    });
+    assert_eq!(pcid.ready_line, "pcid: ready: 2 drivers");
+    let mut c = pcid.connect();
+    let begins = [begin(&mut c, "0000:00:04.0"), begin(&mut c, "0000:00:05.0")];
+    for id in begins {
+        assert!(
+            matches!(c.reply(id), ControlMessage::BeginAck { .. }),
+            "{:?}",
+            c.backlog()
+        );
+    }
+    let finishes = [
+        finish(&mut c, "0000:00:04.0"),
+        finish(&mut c, "0000:00:05.0"),
+    ];
+    for id in finishes {
+        let reply = c.reply(id);
+        assert!(
+            matches!(
+                &reply,
+                ControlMessage::FinishAck { outcome: FinishOutcome::Clean, detail, .. } if detail == "c ok"
+            ),
+            "{reply:?}"
+        );
+    }
+    // Their unsolicited notes were logged and changed nothing.
+    pcid.stderr
+        .wait_for("0000:00:05.0: cdriver reports an error (seq 0): c driver note: ready");
+}
+
+#[test]
 fn readiness_is_also_written_to_the_ready_fd() {
     let (r, w) = rustix::pipe::pipe().unwrap();
     let fd = std::os::fd::AsRawFd::as_raw_fd(&w);

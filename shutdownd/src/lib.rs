@@ -12,8 +12,6 @@
 //! * [`report`] — the human table and the JSON report;
 //! * [`run`] — the I/O loop over pcid's control connection.
 
-use std::time::Duration;
-
 pub mod cli;
 pub mod plan;
 pub mod report;
@@ -22,11 +20,16 @@ pub mod scheduler;
 
 pub use plan::{Plan, PlanError};
 pub use report::{DeviceReport, Report};
-pub use run::{list_devices, run_shutdown, run_shutdown_since, ControlPort, PortError, RunError};
+pub use run::{
+    list_devices, run_shutdown, run_shutdown_since, run_shutdown_with_clock, ControlPort,
+    PortError, RunError,
+};
 pub use scheduler::{Config, Mode, Outcome, Scheduler};
 
-/// How late after the global deadline shutdownd may record the last outcome:
-/// the scheduler never waits past the deadline, but the thread that sleeps
-/// until it wakes up a little late (typically well under 5 ms). Tests allow
-/// this much; the report's `total_ms` shows the actual figure.
-pub const EXIT_GRACE: Duration = Duration::from_millis(100);
+/// shutdownd's exit status, as `shutdownd --help`, the README and
+/// `docs/fault-matrix.md` state it (a test keeps them the same).
+pub const EXIT_STATUS: &str = "Exit status: 0 when every device ended `clean` or \
+`not-supported`; 1 when the shutdown ran but some device ended otherwise; 2 for a usage \
+error, when pcid cannot be reached or does not answer the device list, or when the JSON \
+report cannot be written (on Redox, also when the power-off or reboot request that follows \
+fails).";

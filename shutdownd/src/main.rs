@@ -19,20 +19,18 @@
 //! answer. Elsewhere it never powers anything off.
 //!
 //! The global deadline (`--deadline-ms`, default 120 s) counts from shutdownd's
-//! start: connecting to pcid and listing the devices are part of it. Every
-//! device has an outcome by then (plus [`shutdownd::EXIT_GRACE`] of wake-up
-//! latency). The protocol runs on a worker thread; if it has no result one
-//! second after the global deadline (pcid never answers, not even an open of
-//! its scheme), shutdownd says so, gives up on it and goes on (on Redox: to
-//! kstop).
+//! start: connecting to pcid and listing the devices are part of it. shutdownd
+//! waits for nothing past it: the moment it sees the deadline passed, every
+//! device without an outcome gets `no-response` (the report's
+//! `deadline_reached_ms`). The protocol runs on a worker thread; if it has no
+//! result one second after the global deadline (pcid never answers, not even
+//! an open of its scheme), shutdownd says so, gives up on it and goes on (on
+//! Redox: to kstop).
 //!
 //! Progress lines and the report table go to standard output; logs go to
 //! standard error (`RUST_LOG`, default `warn`).
 //!
-//! Exit status: 0 when every device ended `clean` or `not-supported`; 1 when
-//! the shutdown ran but some device ended otherwise; 2 for a usage error, when
-//! pcid cannot be reached or does not answer, or when the report cannot be
-//! written.
+//! The exit status is [`shutdownd::EXIT_STATUS`].
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -85,7 +83,7 @@ fn main() -> ExitCode {
     let invocation = match parsed {
         Parsed::Help => {
             match flavor {
-                Flavor::Shutdownd => println!("{}", cli::USAGE),
+                Flavor::Shutdownd => println!("{}\n\n{}", cli::USAGE, shutdownd::EXIT_STATUS),
                 Flavor::Shutdown => print!("{}", cli::SHUTDOWN_HELP),
             }
             return ExitCode::SUCCESS;

@@ -5,7 +5,8 @@
 //!
 //! ```json
 //! {"mode": "two-phase", "kind": "poweroff", "total_ms": 4503.2,
-//!  "global_deadline_ms": 120000.0, "cycles": [],
+//!  "global_deadline_ms": 120000.0, "deadline_at_ms": 119998.7,
+//!  "deadline_reached_ms": null, "cycles": [],
 //!  "devices": [{"address": "0000:00:04.0", "driver": "nvmed", "protocol": "two-phase",
 //!    "budget_ms": 4500.0, "begin_sent_ms": 0.0, "begin_ack_ms": 0.4,
 //!    "finish_sent_ms": 0.4, "finish_deadline_ms": 7250.0, "finish_ack_ms": 4502.9,
@@ -16,6 +17,15 @@
 //! `begin_ack_ms`, `finish_sent_ms` and `budget_ms` are `null`, and
 //! `finish_ack_ms` is when its `FinishAck` arrived. `total_ms` runs from the
 //! first message sent to the last outcome.
+//!
+//! `global_deadline_ms` counts from shutdownd's start; `deadline_at_ms` is the
+//! same instant on the report's time axis. `deadline_reached_ms` is when
+//! shutdownd found the deadline passed with devices still open — it gives
+//! them all their outcome at that moment — or `null` if every device had its
+//! outcome before. So a report keeps its deadline exactly when every
+//! `done_ms` is at most `deadline_at_ms`, or when `deadline_reached_ms` is at
+//! least `deadline_at_ms` and no `done_ms` is later than it: a check that
+//! holds however late the machine let shutdownd wake up ([`Report::kept_deadline`]).
 
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -34,8 +44,13 @@ pub struct Report {
     pub kind: String,
     /// From the first message sent to the last outcome, in ms.
     pub total_ms: f64,
-    /// The global deadline in force, in ms.
+    /// The global deadline in force, in ms (from shutdownd's start).
     pub global_deadline_ms: f64,
+    /// The global deadline on this report's time axis.
+    pub deadline_at_ms: f64,
+    /// When shutdownd found the deadline passed with devices still open
+    /// (all of them got their outcome then); `None` if none was open.
+    pub deadline_reached_ms: Option<f64>,
     /// Parent cycles found in the device list (their ordering was ignored).
     pub cycles: Vec<Vec<String>>,
     /// One entry per device, in pcid's order.
@@ -116,6 +131,8 @@ impl Report {
             kind: kind_str(s.config().kind).to_string(),
             total_ms: ms(end.saturating_sub(origin)),
             global_deadline_ms: ms(s.config().global_deadline),
+            deadline_at_ms: ms(s.global_end().saturating_sub(origin)),
+            deadline_reached_ms: rel(s.deadline_reached()),
             cycles: s
                 .plan()
                 .cycles()
@@ -123,6 +140,30 @@ impl Report {
                 .map(|c| c.iter().map(ToString::to_string).collect())
                 .collect(),
             devices,
+        }
+    }
+
+    /// Whether the report shows the global deadline kept (see the module
+    /// documentation); `Err` says how it was not.
+    pub fn kept_deadline(&self) -> Result<(), String> {
+        let done = |d: &DeviceReport| d.done_ms.unwrap_or(f64::INFINITY);
+        let limit = match self.deadline_reached_ms {
+            None => self.deadline_at_ms,
+            Some(r) if r < self.deadline_at_ms => {
+                return Err(format!(
+                    "the deadline was found passed at {r} ms, before it ({} ms)",
+                    self.deadline_at_ms
+                ))
+            }
+            Some(r) => r,
+        };
+        match self.devices.iter().find(|d| done(d) > limit) {
+            Some(d) => Err(format!(
+                "{} got its outcome at {} ms, after {limit} ms",
+                d.address,
+                done(d)
+            )),
+            None => Ok(()),
         }
     }
 

@@ -115,6 +115,20 @@ pub fn run_shutdown_since(
     started: Instant,
     progress: &mut dyn FnMut(&str),
 ) -> Result<Report, RunError> {
+    run_shutdown_with_clock(port, devices, config, &|| started.elapsed(), progress)
+}
+
+/// Like [`run_shutdown`], with time taken from `now` (time since any origin;
+/// the global deadline counts from its value when the run starts). The loop
+/// never waits on `port` past the scheduler's next wake-up, which is never
+/// past the global deadline.
+pub fn run_shutdown_with_clock(
+    port: &mut dyn ControlPort,
+    devices: Vec<DeviceInfo>,
+    config: Config,
+    now: &dyn Fn() -> Duration,
+    progress: &mut dyn FnMut(&str),
+) -> Result<Report, RunError> {
     let plan = Plan::new(devices)?;
     for cycle in plan.cycles() {
         let names: Vec<String> = cycle.iter().map(ToString::to_string).collect();
@@ -123,8 +137,7 @@ pub fn run_shutdown_since(
             names.join(" -> ")
         );
     }
-    let now = || started.elapsed();
-    let mut s = Scheduler::new(plan, config, Duration::ZERO);
+    let mut s = Scheduler::new(plan, config, now());
     loop {
         let out = s.poll(now());
         let mut lost = None;
@@ -218,4 +231,117 @@ fn emit_progress(s: &mut Scheduler, progress: &mut dyn FnMut(&str)) {
 
 fn ms(d: Duration) -> f64 {
     d.as_micros() as f64 / 1000.0
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+    use std::rc::Rc;
+
+    use pcid_interface::function::PciAddress;
+    use pcid_interface::protocol::{DriverState, FinishOutcome, ShutdownSupport};
+
+    use super::*;
+
+    fn device(i: u8) -> DeviceInfo {
+        DeviceInfo {
+            address: PciAddress {
+                segment: 0,
+                bus: 1,
+                device: i,
+                function: 0,
+            },
+            parent: None,
+            driver: "nvmed".into(),
+            support: ShutdownSupport::TwoPhase,
+            pid: 100 + u32::from(i),
+            state: DriverState::Running,
+        }
+    }
+
+    /// pcid on a fake clock: answers every request 1 ms later, except that
+    /// device 0 never answers Finish. Time moves only while shutdownd waits.
+    struct FakePcid {
+        clock: Rc<Cell<Duration>>,
+        answers: Vec<(Duration, ControlMessage)>,
+        /// The latest instant shutdownd asked to wait until.
+        latest_wait_end: Duration,
+    }
+
+    impl ControlPort for FakePcid {
+        fn send(&mut self, msg: &ControlMessage) -> Result<(), PortError> {
+            let at = self.clock.get() + Duration::from_millis(1);
+            let answer = match *msg {
+                ControlMessage::Begin { id, address, .. } => ControlMessage::BeginAck {
+                    id,
+                    address,
+                    budget: Duration::from_millis(4000),
+                },
+                ControlMessage::Finish { address, .. } if address.device == 0 => return Ok(()),
+                ControlMessage::Finish { id, address, .. } => ControlMessage::FinishAck {
+                    id,
+                    address,
+                    outcome: FinishOutcome::Clean,
+                    elapsed: Duration::from_millis(1),
+                    detail: String::new(),
+                },
+                _ => return Ok(()),
+            };
+            self.answers.push((at, answer));
+            Ok(())
+        }
+
+        fn recv(&mut self, timeout: Duration) -> Result<Option<ControlMessage>, PortError> {
+            let end = self.clock.get() + timeout;
+            self.latest_wait_end = self.latest_wait_end.max(end);
+            self.answers.sort_by_key(|(at, _)| *at);
+            match self.answers.first() {
+                Some((at, _)) if *at <= end => {
+                    let (at, msg) = self.answers.remove(0);
+                    self.clock.set(self.clock.get().max(at));
+                    Ok(Some(msg))
+                }
+                _ => {
+                    self.clock.set(end);
+                    Ok(None)
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_loop_never_waits_past_the_global_deadline() {
+        let clock = Rc::new(Cell::new(Duration::from_secs(7)));
+        let mut pcid = FakePcid {
+            clock: Rc::clone(&clock),
+            answers: Vec::new(),
+            latest_wait_end: Duration::ZERO,
+        };
+        let config = Config {
+            global_deadline: Duration::from_millis(1500),
+            ..Config::default()
+        };
+        let start = clock.get();
+        let report = run_shutdown_with_clock(
+            &mut pcid,
+            (0..3).map(device).collect(),
+            config,
+            &|| clock.get(),
+            &mut |_| {},
+        )
+        .unwrap();
+        assert!(
+            pcid.latest_wait_end <= start + Duration::from_millis(1500),
+            "waited until {:?}",
+            pcid.latest_wait_end - start
+        );
+        assert_eq!(clock.get(), start + Duration::from_millis(1500));
+        let outcomes: Vec<&str> = report.devices.iter().map(|d| d.outcome.as_str()).collect();
+        assert_eq!(outcomes, ["no-response", "clean", "clean"]);
+        // Times from the first Begin, sent at once: the deadline is at 1500 ms.
+        assert_eq!(report.deadline_at_ms, 1500.0);
+        assert_eq!(report.deadline_reached_ms, Some(1500.0));
+        assert_eq!(report.total_ms, 1500.0);
+        assert_eq!(report.kept_deadline(), Ok(()));
+    }
 }

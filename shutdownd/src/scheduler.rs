@@ -39,8 +39,17 @@
 //!   deadline plus its own processing time.
 //!
 //! Devices whose driver declared no shutdown support get `not-supported` without
-//! any message; a driver process already gone gets `driver-died`; a driver that
-//! never announced itself gets `no-response`.
+//! any message; a driver that never announced itself gets `no-response`. A
+//! device pcid lists as *gone* still gets its first message, like any other:
+//! pcid answers it at once with what happened to the driver — `driver-died`
+//! with its exit status, or `protocol-violation` naming the violation of a
+//! driver that may well still be running — so the outcome says what happened,
+//! whether the driver went away before the device list was taken or after.
+//!
+//! A `DeviceError` answering a request concludes the device (`not-supported`
+//! for a refusal, `failed` for a protocol violation, `driver-died`, …) and
+//! nothing more is sent to it: in particular a refused `Begin` is not retried
+//! as a one-phase `Shutdown`.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -282,6 +291,8 @@ pub struct Scheduler {
     global_end: Duration,
     first_send: Option<Duration>,
     finished_at: Option<Duration>,
+    /// When a poll first found the global deadline passed (with devices open).
+    deadline_reached: Option<Duration>,
     next_id: u32,
     outstanding: HashMap<u32, usize>,
     progress: Vec<Progress>,
@@ -318,6 +329,7 @@ impl Scheduler {
             global_end,
             first_send: None,
             finished_at: None,
+            deadline_reached: None,
             next_id: 1,
             outstanding: HashMap::new(),
             progress: Vec::new(),
@@ -325,12 +337,8 @@ impl Scheduler {
         for i in 0..s.records.len() {
             let info = &s.records[i].info;
             match (info.state, info.support) {
-                (DriverState::Gone, _) => s.conclude(
-                    i,
-                    now,
-                    Outcome::DriverDied,
-                    "driver process was gone before shutdown started".into(),
-                ),
+                // pcid answers the request with why the driver is gone.
+                (DriverState::Gone, _) => {}
                 (DriverState::Starting, _) => s.conclude(
                     i,
                     now,
@@ -379,6 +387,19 @@ impl Scheduler {
         self.finished_at
     }
 
+    /// When the global deadline passes (on the caller's clock).
+    pub fn global_end(&self) -> Duration {
+        self.global_end
+    }
+
+    /// The first time (a poll, a message or an abort) the scheduler saw the
+    /// global deadline passed while devices were still without an outcome —
+    /// they all got one at that moment; `None` if every device had its
+    /// outcome before.
+    pub fn deadline_reached(&self) -> Option<Duration> {
+        self.deadline_reached
+    }
+
     /// True when every device has an outcome.
     pub fn is_done(&self) -> bool {
         self.records.iter().all(|r| r.phase == Phase::Done)
@@ -416,6 +437,7 @@ impl Scheduler {
         if self.is_done() {
             return out;
         }
+        self.observe(now);
         for i in 0..self.records.len() {
             match self.records[i].phase {
                 Phase::AwaitBeginAck { until, .. } if now >= until => {
@@ -436,22 +458,7 @@ impl Scheduler {
             }
         }
         if now >= self.global_end {
-            let limit = ms(self.config.global_deadline);
-            for i in 0..self.records.len() {
-                let detail = match self.records[i].phase {
-                    Phase::Done => continue,
-                    Phase::Pending => {
-                        format!("not started: global deadline of {limit} ms passed first")
-                    }
-                    Phase::BeginAcked => {
-                        format!("global deadline of {limit} ms passed before Finish")
-                    }
-                    Phase::AwaitBeginAck { .. } | Phase::AwaitFinishAck { .. } => {
-                        format!("global deadline of {limit} ms passed while waiting for an answer")
-                    }
-                };
-                self.conclude(i, now, Outcome::NoResponse, detail);
-            }
+            self.conclude_open_at_deadline(now);
             return out;
         }
         for i in 0..self.records.len() {
@@ -490,7 +497,49 @@ impl Scheduler {
     }
 
     /// Applies a message received from pcid at time `now`.
+    ///
+    /// When `now` is at or past the global deadline, the message is applied
+    /// and every device still without an outcome gets `no-response` at once
+    /// (as [`Scheduler::poll`] would): once shutdownd has seen the deadline
+    /// pass, it waits for nothing more.
     pub fn handle(&mut self, now: Duration, msg: ControlMessage) -> Handled {
+        self.observe(now);
+        let handled = self.handle_message(now, msg);
+        if now >= self.global_end {
+            self.conclude_open_at_deadline(now);
+        }
+        handled
+    }
+
+    /// Notes the first time the deadline is seen passed with devices open.
+    fn observe(&mut self, now: Duration) {
+        if now >= self.global_end && !self.is_done() {
+            self.deadline_reached.get_or_insert(now);
+        }
+    }
+
+    /// Gives every device without an outcome `no-response` for the global
+    /// deadline.
+    fn conclude_open_at_deadline(&mut self, now: Duration) {
+        let limit = ms(self.config.global_deadline);
+        for i in 0..self.records.len() {
+            let detail = match self.records[i].phase {
+                Phase::Done => continue,
+                Phase::Pending => {
+                    format!("not started: global deadline of {limit} ms passed first")
+                }
+                Phase::BeginAcked => {
+                    format!("global deadline of {limit} ms passed before Finish")
+                }
+                Phase::AwaitBeginAck { .. } | Phase::AwaitFinishAck { .. } => {
+                    format!("global deadline of {limit} ms passed while waiting for an answer")
+                }
+            };
+            self.conclude(i, now, Outcome::NoResponse, detail);
+        }
+    }
+
+    fn handle_message(&mut self, now: Duration, msg: ControlMessage) -> Handled {
         match msg {
             ControlMessage::BeginAck {
                 id,
@@ -610,6 +659,7 @@ impl Scheduler {
     /// Ends the run early (e.g. the connection to pcid was lost): every device
     /// without an outcome gets `no-response` with `reason`.
     pub fn abort(&mut self, now: Duration, reason: &str) {
+        self.observe(now);
         for i in 0..self.records.len() {
             if self.records[i].phase != Phase::Done {
                 self.conclude(i, now, Outcome::NoResponse, reason.to_string());

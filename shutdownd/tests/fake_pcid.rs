@@ -230,13 +230,18 @@ fn silent_device_ends_at_the_global_deadline_and_exit_status_is_1() {
         outcomes(&run.report),
         vec!["no-response", "clean", "clean", "clean"]
     );
-    // shutdownd's own clock: the silent device was given up at the global
-    // deadline (its finish deadline was clamped to it), within the documented
-    // wake-up grace.
-    let limit = 1500.0 + shutdownd::EXIT_GRACE.as_secs_f64() * 1000.0;
-    let done = run.report["devices"][0]["done_ms"].as_f64().unwrap();
-    assert!(done <= limit, "{done}");
-    assert!(run.report["total_ms"].as_f64().unwrap() <= limit);
+    // shutdownd's own record: the silent device was given up when shutdownd
+    // saw the global deadline pass (its finish deadline was clamped to it),
+    // not before the deadline, and nothing happened after that moment. (How
+    // late the machine let shutdownd wake up does not matter; that it plans
+    // no wait past the deadline is shown in `run`'s fake-clock test.)
+    let r = &run.report;
+    let deadline_at = r["deadline_at_ms"].as_f64().unwrap();
+    let reached = r["deadline_reached_ms"].as_f64().unwrap();
+    let done = r["devices"][0]["done_ms"].as_f64().unwrap();
+    assert!(deadline_at <= 1500.0 && reached >= deadline_at, "{r}");
+    assert_eq!(done, reached, "{r}");
+    assert_eq!(r["total_ms"].as_f64().unwrap(), reached, "{r}");
 }
 
 #[test]
@@ -373,4 +378,32 @@ fn an_unanswering_pcid_cannot_hold_shutdownd_past_its_deadline() {
     assert_eq!(status.code(), Some(2), "{err}");
     assert!(err.contains("no result from pcid within 1300 ms"), "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
+}
+/// One statement of the exit status: `--help`, the README and
+/// docs/fault-matrix.md all say `shutdownd::EXIT_STATUS` (line breaks aside).
+#[test]
+fn the_exit_status_is_stated_once_everywhere() {
+    let squash = |s: &str| s.split_whitespace().collect::<Vec<_>>().join(" ");
+    let want = squash(shutdownd::EXIT_STATUS);
+    let help = Command::new(env!("CARGO_BIN_EXE_shutdownd"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    assert!(help.status.success());
+    assert!(
+        squash(&String::from_utf8_lossy(&help.stdout)).contains(&want),
+        "--help"
+    );
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    for doc in ["README.md", "docs/fault-matrix.md"] {
+        let text = std::fs::read_to_string(root.join(doc)).unwrap();
+        assert!(
+            squash(&text).contains(&want),
+            "{doc} does not state {want:?}"
+        );
+        assert!(
+            !text.contains("exits 0 exactly when"),
+            "{doc} has another statement"
+        );
+    }
 }

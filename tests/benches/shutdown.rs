@@ -101,6 +101,7 @@ fn run_once(bins: &Binaries, machine: &MachineSpec, args: &[&str]) -> Result<Rep
         work_dir: dir.path().to_path_buf(),
         ready_timeout: Duration::from_secs(120),
         env: vec![("RUST_LOG".into(), "warn".into())],
+        driver_env: Vec::new(),
         pcid_args: Vec::new(),
         inherit_stderr: false,
     };

@@ -1,6 +1,8 @@
 //! `shutdown_tests`: end-to-end tests across real processes, the binaries that
-//! drive them (`simulate`, the example drivers), and benchmarks.
+//! drive them (`simulate`, the example drivers, the test build of the NVMe
+//! driver), and benchmarks.
 
+pub mod nvme;
 pub mod sim;
 
 #[cfg(target_os = "linux")]

@@ -1,7 +1,8 @@
 //! Data durability across real processes: simulated NVMe controllers with
-//! volatile write caches, each nvmed running its write workload
-//! (`NVMED_WORKLOAD`, see `nvmed::workload`) while shutdownd shuts the
-//! machine down.
+//! volatile write caches, each nvmed (the test build, `nvmed-test`) running
+//! its write workload (`NVMED_WORKLOAD`, given through pcid's `--driver-env`;
+//! see `shutdown_tests::nvme::workload`) while shutdownd shuts the machine
+//! down.
 //!
 //! * Positive: after a two-phase shutdown, every write nvmed acknowledged is
 //!   in the controller's backing file, block by block; writes attempted after
@@ -15,7 +16,7 @@
 //!
 //! The workload never flushes, so only the shutdown makes its data durable.
 //! The block format and the log format are re-implemented here from their
-//! documentation (`nvmed/src/workload.rs`) rather than shared, so the test
+//! documentation (`tests/src/nvme/workload.rs`) rather than shared, so the test
 //! checks the documented formats.
 //!
 //! Needs the release binaries (`cargo build --release --workspace`).
@@ -191,10 +192,8 @@ impl Rig {
             machine: path,
             work_dir: dir.path().to_path_buf(),
             ready_timeout: Duration::from_secs(30),
-            env: vec![
-                ("RUST_LOG".into(), "warn".into()),
-                ("NVMED_WORKLOAD".into(), logs.to_string_lossy().into_owned()),
-            ],
+            env: vec![("RUST_LOG".into(), "warn".into())],
+            driver_env: vec![("NVMED_WORKLOAD".into(), logs.to_string_lossy().into_owned())],
             pcid_args: Vec::new(),
             inherit_stderr: false,
         };

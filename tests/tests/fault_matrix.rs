@@ -9,12 +9,13 @@
 //!
 //! Every shutdown run checks the same promises:
 //!
-//! * shutdownd ends within its global deadline: the report's own `total_ms`
-//!   is at most the deadline plus [`shutdownd::EXIT_GRACE`] (its documented
-//!   wake-up grace), every device's `done_ms` too, and, measured outside, the
-//!   process exits within the deadline plus [`PROCESS_GRACE`] (start-up,
-//!   connecting, writing the report; generous so that a slow machine cannot
-//!   fail it);
+//! * shutdownd kept its global deadline: its report records every outcome
+//!   before the deadline, or, if the deadline passed with devices open, all
+//!   of them at the moment shutdownd saw it pass and none later
+//!   (`ReportView::kept_deadline`, a check a stalled machine cannot fail);
+//!   and, measured outside, the process exits within the deadline plus
+//!   [`PROCESS_GRACE`] (start-up, connecting, writing the report; generous so
+//!   that a slow machine cannot fail it);
 //! * every device of the machine is in the JSON report, with a terminal
 //!   outcome;
 //! * the healthy devices end `clean`;
@@ -85,6 +86,7 @@ fn start(machine: &MachineSpec) -> Rig {
         work_dir: dir.path().to_path_buf(),
         ready_timeout: Duration::from_secs(30),
         env: vec![("RUST_LOG".into(), LOG_FILTER.into())],
+        driver_env: Vec::new(),
         pcid_args: vec!["--hello-timeout-ms".into(), "500".into()],
         inherit_stderr: false,
     };
@@ -188,12 +190,10 @@ impl Rig {
             .unwrap_or_else(|| panic!("no JSON report\n{why}"));
 
         // Within the global deadline.
-        let limit_ms = deadline_ms as f64 + shutdownd::EXIT_GRACE.as_secs_f64() * 1000.0;
-        assert!(
-            report.total_ms <= limit_ms,
-            "total {} ms > {limit_ms} ms\n{why}",
-            report.total_ms
-        );
+        assert_eq!(report.global_deadline_ms, deadline_ms as f64, "{why}");
+        if let Err(e) = report.kept_deadline() {
+            panic!("{e}\n{why}");
+        }
         assert!(
             run.wall <= Duration::from_millis(deadline_ms) + PROCESS_GRACE,
             "shutdownd ran {:?}\n{why}",
@@ -205,9 +205,6 @@ impl Rig {
         assert_eq!(listed, machine, "{why}");
         for d in &report.devices {
             assert!(TERMINAL.contains(&d.outcome.as_str()), "{d:?}\n{why}");
-            if let Some(done) = d.done_ms {
-                assert!(done <= limit_ms, "{d:?}\n{why}");
-            }
         }
         // Healthy devices clean.
         for &i in healthy {
@@ -217,12 +214,13 @@ impl Rig {
                 report.devices[i]
             );
         }
-        let clean = report.count("clean");
-        assert_eq!(
-            run.status.code(),
-            Some(if clean == self.devices { 0 } else { 1 }),
-            "{why}"
-        );
+        // shutdownd::EXIT_STATUS: 0 exactly when every device ended clean or
+        // not-supported.
+        let ok = report
+            .devices
+            .iter()
+            .all(|d| d.outcome == "clean" || d.outcome == "not-supported");
+        assert_eq!(run.status.code(), Some(if ok { 0 } else { 1 }), "{why}");
         (run, report)
     }
 
@@ -334,7 +332,7 @@ fn driver_and_controller_faults_each_get_an_outcome_and_healthy_devices_stay_cle
     // report's detail says so too. pcid waits up to 500 ms after the channel
     // closes for the status; on a machine slower than that the detail says the
     // driver closed its channel instead.
-    for (i, status) in &DIED[..4] {
+    for (i, status) in &DIED {
         rig.wait_log(&[&device_address(*i), status]);
         let d = device(&r, *i);
         assert!(
@@ -349,12 +347,13 @@ fn driver_and_controller_faults_each_get_an_outcome_and_healthy_devices_stay_cle
             "{line}"
         );
     }
-    // Drivers dead before shutdown got no Begin at all (pcid's log lines
-    // checked above say how each one died).
+    // Drivers dead before shutdown were listed gone and still asked: pcid
+    // answered at once with how each one died (checked in the loop above),
+    // rather than shutdownd guessing.
     for i in [9, 10] {
         let d = device(&r, i);
-        assert!(d.begin_sent_ms.is_none(), "{d:?}");
-        assert!(d.detail.contains("gone before shutdown started"), "{d:?}");
+        assert!(d.begin_sent_ms.is_some(), "{d:?}");
+        assert_eq!(d.begin_ack_ms, None, "{d:?}");
     }
     rig.stop();
 }
@@ -410,42 +409,65 @@ fn malformed_frames_and_wrong_acks_are_logged_naming_the_device_and_isolated() {
     rig.stop();
 }
 
-/// A driver's channel speaks only for its own function: the driver messages
-/// carry no address, and an ack bearing the sequence number pcid used for
-/// another device's Begin is a protocol violation on the sender's channel;
-/// the other device is untouched.
+/// A driver's channel speaks only for its own function: driver messages
+/// carry no address, and sequence numbers are counted per channel, so every
+/// device's Begin carries 1. Two drivers' BeginAck 1 arrive while a third
+/// device's Begin 1 is still outstanding: neither answers it.
 #[test]
 fn a_driver_cannot_acknowledge_for_another_device() {
     let mut m = MachineSpec::nvme(3, 200, None);
-    fault(&mut m, 1, "driver-sends-another-devices-seq");
+    fault(&mut m, 0, "driver-ignores-begin");
     let rig = start(&m);
-    let (run, r) = rig.shutdown(5000, &[0, 2]);
+    let (run, r) = rig.shutdown(3000, &[1, 2]);
     let why = rig.explain(&run);
-    // The sequence number the impostor sent is the one device 0's Begin had.
-    let relayed = rig.wait_log(&[&device_address(0), "relaying Begin seq"]);
-    let victim_seq: u32 = relayed
-        .split("relaying Begin seq ")
-        .nth(1)
-        .and_then(|s| s.split_whitespace().next())
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no sequence number in {relayed:?}"));
-    let line = rig.wait_log(&[
-        &device_address(1),
-        "protocol violation by faultyd",
-        &format!("BeginAck with sequence number {victim_seq},"),
-    ]);
-    assert!(line.contains("ERROR"), "{line}");
-    let impostor = device(&r, 1);
-    assert_eq!(impostor.outcome, "failed", "{impostor:?}\n{why}");
-    assert!(
-        impostor.detail.contains("protocol violation"),
-        "{impostor:?}"
-    );
-    // Device 0 got exactly its own acks: one BeginAck, budget as nvmed said.
-    let victim = device(&r, 0);
-    assert_eq!(victim.budget_ms, Some(200.0), "{victim:?}");
-    assert!(victim.begin_ack_ms.unwrap() <= victim.finish_sent_ms.unwrap());
+    for i in 0..3 {
+        rig.wait_log(&[&device_address(i), "relaying Begin seq 1 "]);
+    }
+    let silent = device(&r, 0);
+    assert_eq!(silent.outcome, "no-response", "{silent:?}\n{why}");
+    assert_eq!(silent.begin_ack_ms, None, "{silent:?}\n{why}");
+    for i in [1, 2] {
+        let d = device(&r, i);
+        assert_eq!(d.budget_ms, Some(200.0), "{d:?}");
+    }
     rig.stop();
+}
+
+/// A driver that breaks the protocol and stays alive (a second Hello, long
+/// before any shutdown) is reported `failed` with its violation — never as a
+/// dead driver — however the violation and shutdownd's device list race: 20
+/// stacks, each shut down as soon as pcid is ready.
+#[test]
+fn a_live_protocol_violator_is_reported_failed_with_its_violation_every_time() {
+    const RUNS: usize = 20;
+    let mut m = MachineSpec::nvme(2, 50, None);
+    fault(&mut m, 0, "driver-sends-second-hello");
+    let mut failed_with_violation = 0;
+    for run in 0..RUNS {
+        let rig = start(&m);
+        let (shutdownd, r) = rig.shutdown(5000, &[1]);
+        let d = device(&r, 0);
+        assert_eq!(
+            d.outcome,
+            "failed",
+            "run {run}: {d:?}\n{}",
+            rig.explain(&shutdownd)
+        );
+        assert_eq!(
+            d.detail, "protocol violation: driver broke the protocol: second Hello",
+            "run {run}"
+        );
+        if run == 0 {
+            // It was told why, and it was alive after its channel closed.
+            let a = device_address(0);
+            rig.wait_log(&[&a, "pcid says (seq 0): protocol violation: second Hello"]);
+            rig.wait_log(&[&a, "channel closed; staying alive"]);
+        }
+        failed_with_violation += 1;
+        rig.stop();
+    }
+    assert_eq!(failed_with_violation, RUNS);
+    eprintln!("live violator reported failed with its violation in {failed_with_violation} of {RUNS} runs");
 }
 
 /// The global deadline ends shutdownd even when a device's own deadline is
@@ -539,7 +561,7 @@ fn a_second_shutdown_request_while_one_is_in_flight_is_refused() {
         .map(|d| d.outcome.as_str())
         .collect();
     assert_eq!(outcomes, ["clean", "clean", "no-response"]);
-    assert!(first_report.total_ms <= 10_000.0 + 100.0);
+    assert_eq!(first_report.kept_deadline(), Ok(()));
     rig.stop();
 }
 

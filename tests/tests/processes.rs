@@ -37,6 +37,7 @@ fn start(machine: &MachineSpec) -> Rig {
         work_dir: dir.path().to_path_buf(),
         ready_timeout: Duration::from_secs(30),
         env: vec![("RUST_LOG".into(), "warn".into())],
+        driver_env: Vec::new(),
         // A driver that never says Hello is settled after 500 ms instead of 5 s.
         pcid_args: vec!["--hello-timeout-ms".into(), "500".into()],
         inherit_stderr: false,
@@ -232,17 +233,13 @@ fn shutdownd_ends_within_its_global_deadline() {
     let rig = start(&m);
     let (run, report) = rig.shutdown(&["--deadline-ms", "2000"]);
     assert_eq!(run.status.code(), Some(1), "{}", rig.explain(&run));
-    let limit = 2000.0 + shutdownd::EXIT_GRACE.as_secs_f64() * 1000.0;
-    assert!(report.total_ms <= limit, "total {} ms", report.total_ms);
+    assert_eq!(report.kept_deadline(), Ok(()));
     let stuck = &report.devices[0];
     assert_eq!(stuck.budget_ms, Some(10_000.0));
     assert!(
         ["timed-out", "abrupt", "no-response"].contains(&stuck.outcome.as_str()),
         "{stuck:?}"
     );
-    for d in &report.devices {
-        assert!(d.done_ms.unwrap() <= limit, "{d:?}");
-    }
     assert_eq!(outcomes(&report)[1..], ["clean", "clean"]);
 }
 
@@ -302,8 +299,7 @@ fn every_injectable_fault_gets_its_outcome_and_healthy_devices_stay_clean() {
     );
     let n = report.devices.len();
     assert_eq!(outcomes(&report)[n - 2..], ["clean", "clean"]);
-    let limit = 5000.0 + shutdownd::EXIT_GRACE.as_secs_f64() * 1000.0;
-    assert!(report.total_ms <= limit, "total {} ms", report.total_ms);
+    assert_eq!(report.kept_deadline(), Ok(()));
     // Every device has a terminal outcome and was begun before anything finished.
     let all: Vec<&DeviceView> = report.devices.iter().collect();
     let first_done = all

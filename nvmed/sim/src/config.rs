@@ -104,6 +104,9 @@ pub enum DmaLayout {
     Contiguous,
 }
 
+/// Largest `read_latency_ms` / `write_latency_ms` (one hour).
+pub const MAX_COMMAND_LATENCY_MS: u64 = 3_600_000;
+
 /// Configuration of one simulated NVMe controller.
 ///
 /// Keys (all optional) and defaults:
@@ -128,6 +131,8 @@ pub enum DmaLayout {
 /// | `max_io_queues` | `16` | I/O SQs and CQs the controller can allocate (1..=1024) |
 /// | `ready_latency_ms` | `1` | time from CC.EN 0→1 to CSTS.RDY = 1 |
 /// | `reset_latency_ms` | `0` | time from CC.EN 1→0 to CSTS.RDY = 0 |
+/// | `read_latency_ms` | `0` | a Read is fetched at once but transfers its data and completes this long later (0: at once) |
+/// | `write_latency_ms` | `0` | the same for a Write |
 /// | `start_state` | `"enabled"` | `"enabled"` (as firmware leaves it) or `"disabled"` |
 /// | `dma_layout` | `"scattered"` | `"scattered"` or `"contiguous"` bus addresses |
 /// | `faults` | `[]` | list of [`Fault`] names |
@@ -172,6 +177,11 @@ pub struct SimConfig {
     pub ready_latency_ms: u64,
     /// Time from CC.EN 1→0 until CSTS.RDY = 0.
     pub reset_latency_ms: u64,
+    /// Time from fetching a Read to its data transfer and completion (0: at
+    /// once). A driver that gives up earlier sees the completion late.
+    pub read_latency_ms: u64,
+    /// Time from fetching a Write to its data transfer and completion.
+    pub write_latency_ms: u64,
     /// State of the controller when the model is created.
     pub start_state: StartState,
     /// Bus address layout of DMA buffers.
@@ -201,6 +211,8 @@ impl Default for SimConfig {
             max_io_queues: 16,
             ready_latency_ms: 1,
             reset_latency_ms: 0,
+            read_latency_ms: 0,
+            write_latency_ms: 0,
             start_state: StartState::Enabled,
             dma_layout: DmaLayout::Scattered,
             faults: Vec::new(),
@@ -320,6 +332,14 @@ impl SimConfig {
         }
         if self.mdts > 16 {
             return invalid("mdts", "must be 0..=16");
+        }
+        for (key, value) in [
+            ("read_latency_ms", self.read_latency_ms),
+            ("write_latency_ms", self.write_latency_ms),
+        ] {
+            if value > MAX_COMMAND_LATENCY_MS {
+                return invalid(key, format!("must be at most {MAX_COMMAND_LATENCY_MS}"));
+            }
         }
         Ok(())
     }
@@ -442,6 +462,7 @@ start_state = "disabled"
             ("doorbell_stride = 9", "doorbell_stride"),
             ("serial = \"012345678901234567890\"", "serial"),
             ("max_io_queues = 0", "max_io_queues"),
+            ("read_latency_ms = 3600001", "read_latency_ms"),
         ] {
             match SimConfig::from_toml_str(text) {
                 Err(ConfigError::Invalid { key: k, .. }) => assert_eq!(k, key),

@@ -22,7 +22,7 @@ use nvme_spec::{
 use pcid_hw::{Clock, DmaAllocator, RegisterIo, PAGE_SIZE};
 
 use crate::config::{Fault, SimConfig, StartState};
-use crate::dma::{DmaMemory, SimDma, SimDmaBuffer};
+use crate::dma::{DmaMemory, DmaViolation, SimDma, SimDmaBuffer};
 use crate::store::Store;
 use crate::SimError;
 
@@ -71,6 +71,11 @@ pub struct SimStats {
     pub error_completions: u64,
     /// I/O commands fetched and never completed (fault `drops-commands`).
     pub dropped_commands: u64,
+    /// I/O commands fetched whose execution was delayed (`read_latency_ms`,
+    /// `write_latency_ms`).
+    pub deferred_commands: u64,
+    /// Delayed commands executed (and completed) since.
+    pub deferred_commands_executed: u64,
     /// Doorbell writes naming no queue or an out-of-range value (ignored).
     pub invalid_doorbell_writes: u64,
     /// Doorbell writes while not ready, fatal or shut down (ignored).
@@ -138,6 +143,23 @@ struct Enabled {
     ready_at: Option<Duration>,
 }
 
+/// An I/O command fetched and not executed yet (`read_latency_ms`,
+/// `write_latency_ms`).
+#[derive(Debug, Clone)]
+struct Pending {
+    /// Model-wide command tag (for the DMA lifetime checks).
+    tag: u64,
+    sqid: u16,
+    cqid: u16,
+    /// SQ head after the fetch (reported in the completion).
+    sq_head: u32,
+    cmd: SubmissionEntry,
+    /// When it transfers its data and completes.
+    due: Duration,
+    /// Pages it will transfer to or from (data and PRP lists).
+    pages: Vec<u64>,
+}
+
 struct State {
     cc: Cc,
     intms: u32,
@@ -160,6 +182,10 @@ struct State {
     stats: SimStats,
     /// Queue memory owned by firmware in the "enabled" start state.
     firmware_pages: Vec<SimDmaBuffer>,
+    /// Delayed I/O commands, oldest first.
+    pending: Vec<Pending>,
+    /// Tag of the next fetched command.
+    next_tag: u64,
 }
 
 struct Shared {
@@ -255,6 +281,8 @@ impl SimController {
             store,
             stats: SimStats::default(),
             firmware_pages: Vec::new(),
+            pending: Vec::new(),
+            next_tag: 1,
         };
         let ctrl = SimController {
             shared: Arc::new(Shared {
@@ -302,7 +330,8 @@ impl SimController {
             ready_at: Some(sh.clock.now()),
         });
         // Firmware issued a few admin commands and some reads.
-        st.sqs.insert(
+        sh.add_sq(
+            &mut st,
             0,
             Sq {
                 base: asq,
@@ -312,7 +341,8 @@ impl SimController {
                 cqid: 0,
             },
         );
-        st.cqs.insert(
+        sh.add_cq(
+            &mut st,
             0,
             Cq {
                 base: acq,
@@ -322,7 +352,8 @@ impl SimController {
                 phase: true,
             },
         );
-        st.sqs.insert(
+        sh.add_sq(
+            &mut st,
             1,
             Sq {
                 base: iosq,
@@ -332,7 +363,8 @@ impl SimController {
                 cqid: 1,
             },
         );
-        st.cqs.insert(
+        sh.add_cq(
+            &mut st,
             1,
             Cq {
                 base: iocq,
@@ -351,6 +383,14 @@ impl SimController {
         SimDma {
             memory: self.shared.memory.clone(),
         }
+    }
+
+    /// Every break of the DMA lifetime rule seen so far: memory freed while
+    /// the controller may still access it, or accessed by the controller
+    /// after it was freed or handed to another use (see [`crate::SimDma`]'s
+    /// module). Empty when the driver kept the rule.
+    pub fn dma_violations(&self) -> Vec<DmaViolation> {
+        self.shared.memory.violations()
     }
 
     /// The configuration the controller was built from.
@@ -424,6 +464,8 @@ impl SimController {
             log::warn!("{}: surprise removal", self.shared.label);
         }
         st.removed = true;
+        // Off the bus, the device accesses no memory any more.
+        self.shared.clear_queues(&mut st);
     }
 
     /// Whether the device reads all-ones (removed or powered off).
@@ -662,6 +704,7 @@ impl Shared {
     /// whose latency has elapsed.
     fn tick(&self, st: &mut State) {
         let now = self.clock.now();
+        self.run_pending(st, now);
         let Some(mut s) = st.shutdown else { return };
         let Some(at) = s.complete_at else { return };
         if s.completed || now < at || st.removed || st.powered_off {
@@ -709,10 +752,67 @@ impl Shared {
     }
 
     fn clear_queues(&self, st: &mut State) {
-        st.sqs.clear();
-        st.cqs.clear();
+        // Commands in flight are abandoned and every queue is gone: nothing
+        // of the host's memory is in use any more.
+        for p in std::mem::take(&mut st.pending) {
+            self.memory.unpin(&p.pages);
+        }
+        let sqs: Vec<u16> = st.sqs.keys().copied().collect();
+        for qid in sqs {
+            self.remove_sq(st, qid);
+        }
+        let cqs: Vec<u16> = st.cqs.keys().copied().collect();
+        for qid in cqs {
+            self.remove_cq(st, qid);
+        }
         st.aer_outstanding = 0;
         st.firmware_pages.clear();
+    }
+
+    fn sq_pages(sq: &Sq) -> Vec<u64> {
+        DmaMemory::pages_of(sq.base, sq.size as usize * SQ_ENTRY_SIZE)
+    }
+
+    fn cq_pages(cq: &Cq) -> Vec<u64> {
+        DmaMemory::pages_of(cq.base, cq.size as usize * CQ_ENTRY_SIZE)
+    }
+
+    /// Creates submission queue `qid`; its memory is in use until it is deleted.
+    fn add_sq(&self, st: &mut State, qid: u16, sq: Sq) {
+        self.memory.pin(&Self::sq_pages(&sq));
+        if let Some(old) = st.sqs.insert(qid, sq) {
+            self.memory.unpin(&Self::sq_pages(&old));
+        }
+    }
+
+    /// Creates completion queue `qid`; its memory is in use until it is deleted.
+    fn add_cq(&self, st: &mut State, qid: u16, cq: Cq) {
+        self.memory.pin(&Self::cq_pages(&cq));
+        if let Some(old) = st.cqs.insert(qid, cq) {
+            self.memory.unpin(&Self::cq_pages(&old));
+        }
+    }
+
+    /// Deletes submission queue `qid` with the commands of it still in flight.
+    fn remove_sq(&self, st: &mut State, qid: u16) -> bool {
+        let Some(sq) = st.sqs.remove(&qid) else {
+            return false;
+        };
+        self.memory.unpin(&Self::sq_pages(&sq));
+        let (aborted, kept): (Vec<Pending>, Vec<Pending>) = std::mem::take(&mut st.pending)
+            .into_iter()
+            .partition(|p| p.sqid == qid);
+        st.pending = kept;
+        for p in aborted {
+            self.memory.unpin(&p.pages);
+        }
+        true
+    }
+
+    fn remove_cq(&self, st: &mut State, qid: u16) {
+        if let Some(cq) = st.cqs.remove(&qid) {
+            self.memory.unpin(&Self::cq_pages(&cq));
+        }
     }
 
     fn write_cc(&self, st: &mut State, value: u32) {
@@ -792,20 +892,24 @@ impl Shared {
         } else {
             Duration::from_millis(self.config.ready_latency_ms)
         };
-        st.sqs.insert(
+        let asq = st.asq;
+        let acq = st.acq;
+        self.add_sq(
+            st,
             0,
             Sq {
-                base: st.asq,
+                base: asq,
                 size: u32::from(aqa.asqs()) + 1,
                 head: 0,
                 tail: 0,
                 cqid: 0,
             },
         );
-        st.cqs.insert(
+        self.add_cq(
+            st,
             0,
             Cq {
-                base: st.acq,
+                base: acq,
                 size: u32::from(aqa.acqs()) + 1,
                 head: 0,
                 tail: 0,
@@ -846,6 +950,8 @@ impl Shared {
         if self.has(Fault::SurpriseRemoval) {
             log::warn!("{}: surprise removal (injected fault)", self.label);
             st.removed = true;
+            // Off the bus, the device accesses no memory any more.
+            self.clear_queues(st);
             st.shutdown = Some(Shutdown {
                 kind,
                 complete_at: None,
@@ -993,32 +1099,143 @@ impl Shared {
                 self.admin(st, &cmd)
             } else {
                 st.stats.io_commands += 1;
-                self.io(st, &cmd)
-            };
-            match outcome {
-                Outcome::Complete(dw0, status) => {
-                    if !status.is_success() {
-                        st.stats.error_completions += 1;
-                        log::debug!(
-                            "{}: SQ {sqid} cid {} opcode {:#04x}: {status}",
-                            self.label,
-                            cmd.cid(),
-                            cmd.opcode()
-                        );
-                    }
-                    let entry = CompletionEntry {
-                        dw0,
-                        dw1: 0,
-                        sq_head: new_head as u16,
-                        sq_id: sqid,
-                        cid: cmd.cid(),
-                        phase: false,
-                        status,
-                    };
-                    self.post(st, sq.cqid, entry);
+                if self.defer(st, sqid, sq.cqid, new_head, &cmd) {
+                    continue;
                 }
-                Outcome::NoCompletion => {}
+                self.io(st, &cmd, None)
+            };
+            self.complete(st, sqid, sq.cqid, new_head, &cmd, outcome);
+        }
+    }
+
+    /// Posts the completion of `cmd` (fetched from `sqid`, leaving its head
+    /// at `sq_head`) to `cqid`.
+    fn complete(
+        &self,
+        st: &mut State,
+        sqid: u16,
+        cqid: u16,
+        sq_head: u32,
+        cmd: &SubmissionEntry,
+        outcome: Outcome,
+    ) {
+        match outcome {
+            Outcome::Complete(dw0, status) => {
+                if !status.is_success() {
+                    st.stats.error_completions += 1;
+                    log::debug!(
+                        "{}: SQ {sqid} cid {} opcode {:#04x}: {status}",
+                        self.label,
+                        cmd.cid(),
+                        cmd.opcode()
+                    );
+                }
+                let entry = CompletionEntry {
+                    dw0,
+                    dw1: 0,
+                    sq_head: sq_head as u16,
+                    sq_id: sqid,
+                    cid: cmd.cid(),
+                    phase: false,
+                    status,
+                };
+                self.post(st, cqid, entry);
             }
+            Outcome::NoCompletion => {}
+        }
+    }
+
+    /// The delay before an I/O command's execution (`read_latency_ms`,
+    /// `write_latency_ms`), if it has one.
+    fn latency_of(&self, cmd: &SubmissionEntry) -> Option<Duration> {
+        let ms = match NvmOpcode::from_u8(cmd.opcode())? {
+            NvmOpcode::Read => self.config.read_latency_ms,
+            NvmOpcode::Write => self.config.write_latency_ms,
+            NvmOpcode::Flush => 0,
+        };
+        (ms > 0).then(|| Duration::from_millis(ms))
+    }
+
+    /// Keeps a just-fetched Read or Write with a latency for later: its data
+    /// and PRP list pages are handed to it and in use until it completes.
+    /// Returns false (execute now) for any other command, one whose transfer
+    /// cannot be resolved (it fails at once), or under `drops-commands`.
+    fn defer(
+        &self,
+        st: &mut State,
+        sqid: u16,
+        cqid: u16,
+        sq_head: u32,
+        cmd: &SubmissionEntry,
+    ) -> bool {
+        if self.has(Fault::DropsCommands) {
+            return false;
+        }
+        let Some(latency) = self.latency_of(cmd) else {
+            return false;
+        };
+        let blocks = u64::from(RwDw12(cmd.cdw12).blocks());
+        if cmd.nsid != NSID || !st.store.in_range(cmd.slba(), blocks) {
+            return false;
+        }
+        let len = blocks as usize * st.store.block_size();
+        let Ok((segments, lists)) = self.prp_segments(cmd.prp1, cmd.prp2, len, None) else {
+            return false;
+        };
+        let mut pages: Vec<u64> = segments
+            .iter()
+            .flat_map(|&(a, n)| DmaMemory::pages_of(a, n))
+            .chain(lists)
+            .collect();
+        pages.sort_unstable();
+        pages.dedup();
+        let tag = st.next_tag;
+        st.next_tag += 1;
+        self.memory.claim(&pages, tag);
+        self.memory.pin(&pages);
+        st.stats.deferred_commands += 1;
+        log::debug!(
+            "{}: SQ {sqid} cid {} (command #{tag}) executes in {latency:?}",
+            self.label,
+            cmd.cid()
+        );
+        st.pending.push(Pending {
+            tag,
+            sqid,
+            cqid,
+            sq_head,
+            cmd: *cmd,
+            due: self.clock.now() + latency,
+            pages,
+        });
+        true
+    }
+
+    /// Executes and completes the delayed commands that are due (while their
+    /// completion queue has room).
+    fn run_pending(&self, st: &mut State, now: Duration) {
+        if st.cfs || st.removed || st.powered_off {
+            return;
+        }
+        let mut i = 0;
+        while i < st.pending.len() {
+            let p = &st.pending[i];
+            let room = st.cqs.get(&p.cqid).is_some_and(|cq| !cq.is_full());
+            if p.due > now || !room {
+                i += 1;
+                continue;
+            }
+            let p = st.pending.remove(i);
+            let outcome = self.io(st, &p.cmd, Some(p.tag));
+            self.memory.unpin(&p.pages);
+            st.stats.deferred_commands_executed += 1;
+            log::debug!(
+                "{}: command #{} (cid {}) executed late",
+                self.label,
+                p.tag,
+                p.cmd.cid()
+            );
+            self.complete(st, p.sqid, p.cqid, p.sq_head, &p.cmd, outcome);
         }
     }
 
@@ -1047,13 +1264,23 @@ impl Shared {
     // ---- data transfer --------------------------------------------------------
 
     /// Resolves PRP1/PRP2 (and PRP lists) for a transfer of `len` bytes into
-    /// bus segments (§4.3). Memory page size is 4 KiB (CC.MPS = 0).
-    fn prp_segments(&self, prp1: u64, prp2: u64, len: usize) -> Result<Vec<(u64, usize)>, Status> {
+    /// bus segments (§4.3), and returns the PRP list pages read on the way.
+    /// Memory page size is 4 KiB (CC.MPS = 0). With `tag`, the list reads
+    /// are that command's and checked against the DMA lifetime rule.
+    #[allow(clippy::type_complexity)]
+    fn prp_segments(
+        &self,
+        prp1: u64,
+        prp2: u64,
+        len: usize,
+        tag: Option<u64>,
+    ) -> Result<(Vec<(u64, usize)>, Vec<u64>), Status> {
         let invalid_offset = || Status::from(GenericStatus::PrpOffsetInvalid).with_dnr(true);
         let transfer_error = || Status::from(GenericStatus::DataTransferError).with_dnr(true);
         let mut segs = Vec::new();
+        let mut lists = Vec::new();
         if len == 0 {
-            return Ok(segs);
+            return Ok((segs, lists));
         }
         if prp1 & 0x3 != 0 {
             return Err(invalid_offset());
@@ -1062,14 +1289,14 @@ impl Shared {
         segs.push((prp1, first));
         let mut remaining = len - first;
         if remaining == 0 {
-            return Ok(segs);
+            return Ok((segs, lists));
         }
         if remaining <= PAGE_SIZE {
             if prp2 % PAGE != 0 {
                 return Err(invalid_offset());
             }
             segs.push((prp2, remaining));
-            return Ok(segs);
+            return Ok((segs, lists));
         }
         // PRP2 points to a PRP list; the last entry of a full list page chains
         // to the next list page.
@@ -1088,8 +1315,9 @@ impl Shared {
             };
             let mut list = vec![0u8; slots * 8];
             self.memory
-                .read_bus(cursor, &mut list)
+                .read_bus_for(cursor, &mut list, tag)
                 .map_err(|_| transfer_error())?;
+            lists.push(cursor & !(PAGE - 1));
             let entry = |i: usize| {
                 let mut b = [0u8; 8];
                 b.copy_from_slice(&list[i * 8..i * 8 + 8]);
@@ -1105,7 +1333,7 @@ impl Shared {
                 remaining -= n;
             }
             if !chained {
-                return Ok(segs);
+                return Ok((segs, lists));
             }
             let next = entry(slots - 1);
             if next % PAGE != 0 {
@@ -1116,27 +1344,40 @@ impl Shared {
         Err(transfer_error())
     }
 
-    /// Copies `data` to the host through PRPs.
-    fn write_host(&self, prp1: u64, prp2: u64, data: &[u8]) -> Result<(), Status> {
-        let segs = self.prp_segments(prp1, prp2, data.len())?;
+    /// Copies `data` to the host through PRPs (for command `tag`, if delayed).
+    fn write_host(
+        &self,
+        prp1: u64,
+        prp2: u64,
+        data: &[u8],
+        tag: Option<u64>,
+    ) -> Result<(), Status> {
+        let (segs, _) = self.prp_segments(prp1, prp2, data.len(), tag)?;
         let mut at = 0;
         for (addr, n) in segs {
             self.memory
-                .write_bus(addr, &data[at..at + n])
+                .write_bus_for(addr, &data[at..at + n], tag)
                 .map_err(|_| Status::from(GenericStatus::DataTransferError).with_dnr(true))?;
             at += n;
         }
         Ok(())
     }
 
-    /// Copies `len` bytes from the host through PRPs.
-    fn read_host(&self, prp1: u64, prp2: u64, len: usize) -> Result<Vec<u8>, Status> {
-        let segs = self.prp_segments(prp1, prp2, len)?;
+    /// Copies `len` bytes from the host through PRPs (for command `tag`, if
+    /// delayed).
+    fn read_host(
+        &self,
+        prp1: u64,
+        prp2: u64,
+        len: usize,
+        tag: Option<u64>,
+    ) -> Result<Vec<u8>, Status> {
+        let (segs, _) = self.prp_segments(prp1, prp2, len, tag)?;
         let mut data = vec![0u8; len];
         let mut at = 0;
         for (addr, n) in segs {
             self.memory
-                .read_bus(addr, &mut data[at..at + n])
+                .read_bus_for(addr, &mut data[at..at + n], tag)
                 .map_err(|_| Status::from(GenericStatus::DataTransferError).with_dnr(true))?;
             at += n;
         }
@@ -1144,7 +1385,7 @@ impl Shared {
     }
 
     fn transfer_out(&self, cmd: &SubmissionEntry, data: &[u8]) -> Outcome {
-        match self.write_host(cmd.prp1, cmd.prp2, data) {
+        match self.write_host(cmd.prp1, cmd.prp2, data, None) {
             Ok(()) => ok(0),
             Err(s) => Outcome::Complete(0, s),
         }
@@ -1408,7 +1649,8 @@ impl Shared {
         if dw11.ien() && dw11.iv() > self.config.max_io_queues {
             return err(CommandSpecificStatus::InvalidInterruptVector);
         }
-        st.cqs.insert(
+        self.add_cq(
+            st,
             qid,
             Cq {
                 base: cmd.prp1,
@@ -1446,7 +1688,8 @@ impl Shared {
         if cmd.prp1 % PAGE != 0 {
             return err(GenericStatus::PrpOffsetInvalid);
         }
-        st.sqs.insert(
+        self.add_sq(
+            st,
             qid,
             Sq {
                 base: cmd.prp1,
@@ -1462,7 +1705,7 @@ impl Shared {
 
     fn delete_sq(&self, st: &mut State, cmd: &SubmissionEntry) -> Outcome {
         let qid = QueueDw10(cmd.cdw10).qid();
-        if qid == 0 || st.sqs.remove(&qid).is_none() {
+        if qid == 0 || !self.remove_sq(st, qid) {
             return err(CommandSpecificStatus::InvalidQueueId);
         }
         log::debug!("{}: deleted SQ {qid}", self.label);
@@ -1477,14 +1720,16 @@ impl Shared {
         if st.sqs.values().any(|s| s.cqid == qid) {
             return err(CommandSpecificStatus::InvalidQueueDeletion);
         }
-        st.cqs.remove(&qid);
+        self.remove_cq(st, qid);
         log::debug!("{}: deleted CQ {qid}", self.label);
         ok(0)
     }
 
     // ---- NVM commands (§6) -----------------------------------------------------
 
-    fn io(&self, st: &mut State, cmd: &SubmissionEntry) -> Outcome {
+    /// Executes an NVM command; `tag` names a delayed command whose data
+    /// transfers are checked against the DMA lifetime rule.
+    fn io(&self, st: &mut State, cmd: &SubmissionEntry, tag: Option<u64>) -> Outcome {
         if self.has(Fault::DropsCommands) {
             st.stats.dropped_commands += 1;
             log::debug!(
@@ -1517,11 +1762,17 @@ impl Shared {
                     }
                 }
             }
-            NvmOpcode::Read | NvmOpcode::Write => self.read_write(st, op, cmd),
+            NvmOpcode::Read | NvmOpcode::Write => self.read_write(st, op, cmd, tag),
         }
     }
 
-    fn read_write(&self, st: &mut State, op: NvmOpcode, cmd: &SubmissionEntry) -> Outcome {
+    fn read_write(
+        &self,
+        st: &mut State,
+        op: NvmOpcode,
+        cmd: &SubmissionEntry,
+        tag: Option<u64>,
+    ) -> Outcome {
         if cmd.nsid != NSID {
             return err(GenericStatus::InvalidNamespace);
         }
@@ -1536,7 +1787,7 @@ impl Shared {
             return err(GenericStatus::InvalidField);
         }
         if op == NvmOpcode::Write {
-            let data = match self.read_host(cmd.prp1, cmd.prp2, len) {
+            let data = match self.read_host(cmd.prp1, cmd.prp2, len, tag) {
                 Ok(d) => d,
                 Err(s) => return Outcome::Complete(0, s),
             };
@@ -1557,7 +1808,7 @@ impl Shared {
                 log::error!("{}: read of {blocks} blocks at {slba}: {e}", self.label);
                 return err(MediaStatus::UnrecoveredReadError);
             }
-            match self.write_host(cmd.prp1, cmd.prp2, &data) {
+            match self.write_host(cmd.prp1, cmd.prp2, &data, tag) {
                 Ok(()) => {
                     st.stats.reads += 1;
                     st.stats.blocks_read += blocks;

@@ -58,7 +58,16 @@
 //! * an abrupt shutdown discards the volatile write cache unless
 //!   [`SimConfig::abrupt_flushes_cache`] is set;
 //! * a reset (CC.EN 1→0) keeps the write cache; a power cut
-//!   ([`SimController::power_cut`]) or dropping the model loses it.
+//!   ([`SimController::power_cut`]) or dropping the model loses it;
+//! * with `read_latency_ms` / `write_latency_ms`, a Read / Write is fetched
+//!   at once but transfers its data and completes later, at the first
+//!   register access after its time has come; deleting its SQ or a reset
+//!   abandons it.
+//!
+//! The model checks the driver's handling of DMA memory: freeing memory the
+//! controller may still access, and a late command's transfer into memory
+//! freed or reused since, are recorded ([`SimController::dma_violations`];
+//! see [`SimDma`]).
 
 #![warn(missing_docs)]
 
@@ -71,7 +80,7 @@ use std::path::PathBuf;
 
 pub use config::{ConfigError, DmaLayout, Fault, SimConfig, StartState, UnknownFault};
 pub use controller::{ShutdownKind, SimController, SimStats};
-pub use dma::{SimDma, SimDmaBuffer};
+pub use dma::{DmaViolation, DmaViolationKind, SimDma, SimDmaBuffer};
 
 /// Errors from creating or inspecting a simulated controller.
 #[derive(Debug, thiserror::Error)]

@@ -46,6 +46,27 @@ impl Rig {
     }
 }
 
+impl Drop for Rig {
+    /// Every test also checks the DMA lifetime rule: by the time the rig goes
+    /// (after the driver it served), the model saw no memory freed while in
+    /// use and no late access to freed or reused memory.
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            return;
+        }
+        let violations = self.sim.dma_violations();
+        assert!(
+            violations.is_empty(),
+            "DMA lifetime violations: {}",
+            violations
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; ")
+        );
+    }
+}
+
 /// A config with the given TOML body.
 pub fn config(toml: &str) -> SimConfig {
     SimConfig::from_toml_str(toml).expect("valid sim TOML")

@@ -55,6 +55,8 @@ pub use control::{ControlClient, ControlError, ControlListener, PeerCred};
 pub use sys::spawn_with_channel;
 #[cfg(target_os = "redox")]
 pub use sys::{spawn_with_fd, ControlClient, ControlError, CONTROL_PATH};
+#[cfg(not(target_os = "redox"))]
+pub use unix::adopt_inherited_fd;
 
 /// A channel carrying [`DriverMessage`]s (pcid ↔ one driver).
 pub type DriverChannel = Channel<DriverMessage>;

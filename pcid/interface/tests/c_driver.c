@@ -1,8 +1,18 @@
 /*
  * A two-phase driver written in C from PROTOCOL.md alone (no Rust headers):
  * Hello -> Welcome -> Ready -> Begin/BeginAck -> Finish/FinishAck.
- * Unknown or out-of-phase frames are answered with Error(seq) (PROTOCOL.md §8).
- * Prints the function address it was given on stdout, exits 0 after FinishAck.
+ * - After Ready it sends an unsolicited Error(0, "c driver note: ready")
+ *   (allowed by PROTOCOL.md 6.1).
+ * - Unknown or out-of-phase frames are answered with Error(seq) (§8).
+ * - It relies on per-channel sequence numbers (§6.1): a Finish whose seq is
+ *   not its Begin's + 1 is answered with Error(seq) and not acted on.
+ * - After FinishAck it is Done: it keeps reading and answers every request
+ *   with Error(seq, "shutdown already finished") (§6.1) until pcid closes
+ *   the channel, then exits 0.
+ * - A frame of another header version gets Error(seq, "unsupported version"),
+ *   then the driver exits 9 (§6.1, §8).
+ * Prints the function address it was given on stdout, and every Error pcid
+ * sends it as "pcid error <seq>: <text>".
  */
 #include <errno.h>
 #include <stdint.h>
@@ -108,23 +118,39 @@ int main(void) {
     fflush(stdout);
 
     if (send_frame(0x03, 0, NULL, 0) != 0) return 7; /* Ready */
+    if (send_error(0, "c driver note: ready") != 0) return 7; /* unsolicited */
 
-    int begun = 0;
+    int begun = 0, done = 0;
+    uint32_t begin_seq = 0;
     for (;;) {
         int r = recv_frame(&type, &flags, &seq, payload, &len);
-        if (r == CLOSED) return 8;
+        if (r == CLOSED) return done ? 0 : 8;
         if (r == FATAL) return 9;
         if (flags != 0) { send_error(seq, "unsupported flags"); continue; }
+        if (type == 0x09) { /* Error from pcid: string message */
+            uint16_t n = len >= 2 ? le16(payload) : 0;
+            if (n > len - 2) n = 0;
+            printf("pcid error %u: %.*s\n", (unsigned)seq, (int)n, (const char *)payload + 2);
+            fflush(stdout);
+            continue;
+        }
+        if (done && (type == 0x04 || type == 0x06 || type == 0x07)) {
+            send_error(seq, "shutdown already finished");
+            continue;
+        }
         if (type == 0x04) { /* Begin: u8 kind, u64 deadline_us */
             if (len != 9 || payload[0] < 1 || payload[0] > 2) { send_error(seq, "malformed Begin"); continue; }
             if (begun) { send_error(seq, "duplicate Begin"); continue; }
             begun = 1;
+            begin_seq = seq;
             uint8_t ack[8];
             put64(ack, le64(payload + 1) / 2); /* budget: half the deadline */
             if (send_frame(0x05, seq, ack, 8) != 0) return 10;
         } else if (type == 0x06) { /* Finish: u64 deadline_us */
             if (len != 8) { send_error(seq, "malformed Finish"); continue; }
             if (!begun) { send_error(seq, "Finish before Begin"); continue; }
+            uint32_t want = begin_seq == 0xffffffffu ? 1 : begin_seq + 1;
+            if (seq != want) { send_error(seq, "Finish seq is not Begin seq + 1"); continue; }
             static const char detail[] = "c ok";
             uint8_t ack[1 + 8 + 2 + sizeof detail];
             ack[0] = 1; /* clean */
@@ -132,7 +158,7 @@ int main(void) {
             put16(ack + 9, (uint16_t)(sizeof detail - 1));
             memcpy(ack + 11, detail, sizeof detail - 1);
             if (send_frame(0x08, seq, ack, (uint32_t)(11 + sizeof detail - 1)) != 0) return 11;
-            return 0;
+            done = 1;
         } else {
             send_error(seq, "unexpected message type");
         }

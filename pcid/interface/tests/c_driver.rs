@@ -13,9 +13,9 @@ use pcid_interface::transport::{spawn_with_channel, DriverChannel};
 
 const T: Option<Duration> = Some(Duration::from_secs(10));
 
-fn build_c_driver() -> PathBuf {
+fn build_c_driver(tag: &str) -> PathBuf {
     let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/c_driver.c");
-    let out = std::env::temp_dir().join(format!("pcid-c-driver-{}", std::process::id()));
+    let out = std::env::temp_dir().join(format!("pcid-c-driver-{}-{tag}", std::process::id()));
     let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
     let status = Command::new(&cc)
         .args([
@@ -36,7 +36,7 @@ fn build_c_driver() -> PathBuf {
 
 #[test]
 fn driver_written_in_c_from_the_spec_completes_two_phase_shutdown() {
-    let exe = build_c_driver();
+    let exe = build_c_driver("two-phase");
     let (mut pcid, theirs) = DriverChannel::pair().expect("pair");
     let mut cmd = Command::new(&exe);
     cmd.stdout(Stdio::piped());
@@ -73,6 +73,20 @@ fn driver_written_in_c_from_the_spec_completes_two_phase_shutdown() {
     })
     .expect("welcome");
     assert_eq!(pcid.recv(T).expect("ready"), DriverMessage::Ready);
+    // A driver may send Error on its own (seq 0): PROTOCOL.md §6.1.
+    assert_eq!(
+        pcid.recv(T).expect("note"),
+        DriverMessage::Error {
+            seq: 0,
+            message: "c driver note: ready".into()
+        }
+    );
+    // pcid's informational Error is read, not answered.
+    pcid.send(&DriverMessage::Error {
+        seq: 0,
+        message: "from pcid".into(),
+    })
+    .expect("send");
 
     // Out of phase, then a frame of an unknown type: Error naming the seq.
     pcid.send(&DriverMessage::Finish {
@@ -106,6 +120,16 @@ fn driver_written_in_c_from_the_spec_completes_two_phase_shutdown() {
             budget: Duration::from_millis(1500)
         }
     );
+    // The driver relies on per-channel numbering: Finish = Begin + 1.
+    pcid.send(&DriverMessage::Finish {
+        seq: 50,
+        deadline: Duration::from_secs(5),
+    })
+    .expect("finish");
+    assert!(matches!(
+        pcid.recv(T).expect("error"),
+        DriverMessage::Error { seq: 50, ref message } if message == "Finish seq is not Begin seq + 1"
+    ));
     pcid.send(&DriverMessage::Finish {
         seq: 43,
         deadline: Duration::from_secs(5),
@@ -120,9 +144,88 @@ fn driver_written_in_c_from_the_spec_completes_two_phase_shutdown() {
             detail: "c ok".into()
         }
     );
+    // Done: every further request gets Error(seq), until pcid closes.
+    pcid.send(&DriverMessage::Begin {
+        seq: 44,
+        kind: ShutdownKind::Poweroff,
+        deadline: Duration::from_millis(3000),
+    })
+    .expect("begin");
+    assert_eq!(
+        pcid.recv(T).expect("error"),
+        DriverMessage::Error {
+            seq: 44,
+            message: "shutdown already finished".into()
+        }
+    );
+    drop(pcid);
     let out = child.wait_with_output().expect("wait");
     assert!(out.status.success(), "C driver failed: {}", out.status);
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "0012:03:1f.7\n");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "0012:03:1f.7\npcid error 0: from pcid\n"
+    );
+    let _ = std::fs::remove_file(exe);
+}
+
+/// PROTOCOL.md §6.1: every frame carries header version 1, also after the
+/// negotiation; the C driver refuses another with Error(seq) and stops.
+#[test]
+fn the_c_driver_refuses_a_frame_of_another_header_version() {
+    let exe = build_c_driver("version");
+    let (mut pcid, theirs) = DriverChannel::pair().expect("pair");
+    let mut cmd = Command::new(&exe);
+    cmd.stdout(Stdio::piped());
+    let child = spawn_with_channel(&mut cmd, theirs).expect("spawn");
+    assert!(matches!(
+        pcid.recv(T).expect("hello"),
+        DriverMessage::Hello { .. }
+    ));
+    pcid.send(&DriverMessage::Welcome {
+        version: PROTOCOL_VERSION,
+        function: PciFunction {
+            address: PciAddress {
+                segment: 0,
+                bus: 0,
+                device: 4,
+                function: 0,
+            },
+            vendor: 0x1b36,
+            device: 0x10,
+            class: 1,
+            subclass: 8,
+            interface: 2,
+            revision: 2,
+            parent: None,
+            backend: FunctionBackend::Redox {
+                bars: Vec::new(),
+                legacy_irq: None,
+            },
+        },
+    })
+    .expect("welcome");
+    assert_eq!(pcid.recv(T).expect("ready"), DriverMessage::Ready);
+    assert!(matches!(
+        pcid.recv(T).expect("note"),
+        DriverMessage::Error { seq: 0, .. }
+    ));
+    let mut frame = DriverMessage::Begin {
+        seq: 7,
+        kind: ShutdownKind::Poweroff,
+        deadline: Duration::from_secs(1),
+    }
+    .encode_frame();
+    frame[4] = 2;
+    pcid.send_raw(&frame).expect("send");
+    assert_eq!(
+        pcid.recv(T).expect("error"),
+        DriverMessage::Error {
+            seq: 7,
+            message: "unsupported version".into()
+        }
+    );
+    let out = child.wait_with_output().expect("wait");
+    assert_eq!(out.status.code(), Some(9), "{}", out.status);
     let _ = std::fs::remove_file(exe);
 }
 

@@ -16,8 +16,16 @@
 //!   (frame version 9), `unknown-type` (message type 0x7f), `wrong-seq`
 //!   (`BeginAck` with another sequence number), `duplicate-ack` (`BeginAck`
 //!   twice), `out-of-phase-ack` (`FinishAck` instead of `BeginAck`),
-//!   `borrow-seq` (`BeginAck` with the previous sequence number pcid used,
-//!   i.e. another device's request).
+//!   `borrow-seq` (`BeginAck` with the sequence number before the right one:
+//!   with numbers counted per channel, one this channel never carried);
+//! * `second-hello` — says `Hello` again after `Ready`, a protocol violation
+//!   by a live driver: it prints what pcid sends it next (on stdout, which
+//!   pcid logs) and stays alive after pcid closed its channel;
+//! * `chatty` — two-phase, after printing on stdout (a line that looks like
+//!   pcid's readiness line, a line longer than pcid forwards in one piece)
+//!   and stderr;
+//! * `show-env` — two-phase, after printing `env NAME=VALUE` for its whole
+//!   environment and `fd N -> TARGET` for every open descriptor on stdout.
 //!
 //! Misbehaving modes speak the protocol by hand over the raw channel. Every
 //! mode exits when pcid closes the channel.
@@ -180,8 +188,75 @@ mod imp {
                 drain_until_closed(&mut ch);
                 Ok(())
             }
+            "chatty" => {
+                use std::io::Write;
+                let mut out = std::io::stdout().lock();
+                writeln!(out, "pcid: ready: 99 drivers")?;
+                writeln!(out, "chatty stdout line")?;
+                writeln!(out, "{}", "x".repeat(5000))?;
+                out.flush()?;
+                eprintln!("chatty stderr line");
+                let (conn, f) = driver::connect(NAME, ShutdownSupport::TwoPhase)?;
+                conn.serve(Device(timing(&f)))?;
+                Ok(())
+            }
+            "show-env" => {
+                let mut vars: Vec<String> = std::env::vars_os()
+                    .map(|(k, v)| format!("env {}={}", k.to_string_lossy(), v.to_string_lossy()))
+                    .collect();
+                vars.sort();
+                for v in vars {
+                    println!("{v}");
+                }
+                for e in std::fs::read_dir("/proc/self/fd")? {
+                    let e = e?;
+                    if let Ok(target) = std::fs::read_link(e.path()) {
+                        println!(
+                            "fd {} -> {}",
+                            e.file_name().to_string_lossy(),
+                            target.display()
+                        );
+                    }
+                }
+                let (conn, f) = driver::connect(NAME, ShutdownSupport::TwoPhase)?;
+                conn.serve(Device(timing(&f)))?;
+                Ok(())
+            }
+            "second-hello" => second_hello(),
             other => misbehave(other),
         }
+    }
+
+    /// Breaks the protocol after Ready and lives on: what a driver author's
+    /// buggy driver looks like to pcid.
+    fn second_hello() -> Result<(), Error> {
+        let hello = DriverMessage::Hello {
+            version: PROTOCOL_VERSION,
+            driver: NAME.into(),
+            support: ShutdownSupport::TwoPhase,
+        };
+        let mut ch = DriverChannel::from_env()?;
+        ch.send(&hello)?;
+        match ch.recv(Some(Duration::from_secs(10)))? {
+            DriverMessage::Welcome { .. } => {}
+            other => return Err(format!("expected Welcome, got {other:?}").into()),
+        }
+        ch.send(&DriverMessage::Ready)?;
+        ch.send(&hello)?;
+        loop {
+            match ch.recv(Some(Duration::from_secs(60))) {
+                Ok(DriverMessage::Error { seq, message }) => {
+                    println!("received Error seq {seq}: {message}")
+                }
+                Ok(other) => println!("received {}", other.name()),
+                Err(TransportError::Closed) => break,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        println!("channel closed by pcid; still running");
+        // Alive until pcid stops it (bounded, should pcid never do so).
+        std::thread::sleep(Duration::from_secs(120));
+        Ok(())
     }
 
     fn drain_until_closed(ch: &mut DriverChannel) {

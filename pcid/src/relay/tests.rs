@@ -347,22 +347,114 @@ fn requests_to_different_drivers_are_independent() {
 }
 
 #[test]
-fn wrong_sequence_number_is_a_violation_isolated_to_that_driver() {
+fn sequence_numbers_are_counted_per_channel_and_acks_answer_only_their_channel() {
+    let mut f = Fixture::new(2, false);
+    f.start_all(ShutdownSupport::TwoPhase);
+    f.h(Input::ClientConnected { client: 1 });
+    // Each channel numbers its own requests from 1.
+    let s0 = sent_seq(&f.ctl(1, begin(1, 4)), 0);
+    let s1 = sent_seq(&f.ctl(1, begin(2, 5)), 1);
+    assert_eq!((s0, s1), (1, 1));
+    // Driver 1's BeginAck 1 answers driver 1's Begin (request 2), never
+    // driver 0's, though both carry 1: the channel decides the device.
+    let out = f.drv(
+        1,
+        DriverMessage::BeginAck {
+            seq: 1,
+            budget: Duration::from_millis(7),
+        },
+    );
+    assert!(
+        matches!(
+            &out[..],
+            [Output::ToClient {
+                message: ControlMessage::BeginAck { id: 2, address, .. },
+                ..
+            }] if *address == addr(5)
+        ),
+        "{out:?}"
+    );
+    let out = f.drv(
+        0,
+        DriverMessage::BeginAck {
+            seq: 1,
+            budget: Duration::ZERO,
+        },
+    );
+    assert!(
+        matches!(
+            &out[..],
+            [Output::ToClient {
+                message: ControlMessage::BeginAck { id: 1, .. },
+                ..
+            }]
+        ),
+        "{out:?}"
+    );
+    // Finish follows its channel's Begin by one.
+    assert_eq!(sent_seq(&f.ctl(1, finish(3, 5)), 1), 2);
+    assert_eq!(sent_seq(&f.ctl(1, finish(4, 4)), 0), 2);
+}
+
+#[test]
+fn a_channel_sequence_number_wraps_to_one() {
+    let mut f = Fixture::new(1, false);
+    f.start_all(ShutdownSupport::TwoPhase);
+    f.h(Input::ClientConnected { client: 1 });
+    f.relay.drivers[0].next_seq = u32::MAX;
+    assert_eq!(sent_seq(&f.ctl(1, begin(1, 4)), 0), u32::MAX);
+    f.drv(
+        0,
+        DriverMessage::BeginAck {
+            seq: u32::MAX,
+            budget: Duration::ZERO,
+        },
+    );
+    assert_eq!(sent_seq(&f.ctl(1, finish(2, 4)), 0), 1);
+}
+
+/// The `Error` pcid sends `driver` before closing its channel, which must
+/// come right before the `CloseDriver`.
+fn error_before_close(out: &[Output], driver: DriverId) -> (u32, String) {
+    let close = out
+        .iter()
+        .position(|o| *o == Output::CloseDriver { driver })
+        .unwrap_or_else(|| panic!("no CloseDriver for {driver} in {out:?}"));
+    match close.checked_sub(1).map(|i| &out[i]) {
+        Some(Output::ToDriver {
+            driver: d,
+            message: DriverMessage::Error { seq, message },
+        }) if *d == driver => (*seq, message.clone()),
+        other => {
+            panic!("expected Error to driver {driver} before its close, got {other:?} in {out:?}")
+        }
+    }
+}
+
+#[test]
+fn wrong_sequence_number_is_named_to_the_driver_and_isolated_to_it() {
     let mut f = Fixture::new(2, false);
     f.start_all(ShutdownSupport::TwoPhase);
     f.h(Input::ClientConnected { client: 1 });
     let s0 = sent_seq(&f.ctl(1, begin(1, 4)), 0);
     let s1 = sent_seq(&f.ctl(1, begin(2, 5)), 1);
-    // Driver 1 answers with driver 0's sequence number: its channel cannot
-    // speak for driver 0.
     let out = f.drv(
         1,
         DriverMessage::BeginAck {
-            seq: s0,
+            seq: s1 + 1000,
             budget: Duration::ZERO,
         },
     );
-    assert!(out.contains(&Output::CloseDriver { driver: 1 }), "{out:?}");
+    let (seq, text) = error_before_close(&out, 1);
+    assert_eq!(seq, s1 + 1000);
+    assert_eq!(
+        text,
+        format!(
+            "protocol violation: BeginAck with sequence number {}, expected {s1}; \
+             pcid closes this channel",
+            s1 + 1000
+        )
+    );
     let (kind, msg) = device_error(&out, 1, 2);
     assert_eq!(kind, DeviceErrorKind::ProtocolViolation);
     assert!(msg.contains(&format!("expected {s1}")), "{msg}");
@@ -395,11 +487,96 @@ fn wrong_sequence_number_is_a_violation_isolated_to_that_driver() {
     );
     assert_eq!(f.relay.devices()[1].state, DriverState::Gone);
     assert_eq!(f.relay.devices()[0].state, DriverState::Running);
-    // Later requests to the cut-off driver fail with the same kind.
-    let (kind, _) = device_error(&f.ctl(1, finish(3, 5)), 1, 3);
+    // Later requests to the cut-off driver fail with the same kind and text,
+    // whether its process lives on or exits.
+    let (kind, text) = device_error(&f.ctl(1, finish(3, 5)), 1, 3);
     assert_eq!(kind, DeviceErrorKind::ProtocolViolation);
+    assert!(text.contains("BeginAck with sequence number"), "{text}");
+    f.h(Input::DriverExited {
+        driver: 1,
+        status: "exit status: 0".into(),
+    });
+    f.h(Input::DriverChannelClosed { driver: 1 });
+    let (kind, text2) = device_error(&f.ctl(1, finish(4, 5)), 1, 4);
+    assert_eq!((kind, &text2), (DeviceErrorKind::ProtocolViolation, &text));
     // Messages queued before the cut are ignored.
     assert!(f.drv(1, DriverMessage::Ready).is_empty());
+}
+
+#[test]
+fn a_live_violator_is_reported_as_a_violation_to_requests_made_later() {
+    // A second Hello long before any shutdown: the process stays alive.
+    let mut f = Fixture::new(1, false);
+    f.start_all(ShutdownSupport::TwoPhase);
+    let out = f.drv(
+        0,
+        DriverMessage::Hello {
+            version: 1,
+            driver: "nvmed".into(),
+            support: ShutdownSupport::TwoPhase,
+        },
+    );
+    let (seq, text) = error_before_close(&out, 0);
+    assert_eq!(seq, 0);
+    assert!(text.contains("second Hello"), "{text}");
+    assert_eq!(f.relay.devices()[0].state, DriverState::Gone);
+    f.h(Input::ClientConnected { client: 1 });
+    let (kind, message) = device_error(&f.ctl(1, begin(1, 4)), 1, 1);
+    assert_eq!(kind, DeviceErrorKind::ProtocolViolation);
+    assert_eq!(message, "driver broke the protocol: second Hello");
+}
+
+#[test]
+fn an_unsolicited_driver_error_is_logged_and_changes_nothing() {
+    let mut f = Fixture::new(1, false);
+    f.start_all(ShutdownSupport::TwoPhase);
+    f.h(Input::ClientConnected { client: 1 });
+    for seq in [0, 77] {
+        let out = f.drv(
+            0,
+            DriverMessage::Error {
+                seq,
+                message: "fan failure".into(),
+            },
+        );
+        assert!(out.is_empty(), "{out:?}");
+    }
+    assert_eq!(f.relay.devices()[0].state, DriverState::Running);
+    assert_eq!(sent_seq(&f.ctl(1, begin(1, 4)), 0), 1);
+}
+
+#[test]
+fn requests_for_a_driver_that_finished_are_answered_by_pcid() {
+    let mut f = Fixture::new(1, false);
+    f.start_all(ShutdownSupport::TwoPhase);
+    f.h(Input::ClientConnected { client: 1 });
+    let s = sent_seq(&f.ctl(1, begin(1, 4)), 0);
+    f.drv(
+        0,
+        DriverMessage::BeginAck {
+            seq: s,
+            budget: Duration::ZERO,
+        },
+    );
+    let s = sent_seq(&f.ctl(1, finish(2, 4)), 0);
+    f.drv(
+        0,
+        DriverMessage::FinishAck {
+            seq: s,
+            outcome: FinishOutcome::Clean,
+            elapsed: Duration::ZERO,
+            detail: String::new(),
+        },
+    );
+    // The driver is Done: nothing more is sent to it.
+    for (id, request) in [(3, begin(3, 4)), (4, finish(4, 4))] {
+        let out = f.ctl(1, request);
+        assert!(
+            !out.iter().any(|o| matches!(o, Output::ToDriver { .. })),
+            "{out:?}"
+        );
+        assert_eq!(device_error(&out, 1, id).0, DeviceErrorKind::NotSupported);
+    }
 }
 
 #[test]
@@ -445,9 +622,15 @@ fn bad_frames_and_startup_violations() {
         driver: 0,
         error: "bad magic".into(),
     });
-    assert!(out.contains(&Output::CloseDriver { driver: 0 }), "{out:?}");
+    assert_eq!(
+        error_before_close(&out, 0),
+        (
+            0,
+            "protocol violation: undecodable frame: bad magic; pcid closes this channel".into()
+        )
+    );
     let out = f.drv(1, DriverMessage::Ready);
-    assert!(out.contains(&Output::CloseDriver { driver: 1 }), "{out:?}");
+    assert_eq!(error_before_close(&out, 1).0, 0);
     let hello = DriverMessage::Hello {
         version: 1,
         driver: "x".into(),
@@ -455,7 +638,7 @@ fn bad_frames_and_startup_violations() {
     };
     f.drv(2, hello.clone());
     let out = f.drv(2, hello);
-    assert!(out.contains(&Output::CloseDriver { driver: 2 }), "{out:?}");
+    assert!(error_before_close(&out, 2).1.contains("second Hello"));
     // All three settled (gone): ready with 0.
     assert!(
         out.contains(&Output::Ready { ready: 0, total: 3 }),

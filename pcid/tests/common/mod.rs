@@ -44,6 +44,9 @@ pub const MODES: &[&str] = &[
     "duplicate-ack",
     "out-of-phase-ack",
     "borrow-seq",
+    "second-hello",
+    "chatty",
+    "show-env",
 ];
 
 pub fn device_id(mode: &str) -> u16 {
@@ -171,6 +174,8 @@ pub struct Setup {
     pub machine: String,
     pub table: String,
     pub args: Vec<String>,
+    /// Extra environment of pcid.
+    pub env: Vec<(String, String)>,
 }
 
 impl Setup {
@@ -179,11 +184,17 @@ impl Setup {
             machine: machine(functions),
             table: match_table(),
             args: vec!["--hello-timeout-ms".into(), "3000".into()],
+            env: Vec::new(),
         }
     }
 
     pub fn arg(mut self, a: &str) -> Self {
         self.args.push(a.into());
+        self
+    }
+
+    pub fn env(mut self, k: &str, v: &str) -> Self {
+        self.env.push((k.into(), v.into()));
         self
     }
 }
@@ -238,6 +249,7 @@ impl Pcid {
         let dir = tempfile::tempdir().unwrap();
         write_setup(dir.path(), &setup);
         let mut child = pcid_command(dir.path(), &setup.args)
+            .envs(setup.env.iter().map(|(k, v)| (k, v)))
             .spawn()
             .expect("spawn pcid");
         let stdout = Lines::spawn(child.stdout.take().unwrap(), false);
@@ -408,4 +420,27 @@ pub fn reply_id(m: &ControlMessage) -> Option<u32> {
         | ControlMessage::Error { id, .. } => Some(*id),
         _ => None,
     }
+}
+
+/// Compiles the C driver written from PROTOCOL.md alone
+/// (`pcid/interface/tests/c_driver.c`) into `dir`.
+pub fn compile_c_driver(dir: &Path) -> PathBuf {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("interface/tests/c_driver.c");
+    let out = dir.join("c-driver");
+    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
+    let status = Command::new(&cc)
+        .args([
+            "-std=c99",
+            "-D_POSIX_C_SOURCE=200809L",
+            "-Wall",
+            "-Werror",
+            "-O1",
+            "-o",
+        ])
+        .arg(&out)
+        .arg(&src)
+        .status()
+        .unwrap_or_else(|e| panic!("cannot run the C compiler {cc:?} (set CC): {e}"));
+    assert!(status.success(), "compiling {} failed", src.display());
+    out
 }

@@ -364,12 +364,24 @@ fn one_phase_none_and_gone_devices() {
     devices[4].state = DriverState::Starting;
     let mut s = sched(devices, Config::default());
     let out = s.poll(t(0));
-    assert_eq!(out.len(), 2);
+    // The gone device is asked too: pcid's answer says why it is gone.
+    assert_eq!(out.len(), 3);
     assert!(matches!(out[0], ControlMessage::Begin { .. }));
     let ControlMessage::Shutdown { deadline, .. } = out[1] else {
         panic!("one-phase driver gets Shutdown: {:?}", out[1]);
     };
     assert_eq!(deadline, t(10_000));
+    let ControlMessage::Begin { id: gone_id, .. } = out[2] else {
+        panic!("gone device gets its Begin: {:?}", out[2]);
+    };
+    assert_eq!(address_of(&out[2]), addr(3));
+    let answer = ControlMessage::DeviceError {
+        id: gone_id,
+        address: addr(3),
+        kind: DeviceErrorKind::DriverDied,
+        message: "driver process exited (exit status: 1)".into(),
+    };
+    assert_eq!(s.handle(t(1), answer), Handled::Applied);
     // A BeginAck is not a valid answer to Shutdown.
     let bogus = ControlMessage::BeginAck {
         id: 2,
@@ -405,6 +417,70 @@ fn one_phase_none_and_gone_devices() {
     assert_eq!(report.devices[2].begin_sent_ms, None);
     assert_eq!(report.devices[2].outcome, "not-supported");
     assert_eq!(report.total_ms, 400.0);
+}
+
+#[test]
+fn a_gone_device_is_asked_so_that_a_live_violator_is_reported_as_one() {
+    // pcid lists the device gone: its driver broke the protocol (and may
+    // still be running). shutdownd does not guess "driver died".
+    let mut devices = nvme(2);
+    devices[1].state = DriverState::Gone;
+    let mut s = sched(devices, Config::default());
+    let out = s.poll(t(0));
+    assert_eq!(out.len(), 2);
+    let ControlMessage::Begin { id, .. } = out[1] else {
+        panic!("{:?}", out[1]);
+    };
+    s.handle(
+        t(1),
+        ControlMessage::DeviceError {
+            id,
+            address: addr(1),
+            kind: DeviceErrorKind::ProtocolViolation,
+            message: "driver broke the protocol: second Hello".into(),
+        },
+    );
+    let r = &s.records()[1];
+    assert_eq!(r.outcome, Some(Outcome::Failed));
+    assert_eq!(
+        r.detail,
+        "protocol violation: driver broke the protocol: second Hello"
+    );
+    // Nothing more goes to it.
+    s.handle(t(2), begin_ack(&out[0], t(5)));
+    let out = s.poll(t(3));
+    assert!(out.iter().all(|m| address_of(m) == addr(0)), "{out:?}");
+}
+
+/// PROTOCOL.md §6.1: a refused Begin is `not-supported`, and no one-phase
+/// Shutdown (or anything else) follows.
+#[test]
+fn a_refused_begin_is_not_supported_and_nothing_follows() {
+    let mut s = sched(nvme(2), Config::default());
+    let out = s.poll(t(0));
+    let ControlMessage::Begin { id, .. } = out[0] else {
+        panic!("{:?}", out[0]);
+    };
+    s.handle(
+        t(1),
+        ControlMessage::DeviceError {
+            id,
+            address: addr(0),
+            kind: DeviceErrorKind::NotSupported,
+            message: "driver refused the request: not now".into(),
+        },
+    );
+    assert_eq!(s.records()[0].outcome, Some(Outcome::NotSupported));
+    s.handle(t(2), begin_ack(&out[1], t(5)));
+    let mut later = Vec::new();
+    for ms in [3, 10, 1000, 5000] {
+        later.extend(s.poll(t(ms)));
+    }
+    assert!(!later.is_empty());
+    assert!(
+        later.iter().all(|m| address_of(m) == addr(1)),
+        "nothing more for the refusing device: {later:?}"
+    );
 }
 
 #[test]
@@ -546,4 +622,56 @@ fn zero_global_deadline_sends_nothing_and_ends_at_once() {
     assert!(s.poll(t(0)).is_empty());
     assert!(s.is_done());
     assert_eq!(outcomes(&s), vec![Outcome::NoResponse; 2]);
+}
+
+#[test]
+fn a_message_seen_after_the_global_deadline_ends_the_wait_for_everyone() {
+    let config = Config {
+        global_deadline: t(1000),
+        ..Config::default()
+    };
+    let mut s = sched(nvme(2), config);
+    let out = s.poll(t(0));
+    s.handle(t(1), begin_ack(&out[0], t(100)));
+    s.handle(t(1), begin_ack(&out[1], t(100)));
+    let fin = s.poll(t(2));
+    // The machine stalls; shutdownd next looks at the clock at 1700 ms, with
+    // device 0's FinishAck waiting.
+    s.handle(t(1700), finish_ack(&fin[0], FinishOutcome::Clean));
+    assert!(s.is_done());
+    assert_eq!(outcomes(&s), vec![Outcome::Clean, Outcome::NoResponse]);
+    assert_eq!(s.deadline_reached(), Some(t(1700)));
+    let report = Report::from_scheduler(&s, t(1700));
+    assert_eq!(report.deadline_at_ms, 1000.0);
+    assert_eq!(report.deadline_reached_ms, Some(1700.0));
+    assert_eq!(report.total_ms, 1700.0);
+    assert_eq!(report.kept_deadline(), Ok(()));
+}
+
+#[test]
+fn kept_deadline_reads_the_report_exactly() {
+    let config = Config {
+        global_deadline: t(1000),
+        ..Config::default()
+    };
+    // Everything done before the deadline: no deadline seen.
+    let mut s = sched(nvme(1), config.clone());
+    let out = s.poll(t(0));
+    s.handle(t(1), begin_ack(&out[0], t(1)));
+    let fin = s.poll(t(1));
+    s.handle(t(999), finish_ack(&fin[0], FinishOutcome::Clean));
+    let mut report = Report::from_scheduler(&s, t(999));
+    assert_eq!(report.deadline_reached_ms, None);
+    assert_eq!(report.kept_deadline(), Ok(()));
+    // A device concluded after the deadline without the deadline having
+    // been seen, or after it was seen, or a deadline "seen" early: caught.
+    report.devices[0].done_ms = Some(1000.5);
+    assert!(report.kept_deadline().is_err());
+    report.deadline_reached_ms = Some(1200.0);
+    assert_eq!(report.kept_deadline(), Ok(()));
+    report.devices[0].done_ms = Some(1200.5);
+    assert!(report.kept_deadline().is_err());
+    report.devices[0].done_ms = Some(800.0);
+    report.deadline_reached_ms = Some(900.0);
+    assert!(report.kept_deadline().is_err());
 }

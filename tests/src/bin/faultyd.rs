@@ -26,7 +26,7 @@
 //! | `sends-duplicate-ack` | answers `Begin` with two identical `BeginAck`s |
 //! | `sends-out-of-phase-ack` | answers `Begin` with a `FinishAck` |
 //! | `sends-wrong-seq` | answers `Begin` with a `BeginAck` whose sequence number is 1000 past the right one |
-//! | `sends-another-devices-seq` | answers `Begin` with a `BeginAck` carrying the sequence number pcid used just before (the `Begin` of the device shutdownd began before this one) |
+//! | `sends-second-hello` | says `Hello` again right after `Ready` — a protocol violation long before any shutdown — and stays alive after pcid closed its channel, until pcid is gone |
 //!
 //! ```toml
 //! [function.sim]
@@ -65,7 +65,7 @@ enum Misbehave {
     SendsDuplicateAck,
     SendsOutOfPhaseAck,
     SendsWrongSeq,
-    SendsAnotherDevicesSeq,
+    SendsSecondHello,
 }
 
 /// Ends this process with `SIGKILL`, as an outside killer would.
@@ -153,6 +153,30 @@ fn run() -> Result<(), String> {
             std::process::exit(3);
         }
         Some(Misbehave::KilledBeforeShutdown) => kill_self(address, "killed-before-shutdown"),
+        Some(Misbehave::SendsSecondHello) => {
+            eprintln!("faultyd: {address}: saying Hello again (misbehave = sends-second-hello)");
+            send(
+                &ch,
+                &DriverMessage::Hello {
+                    version: PROTOCOL_VERSION,
+                    driver: "faultyd".into(),
+                    support: ShutdownSupport::TwoPhase,
+                },
+            )?;
+            // Read what pcid says until it closes the channel, then live on.
+            loop {
+                match ch.recv(Some(WELCOME_TIMEOUT)) {
+                    Ok(DriverMessage::Error { seq, message }) => {
+                        eprintln!("faultyd: {address}: pcid says (seq {seq}): {message}")
+                    }
+                    Ok(other) => eprintln!("faultyd: {address}: pcid sent {}", other.name()),
+                    Err(_) => break,
+                }
+            }
+            eprintln!("faultyd: {address}: channel closed; staying alive");
+            linger_while_parent_lives();
+            return Ok(());
+        }
         _ => {}
     }
     let mut begun: Option<Instant> = None;
@@ -241,13 +265,11 @@ fn run() -> Result<(), String> {
                             budget: latency,
                         },
                     )?,
-                    _ => send(
-                        &ch,
-                        &DriverMessage::BeginAck {
-                            seq: seq.wrapping_sub(1),
-                            budget: latency,
-                        },
-                    )?,
+                    other => {
+                        return Err(format!(
+                            "{address}: {other:?} is not a bad-ack misbehaviour"
+                        ))
+                    }
                 }
             }
             (DriverMessage::Begin { seq, .. }, _) => {
@@ -312,7 +334,6 @@ fn bad_ack(m: Misbehave) -> bool {
             | Misbehave::SendsDuplicateAck
             | Misbehave::SendsOutOfPhaseAck
             | Misbehave::SendsWrongSeq
-            | Misbehave::SendsAnotherDevicesSeq
     )
 }
 

@@ -26,7 +26,7 @@
 //! `driver-sends-oversize-length`, `driver-sends-unknown-version`,
 //! `driver-sends-unknown-type`, `driver-sends-duplicate-ack`,
 //! `driver-sends-out-of-phase-ack`, `driver-sends-wrong-seq`,
-//! `driver-sends-another-devices-seq`), for which the device is served by the
+//! `driver-sends-second-hello`), for which the device is served by the
 //! example driver `faultyd` misbehaving that way. `simulate --help` lists them.
 //!
 //! `--driven-bridges-ms MS` gives the generated machine's PCIe root ports (one
@@ -183,6 +183,7 @@ fn run(args: Args) -> Result<u8, String> {
         work_dir: work.path().to_path_buf(),
         ready_timeout: Duration::from_secs(90),
         env,
+        driver_env: Vec::new(),
         pcid_args: Vec::new(),
         inherit_stderr: args.verbose,
     };

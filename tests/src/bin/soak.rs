@@ -41,7 +41,9 @@ use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 use shutdown_tests::sim::machine::MachineSpec;
-use shutdown_tests::sim::stack::{wait_deadline, Binaries, ReportView, Stack, StackOptions};
+use shutdown_tests::sim::stack::{
+    wait_deadline, Binaries, ReportView, Stack, StackOptions, NVMED_TEST, STACK_BINARIES,
+};
 
 const USAGE: &str =
     "usage: soak [--devices N] [--cycles N] [--latency-ms MS] [--json FILE] [--no-build] \
@@ -194,7 +196,7 @@ fn mark() -> String {
 /// binaries in `dir` and that carry this run's [`MARK`] — wherever they were
 /// reparented to.
 fn stack_processes(dir: &Path) -> Vec<(u32, PathBuf)> {
-    let names = ["pcid", "nvmed", "shutdownd", "legacyd", "plaind", "faultyd"];
+    let names = STACK_BINARIES;
     let marker = format!("{MARK}={}", mark());
     all_pids()
         .into_iter()
@@ -291,6 +293,8 @@ fn run_cycle(
         work_dir: dir.clone(),
         ready_timeout: Duration::from_secs(300),
         env: vec![("RUST_LOG".into(), "warn".into()), (MARK.into(), mark())],
+        // pcid passes drivers a minimal environment: mark them explicitly.
+        driver_env: vec![(MARK.into(), mark())],
         pcid_args: Vec::new(),
         inherit_stderr: false,
     };
@@ -301,7 +305,7 @@ fn run_cycle(
         }
         Some(Leak::Process) => {
             // Exits at once (no pcid channel) and is never waited for.
-            let child = Command::new(bins.path("nvmed"))
+            let child = Command::new(bins.path(NVMED_TEST))
                 .env(MARK, mark())
                 .stderr(Stdio::null())
                 .spawn()
@@ -314,7 +318,7 @@ fn run_cycle(
     let stack = Stack::start(bins, &opts).map_err(|e| e.to_string())?;
     c.ready_ms = started.elapsed().as_millis() as u64;
     let pcid = stack.pcid_pid().ok_or("pcid has no pid")?;
-    let nvmed_exe = bins.path("nvmed");
+    let nvmed_exe = bins.path(NVMED_TEST);
     let nvmeds: Vec<u32> = children_of(pcid)
         .into_iter()
         .filter(|p| exe_of(p.pid).as_deref() == Some(nvmed_exe.as_path()))

@@ -40,6 +40,9 @@ pub struct GuestConfig {
     pub shutdown_timeout: Duration,
     /// `RUST_LOG` value for pcid, nvmed and shutdownd.
     pub log: String,
+    /// PCI address of the canary controller, if the host attached one
+    /// (`super::canary`).
+    pub canary: Option<String>,
 }
 
 impl Default for GuestConfig {
@@ -51,6 +54,7 @@ impl Default for GuestConfig {
             ready_timeout: Duration::from_secs(60),
             shutdown_timeout: Duration::from_secs(30),
             log: "info".to_string(),
+            canary: None,
         }
     }
 }
@@ -110,6 +114,15 @@ impl GuestConfig {
                     }
                     config.log = value.to_string();
                 }
+                "canary" => {
+                    if value
+                        .parse::<pcid_interface::function::PciAddress>()
+                        .is_err()
+                    {
+                        return Err(err("expected a PCI address"));
+                    }
+                    config.canary = Some(value.to_string());
+                }
                 _ => return Err(err("unknown e2e setting")),
             }
         }
@@ -118,7 +131,7 @@ impl GuestConfig {
 
     /// Renders the settings as kernel command-line words.
     pub fn to_kernel_args(&self) -> Vec<String> {
-        vec![
+        let mut words = vec![
             format!(
                 "e2e.mode={}",
                 match self.mode {
@@ -131,7 +144,11 @@ impl GuestConfig {
             format!("e2e.ready_ms={}", self.ready_timeout.as_millis()),
             format!("e2e.shutdown_ms={}", self.shutdown_timeout.as_millis()),
             format!("e2e.log={}", self.log),
-        ]
+        ];
+        if let Some(a) = &self.canary {
+            words.push(format!("e2e.canary={a}"));
+        }
+        words
     }
 }
 
@@ -148,6 +165,7 @@ mod tests {
             ready_timeout: Duration::from_millis(1234),
             shutdown_timeout: Duration::from_secs(9),
             log: "debug,pcid=trace".to_string(),
+            canary: Some("0000:00:1e.0".to_string()),
         };
         let line = format!(
             "BOOT_IMAGE=/vmlinuz console=ttyS0 {} quiet\n",
@@ -173,6 +191,7 @@ mod tests {
             "e2e.controllers=-1",
             "e2e.colour=blue",
             "e2e.log=",
+            "e2e.canary=00:1e",
         ] {
             let err = GuestConfig::parse(&format!("quiet {word}")).unwrap_err();
             assert_eq!(err.word, word);

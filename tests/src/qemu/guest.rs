@@ -15,11 +15,14 @@ use std::time::{Duration, Instant};
 
 use pcid_hw::linux::{enable_device, SysfsBar};
 use pcid_hw::RegisterIo;
-use pcid_interface::protocol::{ControlMessage, DeviceInfo};
-use pcid_interface::transport::Channel;
+use pcid_interface::function::{FunctionBackend, PciFunction};
+use pcid_interface::protocol::{
+    ControlMessage, DeviceInfo, DriverMessage, FinishOutcome, ShutdownKind, PROTOCOL_VERSION,
+};
+use pcid_interface::transport::{spawn_with_channel, Channel, DriverChannel};
 
 use super::cmdline::{CmdlineError, GuestConfig, Mode, READY_MARGIN, SHUTDOWN_GRACE};
-use super::markers;
+use super::{canary, markers};
 
 /// Where the match tables are in the initramfs.
 pub const MATCH_DIR: &str = "/lib/pcid.d";
@@ -27,7 +30,8 @@ pub const MATCH_DIR: &str = "/lib/pcid.d";
 pub const CONTROL_SOCKET: &str = "/run/pcid.sock";
 /// Where shutdownd writes its JSON report.
 pub const REPORT_PATH: &str = "/run/report.json";
-/// Directory holding pcid, nvmed and shutdownd in the initramfs.
+/// Directory holding pcid, nvmed (the test build), the shipped nvmed and
+/// shutdownd in the initramfs.
 pub const BIN_DIR: &str = "/bin";
 
 /// PCI class code of an NVMe controller: mass storage (01h), NVM (08h), NVMe (02h).
@@ -285,7 +289,6 @@ fn spawn(
         .env_clear()
         .env("PATH", BIN_DIR)
         .env("RUST_LOG", &config.log)
-        .env("NVMED_SELFTEST", "1")
         .stdin(Stdio::null())
         .stdout(stdout)
         .spawn()
@@ -305,7 +308,121 @@ fn print_functions(functions: &[SysfsFunction]) {
     }
 }
 
+/// Drives the canary controller with the shipped nvmed, playing pcid's part,
+/// with the test builds' variables set; prints the `===E2E-CANARY===` line
+/// and removes the function from Linux's view so that pcid does not see it.
+fn run_canary(config: &GuestConfig, address: &str) -> Result<(), GuestError> {
+    let functions = list_functions()?;
+    let f = functions
+        .iter()
+        .find(|f| f.address == address)
+        .ok_or_else(|| GuestError::Probe(format!("no canary function at {address}")))?;
+    fs::create_dir_all(canary::WORKLOAD_DIR)
+        .map_err(io_err(format!("mkdir {}", canary::WORKLOAD_DIR)))?;
+    let function = PciFunction {
+        address: address
+            .parse()
+            .map_err(|e| GuestError::Probe(format!("canary address {address}: {e}")))?,
+        vendor: f.vendor,
+        device: f.device,
+        class: (f.class >> 16) as u8,
+        subclass: (f.class >> 8) as u8,
+        interface: f.class as u8,
+        revision: 0,
+        parent: None,
+        backend: FunctionBackend::LinuxSysfs {
+            sysfs_path: f.dir.display().to_string(),
+        },
+    };
+    let (mut pcid, theirs) =
+        DriverChannel::pair().map_err(io_err("create the canary's channel"))?;
+    let path = Path::new(BIN_DIR).join(canary::SHIPPED_NVMED);
+    println!(
+        "e2e: canary {address}: starting {} with NVMED_SELFTEST=1 NVMED_WORKLOAD={}",
+        path.display(),
+        canary::WORKLOAD_DIR
+    );
+    let mut cmd = Command::new(&path);
+    cmd.env_clear()
+        .env("RUST_LOG", &config.log)
+        .env("NVMED_SELFTEST", "1")
+        .env("NVMED_WORKLOAD", canary::WORKLOAD_DIR)
+        .stdin(Stdio::null());
+    let child = spawn_with_channel(&mut cmd, theirs)
+        .map_err(io_err(format!("start {}", path.display())))?;
+    let mut driver = Reaper(Some(child), "the shipped nvmed");
+    let t = |s| Some(Duration::from_secs(s));
+    // Each step bounded; the first failure is what the host is told.
+    let conversation = (|| -> Result<FinishOutcome, String> {
+        let step = |what: &str, e: &dyn std::fmt::Display| format!("{what}: {e}");
+        match pcid.recv(t(10)).map_err(|e| step("Hello", &e))? {
+            DriverMessage::Hello { .. } => {}
+            other => return Err(format!("expected Hello, got {}", other.name())),
+        }
+        pcid.send(&DriverMessage::Welcome {
+            version: PROTOCOL_VERSION,
+            function,
+        })
+        .map_err(|e| step("Welcome", &e))?;
+        match pcid.recv(t(30)).map_err(|e| step("Ready", &e))? {
+            DriverMessage::Ready => {}
+            other => return Err(format!("expected Ready, got {}", other.name())),
+        }
+        pcid.send(&DriverMessage::Begin {
+            seq: 1,
+            kind: ShutdownKind::Poweroff,
+            deadline: Duration::from_secs(5),
+        })
+        .map_err(|e| step("Begin", &e))?;
+        match pcid.recv(t(10)).map_err(|e| step("BeginAck", &e))? {
+            DriverMessage::BeginAck { seq: 1, .. } => {}
+            other => return Err(format!("expected BeginAck 1, got {other:?}")),
+        }
+        pcid.send(&DriverMessage::Finish {
+            seq: 2,
+            deadline: Duration::from_secs(10),
+        })
+        .map_err(|e| step("Finish", &e))?;
+        match pcid.recv(t(15)).map_err(|e| step("FinishAck", &e))? {
+            DriverMessage::FinishAck {
+                seq: 2, outcome, ..
+            } => Ok(outcome),
+            other => Err(format!("expected FinishAck 2, got {other:?}")),
+        }
+    })();
+    let outcome = match &conversation {
+        Ok(FinishOutcome::Clean) => "clean".to_string(),
+        Ok(other) => format!("{other:?}").to_lowercase(),
+        Err(e) => {
+            println!("e2e: canary {address}: {e}");
+            "error".to_string()
+        }
+    };
+    drop(pcid);
+    let exit = match wait_child(&mut driver, Instant::now() + Duration::from_secs(10)) {
+        Ok(Some(status)) => status
+            .code()
+            .map_or_else(|| status.to_string().replace(' ', "_"), |c| c.to_string()),
+        Ok(None) => "killed".to_string(),
+        Err(e) => format!("error:{e}").replace(' ', "_"),
+    };
+    let workload_files = fs::read_dir(canary::WORKLOAD_DIR)
+        .map_err(io_err(format!("list {}", canary::WORKLOAD_DIR)))?
+        .count();
+    println!(
+        "{} address={address} outcome={outcome} exit={exit} workload_files={workload_files}",
+        markers::CANARY
+    );
+    // Out of pcid's sight: Linux forgets the function until the next rescan.
+    fs::write(f.dir.join("remove"), "1")
+        .map_err(io_err(format!("remove {} from sysfs", f.dir.display())))?;
+    Ok(())
+}
+
 fn full(config: &GuestConfig, start: Instant) -> Result<(), GuestError> {
+    if let Some(address) = &config.canary {
+        run_canary(config, address)?;
+    }
     // The topology pcid's sysfs bus will see, for the record.
     print_functions(&list_functions()?);
     let ready_at = Instant::now() + config.ready_timeout;
@@ -329,6 +446,10 @@ fn full(config: &GuestConfig, start: Instant) -> Result<(), GuestError> {
             CONTROL_SOCKET,
             "--ready-timeout-ms",
             &pcid_ready_ms,
+            // For the test build of nvmed, which pcid runs as `nvmed`: write,
+            // flush and read back a pattern before Ready.
+            "--driver-env",
+            "NVMED_SELFTEST=1",
         ],
         config,
         Stdio::piped(),

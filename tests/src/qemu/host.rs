@@ -3,16 +3,22 @@
 //! 1. Makes sure QEMU is installed (running `tests/setup.sh` as root if not)
 //!    and that Debian's cloud kernel is in the cache
 //!    (`apt-get download` + `dpkg-deb -x`, once; later runs are offline).
-//! 2. Builds pcid, nvmed, shutdownd and guest-init statically
+//! 2. Builds pcid, shutdownd, guest-init, the test build of nvmed
+//!    (`nvmed-test`) and the shipped `nvmed` statically
 //!    (`-C target-feature=+crt-static`) in a target directory of their own.
-//! 3. Packs an initramfs: `/init`, the binaries in `/bin`, the repository's
-//!    `initfs/lib/pcid.d/*.toml` match tables in `/lib/pcid.d`, `/dev/console`.
+//! 3. Packs an initramfs: `/init`; in `/bin` pcid, shutdownd, the test build
+//!    as `nvmed` (the name the match table gives, so pcid runs it) and the
+//!    shipped driver as `nvmed-shipped`; the repository's
+//!    `initfs/lib/pcid.d/*.toml` match tables in `/lib/pcid.d`; `/dev/console`.
 //! 4. Boots it under TCG (`-M q35 -nodefaults -no-reboot`) with N NVMe
 //!    controllers, each backed by a fresh raw image file; the last one sits
-//!    behind a PCIe root port unless disabled. QEMU is killed at a deadline.
+//!    behind a PCIe root port unless disabled; plus the canary controller
+//!    (`super::canary`). QEMU is killed at a deadline.
 //! 5. Reads the console: the report between the markers must list every
 //!    controller `clean`, and each image must hold its controller's
-//!    self-test pattern at LBA 0.
+//!    self-test pattern at LBA 0; the shipped nvmed must have shut the
+//!    canary down `clean` without writing anything (its image all zeros, no
+//!    workload log).
 
 use std::fs;
 use std::io::{BufRead, BufReader, Read};
@@ -24,7 +30,7 @@ use std::time::{Duration, Instant};
 use super::cmdline::{GuestConfig, Mode};
 use super::cpio::CpioWriter;
 use super::report::{ConsoleSummary, ShutdownReport};
-use super::{selftest_pattern, SELFTEST_PATTERN_LEN};
+use super::{canary, selftest_pattern, SELFTEST_PATTERN_LEN};
 
 /// Rust target the guest binaries are built for.
 pub const GUEST_TARGET: &str = "x86_64-unknown-linux-gnu";
@@ -330,15 +336,21 @@ fn is_static_elf(path: &Path) -> Result<bool, E2eError> {
     Ok(true)
 }
 
+/// A binary the guest needs: its package, its name in the build, and its
+/// path in the initramfs.
+type GuestBinary = (&'static str, &'static str, &'static str);
+
 /// The binaries the guest needs for `mode`.
-fn guest_binaries(mode: Mode) -> &'static [(&'static str, &'static str)] {
+fn guest_binaries(mode: Mode) -> &'static [GuestBinary] {
     match mode {
-        Mode::Probe => &[("shutdown_tests", "guest-init")],
+        Mode::Probe => &[("shutdown_tests", "guest-init", "init")],
         Mode::Full => &[
-            ("shutdown_tests", "guest-init"),
-            ("pcid", "pcid"),
-            ("nvmed", "nvmed"),
-            ("shutdownd", "shutdownd"),
+            ("shutdown_tests", "guest-init", "init"),
+            ("pcid", "pcid", "bin/pcid"),
+            // pcid runs the test build where the match table says `nvmed`.
+            ("shutdown_tests", "nvmed-test", "bin/nvmed"),
+            ("nvmed", "nvmed", "bin/nvmed-shipped"),
+            ("shutdownd", "shutdownd", "bin/shutdownd"),
         ],
     }
 }
@@ -355,12 +367,15 @@ pub fn build_static(opts: &Options) -> Result<PathBuf, E2eError> {
         .env("CARGO_PROFILE_RELEASE_DEBUG", "0")
         .env("CARGO_PROFILE_RELEASE_STRIP", "symbols");
     let bins = guest_binaries(opts.mode);
-    for (package, bin) in bins {
+    for (package, bin, _) in bins {
         cmd.args(["-p", package, "--bin", bin]);
     }
     progress(format!(
         "building {} statically for {GUEST_TARGET} in {}",
-        bins.iter().map(|(_, b)| *b).collect::<Vec<_>>().join(", "),
+        bins.iter()
+            .map(|(_, b, _)| *b)
+            .collect::<Vec<_>>()
+            .join(", "),
         opts.target_dir.display()
     ));
     let status = cmd
@@ -371,7 +386,7 @@ pub fn build_static(opts: &Options) -> Result<PathBuf, E2eError> {
         return Err(E2eError::Build(format!("cargo exited with {status}")));
     }
     let dir = opts.target_dir.join(GUEST_TARGET).join("release");
-    for (_, bin) in bins {
+    for (_, bin, _) in bins {
         let path = dir.join(bin);
         if !is_static_elf(&path)? {
             return Err(E2eError::Build(format!(
@@ -420,13 +435,9 @@ pub fn pack_initramfs(opts: &Options, bin_dir: &Path, work: &Path) -> Result<Pat
     }
     add(w.char_device("dev/console", 0o600, 5, 1))?;
     let read = |p: &Path| fs::read(p).map_err(io_err(format!("read {}", p.display())));
-    for (_, bin) in guest_binaries(opts.mode) {
+    for (_, bin, packed) in guest_binaries(opts.mode) {
         let data = read(&bin_dir.join(bin))?;
-        if *bin == "guest-init" {
-            add(w.file("init", 0o755, &data))?;
-        } else {
-            add(w.file(&format!("bin/{bin}"), 0o755, &data))?;
-        }
+        add(w.file(packed, 0o755, &data))?;
     }
     if opts.mode == Mode::Full {
         for table in match_tables(&opts.repo)? {
@@ -457,6 +468,10 @@ fn image_path(work: &Path, index: usize) -> PathBuf {
     work.join(format!("nvme{index}.img"))
 }
 
+fn canary_image_path(work: &Path) -> PathBuf {
+    work.join("canary.img")
+}
+
 /// Builds QEMU's argument list.
 fn qemu_args(opts: &Options, kernel: &Path, initrd: &Path, work: &Path) -> Vec<String> {
     let guest = GuestConfig {
@@ -464,6 +479,7 @@ fn qemu_args(opts: &Options, kernel: &Path, initrd: &Path, work: &Path) -> Vec<S
         sequential: opts.sequential,
         controllers: opts.controllers,
         log: opts.log.clone(),
+        canary: (opts.mode == Mode::Full).then(|| canary::ADDRESS.to_string()),
         ..GuestConfig::default()
     };
     let append = [
@@ -505,6 +521,22 @@ fn qemu_args(opts: &Options, kernel: &Path, initrd: &Path, work: &Path) -> Vec<S
         "-append".to_string(),
         append,
     ]);
+    if opts.mode == Mode::Full {
+        // First, so that its fixed slot is taken before any automatic one.
+        args.extend([
+            "-drive".to_string(),
+            format!(
+                "file={},if=none,id=canary,format=raw",
+                canary_image_path(work).display()
+            ),
+            "-device".to_string(),
+            format!(
+                "nvme,serial={},drive=canary,addr={:#04x}",
+                canary::SERIAL,
+                canary::SLOT
+            ),
+        ]);
+    }
     if opts.root_port {
         args.extend([
             "-device".to_string(),
@@ -670,8 +702,10 @@ pub fn run(opts: &Options) -> Result<RunResult, E2eError> {
     let _ = fs::remove_dir_all(&work);
     fs::create_dir_all(&work).map_err(io_err(format!("create {}", work.display())))?;
     let initrd = pack_initramfs(opts, &bin_dir, &work)?;
-    for i in 0..opts.controllers {
-        let path = image_path(&work, i);
+    let images = (0..opts.controllers)
+        .map(|i| image_path(&work, i))
+        .chain((opts.mode == Mode::Full).then(|| canary_image_path(&work)));
+    for path in images {
         let f = fs::File::create(&path).map_err(io_err(format!("create {}", path.display())))?;
         f.set_len(IMAGE_BYTES)
             .map_err(io_err(format!("size {}", path.display())))?;
@@ -749,6 +783,7 @@ pub fn run(opts: &Options) -> Result<RunResult, E2eError> {
             write_json(opts, &console, qemu_ms)?;
             let report = check_report(opts, &console)?;
             check_images(opts, &work)?;
+            check_canary(&console, &work)?;
             check_trace(opts, &trace_log)?;
             Some(report)
         }
@@ -886,17 +921,46 @@ fn check_trace(opts: &Options, trace_log: &Path) -> Result<(), E2eError> {
         fs::read_to_string(trace_log).map_err(io_err(format!("read {}", trace_log.display())))?;
     let trace = super::trace::NvmeTrace::parse(&text);
     let notified = trace.notified();
-    if notified != opts.controllers {
+    // The canary controller is shut down too (by the shipped nvmed).
+    let expected = opts.controllers + 1;
+    if notified != expected {
         return Err(E2eError::Check(format!(
             "QEMU's trace shows a shutdown notification (CC.SHN=01b answered by \
-             pci_nvme_mmio_shutdown_set) for {notified} of {} controllers",
-            opts.controllers
+             pci_nvme_mmio_shutdown_set) for {notified} of {expected} controllers \
+             (the canary included)"
         )));
     }
     progress(format!(
-        "QEMU's trace: {notified} of {} controllers got CC.SHN=01b and started their shutdown",
-        opts.controllers
+        "QEMU's trace: {notified} of {expected} controllers (the canary included) got \
+         CC.SHN=01b and started their shutdown"
     ));
+    Ok(())
+}
+
+/// The shipped nvmed shut the canary down `clean`, exited 0, and wrote
+/// nothing: no workload log, and the canary's image is all zeros.
+fn check_canary(console: &ConsoleSummary, work: &Path) -> Result<(), E2eError> {
+    let c = console.canary.as_ref().ok_or_else(|| {
+        E2eError::Check("the guest printed no canary line (shipped nvmed)".to_string())
+    })?;
+    for (key, want) in [("outcome", "clean"), ("exit", "0"), ("workload_files", "0")] {
+        let got = field(c, key);
+        if got != want {
+            return Err(E2eError::Check(format!(
+                "canary (shipped nvmed with NVMED_SELFTEST=1 and NVMED_WORKLOAD set): \
+                 {key} is {got:?}, expected {want:?}"
+            )));
+        }
+    }
+    let path = canary_image_path(work);
+    let image = fs::read(&path).map_err(io_err(format!("read {}", path.display())))?;
+    if let Some(at) = image.iter().position(|&b| b != 0) {
+        return Err(E2eError::Check(format!(
+            "the shipped nvmed wrote to the canary's namespace: {} is not all zeros (byte {at}, block {})",
+            path.display(),
+            at / 512
+        )));
+    }
     Ok(())
 }
 
@@ -939,12 +1003,14 @@ mod tests {
             .filter(|(a, _)| *a == "-device")
             .map(|(_, b)| b)
             .collect();
-        assert_eq!(devices[0], "pcie-root-port,id=rp1,chassis=1,slot=1");
-        assert_eq!(devices[1], "nvme,serial=E2E-NVME-00,drive=disk0");
-        assert_eq!(devices[3], "nvme,serial=E2E-NVME-02,drive=disk2,bus=rp1");
+        assert_eq!(devices[0], "nvme,serial=E2E-CANARY,drive=canary,addr=0x1e");
+        assert_eq!(devices[1], "pcie-root-port,id=rp1,chassis=1,slot=1");
+        assert_eq!(devices[2], "nvme,serial=E2E-NVME-00,drive=disk0");
+        assert_eq!(devices[4], "nvme,serial=E2E-NVME-02,drive=disk2,bus=rp1");
         let append = &args[args.iter().position(|a| a == "-append").unwrap() + 1];
         assert!(append.contains("initcall_blacklist=nvme_init"));
         assert!(append.contains("e2e.controllers=3"));
+        assert!(append.contains("e2e.canary=0000:00:1e.0"));
         assert!(args.windows(2).any(|w| w[0] == "-accel" && w[1] == "tcg"));
         assert!(args.iter().any(|a| a == "-no-reboot"));
     }
@@ -1065,9 +1131,37 @@ mod tests {
     }
 
     #[test]
+    fn canary_check_requires_a_clean_untouched_controller() {
+        let work = std::env::temp_dir().join(format!("qemu-e2e-canary-{}", std::process::id()));
+        fs::create_dir_all(&work).unwrap();
+        fs::write(canary_image_path(&work), vec![0u8; 4096]).unwrap();
+        let line = |rest: &str| {
+            ConsoleSummary::scan([format!("{} {rest}", super::super::markers::CANARY).as_str()])
+        };
+        let good = line("address=0000:00:1e.0 outcome=clean exit=0 workload_files=0");
+        assert!(check_canary(&good, &work).is_ok());
+        assert!(check_canary(&ConsoleSummary::default(), &work).is_err());
+        for bad in [
+            "outcome=failed exit=0 workload_files=0",
+            "outcome=clean exit=1 workload_files=0",
+            "outcome=clean exit=0 workload_files=1",
+        ] {
+            assert!(check_canary(&line(bad), &work).is_err(), "{bad}");
+        }
+        // One byte written anywhere in the namespace: caught.
+        let mut image = vec![0u8; 4096];
+        image[1000] = 1;
+        fs::write(canary_image_path(&work), image).unwrap();
+        let err = check_canary(&good, &work).unwrap_err().to_string();
+        assert!(err.contains("byte 1000, block 1"), "{err}");
+        fs::remove_dir_all(&work).unwrap();
+    }
+
+    #[test]
     fn serials_fit_the_identify_field() {
         // Identify Controller SN is 20 ASCII bytes (NVMe Base 2.0, Figure 275).
         assert!(serial(MAX_CONTROLLERS).len() <= 20);
+        assert!(canary::SERIAL.len() <= 20);
     }
 
     #[test]

@@ -6,8 +6,11 @@
 //!   ([`cpio`]), boots it under TCG with N NVMe controllers, and checks the
 //!   shutdown report and the image files afterwards.
 //! * [`guest`] is the guest's `/init` (binary `guest-init`): it mounts the
-//!   kernel file systems, starts pcid, waits for it to be ready, runs
-//!   shutdownd, prints the report between [`markers`] and powers off.
+//!   kernel file systems, runs the shipped `nvmed` on the [`canary`]
+//!   controller, starts pcid (which runs the test build of nvmed,
+//!   `nvmed-test`, packed as `/bin/nvmed`, on every other controller), waits
+//!   for it to be ready, runs shutdownd, prints the report between [`markers`]
+//!   and powers off.
 //!
 //! Host and guest talk only through the kernel command line (dotted
 //! `e2e.*` arguments, see [`cmdline`]) and the serial console.
@@ -37,15 +40,38 @@ pub mod markers {
     pub const DEVICE: &str = "===E2E-DEVICE===";
     /// Last line before the guest powers off.
     pub const POWEROFF: &str = "===E2E-POWEROFF===";
+    /// `===E2E-CANARY=== key=value ...`: how the shipped nvmed fared on the
+    /// canary controller.
+    pub const CANARY: &str = "===E2E-CANARY===";
 }
 
-/// Length of the self-test pattern nvmed writes at LBA 0: 8 blocks of 512 bytes.
-pub const SELFTEST_PATTERN_LEN: usize = 8 * 512;
+/// The canary: one more QEMU NVMe controller, driven not by the test build
+/// but by the shipped `nvmed` binary (packed as `/bin/nvmed-shipped`), which
+/// the guest's init starts itself — playing pcid's part of the protocol — with
+/// `NVMED_SELFTEST=1` and `NVMED_WORKLOAD=<dir>` in its environment. The
+/// shipped driver must bring the controller up, shut it down `clean`, and
+/// write nothing: the host checks that the canary's image is still all zeros
+/// and that no workload log appeared. Init then removes the function from
+/// Linux's view (`remove` in sysfs) so pcid does not enumerate it.
+pub mod canary {
+    /// Slot on the root bus the host gives the canary (`addr=` of its device).
+    pub const SLOT: u8 = 0x1e;
+    /// Its PCI address in the guest.
+    pub const ADDRESS: &str = "0000:00:1e.0";
+    /// Its serial number.
+    pub const SERIAL: &str = "E2E-CANARY";
+    /// Name of the shipped nvmed in the initramfs's `/bin`.
+    pub const SHIPPED_NVMED: &str = "nvmed-shipped";
+    /// Directory the guest names in `NVMED_WORKLOAD` for the canary.
+    pub const WORKLOAD_DIR: &str = "/run/canary-workload";
+}
 
-/// The self-test pattern nvmed writes to a controller with serial number
-/// `serial` when `NVMED_SELFTEST=1`: the text `nvmed-selftest serial=<SN>`
-/// repeated back to back over `len` bytes (the last copy cut short).
+/// Length of the self-test pattern the test build of nvmed writes at LBA 0:
+/// 8 blocks of 512 bytes.
+pub const SELFTEST_PATTERN_LEN: usize = crate::nvme::selftest::SELFTEST_BLOCKS * 512;
+
+/// The self-test pattern written to a controller with serial number `serial`
+/// ([`crate::nvme::selftest::pattern`]).
 pub fn selftest_pattern(serial: &str, len: usize) -> Vec<u8> {
-    let unit = format!("nvmed-selftest serial={serial}");
-    unit.bytes().cycle().take(len).collect()
+    crate::nvme::selftest::pattern(serial, len)
 }

@@ -47,6 +47,8 @@ pub struct ConsoleSummary {
     pub devices: Vec<Vec<(String, String)>>,
     /// The guest announced power-off.
     pub powered_off: bool,
+    /// The `===E2E-CANARY===` line as `key=value` pairs, if printed.
+    pub canary: Option<Vec<(String, String)>>,
 }
 
 /// The console did not hold a usable report.
@@ -112,6 +114,8 @@ impl ConsoleSummary {
                 s.devices.push(pairs(&line[pos + markers::DEVICE.len()..]));
             } else if let Some(pos) = line.find(markers::PROBE) {
                 s.probes.push(pairs(&line[pos + markers::PROBE.len()..]));
+            } else if let Some(pos) = line.find(markers::CANARY) {
+                s.canary = Some(pairs(&line[pos + markers::CANARY.len()..]));
             } else if line.contains(markers::POWEROFF) {
                 s.powered_off = true;
             }
@@ -146,8 +150,9 @@ mod tests {
     #[test]
     fn finds_markers_amid_other_output() {
         let console = format!(
-            "SeaBIOS noise\n{init}\r\ne2e: starting pcid\n[ 1.2] kernel: x {timing} shutdownd_ms=12.5 a=b\n{begin}\n{{\"mode\": \"two-phase\", \"kind\": \"poweroff\", \"total_ms\": 3.5,\n\"devices\": [{{\"address\": \"0000:00:04.0\", \"outcome\": \"clean\", \"extra\": 1}}]}}\n{end}\n{failed} nothing\n{poweroff} uptime_ms=9\n",
+            "SeaBIOS noise\n{init}\r\n{canary} address=0000:00:1e.0 outcome=clean\ne2e: starting pcid\n[ 1.2] kernel: x {timing} shutdownd_ms=12.5 a=b\n{begin}\n{{\"mode\": \"two-phase\", \"kind\": \"poweroff\", \"total_ms\": 3.5,\n\"devices\": [{{\"address\": \"0000:00:04.0\", \"outcome\": \"clean\", \"extra\": 1}}]}}\n{end}\n{failed} nothing\n{poweroff} uptime_ms=9\n",
             init = markers::INIT_START,
+            canary = markers::CANARY,
             timing = markers::TIMING,
             begin = markers::REPORT_BEGIN,
             end = markers::REPORT_END,
@@ -156,6 +161,13 @@ mod tests {
         );
         let s = ConsoleSummary::scan(console.lines());
         assert!(s.init_started && s.powered_off);
+        assert_eq!(
+            s.canary,
+            Some(vec![
+                ("address".to_string(), "0000:00:1e.0".to_string()),
+                ("outcome".to_string(), "clean".to_string())
+            ])
+        );
         assert_eq!(s.timing("shutdownd_ms"), Some(12.5));
         assert_eq!(s.failures, vec!["nothing".to_string()]);
         let (report, raw) = s.report().unwrap().unwrap();

@@ -81,8 +81,8 @@ pub const KINDS: [(&str, &str); 21] = [
         "driver answers Begin with a BeginAck of a wrong sequence number",
     ),
     (
-        "driver-sends-another-devices-seq",
-        "driver answers Begin with the sequence number of the device begun just before it",
+        "driver-sends-second-hello",
+        "driver says Hello again after Ready (a live driver breaking the protocol)",
     ),
 ];
 

@@ -16,8 +16,20 @@ use rustix::process::{kill_process, kill_process_group, Pid, Signal};
 use serde::Deserialize;
 
 /// Binaries the stack needs, all built by `cargo build --release --workspace`.
-pub const STACK_BINARIES: [&str; 6] =
-    ["pcid", "nvmed", "shutdownd", "legacyd", "plaind", "faultyd"];
+/// The NVMe controllers are driven by the test build of nvmed
+/// ([`NVMED_TEST`]), run under the name `nvmed` (see [`driver_dir`]).
+pub const STACK_BINARIES: [&str; 6] = [
+    "pcid",
+    NVMED_TEST,
+    "shutdownd",
+    "legacyd",
+    "plaind",
+    "faultyd",
+];
+
+/// The test build of the NVMe driver (`crate::nvme`): `nvmed` with the
+/// simulated controller and the data checks.
+pub const NVMED_TEST: &str = "nvmed-test";
 
 /// Errors running the stack.
 #[derive(Debug, thiserror::Error)]
@@ -134,7 +146,7 @@ impl Binaries {
         if self.dir.file_name().is_some_and(|n| n == "release") {
             cmd.arg("--release");
         }
-        for p in ["pcid", "nvmed", "shutdownd", "shutdown_tests"] {
+        for p in ["pcid", "shutdownd", "shutdown_tests"] {
             cmd.args(["-p", p]);
         }
         cmd.arg("--bins").stdout(Stdio::null());
@@ -159,6 +171,27 @@ pub fn match_dir() -> PathBuf {
     repo_root().join("initfs").join("lib").join("pcid.d")
 }
 
+/// Creates `<work_dir>/drivers/` holding `nvmed`, a symbolic link to the test
+/// build [`NVMED_TEST`], and returns it. Put first on pcid's `--driver-path`,
+/// it makes pcid run the test build where the match table says `nvmed`:
+/// neither pcid nor the shipped driver knows about tests.
+pub fn driver_dir(bins: &Binaries, work_dir: &Path) -> Result<PathBuf, StackError> {
+    let dir = work_dir.join("drivers");
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| StackError::Io { path, source }
+    };
+    std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+    let link = dir.join("nvmed");
+    match std::fs::remove_file(&link) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io(&link)(e)),
+    }
+    std::os::unix::fs::symlink(bins.path(NVMED_TEST), &link).map_err(io(&link))?;
+    Ok(dir)
+}
+
 /// How to start the stack.
 #[derive(Debug, Clone)]
 pub struct StackOptions {
@@ -168,8 +201,12 @@ pub struct StackOptions {
     pub work_dir: PathBuf,
     /// Deadline for pcid to report that every driver is settled.
     pub ready_timeout: Duration,
-    /// Extra environment for pcid and its drivers (e.g. `RUST_LOG`).
+    /// Extra environment for pcid (e.g. `RUST_LOG`, which pcid passes on to
+    /// its drivers; nothing else is passed on).
     pub env: Vec<(String, String)>,
+    /// Extra environment for the drivers (pcid's `--driver-env`), e.g.
+    /// `NVMED_WORKLOAD`.
+    pub driver_env: Vec<(String, String)>,
     /// Extra pcid arguments (e.g. `--hello-timeout-ms 500`).
     pub pcid_args: Vec<String>,
     /// Let pcid's (and the drivers') standard error through instead of
@@ -193,14 +230,20 @@ impl Stack {
     pub fn start(bins: &Binaries, opts: &StackOptions) -> Result<Self, StackError> {
         bins.check()?;
         let control = opts.work_dir.join("pcid.sock");
+        let drivers = driver_dir(bins, &opts.work_dir)?;
         let mut cmd = Command::new(bins.path("pcid"));
         cmd.args(["--bus", "sim", "--machine"])
             .arg(&opts.machine)
             .arg("--match-dir")
             .arg(match_dir())
             .arg("--driver-path")
-            .arg(bins.dir())
-            .arg("--control")
+            .arg(&drivers)
+            .arg("--driver-path")
+            .arg(bins.dir());
+        for (k, v) in &opts.driver_env {
+            cmd.arg("--driver-env").arg(format!("{k}={v}"));
+        }
+        cmd.arg("--control")
             .arg(&control)
             // pcid exits (stopping its drivers) when this process goes away.
             .arg("--exit-on-stdin-eof")
@@ -472,6 +515,12 @@ pub struct ReportView {
     pub kind: String,
     /// Total time in ms.
     pub total_ms: f64,
+    /// The global deadline (from shutdownd's start), ms.
+    pub global_deadline_ms: f64,
+    /// The global deadline on the report's time axis, ms.
+    pub deadline_at_ms: f64,
+    /// When shutdownd found the deadline passed with devices still open.
+    pub deadline_reached_ms: Option<f64>,
     /// Per-device entries.
     pub devices: Vec<DeviceView>,
 }
@@ -524,5 +573,47 @@ impl ReportView {
     /// Count of devices with `outcome`.
     pub fn count(&self, outcome: &str) -> usize {
         self.devices.iter().filter(|d| d.outcome == outcome).count()
+    }
+
+    /// Whether the report shows that shutdownd kept its global deadline, read
+    /// from the documented fields (shutdownd's report module): every outcome
+    /// was recorded before the deadline, or — when shutdownd found the
+    /// deadline passed with devices still open — not before the deadline and
+    /// none after that moment, the last device included. This holds however
+    /// late a loaded machine lets shutdownd wake up, and fails if shutdownd
+    /// waited for anything once it knew the deadline had passed, or gave up
+    /// early. (That it never plans a wait past the deadline is shown with a
+    /// fake clock in shutdownd's `run` tests.)
+    pub fn kept_deadline(&self) -> Result<(), String> {
+        let limit = match self.deadline_reached_ms {
+            None => self.deadline_at_ms,
+            Some(r) if r < self.deadline_at_ms => {
+                return Err(format!(
+                    "deadline reported reached at {r} ms, before it ({} ms)",
+                    self.deadline_at_ms
+                ))
+            }
+            Some(r) => r,
+        };
+        if self.deadline_at_ms > self.global_deadline_ms {
+            return Err(format!(
+                "deadline at {} ms on the report's axis is later than the global deadline of {} ms",
+                self.deadline_at_ms, self.global_deadline_ms
+            ));
+        }
+        if self.total_ms > limit {
+            return Err(format!("total {} ms after {limit} ms", self.total_ms));
+        }
+        match self
+            .devices
+            .iter()
+            .find(|d| d.done_ms.is_none_or(|t| t > limit))
+        {
+            Some(d) => Err(format!(
+                "{} got its outcome at {:?} ms, after {limit} ms",
+                d.address, d.done_ms
+            )),
+            None => Ok(()),
+        }
     }
 }

@@ -417,3 +417,50 @@ fn unsupported_version_gets_an_error_then_the_driver_stops() {
     assert!(server.join().expect("join").is_err());
     assert!(matches!(pcid.recv(T), Err(TransportError::Closed)));
 }
+
+/// PROTOCOL.md §7: a deadline counts from receipt of the *whole* frame.
+#[test]
+fn a_deadline_starts_when_the_last_byte_of_its_frame_arrives() {
+    /// Records when `begin` was told the request was received.
+    struct Receipt(Arc<Mutex<Option<Instant>>>);
+    impl ShutdownHandler for Receipt {
+        fn support(&self) -> ShutdownSupport {
+            ShutdownSupport::TwoPhase
+        }
+        fn begin(&mut self, _: ShutdownKind, deadline: Deadline) -> Result<Duration, String> {
+            *self.0.lock().expect("lock") = Some(deadline.received());
+            Ok(Duration::ZERO)
+        }
+        fn finish(&mut self, _: Deadline) -> FinishReport {
+            FinishReport::new(FinishOutcome::Clean, Duration::ZERO, "")
+        }
+    }
+    let (mut pcid, conn) = handshake(ShutdownSupport::TwoPhase);
+    let received = Arc::new(Mutex::new(None));
+    let server = conn
+        .serve_in_background(Receipt(Arc::clone(&received)))
+        .expect("spawn");
+    assert_eq!(pcid.recv(T).expect("ready"), DriverMessage::Ready);
+    let frame = begin(1).encode().expect("encode");
+    // Header and part of the payload now, the rest later.
+    pcid.send_raw(&frame[..20]).expect("send");
+    std::thread::sleep(Duration::from_millis(100));
+    let last_part_sent = Instant::now();
+    pcid.send_raw(&frame[20..]).expect("send");
+    assert!(matches!(
+        pcid.recv(T).expect("ack"),
+        DriverMessage::BeginAck { seq: 1, .. }
+    ));
+    let at = received.lock().expect("lock").expect("begin ran");
+    assert!(
+        at >= last_part_sent,
+        "the deadline started {:?} before the frame was complete",
+        last_part_sent - at
+    );
+    pcid.send(&finish(2)).expect("send");
+    assert!(matches!(
+        pcid.recv(T).expect("ack"),
+        DriverMessage::FinishAck { seq: 2, .. }
+    ));
+    server.join().expect("join").expect("serve");
+}

@@ -394,6 +394,12 @@ fn garbage_cuts_off_only_the_sender_and_wakes_it_to_see_the_close() {
     garbage.extend([0xEE; 40]);
     w.write(disk, &garbage, NVMED);
     assert!(w.host.notified.contains(&disk));
+    // pcid names the violation in an Error before it closes the channel.
+    let frames = w.frames::<DriverMessage>(disk);
+    assert!(
+        matches!(frames.as_slice(), [DriverMessage::Error { message, .. }] if message.contains("protocol violation")),
+        "{frames:?}"
+    );
     assert_eq!(
         w.engine.state.read(disk, &mut [0; 64], 0),
         Ok(0),

@@ -1,6 +1,8 @@
-//! The `nvmed` binary as pcid sees it: spawned with an inherited channel,
-//! Hello → Welcome (simulated backend) → Ready → Begin/BeginAck →
-//! Finish/FinishAck, with the self-test's data durable in the backing file.
+//! The test build of the NVMe driver (`nvmed-test`: `nvmed` with the
+//! simulated controller and the data checks) as pcid sees it: spawned with an
+//! inherited channel, Hello → Welcome (simulated backend) → Ready →
+//! Begin/BeginAck → Finish/FinishAck, with the self-test's data durable in
+//! the backing file.
 
 use std::io::Read;
 use std::process::Command;
@@ -44,7 +46,7 @@ fn nvmed_serves_two_phase_shutdown_on_the_simulated_backend() {
         image.display().to_string()
     );
     let (mut pcid, child_end) = DriverChannel::pair().unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_nvmed"));
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_nvmed-test"));
     cmd.env("NVMED_SELFTEST", "1")
         .env("RUST_LOG", "info")
         .stderr(std::process::Stdio::piped());
@@ -66,7 +68,7 @@ fn nvmed_serves_two_phase_shutdown_on_the_simulated_backend() {
     ));
 
     // The self-test wrote and flushed its pattern before Ready.
-    let expected = nvmed::selftest::pattern("BIN-SERIAL-7", 8 * 512);
+    let expected = shutdown_tests::nvme::selftest::pattern("BIN-SERIAL-7", 8 * 512);
     let mut head = vec![0u8; expected.len()];
     std::fs::File::open(&image)
         .unwrap()
@@ -135,7 +137,7 @@ fn nvmed_serves_two_phase_shutdown_on_the_simulated_backend() {
 #[test]
 fn nvmed_reports_a_bad_description_in_one_line_and_fails() {
     let (mut pcid, child_end) = DriverChannel::pair().unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_nvmed"));
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_nvmed-test"));
     cmd.env("RUST_LOG", "off")
         .stderr(std::process::Stdio::piped());
     let mut child = spawn_with_channel(&mut cmd, child_end).unwrap();
@@ -173,7 +175,7 @@ fn nvmed_reports_a_bad_description_in_one_line_and_fails() {
 /// and returns the FinishAck's outcome and detail, and the exit status.
 fn run_shutdown(properties: &str, finish_deadline: Duration) -> (FinishOutcome, String, bool) {
     let (mut pcid, child_end) = DriverChannel::pair().unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_nvmed"));
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_nvmed-test"));
     cmd.env("RUST_LOG", "off")
         .stderr(std::process::Stdio::null());
     let mut child = spawn_with_channel(&mut cmd, child_end).unwrap();
@@ -245,45 +247,4 @@ fn nvmed_reports_faults_as_protocol_outcomes() {
         Duration::from_millis(500),
     );
     assert_eq!(o, FinishOutcome::Abrupt, "{detail}");
-}
-
-#[test]
-fn nvmed_names_the_failing_step_for_an_unusable_sysfs_function() {
-    let (mut pcid, child_end) = DriverChannel::pair().unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_nvmed"));
-    cmd.env("RUST_LOG", "off")
-        .stderr(std::process::Stdio::piped());
-    let mut child = spawn_with_channel(&mut cmd, child_end).unwrap();
-    let _hello = pcid.recv(Some(WAIT)).unwrap();
-    let mut f = function(String::new());
-    f.backend = FunctionBackend::LinuxSysfs {
-        sysfs_path: "/nonexistent/0000:00:04.0".to_string(),
-    };
-    pcid.send(&DriverMessage::Welcome {
-        version: PROTOCOL_VERSION,
-        function: f,
-    })
-    .unwrap();
-    let start = Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if start.elapsed() > WAIT {
-            let _ = child.kill();
-            panic!("nvmed did not exit");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    let mut stderr = String::new();
-    if let Some(mut e) = child.stderr.take() {
-        let _ = e.read_to_string(&mut stderr);
-    }
-    assert!(!status.success());
-    let lines: Vec<&str> = stderr.lines().collect();
-    assert_eq!(lines.len(), 1, "{stderr}");
-    assert!(
-        lines[0].starts_with("nvmed: error: 0000:00:04.0: enable memory space and bus mastering"),
-        "{stderr}"
-    );
 }

@@ -1,7 +1,8 @@
 //! A verifiable write workload for durability tests across real processes.
 //!
-//! With `NVMED_WORKLOAD=<directory>` in its environment, `nvmed` starts an
-//! I/O thread after bring-up that keeps writing to the first active
+//! With `NVMED_WORKLOAD=<directory>` in its environment, the test build of
+//! the NVMe driver (`nvmed-test`; the shipped `nvmed` has no workload) starts
+//! an I/O thread after bring-up that keeps writing to the first active
 //! namespace while the shutdown protocol is served, and records in
 //! `<directory>/<PCI address>.log` what happened to every write. After the
 //! machine has shut down, a test reads the log and the controller's backing
@@ -63,7 +64,7 @@ use std::time::{Duration, Instant};
 use log::{info, warn};
 use pcid_hw::{Clock, DmaAllocator, RegisterIo};
 
-use crate::{Controller, NvmeError};
+use nvmed::{Controller, NvmeError};
 
 /// Environment variable naming the directory for workload logs.
 pub const ENV: &str = "NVMED_WORKLOAD";
@@ -72,7 +73,7 @@ pub const MAGIC: [u8; 8] = *b"NVMEDWL1";
 /// Blocks per Write command.
 pub const BLOCKS_PER_WRITE: u64 = 8;
 /// First LBA written (after the self-test's blocks).
-pub const FIRST_LBA: u64 = crate::selftest::SELFTEST_BLOCKS as u64;
+pub const FIRST_LBA: u64 = super::selftest::SELFTEST_BLOCKS as u64;
 /// Write attempts refused after shutdown began before the workload stops.
 pub const REFUSALS_BEFORE_STOP: u32 = 10;
 /// Pause between two writes.
@@ -317,7 +318,7 @@ fn one_line(s: &str) -> String {
 /// The I/O thread.
 fn run<R: RegisterIo, D: DmaAllocator, C: Clock>(
     ctrl: &Controller<R, D, C>,
-    ns: crate::Namespace,
+    ns: nvmed::Namespace,
     log: &Log,
     stop: &AtomicBool,
 ) {

@@ -4,7 +4,7 @@
 use log::info;
 use pcid_hw::{Clock, DmaAllocator, RegisterIo};
 
-use crate::{Controller, NvmeError};
+use nvmed::{Controller, NvmeError};
 
 /// Blocks written by [`run`], from LBA 0 of the first active namespace.
 pub const SELFTEST_BLOCKS: usize = 8;

@@ -1,0 +1,215 @@
+//! `nvmed-test`'s main: `nvmed` plus the simulated backend and the data checks.
+//!
+//! 1. Connects to pcid (`Hello` as `nvmed`, two-phase) and receives the function.
+//! 2. Opens the controller: the simulated controller model in-process for a
+//!    simulated function (its TOML description parsed as
+//!    `nvme_sim::SimConfig`), or the Linux sysfs function as `nvmed` does.
+//! 3. Brings it up with `nvmed::service::bring_up`.
+//! 4. With `NVMED_SELFTEST=1`: writes, flushes and reads back a pattern unique
+//!    to the controller at LBA 0 ([`super::selftest`]); with
+//!    `NVMED_WORKLOAD=<dir>`: starts the write workload ([`super::workload`]).
+//! 5. Sends `Ready` and serves shutdown with `nvmed::service::ShutdownService`,
+//!    noting the phases in the workload's log.
+//!
+//! On the simulated backend it also holds the driver to the DMA lifetime rule
+//! (`nvmed`'s controller module): if the model recorded a violation by the
+//! time shutdown finished, the `FinishAck` says `failed` and names it; one
+//! recorded while the controller is released, after the `FinishAck`, ends the
+//! process with an error line and status 1.
+//!
+//! Errors end the process with one line on stderr (`nvmed: error: …`) and exit
+//! status 1, like `nvmed`.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use nvmed::service::{self, ShutdownService, DRIVER_NAME};
+use pcid_hw::{Clock, DmaAllocator, RegisterIo, SystemClock};
+use pcid_interface::driver::{self, Deadline, FinishReport, ShutdownHandler};
+use pcid_interface::function::{FunctionBackend, PciFunction};
+use pcid_interface::protocol::{ShutdownKind, ShutdownSupport};
+
+use super::{selftest, workload};
+
+/// Environment variable that turns the self-test on (value `1`).
+pub const SELFTEST_ENV: &str = "NVMED_SELFTEST";
+
+/// Why the test build stopped.
+#[derive(Debug, thiserror::Error)]
+enum Fatal {
+    #[error("cannot connect to pcid: {0}")]
+    Connect(#[from] driver::DriverError),
+    #[error("{address}: simulated controller: {message}")]
+    Sim { address: String, message: String },
+    #[error("{address}: {source}")]
+    Hardware {
+        address: String,
+        #[source]
+        source: service::HardwareError,
+    },
+    #[error("{address}: {0}", address = .1)]
+    Nvme(nvmed::NvmeError, String),
+    #[error("{address}: {0}", address = .1)]
+    Selftest(selftest::SelftestError, String),
+    #[error("{address}: {0}", address = .1)]
+    Workload(workload::WorkloadError, String),
+    #[error("{address}: backend not available: {what}")]
+    BackendUnavailable { address: String, what: String },
+    #[error("{address}: serving the shutdown protocol: {source}")]
+    Serve {
+        address: String,
+        #[source]
+        source: driver::DriverError,
+    },
+    #[error("{address}: DMA lifetime violation seen by the simulated controller: {what}")]
+    DmaLifetime { address: String, what: String },
+}
+
+/// Runs the test build; the exit status of the process.
+pub fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            log::error!("{e}");
+            eprintln!("nvmed: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<(), Fatal> {
+    let (conn, function) = driver::connect(DRIVER_NAME, ShutdownSupport::TwoPhase)?;
+    let address = function.address.to_string();
+    log::info!(
+        "{address}: nvmed (test build) serving {:04x}:{:04x} class {:02x}.{:02x}.{:02x}",
+        function.vendor,
+        function.device,
+        function.class,
+        function.subclass,
+        function.interface
+    );
+    match &function.backend {
+        FunctionBackend::Simulated { properties } => {
+            let sim_error = |message: String| Fatal::Sim {
+                address: address.clone(),
+                message,
+            };
+            let config = nvme_sim::SimConfig::from_toml_str(properties)
+                .map_err(|e| sim_error(e.to_string()))?;
+            let clock = SystemClock::new();
+            let sim_clock: Arc<dyn Clock> = Arc::new(clock);
+            let sim = nvme_sim::SimController::with_label(config, sim_clock, &address)
+                .map_err(|e| sim_error(e.to_string()))?;
+            let dma = sim.dma();
+            let checker = sim.dma();
+            let result = drive(conn, &function, sim, dma, clock, Some(checker.clone()));
+            // The controller has been released (reset, memory freed) by now.
+            if let Some(v) = checker.violations().first() {
+                return Err(Fatal::DmaLifetime {
+                    address,
+                    what: v.to_string(),
+                });
+            }
+            result
+        }
+        #[cfg(target_os = "linux")]
+        FunctionBackend::LinuxSysfs { sysfs_path } => {
+            let (bar, dma) = service::open_linux(sysfs_path).map_err(|source| Fatal::Hardware {
+                address: address.clone(),
+                source,
+            })?;
+            drive(conn, &function, bar, dma, SystemClock::new(), None)
+        }
+        other => Err(Fatal::BackendUnavailable {
+            address,
+            what: format!("{other:?} is not served by the test build"),
+        }),
+    }
+}
+
+fn drive<R, D, C>(
+    mut conn: driver::DriverConnection,
+    function: &PciFunction,
+    regs: R,
+    dma: D,
+    clock: C,
+    checker: Option<nvme_sim::SimDma>,
+) -> Result<(), Fatal>
+where
+    R: RegisterIo + 'static,
+    D: DmaAllocator + 'static,
+    C: Clock + 'static,
+{
+    let address = function.address.to_string();
+    let ctrl = service::bring_up(function, regs, dma, clock)
+        .map_err(|e| Fatal::Nvme(e, address.clone()))?;
+    if std::env::var(SELFTEST_ENV).is_ok_and(|v| v == "1") {
+        selftest::run(&ctrl).map_err(|e| Fatal::Selftest(e, address.clone()))?;
+    }
+    let ctrl = Arc::new(ctrl);
+    let workload = match workload::Workload::dir_from_env() {
+        Some(dir) => Some(
+            workload::Workload::start(ctrl.clone(), &dir)
+                .map_err(|e| Fatal::Workload(e, address.clone()))?,
+        ),
+        None => None,
+    };
+    conn.ready().map_err(|source| Fatal::Serve {
+        address: address.clone(),
+        source,
+    })?;
+    let handler = Noting {
+        inner: ShutdownService::new(ctrl),
+        workload,
+        checker,
+    };
+    let outcome = conn.serve(handler).map_err(|source| Fatal::Serve {
+        address: address.clone(),
+        source,
+    })?;
+    service::log_serve_outcome(&address, &outcome);
+    Ok(())
+}
+
+/// `nvmed`'s shutdown handler, with the phases noted in the workload's log.
+struct Noting<R: RegisterIo, D: DmaAllocator, C: Clock> {
+    inner: ShutdownService<R, D, C>,
+    workload: Option<workload::Workload>,
+    /// The simulated controller's DMA checks, on the simulated backend.
+    checker: Option<nvme_sim::SimDma>,
+}
+
+impl<R: RegisterIo, D: DmaAllocator, C: Clock> ShutdownHandler for Noting<R, D, C> {
+    fn support(&self) -> ShutdownSupport {
+        self.inner.support()
+    }
+
+    fn begin(&mut self, kind: ShutdownKind, deadline: Deadline) -> Result<Duration, String> {
+        if let Some(w) = &self.workload {
+            w.note_begin();
+        }
+        let result = self.inner.begin(kind, deadline);
+        if let Some(w) = &self.workload {
+            w.note_begun(result.as_ref().map(|_| ()).map_err(String::as_str));
+        }
+        result
+    }
+
+    fn finish(&mut self, deadline: Deadline) -> FinishReport {
+        let report = self.inner.finish(deadline);
+        match self
+            .checker
+            .as_ref()
+            .and_then(|c| c.violations().first().cloned())
+        {
+            Some(v) => FinishReport::new(
+                pcid_interface::protocol::FinishOutcome::Failed,
+                report.elapsed,
+                format!("DMA lifetime violation seen by the simulated controller: {v}"),
+            ),
+            None => report,
+        }
+    }
+}
