@@ -41,7 +41,7 @@ use nvme_spec::{Aqa, Cap, Cc, CommandSetSelect, Csts, NvmOpcode, ShutdownNotific
 use pcid_hw::{Clock, DmaAllocator, DmaBuffer, RegisterIo, PAGE_SIZE};
 
 use crate::poll::{wait_for, Backoff};
-use crate::queue::{QueuePair, WaitCtx, MAX_ENTRIES_PER_PAGE};
+use crate::queue::{IoStatCounters, QueuePair, WaitCtx, MAX_ENTRIES_PER_PAGE};
 use crate::shutdown::ShutdownState;
 use crate::NvmeError;
 
@@ -170,7 +170,7 @@ pub(crate) struct IoPath<B: DmaBuffer> {
     /// Commands whose buffers were quarantined.
     quarantined: u32,
     /// Why I/O is refused, once it is.
-    disabled: Option<String>,
+    pub(crate) disabled: Option<String>,
 }
 
 /// A controller that has been brought up: admin queue, one I/O queue pair,
@@ -193,7 +193,50 @@ pub struct Controller<R: RegisterIo, D: DmaAllocator, C: Clock> {
     quarantine: Mutex<Vec<D::Buffer>>,
     /// Bound on CSTS.RDY transitions (CAP.TO, or the fallback).
     ready_timeout: Duration,
+    /// What waiting for completions cost so far.
+    stats: IoStatCounters,
     dma: D,
+}
+
+/// What waiting for command completions has cost (completions are polled:
+/// see [`Controller::io_stats`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct IoStats {
+    /// Commands submitted (admin and I/O).
+    pub commands: u64,
+    /// Looks at a completion queue (each one a memory read of an entry's
+    /// phase tag).
+    pub completion_looks: u64,
+    /// Pauses between looks (each one a sleep of the waiting thread).
+    pub sleeps: u64,
+    /// Total time asked for in those pauses.
+    pub slept: Duration,
+    /// Total time from submission to completion (or giving up).
+    pub waited: Duration,
+}
+
+impl std::fmt::Display for IoStats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} commands, {} completion looks, {} sleeps ({:.3} ms asked), {:.3} ms waited",
+            self.commands,
+            self.completion_looks,
+            self.sleeps,
+            self.slept.as_secs_f64() * 1000.0,
+            self.waited.as_secs_f64() * 1000.0
+        )
+    }
+}
+
+/// Exclusive use of the I/O queue pair for one request, which may take
+/// several commands (a read-modify-write, a transfer split by MDTS, a flush).
+/// Obtained through [`Controller::io`]: once a request has been accepted,
+/// [`Controller::begin`] waits for it to end before it takes the queues out
+/// of service, so an accepted request is never cut in half by a shutdown.
+pub struct IoSession<'a, R: RegisterIo, D: DmaAllocator, C: Clock> {
+    ctrl: &'a Controller<R, D, C>,
+    io: &'a mut IoPath<D::Buffer>,
 }
 
 /// Locks a mutex, recovering the data if another thread panicked with it.
@@ -379,6 +422,7 @@ impl<R: RegisterIo, D: DmaAllocator, C: Clock> Controller<R, D, C> {
             shutdown: Mutex::new(ShutdownState::default()),
             quarantine: Mutex::new(Vec::new()),
             ready_timeout,
+            stats: IoStatCounters::default(),
             options,
             dma,
         };
@@ -436,7 +480,16 @@ impl<R: RegisterIo, D: DmaAllocator, C: Clock> Controller<R, D, C> {
             name: &self.name,
             timeout: self.options.command_timeout,
             backoff: Backoff::new(self.options.poll_initial, self.options.poll_max),
+            stats: &self.stats,
         }
+    }
+
+    /// What waiting for completions has cost so far. Completions are
+    /// polled, not signalled by interrupt: a command is looked for at once,
+    /// then after pauses that start at [`Options::poll_initial`] and double
+    /// up to [`Options::poll_max`]; an idle controller costs nothing.
+    pub fn io_stats(&self) -> IoStats {
+        self.stats.snapshot()
     }
 
     /// Runs one admin command to completion.
@@ -708,48 +761,39 @@ impl<R: RegisterIo, D: DmaAllocator, C: Clock> Controller<R, D, C> {
         Ok(guard)
     }
 
+    /// Runs one request with exclusive use of the I/O queue pair. The
+    /// request is accepted only while no shutdown has begun (otherwise
+    /// [`NvmeError::ShuttingDown`]); once accepted it runs to its end even if
+    /// [`Controller::begin`] is called meanwhile: `begin` waits for it
+    /// (bounded by its own limit) before it flushes and deletes the queues.
+    pub fn io<T>(
+        &self,
+        f: impl FnOnce(&mut IoSession<'_, R, D, C>) -> Result<T, NvmeError>,
+    ) -> Result<T, NvmeError> {
+        let mut guard = self.io_path()?;
+        let io = guard.as_mut().ok_or(NvmeError::ShuttingDown)?;
+        let mut session = IoSession { ctrl: self, io };
+        f(&mut session)
+    }
+
     /// Writes `data` (a whole number of blocks) to namespace `nsid` from block
     /// `lba`, split into commands of at most the MDTS-bounded transfer size.
     /// Returns once every command completed successfully. After shutdown has
-    /// begun, fails with [`NvmeError::ShuttingDown`] (already completed
-    /// commands of a split transfer stay written).
+    /// begun, fails with [`NvmeError::ShuttingDown`]; a write accepted before
+    /// is completed first.
     pub fn write(&self, nsid: u32, lba: u64, data: &[u8]) -> Result<(), NvmeError> {
-        let ns = self.check_request(nsid, lba, data.len())?;
-        let chunk = self.chunk_blocks(&ns) * ns.block_size as usize;
-        for (i, part) in data.chunks(chunk).enumerate() {
-            let first = lba + (i * chunk / ns.block_size as usize) as u64;
-            let mut guard = self.io_path()?;
-            let io = guard.as_mut().ok_or(NvmeError::ShuttingDown)?;
-            io.data.write(0, part).map_err(NvmeError::dma("Write"))?;
-            self.transfer(io, NvmOpcode::Write, "Write", &ns, first, part.len())?;
-        }
-        Ok(())
+        self.io(|s| s.write(nsid, lba, data))
     }
 
     /// Reads blocks from namespace `nsid` starting at `lba` into `buf` (a
     /// whole number of blocks), split like [`Controller::write`].
     pub fn read(&self, nsid: u32, lba: u64, buf: &mut [u8]) -> Result<(), NvmeError> {
-        let ns = self.check_request(nsid, lba, buf.len())?;
-        let chunk = self.chunk_blocks(&ns) * ns.block_size as usize;
-        for (i, part) in buf.chunks_mut(chunk).enumerate() {
-            let first = lba + (i * chunk / ns.block_size as usize) as u64;
-            let mut guard = self.io_path()?;
-            let io = guard.as_mut().ok_or(NvmeError::ShuttingDown)?;
-            self.transfer(io, NvmOpcode::Read, "Read", &ns, first, part.len())?;
-            io.data.read(0, part).map_err(NvmeError::dma("Read"))?;
-        }
-        Ok(())
+        self.io(|s| s.read(nsid, lba, buf))
     }
 
     /// Flush (§6.8): makes every completed write to `nsid` durable.
     pub fn flush(&self, nsid: u32) -> Result<(), NvmeError> {
-        self.namespace(nsid)?;
-        let mut guard = self.io_path()?;
-        let io = guard.as_mut().ok_or(NvmeError::ShuttingDown)?;
-        let ctx = self.wait_ctx();
-        io.queue
-            .execute(&ctx, "Flush", SubmissionEntry::flush(0, nsid))?;
-        Ok(())
+        self.io(|s| s.flush(nsid))
     }
 
     /// Issues one Read or Write of `len` bytes between the bounce buffer and
@@ -872,6 +916,67 @@ impl<R: RegisterIo, D: DmaAllocator, C: Clock> Controller<R, D, C> {
         let quarantined =
             std::mem::take(self.quarantine.get_mut().unwrap_or_else(|e| e.into_inner()));
         std::mem::forget((admin, io, retired, quarantined));
+    }
+}
+
+impl<R: RegisterIo, D: DmaAllocator, C: Clock> IoSession<'_, R, D, C> {
+    /// The controller.
+    pub fn controller(&self) -> &Controller<R, D, C> {
+        self.ctrl
+    }
+
+    fn usable(&self) -> Result<(), NvmeError> {
+        match &self.io.disabled {
+            Some(reason) => Err(NvmeError::Unusable {
+                reason: reason.clone(),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Writes `data` (a whole number of blocks) to namespace `nsid` from
+    /// block `lba`, split into commands of at most the MDTS-bounded transfer
+    /// size; returns once every command completed successfully.
+    pub fn write(&mut self, nsid: u32, lba: u64, data: &[u8]) -> Result<(), NvmeError> {
+        let ctrl = self.ctrl;
+        let ns = ctrl.check_request(nsid, lba, data.len())?;
+        let chunk = ctrl.chunk_blocks(&ns) * ns.block_size as usize;
+        for (i, part) in data.chunks(chunk).enumerate() {
+            self.usable()?;
+            let first = lba + (i * chunk / ns.block_size as usize) as u64;
+            self.io
+                .data
+                .write(0, part)
+                .map_err(NvmeError::dma("Write"))?;
+            ctrl.transfer(self.io, NvmOpcode::Write, "Write", &ns, first, part.len())?;
+        }
+        Ok(())
+    }
+
+    /// Reads blocks from namespace `nsid` starting at `lba` into `buf` (a
+    /// whole number of blocks), split like [`IoSession::write`].
+    pub fn read(&mut self, nsid: u32, lba: u64, buf: &mut [u8]) -> Result<(), NvmeError> {
+        let ctrl = self.ctrl;
+        let ns = ctrl.check_request(nsid, lba, buf.len())?;
+        let chunk = ctrl.chunk_blocks(&ns) * ns.block_size as usize;
+        for (i, part) in buf.chunks_mut(chunk).enumerate() {
+            self.usable()?;
+            let first = lba + (i * chunk / ns.block_size as usize) as u64;
+            ctrl.transfer(self.io, NvmOpcode::Read, "Read", &ns, first, part.len())?;
+            self.io.data.read(0, part).map_err(NvmeError::dma("Read"))?;
+        }
+        Ok(())
+    }
+
+    /// Flush (§6.8): makes every completed write to `nsid` durable.
+    pub fn flush(&mut self, nsid: u32) -> Result<(), NvmeError> {
+        self.ctrl.namespace(nsid)?;
+        self.usable()?;
+        let ctx = self.ctrl.wait_ctx();
+        self.io
+            .queue
+            .execute(&ctx, "Flush", SubmissionEntry::flush(0, nsid))?;
+        Ok(())
     }
 }
 

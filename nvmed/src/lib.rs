@@ -38,6 +38,6 @@ mod queue;
 pub mod service;
 mod shutdown;
 
-pub use controller::{Controller, ControllerInfo, Namespace, Options};
+pub use controller::{Controller, ControllerInfo, IoSession, IoStats, Namespace, Options};
 pub use error::NvmeError;
 pub use shutdown::{BeginReport, FinishReport, ShutdownOutcome};

@@ -6,6 +6,7 @@
 //! entries are validated (phase tag, submission queue identifier, command
 //! identifier, SQ head pointer) before they are believed.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use log::warn;
@@ -44,6 +45,35 @@ pub(crate) struct WaitCtx<'a, R: ?Sized, C: ?Sized> {
     pub name: &'a str,
     pub timeout: Duration,
     pub backoff: Backoff,
+    pub stats: &'a IoStatCounters,
+}
+
+/// Counters of what waiting for completions cost (see [`crate::IoStats`]).
+#[derive(Debug, Default)]
+pub(crate) struct IoStatCounters {
+    commands: AtomicU64,
+    looks: AtomicU64,
+    sleeps: AtomicU64,
+    slept_us: AtomicU64,
+    waited_us: AtomicU64,
+}
+
+impl IoStatCounters {
+    /// A snapshot.
+    pub(crate) fn snapshot(&self) -> crate::IoStats {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        crate::IoStats {
+            commands: get(&self.commands),
+            completion_looks: get(&self.looks),
+            sleeps: get(&self.sleeps),
+            slept: Duration::from_micros(get(&self.slept_us)),
+            waited: Duration::from_micros(get(&self.waited_us)),
+        }
+    }
+
+    fn add(c: &AtomicU64, n: u64) {
+        c.fetch_add(n, Ordering::Relaxed);
+    }
 }
 
 impl<B: DmaBuffer> QueuePair<B> {
@@ -179,12 +209,31 @@ impl<B: DmaBuffer> QueuePair<B> {
     ) -> Result<CompletionEntry, NvmeError> {
         let cid = self.submit(ctx.regs, command, entry)?;
         let start = ctx.clock.now();
+        IoStatCounters::add(&ctx.stats.commands, 1);
+        let result = self.wait_for_completion(ctx, command, cid, start);
+        IoStatCounters::add(
+            &ctx.stats.waited_us,
+            u64::try_from(ctx.clock.now().saturating_sub(start).as_micros()).unwrap_or(u64::MAX),
+        );
+        result
+    }
+
+    /// Waits (bounded by `ctx.timeout` from `start`) for the completion of
+    /// command `cid`, polling the completion queue with back-off.
+    fn wait_for_completion<R: RegisterIo + ?Sized, C: Clock + ?Sized>(
+        &mut self,
+        ctx: &WaitCtx<'_, R, C>,
+        command: &'static str,
+        cid: u16,
+        start: Duration,
+    ) -> Result<CompletionEntry, NvmeError> {
         let deadline = start.saturating_add(ctx.timeout);
         let mut backoff = ctx.backoff;
         let mut discarded: u32 = 0;
         let mut last_bad = (0u16, 0u16);
         let mut run_without_sleep: u32 = 0;
         loop {
+            IoStatCounters::add(&ctx.stats.looks, 1);
             if let Some(c) = self.poll_one(ctx.regs, command)? {
                 if c.cid == cid && c.sq_id == self.qid {
                     if c.sq_head < self.entries {
@@ -245,7 +294,13 @@ impl<B: DmaBuffer> QueuePair<B> {
                     waited: now.saturating_sub(start),
                 });
             }
-            ctx.clock.sleep(backoff.next_delay().min(deadline - now));
+            let pause = backoff.next_delay().min(deadline - now);
+            IoStatCounters::add(&ctx.stats.sleeps, 1);
+            IoStatCounters::add(
+                &ctx.stats.slept_us,
+                u64::try_from(pause.as_micros()).unwrap_or(u64::MAX),
+            );
+            ctx.clock.sleep(pause);
         }
     }
 }

@@ -62,6 +62,10 @@ pub struct BeginReport {
     pub budget: Duration,
     /// RTD3E as reported by Identify Controller, µs (0 = not reported).
     pub rtd3e_us: u32,
+    /// Whether every namespace was flushed (NVM Flush) before the queues
+    /// were deleted; also true when the controller has no volatile write
+    /// cache, which leaves nothing to flush.
+    pub flushed: bool,
     /// Whether the I/O submission and completion queues were deleted.
     pub queues_deleted: bool,
     /// Clock time at which CC.SHN=01b was written.
@@ -148,11 +152,14 @@ impl<R: RegisterIo, D: DmaAllocator, C: Clock> Controller<R, D, C> {
     }
 
     /// First phase of shutdown. Refuses new I/O from now on
-    /// ([`NvmeError::ShuttingDown`]), waits for the command in flight (bounded
-    /// by the command timeout), deletes I/O submission queue 1 and then I/O
-    /// completion queue 1, writes CC.SHN=01b, and returns the budget. Does not
-    /// wait for the controller to finish. Calling it again returns the first
-    /// report.
+    /// ([`NvmeError::ShuttingDown`]), waits for the request in progress (an
+    /// accepted [`Controller::io`] request runs to its end; bounded by the
+    /// command timeout), flushes every namespace when the controller has a
+    /// volatile write cache (NVM Flush, so that completed writes are durable
+    /// before anything else happens), deletes I/O submission queue 1 and
+    /// then I/O completion queue 1, writes CC.SHN=01b, and returns the
+    /// budget. Does not wait for the controller to finish. Calling it again
+    /// returns the first report.
     ///
     /// A failure to delete the queues is logged and reported in
     /// [`BeginReport::queues_deleted`]; the shutdown notification is still
@@ -194,6 +201,31 @@ impl<R: RegisterIo, D: DmaAllocator, C: Clock> Controller<R, D, C> {
         }
     }
 
+    /// Flushes every namespace through the retired I/O path, each command
+    /// bounded by what is left of begin's limit. `true` when all completed.
+    fn flush_all(&self, io: &mut IoPath<D::Buffer>, remaining: &dyn Fn() -> Duration) -> bool {
+        if let Some(reason) = &io.disabled {
+            warn!("{}: not flushing: {reason}", self.name);
+            return false;
+        }
+        for ns in self.namespaces() {
+            let mut ctx = self.wait_ctx();
+            ctx.timeout = remaining().min(self.options.command_timeout);
+            if let Err(e) = io
+                .queue
+                .execute(&ctx, "Flush", SubmissionEntry::flush(0, ns.nsid))
+            {
+                warn!(
+                    "{}: flushing namespace {} before shutdown: {e}; the shutdown \
+                     notification still asks the controller to flush its cache",
+                    self.name, ns.nsid
+                );
+                return false;
+            }
+        }
+        true
+    }
+
     fn begin_inner(&self, limit: Option<Duration>) -> Result<BeginReport, NvmeError> {
         let mut st = lock(&self.shutdown);
         if let Some(report) = &st.begin {
@@ -207,14 +239,18 @@ impl<R: RegisterIo, D: DmaAllocator, C: Clock> Controller<R, D, C> {
         };
         self.state.store(state::QUIESCING, Ordering::SeqCst);
         let mut queues_deleted = false;
+        let mut flushed = !self.info.volatile_write_cache;
         match self.take_io_path(end) {
             Err(()) => warn!(
-                "{}: the I/O command in flight did not complete in time; \
-                 sending the shutdown notification without deleting the I/O queues",
+                "{}: the I/O request in progress did not complete in time; \
+                 sending the shutdown notification without flushing or deleting the I/O queues",
                 self.name
             ),
             Ok(None) => {}
-            Ok(Some(io)) => {
+            Ok(Some(mut io)) => {
+                if !flushed {
+                    flushed = self.flush_all(&mut io, &remaining);
+                }
                 let qid = io.queue.qid();
                 let r = self
                     .admin_command_within(
@@ -264,8 +300,13 @@ impl<R: RegisterIo, D: DmaAllocator, C: Clock> Controller<R, D, C> {
             Duration::from_micros(u64::from(self.info.rtd3e_us))
         };
         info!(
-            "{}: shutdown begun (CC.SHN=01b{}); budget {:.3} s",
+            "{}: shutdown begun (CC.SHN=01b{}{}); budget {:.3} s",
             self.name,
+            if flushed && self.info.volatile_write_cache {
+                ", namespaces flushed"
+            } else {
+                ""
+            },
             if queues_deleted {
                 ", I/O queues deleted"
             } else {
@@ -276,6 +317,7 @@ impl<R: RegisterIo, D: DmaAllocator, C: Clock> Controller<R, D, C> {
         let report = BeginReport {
             budget,
             rtd3e_us: self.info.rtd3e_us,
+            flushed,
             queues_deleted,
             notified_at,
         };

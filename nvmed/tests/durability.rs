@@ -97,16 +97,69 @@ fn negative_control_power_cut_without_shutdown_loses_cached_writes() {
 }
 
 #[test]
-fn power_cut_during_shutdown_before_completion_loses_data() {
-    // Cutting power while SHST is still 01b (a shutdownd that does not wait
-    // for finish) loses the cache: the wait in finish is what makes it safe.
+fn begin_flushes_so_a_power_cut_before_completion_keeps_acknowledged_writes() {
+    // Begin flushes every namespace before it deletes the queues and writes
+    // CC.SHN: cutting power while SHST is still 01b (a shutdownd that does
+    // not wait for finish) keeps every write acknowledged before Begin. The
+    // negative control above shows the same cut without Begin loses them.
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("ns1.img");
     let rig = rig_with_file(&path);
     let (ctrl, datas) = write_all(&rig);
-    ctrl.begin().unwrap();
+    let flushes_before = rig.sim.stats().flushes;
+    let begun = ctrl.begin().unwrap();
+    assert!(begun.flushed, "{begun:?}");
+    assert_eq!(
+        rig.sim.stats().flushes,
+        flushes_before + 1,
+        "one Flush per namespace"
+    );
+    assert_eq!(rig.sim.dirty_blocks(), 0);
     rig.clock.advance(Duration::from_millis(100));
     rig.sim.power_cut();
-    let (lba, blocks) = WRITES[3];
-    assert_ne!(file_blocks(&path, lba, blocks), datas[3]);
+    for ((lba, blocks), data) in WRITES.iter().zip(&datas) {
+        assert_eq!(
+            &file_blocks(&path, *lba, *blocks),
+            data,
+            "LBA {lba}+{blocks}"
+        );
+    }
+}
+
+#[test]
+fn a_request_accepted_before_begin_completes_and_is_flushed_and_later_ones_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ns1.img");
+    let rig = rig_with_file(&path);
+    let ctrl = rig.bring_up().unwrap();
+    let data = pattern(8 * BLOCK, 0x77);
+    let (entered_tx, entered_rx) = std::sync::mpsc::channel();
+    let begun = std::thread::scope(|s| {
+        let ctrl = &ctrl;
+        let begin = s.spawn(move || {
+            entered_rx.recv().unwrap();
+            ctrl.begin().unwrap()
+        });
+        ctrl.io(|io| {
+            entered_tx.send(()).unwrap();
+            // The request was accepted; Begin starts meanwhile (it refuses
+            // new requests at once) and must wait for this one to end.
+            let deadline = std::time::Instant::now() + Duration::from_secs(20);
+            while !io.controller().is_shutting_down() {
+                assert!(std::time::Instant::now() < deadline, "begin never started");
+                std::thread::yield_now();
+            }
+            io.write(1, 50, &data)
+        })
+        .unwrap();
+        begin.join().unwrap()
+    });
+    assert!(begun.flushed && begun.queues_deleted, "{begun:?}");
+    assert!(matches!(
+        ctrl.write(1, 0, &data),
+        Err(nvmed::NvmeError::ShuttingDown)
+    ));
+    // Begin's flush came after the accepted write: it is durable.
+    rig.sim.power_cut();
+    assert_eq!(file_blocks(&path, 50, 8), data);
 }
