@@ -30,9 +30,11 @@
 #![warn(missing_docs)]
 
 mod controller;
+pub mod disk;
 #[cfg(test)]
 mod dma_lifetime_tests;
 mod error;
+pub mod partition;
 mod poll;
 mod queue;
 pub mod service;
