@@ -37,6 +37,8 @@ mod error;
 pub mod partition;
 mod poll;
 mod queue;
+#[cfg(target_os = "redox")]
+pub mod redox_disk;
 pub mod service;
 mod shutdown;
 

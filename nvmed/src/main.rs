@@ -8,20 +8,23 @@
 //!    builds of the daemon, such as `nvmed-test` in the `shutdown_tests`
 //!    crate, serve it).
 //! 3. Brings the controller up and identifies it (`nvmed::service`).
-//! 4. Sends `Ready`, drops privileges (`setrens(0, 0)` on Redox, recorded
+//! 4. On Redox, reads the namespaces' partition tables and registers the
+//!    `disk.*` scheme Redox's NVMe driver would (`nvmed::disk`).
+//! 5. Sends `Ready`, drops privileges (`setrens(0, 0)` on Redox, recorded
 //!    elsewhere; see `pcid_interface::privileges`), then serves the shutdown
-//!    protocol: `Begin` → `Controller::begin`, `Finish` → `Controller::finish`.
+//!    protocol: `Begin` → `Controller::begin`, `Finish` → `Controller::finish`
+//!    — on Redox on a thread of its own, while the main thread serves the
+//!    disk scheme.
 //!
-//! This binary issues no I/O of its own: it writes nothing to a namespace,
-//! whatever its environment says.
+//! This binary issues no I/O of its own: it writes nothing to a namespace
+//! the block user did not ask for, whatever its environment says.
 //!
 //! Errors end the process with one line on stderr and exit status 1.
 
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use log::error;
-use nvmed::service::{self, ShutdownService, DRIVER_NAME};
+use nvmed::service::{self, DRIVER_NAME};
 use nvmed::NvmeError;
 use pcid_hw::{Clock, DmaAllocator, RegisterIo, SystemClock};
 use pcid_interface::driver;
@@ -33,7 +36,7 @@ mod redox;
 
 /// Why the daemon stopped.
 #[derive(Debug, thiserror::Error)]
-enum Fatal {
+pub(crate) enum Fatal {
     #[error("cannot connect to pcid: {0}")]
     Connect(#[from] driver::DriverError),
     #[error("{address}: {step}: {source}")]
@@ -47,6 +50,14 @@ enum Fatal {
     Nvme(NvmeError, String),
     #[error("{address}: backend not available: {what}")]
     BackendUnavailable { address: String, what: String },
+    #[cfg_attr(not(target_os = "redox"), allow(dead_code))]
+    #[error("{address}: {what}: {source}")]
+    Disk {
+        address: String,
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("{address}: serving the shutdown protocol: {source}")]
     Serve {
         address: String,
@@ -137,9 +148,10 @@ fn linux(
     })
 }
 
-/// Brings the controller up, then serves the shutdown protocol.
+/// Brings the controller up, then serves the shutdown protocol (and, on
+/// Redox, the controller's namespaces as a `disk.*` scheme).
 fn drive<R, D, C>(
-    mut conn: driver::DriverConnection,
+    #[allow(unused_mut)] mut conn: driver::DriverConnection,
     function: &PciFunction,
     regs: R,
     dma: D,
@@ -153,27 +165,29 @@ where
     let address = function.address.to_string();
     let ctrl = service::bring_up(function, regs, dma, clock)
         .map_err(|e| Fatal::Nvme(e, address.clone()))?;
-    conn.ready().map_err(|source| Fatal::Serve {
-        address: address.clone(),
-        source,
-    })?;
-    // Everything nvmed will ever open is open now (the channel with its
-    // event queue and timer, BAR0, the DMA allocator and buffers): drop
-    // privileges where Redox drivers do. Off Redox the drop is only recorded,
-    // which makes any later open through pcid_interface fail as on Redox, so
-    // the process tests check this order.
     #[cfg(target_os = "redox")]
-    redox::ready(function);
+    return redox::serve(conn, function, ctrl);
     #[cfg(not(target_os = "redox"))]
-    if let Err(e) = pcid_interface::privileges::drop_privileges() {
-        log::error!("{address}: {e}");
-    }
-    let outcome = conn
-        .serve(ShutdownService::new(Arc::new(ctrl)))
-        .map_err(|source| Fatal::Serve {
+    {
+        conn.ready().map_err(|source| Fatal::Serve {
             address: address.clone(),
             source,
         })?;
-    service::log_serve_outcome(&address, &outcome);
-    Ok(())
+        // Everything nvmed will ever open is open now (the channel with its
+        // event queue and timer, BAR0, the DMA allocator and buffers): drop
+        // privileges where Redox drivers do. Off Redox the drop is only
+        // recorded, which makes any later open through pcid_interface fail
+        // as on Redox, so the process tests check this order.
+        if let Err(e) = pcid_interface::privileges::drop_privileges() {
+            log::error!("{address}: {e}");
+        }
+        let outcome = conn
+            .serve(service::ShutdownService::new(std::sync::Arc::new(ctrl)))
+            .map_err(|source| Fatal::Serve {
+                address: address.clone(),
+                source,
+            })?;
+        service::log_serve_outcome(&address, &outcome);
+        Ok(())
+    }
 }

@@ -13,6 +13,13 @@
 //!   knows where BARs come from), maps it uncacheable through physmap and
 //!   opens the DMA allocator. pcid enabled memory space and bus mastering
 //!   when the channel was opened.
+//! * [`serve`] registers the controller's `disk.*` scheme (partition tables
+//!   read first), sends `Ready`, serves the shutdown protocol on a thread of
+//!   its own and the disk scheme on the calling thread. After the shutdown
+//!   the scheme keeps answering — every data request with `ESHUTDOWN` — until
+//!   the machine goes down: a scheme daemon that exits leaves requests
+//!   already queued for it unanswered forever (kernel a919d26), so nvmed
+//!   does not exit on Redox.
 //! * [`ready`] runs after the controller is up and `Ready` was sent: it
 //!   drops privileges (`setrens(0, 0)`: every mapping, DMA buffer and the
 //!   channel with its event queue and timer stay usable; after it only the
@@ -20,7 +27,13 @@
 //!   is allocated during bring-up) and signals readiness.
 
 use std::process::ExitCode;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+
+use nvmed::disk::{scheme_name, DiskService};
+use nvmed::service::{self, ShutdownService};
+use nvmed::Controller;
+use pcid_hw::{Clock, DmaAllocator, RegisterIo};
+use pcid_interface::driver::DriverConnection;
 
 use pcid_hw::redox::{MemoryType, PhysMap, RedoxDmaAllocator};
 use pcid_hw::HwError;
@@ -125,5 +138,65 @@ pub fn ready(function: &PciFunction) {
         if let Err(e) = readiness.ready() {
             log::error!("{}: {e}", function.address);
         }
+    }
+}
+
+/// Registers the disk scheme, sends `Ready`, drops privileges, then serves
+/// the shutdown protocol (on its own thread) and the disk scheme (here).
+pub fn serve<R, D, C>(
+    mut conn: DriverConnection,
+    function: &PciFunction,
+    ctrl: Controller<R, D, C>,
+) -> Result<(), crate::Fatal>
+where
+    R: RegisterIo + 'static,
+    D: DmaAllocator + 'static,
+    C: Clock + 'static,
+{
+    let address = function.address.to_string();
+    let ctrl = Arc::new(ctrl);
+    let name = scheme_name(function.address);
+    let mut disks = DiskService::new(Arc::clone(&ctrl), name.clone());
+    // Creating a scheme needs the root namespace: before setrens.
+    let socket = nvmed::redox_disk::register(&name).map_err(|source| crate::Fatal::Disk {
+        address: address.clone(),
+        what: "registering the disk scheme",
+        source,
+    })?;
+    log::info!(
+        "{address}: serving {} as /scheme/{name}",
+        disks.entry_names().join(", ")
+    );
+    conn.ready().map_err(|source| crate::Fatal::Serve {
+        address: address.clone(),
+        source,
+    })?;
+    let channel = conn
+        .serve_in_background(ShutdownService::new(Arc::clone(&ctrl)))
+        .map_err(|source| crate::Fatal::Disk {
+            address: address.clone(),
+            what: "starting the shutdown protocol's thread",
+            source,
+        })?;
+    ready(function);
+    let served = nvmed::redox_disk::serve(&socket, &mut disks);
+    log::warn!(
+        "{address}: the disk scheme ended ({}); serving the shutdown protocol only",
+        match &served {
+            Ok(()) => "unmounted".to_string(),
+            Err(e) => e.to_string(),
+        }
+    );
+    match channel.join() {
+        Ok(Ok(outcome)) => {
+            service::log_serve_outcome(&address, &outcome);
+            Ok(())
+        }
+        Ok(Err(source)) => Err(crate::Fatal::Serve { address, source }),
+        Err(_) => Err(crate::Fatal::Disk {
+            address,
+            what: "the shutdown protocol's thread",
+            source: std::io::Error::other("panicked"),
+        }),
     }
 }

@@ -129,6 +129,11 @@ impl<R: RegisterIo, D: DmaAllocator, C: Clock> ShutdownHandler for ShutdownServi
     }
 
     fn finish(&mut self, deadline: Deadline) -> FinishReport {
+        info!(
+            "{}: I/O while serving (completions polled): {}",
+            self.ctrl.name(),
+            self.ctrl.io_stats()
+        );
         match self.ctrl.finish(deadline.remaining()) {
             Ok(report) => {
                 let outcome = protocol_outcome(report.outcome);

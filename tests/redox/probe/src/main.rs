@@ -6,6 +6,14 @@
 //! redox-e2e-probe read PATH                a small file's bytes in hex (e.g. a NIC's MAC)
 //! redox-e2e-probe pci-access SSSS:BB:DD.F  config space read through /scheme/pci/access
 //!                                          the way acpid reads it (call requests)
+//! redox-e2e-probe ls DIR                   the names in a directory, comma-separated
+//! redox-e2e-probe write PATH CONTENT       create PATH and write CONTENT with one
+//!                                          write(2), then close it (no fsync): what
+//!                                          a program saving a file just before
+//!                                          shutdown does
+//! redox-e2e-probe kstop                    what Redox's `shutdown` does (coreutils
+//!                                          5559e20): write `shutdown` to
+//!                                          /scheme/sys/kstop, nothing else
 //! ```
 //!
 //! Every line is `===E2E-PROBE=== what=<what> ok=<true|false> key=value…`;
@@ -134,6 +142,43 @@ fn pci_access(address: &str) -> bool {
     line("pci-access", Err("Redox only".to_string()))
 }
 
+fn ls(dir: &str) -> bool {
+    let result = std::fs::read_dir(dir)
+        .and_then(|entries| {
+            let mut names = entries
+                .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
+                .collect::<Result<Vec<_>, _>>()?;
+            names.sort();
+            Ok(names)
+        })
+        .map(|names| format!("path={dir} names={}", names.join(",")))
+        .map_err(|e| format!("{dir}: {e}"));
+    line("ls", result)
+}
+
+fn write(path: &str, content: &str) -> bool {
+    use std::io::Write as _;
+    let started = std::time::Instant::now();
+    let result = std::fs::File::create(path)
+        .and_then(|mut f| f.write(content.as_bytes()))
+        .map(|n| {
+            format!(
+                "path={path} bytes={n} ms={:.3}",
+                started.elapsed().as_secs_f64() * 1000.0
+            )
+        })
+        .map_err(|e| format!("{path}: {e}"));
+    line("write", result)
+}
+
+fn kstop() -> bool {
+    println!("{MARK} what=kstop ok=true request=shutdown");
+    match std::fs::write("/scheme/sys/kstop", "shutdown") {
+        Ok(()) => true,
+        Err(e) => line("kstop", Err(format!("/scheme/sys/kstop: {e}"))),
+    }
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let ok = match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
@@ -141,8 +186,14 @@ fn main() -> ExitCode {
         ["disk", path] => disk(path),
         ["read", path] => read(path),
         ["pci-access", address] => pci_access(address),
+        ["ls", dir] => ls(dir),
+        ["write", path, content] => write(path, content),
+        ["kstop"] => kstop(),
         _ => {
-            eprintln!("usage: redox-e2e-probe schemes | disk PATH | read PATH | pci-access SSSS:BB:DD.F");
+            eprintln!(
+                "usage: redox-e2e-probe schemes | disk PATH | read PATH | pci-access SSSS:BB:DD.F \
+                 | ls DIR | write PATH CONTENT | kstop"
+            );
             return ExitCode::from(2);
         }
     };
