@@ -9,12 +9,15 @@ use std::time::Duration;
 use shutdown_tests::redox::{self, Options, RedoxError};
 
 const USAGE: &str = "usage: redox-e2e [--controllers N] [--sequential] [--json FILE] [--keep] \
-[--timeout SECS] [--jobs N] [--log FILTER] [--verbose]
+[--timeout SECS] [--jobs N] [--log FILTER] [--verbose] [--redoxfs]
 
 Builds a minimal Redox from the sources pinned in tests/redox/pins.toml (cached in
 REDOX_E2E_CACHE, default ~/.cache/pcid-shutdown/redox-e2e), boots it under QEMU with
 N NVMe controllers driven by this project's nvmed under its pcid, runs shutdownd and
-checks the result. Sources come from REDOX_SRC (default ../shared/redox-src beside the
+checks the result. With --redoxfs it runs the RedoxFS scenario instead: RedoxFS on the
+first controller, a file written just before shutdown, powered off this project's way
+and then Redox's way (Redox's nvmed, kstop only), both checked from the host. Sources
+come from REDOX_SRC (default ../shared/redox-src beside the
 checkout) or are downloaded. If sources or toolchains cannot be obtained it prints
 `REDOX E2E DID NOT RUN: <reason>` and exits 0 (2 with REDOX_E2E_REQUIRED=1).";
 
@@ -49,6 +52,7 @@ fn parse_args(opts: &mut Options) -> Result<bool, String> {
             }
             "--log" => opts.log = value("--log")?,
             "--verbose" => opts.verbose = true,
+            "--redoxfs" => opts.redoxfs = true,
             "-h" | "--help" => {
                 println!("{USAGE}");
                 return Ok(false);
@@ -74,8 +78,36 @@ fn main() -> ExitCode {
         }
     }
     match redox::run(&opts) {
+        Ok(result) if result.outcome.is_none() => {
+            println!(
+                "redox-e2e: PASS: RedoxFS on NVMe, a file written just before shutdown, {} controller(s)",
+                opts.controllers
+            );
+            for w in &result.fs {
+                println!(
+                    "  {}: file in the image: {}; trace: {} write(s) to the file system, Flush per controller {:?}, {} of {} controller(s) got CC.SHN=01b; boot to power-off {:.0} ms",
+                    w.way.label(),
+                    if w.file_found { "yes" } else { "no" },
+                    w.fs_writes,
+                    w.flushes,
+                    w.notified,
+                    opts.controllers,
+                    w.qemu_ms
+                );
+                if let Some(p) = &w.participant {
+                    println!(
+                        "    participant {} ({}): {} at {} ms — {}",
+                        p["driver"], p["protocol"], p["outcome"], p["done_ms"], p["detail"]
+                    );
+                }
+            }
+            ExitCode::SUCCESS
+        }
         Ok(result) => {
-            let r = &result.outcome.report;
+            let Some(outcome) = &result.outcome else {
+                return ExitCode::FAILURE;
+            };
+            let r = &outcome.report;
             println!(
                 "redox-e2e: PASS: {} NVMe controller(s) shut down clean on Redox ({}), shutdown total {:.1} ms, boot to power-off {:.0} ms",
                 opts.controllers, r.mode, r.total_ms, result.qemu_ms
@@ -88,7 +120,7 @@ fn main() -> ExitCode {
             }
             println!(
                 "redox-e2e: QEMU's trace: {} of {} controllers got CC.SHN=01b and started their shutdown",
-                result.outcome.trace.notified(),
+                outcome.trace.notified(),
                 opts.controllers
             );
             ExitCode::SUCCESS

@@ -10,6 +10,13 @@
 //! CC (offset 0x14) with a non-zero CC.SHN field and the model answered that
 //! very write with `pci_nvme_mmio_shutdown_set` (the event QEMU emits when
 //! it starts the controller's shutdown).
+//!
+//! I/O commands (`pci_nvme_io_cmd`) carry a namespace id but no controller
+//! either. Runs that need to know which controller an I/O command went to
+//! give every controller's namespace its own id; [`NvmeTrace::namespace_bar0`]
+//! then finds the controller of a namespace from bring-up, when drivers
+//! start one at a time: the controller whose admin submission queue
+//! doorbell was rung last before `pci_nvme_identify_ns` names the namespace.
 
 use std::collections::BTreeMap;
 
@@ -20,7 +27,32 @@ pub const TRACE_EVENTS: &[&str] = &[
     "pci_nvme_mmio_shutdown_cleared",
     "pci_nvme_flush_ns",
     "pci_nvme_io_cmd",
+    "pci_nvme_identify_ns",
 ];
+
+/// NVM opcodes as `pci_nvme_io_cmd` prints them.
+pub mod opcode {
+    /// Flush.
+    pub const FLUSH: u8 = 0x00;
+    /// Write.
+    pub const WRITE: u8 = 0x01;
+    /// Read.
+    pub const READ: u8 = 0x02;
+}
+
+/// Offset of the admin submission queue's tail doorbell in BAR0.
+const ADMIN_SQ_DOORBELL: u64 = 0x1000;
+
+/// One I/O command as QEMU's model fetched it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IoCmd {
+    /// Line number (0-based) in the trace.
+    pub line: usize,
+    /// Namespace id.
+    pub nsid: u32,
+    /// NVM opcode ([`opcode`]).
+    pub opcode: u8,
+}
 
 /// QEMU's NVMe BAR0 size: controllers are told apart by their BAR0 window.
 pub const NVME_BAR0_SIZE: u64 = 0x4000;
@@ -39,6 +71,8 @@ pub struct ControllerTrace {
     pub shutdown_set: usize,
     /// Line numbers (0-based) of the first CC.SHN write.
     pub first_shn_line: Option<usize>,
+    /// Line numbers of every CC write with CC.SHN=01b (normal shutdown).
+    pub normal_shn_lines: Vec<usize>,
 }
 
 impl ControllerTrace {
@@ -62,6 +96,11 @@ pub struct NvmeTrace {
     pub flush_cmds: usize,
     /// Trace lines read.
     pub lines: usize,
+    /// Every I/O command, in trace order.
+    pub io: Vec<IoCmd>,
+    /// Namespace id → BAR0 of the controller that identified it (see the
+    /// module documentation).
+    pub namespace_bar0: BTreeMap<u32, u64>,
 }
 
 /// Strips the optional `PID@SECONDS:` prefix QEMU adds with `-msg timestamp=on`.
@@ -97,6 +136,8 @@ impl NvmeTrace {
         // The controller whose CC write with SHN set came last, waiting for
         // the model's answer to it.
         let mut pending: Option<u64> = None;
+        // The controller whose admin doorbell was rung last.
+        let mut last_admin: Option<u64> = None;
         for (n, raw) in text.lines().enumerate() {
             t.lines += 1;
             let line = event_text(raw.trim_end());
@@ -124,7 +165,13 @@ impl NvmeTrace {
                     if addr - bar0 == CC && (value >> 14) & 3 != 0 {
                         c.shn_writes.push(value as u32);
                         c.first_shn_line.get_or_insert(n);
+                        if (value >> 14) & 3 == 1 {
+                            c.normal_shn_lines.push(n);
+                        }
                         pending = Some(bar0);
+                    }
+                    if addr - bar0 == ADMIN_SQ_DOORBELL {
+                        last_admin = Some(bar0);
                     }
                 }
                 "pci_nvme_mmio_shutdown_set" => {
@@ -135,7 +182,29 @@ impl NvmeTrace {
                     }
                 }
                 "pci_nvme_flush_ns" => t.flush_ns += 1,
-                "pci_nvme_io_cmd" if hex_field(line, "opc") == Some(0) => t.flush_cmds += 1,
+                "pci_nvme_io_cmd" => {
+                    let (Some(nsid), Some(opc)) = (hex_field(line, "nsid"), hex_field(line, "opc"))
+                    else {
+                        continue;
+                    };
+                    if opc == u64::from(opcode::FLUSH) {
+                        t.flush_cmds += 1;
+                    }
+                    t.io.push(IoCmd {
+                        line: n,
+                        nsid: nsid as u32,
+                        opcode: opc as u8,
+                    });
+                }
+                "pci_nvme_identify_ns" => {
+                    let nsid = words
+                        .skip_while(|w| *w != "nsid")
+                        .nth(1)
+                        .and_then(|v| v.parse::<u32>().ok());
+                    if let (Some(nsid), Some(bar0)) = (nsid, last_admin) {
+                        t.namespace_bar0.entry(nsid).or_insert(bar0);
+                    }
+                }
                 _ => {}
             }
         }
@@ -145,6 +214,18 @@ impl NvmeTrace {
     /// Controllers that got a shutdown notification the model acted on.
     pub fn notified(&self) -> usize {
         self.controllers.values().filter(|c| c.notified()).count()
+    }
+
+    /// I/O commands of namespace `nsid` with `opcode`, in order.
+    pub fn io_of(&self, nsid: u32, opcode: u8) -> impl Iterator<Item = &IoCmd> {
+        self.io
+            .iter()
+            .filter(move |c| c.nsid == nsid && c.opcode == opcode)
+    }
+
+    /// Line of the last command of namespace `nsid` with `opcode`.
+    pub fn last_io(&self, nsid: u32, opcode: u8) -> Option<usize> {
+        self.io_of(nsid, opcode).map(|c| c.line).last()
     }
 }
 
@@ -199,6 +280,35 @@ mod tests {
         );
         assert_eq!(t.notified(), 1);
         assert_eq!(t.flush_ns, 1);
+        assert_eq!(t.flush_cmds, 1);
+    }
+
+    #[test]
+    fn io_commands_are_listed_and_namespaces_found_by_the_admin_doorbell() {
+        let a = 0xfebf0000u64;
+        let b = 0xfebf4000u64;
+        let log = [
+            w(a, 0x1000, 0x3),
+            "pci_nvme_identify_ns nsid 1".to_string(),
+            w(b, 0x1000, 0x5),
+            "pci_nvme_identify_ns nsid 2".to_string(),
+            w(a, 0x1000, 0x4),
+            "pci_nvme_identify_ns nsid 1".to_string(),
+            "pci_nvme_io_cmd cid 7 nsid 0x1 sqid 1 opc 0x1 opname 'NVME_NVM_CMD_WRITE'".to_string(),
+            "pci_nvme_io_cmd cid 8 nsid 0x2 sqid 1 opc 0x0 opname 'NVME_NVM_CMD_FLUSH'".to_string(),
+            "pci_nvme_io_cmd cid 9 nsid 0x1 sqid 1 opc 0x1 opname 'NVME_NVM_CMD_WRITE'".to_string(),
+            w(a, 0x14, 0x464001),
+            "pci_nvme_mmio_shutdown_set shutdown bit set".to_string(),
+        ]
+        .join("\n");
+        let t = NvmeTrace::parse(&log);
+        assert_eq!(t.namespace_bar0.get(&1), Some(&a));
+        assert_eq!(t.namespace_bar0.get(&2), Some(&b));
+        assert_eq!(t.io.len(), 3);
+        assert_eq!(t.last_io(1, opcode::WRITE), Some(8));
+        assert_eq!(t.last_io(2, opcode::FLUSH), Some(7));
+        assert_eq!(t.last_io(2, opcode::WRITE), None);
+        assert_eq!(t.controllers[&a].normal_shn_lines, vec![9]);
         assert_eq!(t.flush_cmds, 1);
     }
 

@@ -14,7 +14,7 @@ use crate::qemu::markers;
 use crate::qemu::trace;
 
 /// Size of each NVMe controller's image (sparse).
-const NVME_IMAGE_BYTES: u64 = 64 << 20;
+pub const NVME_IMAGE_BYTES: u64 = 64 << 20;
 
 /// What one boot produced.
 #[derive(Debug)]
@@ -93,6 +93,7 @@ pub fn guest(opts: &Options, project_bin: &Path) -> Guest {
         start_pci: vec!["hwd".to_string()],
         base_bins: vec!["hwd", "acpid"],
         test_bins: vec![project_bin.join("redox-e2e-probe")],
+        integrate: Some(vec!["--with-nvmed", "--as-shutdown"]),
     }
 }
 
@@ -169,8 +170,18 @@ pub fn boot(opts: &Options, disk: &Path, work: &Path) -> Result<Booted, RedoxErr
         f.set_len(NVME_IMAGE_BYTES)
             .map_err(RedoxError::io(format!("size {}", p.display())))?;
     }
-    let trace_log = work.join("qemu-trace.log");
-    let mut args = qemu_args(opts, disk, work);
+    boot_with(opts, qemu_args(opts, disk, work), work, "")
+}
+
+/// Boots once with `args` (the images are already in place), QEMU's trace
+/// in `qemu-trace<suffix>.log` and the console in `console<suffix>.log`.
+pub fn boot_with(
+    opts: &Options,
+    mut args: Vec<String>,
+    work: &Path,
+    suffix: &str,
+) -> Result<Booted, RedoxError> {
+    let trace_log = work.join(format!("qemu-trace{suffix}.log"));
     args.extend(trace::qemu_args(&trace_log));
     progress(format!(
         "boot: {} NVMe controller(s), {} shutdown, deadline {} s",
@@ -194,7 +205,7 @@ pub fn boot(opts: &Options, disk: &Path, work: &Path) -> Result<Booted, RedoxErr
         text.push_str("--- QEMU stderr ---\n");
         text.push_str(&stderr);
     }
-    let log = work.join("console.log");
+    let log = work.join(format!("console{suffix}.log"));
     fs::write(&log, text).map_err(RedoxError::io(format!("write {}", log.display())))?;
     progress(format!(
         "QEMU ran {:.1} s; console in {}, QEMU trace in {}",

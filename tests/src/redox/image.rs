@@ -41,6 +41,9 @@ pub struct Guest {
     pub base_bins: Vec<&'static str>,
     /// Test-only programs for `bin/`.
     pub test_bins: Vec<PathBuf>,
+    /// Options for `initfs/integrate.sh`, which puts this project's binaries
+    /// in; `None` leaves them out (Redox as it is, for comparison).
+    pub integrate: Option<Vec<&'static str>>,
 }
 
 /// One `[[drivers]]` entry of the initfs match table.
@@ -145,9 +148,12 @@ pub fn initfs_tree(
     )
     .map_err(RedoxError::io("write etc/pcid/initfs.toml"))?;
     fs::write(etc.join("init.rc"), init_rc(guest)).map_err(RedoxError::io("write etc/init.rc"))?;
+    let Some(options) = &guest.integrate else {
+        return Ok(());
+    };
     run_logged(
         Command::new(repo.join("initfs").join("integrate.sh"))
-            .args(["--with-nvmed", "--as-shutdown"])
+            .args(options)
             .arg(dir)
             .arg(&guest.project_bin),
         "image",
@@ -267,6 +273,7 @@ mod tests {
             start_pci: vec!["pcid".to_string()],
             base_bins: vec![],
             test_bins: vec![],
+            integrate: Some(vec!["--with-nvmed", "--as-shutdown"]),
         };
         let rc = init_rc(&guest);
         let pos = |s: &str| {

@@ -29,6 +29,7 @@
 pub mod boot;
 pub mod check;
 pub mod console;
+pub mod filesystem;
 pub mod image;
 pub mod pins;
 pub mod run;
@@ -128,6 +129,8 @@ pub struct Options {
     pub redox_src: Option<PathBuf>,
     /// Parallel build jobs.
     pub jobs: usize,
+    /// Run the RedoxFS scenario ([`filesystem`]) instead of the default boot.
+    pub redoxfs: bool,
 }
 
 impl Options {
@@ -156,6 +159,7 @@ impl Options {
             cache,
             redox_src,
             jobs,
+            redoxfs: false,
         }
     }
 }
@@ -171,8 +175,10 @@ fn default_cache() -> PathBuf {
 /// What a passing run produced.
 #[derive(Debug)]
 pub struct RunResult {
-    /// The checks' findings.
-    pub outcome: check::Outcome,
+    /// The checks' findings (the default boot).
+    pub outcome: Option<check::Outcome>,
+    /// Each way's findings (the RedoxFS scenario).
+    pub fs: Vec<filesystem::WayResult>,
     /// Boot to power-off, QEMU wall time.
     pub qemu_ms: f64,
     /// Where the run's files are.
@@ -324,6 +330,16 @@ pub fn run(opts: &Options) -> Result<RunResult, RedoxError> {
     let work = opts.cache.join("run");
     let _ = fs::remove_dir_all(&work);
     fs::create_dir_all(&work).map_err(RedoxError::io(format!("create {}", work.display())))?;
+    if opts.redoxfs {
+        let started = std::time::Instant::now();
+        let results = filesystem::run(opts, &art, &project_bin, &work)?;
+        return Ok(RunResult {
+            outcome: None,
+            fs: results,
+            qemu_ms: started.elapsed().as_secs_f64() * 1000.0,
+            work,
+        });
+    }
     let log = opts.cache.join("logs").join("image.log");
     let guest = boot::guest(opts, &project_bin);
     image::initfs_tree(&opts.repo, &art, &guest, &work.join("initfs"), &log)?;
@@ -342,7 +358,8 @@ pub fn run(opts: &Options) -> Result<RunResult, RedoxError> {
         ));
     }
     Ok(RunResult {
-        outcome,
+        outcome: Some(outcome),
+        fs: Vec::new(),
         qemu_ms: booted.elapsed.as_secs_f64() * 1000.0,
         work,
     })
