@@ -55,14 +55,27 @@
 //!   without having said `Hello` is forgotten ([`Relay::retire`]): the device
 //!   list shows the functions whose channel is open, plus drivers of this
 //!   protocol that died (so their death is reported).
+//! * **Participants** ([`Relay::add_participant`]) are daemons that are not
+//!   PCI drivers — a file system, a volume manager — and take part in the
+//!   shutdown ahead of the devices they depend on. A participant channel
+//!   carries the driver-channel protocol, except that its first frame is
+//!   `Register` (name, support, providers), answered `Registered` with the
+//!   participant's id; there is no `Welcome` and no `Ready`. Control clients
+//!   list participants (`ListParticipants`) and send them `ParticipantBegin`
+//!   / `ParticipantFinish` / `ParticipantShutdown`, relayed exactly as
+//!   requests for devices are (same phases, sequence numbers, violations,
+//!   deaths). Names are unique among live participants; a channel that does
+//!   not register within the hello deadline is closed and forgotten.
+//!   Participants play no part in pcid's readiness.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
 use std::time::{Duration, Instant};
 
 use pcid_interface::function::{PciAddress, PciFunction};
 use pcid_interface::protocol::{
-    ControlMessage, DeviceErrorKind, DeviceInfo, DriverMessage, DriverState, ShutdownSupport,
-    PROTOCOL_VERSION,
+    ControlMessage, DeviceErrorKind, DeviceInfo, DriverMessage, DriverState, FinishOutcome,
+    ParticipantInfo, Provider, ShutdownSupport, PROTOCOL_VERSION,
 };
 
 /// How long pcid keeps reading a driver's channel after its process was
@@ -190,6 +203,87 @@ pub enum Output {
     Exit,
 }
 
+/// What a channel speaks for: a PCI function's device, or a participant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Target {
+    /// The driver of this function.
+    Function(PciAddress),
+    /// The participant with this id.
+    Participant(u32),
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Target::Function(a) => write!(f, "{a}"),
+            Target::Participant(id) => write!(f, "participant #{id}"),
+        }
+    }
+}
+
+impl Target {
+    fn begin_ack(self, id: u32, budget: Duration) -> ControlMessage {
+        match self {
+            Target::Function(address) => ControlMessage::BeginAck {
+                id,
+                address,
+                budget,
+            },
+            Target::Participant(participant) => ControlMessage::ParticipantBeginAck {
+                id,
+                participant,
+                budget,
+            },
+        }
+    }
+
+    fn finish_ack(
+        self,
+        id: u32,
+        outcome: FinishOutcome,
+        elapsed: Duration,
+        detail: String,
+    ) -> ControlMessage {
+        match self {
+            Target::Function(address) => ControlMessage::FinishAck {
+                id,
+                address,
+                outcome,
+                elapsed,
+                detail,
+            },
+            Target::Participant(participant) => ControlMessage::ParticipantFinishAck {
+                id,
+                participant,
+                outcome,
+                elapsed,
+                detail,
+            },
+        }
+    }
+
+    fn error(self, id: u32, kind: DeviceErrorKind, message: String) -> ControlMessage {
+        match self {
+            Target::Function(address) => ControlMessage::DeviceError {
+                id,
+                address,
+                kind,
+                message,
+            },
+            Target::Participant(participant) => ControlMessage::ParticipantError {
+                id,
+                participant,
+                kind,
+                message,
+            },
+        }
+    }
+}
+
+/// Participant ids pcid hands out stay below this (ids with the top bit set
+/// are left to control clients for participants of their own).
+pub const MAX_PARTICIPANT_ID: u32 = 0x7FFF_FFFF;
+
 /// Why a driver is gone.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Gone {
@@ -206,11 +300,11 @@ impl Gone {
         }
     }
 
-    fn describe(&self) -> String {
+    fn describe(&self, who: &str) -> String {
         match self {
-            Gone::Exited(status) => format!("driver process exited ({status})"),
-            Gone::ChannelClosed => "driver closed its channel".to_string(),
-            Gone::Violation(m) => format!("driver broke the protocol: {m}"),
+            Gone::Exited(status) => format!("{who} process exited ({status})"),
+            Gone::ChannelClosed => format!("{who} closed its channel"),
+            Gone::Violation(m) => format!("{who} broke the protocol: {m}"),
         }
     }
 }
@@ -261,6 +355,8 @@ enum Origin {
     Spawned,
     /// Someone opened the function's channel (Redox).
     Opened,
+    /// A participant channel (not a PCI driver).
+    Participant,
 }
 
 #[derive(Debug, Clone)]
@@ -268,7 +364,12 @@ struct Driver {
     origin: Origin,
     /// Forgotten: not listed, never addressed again.
     retired: bool,
-    function: PciFunction,
+    /// What the channel speaks for.
+    target: Target,
+    /// The function (drivers only).
+    function: Option<PciFunction>,
+    /// What a participant depends on (from `Register`).
+    providers: Vec<Provider>,
     /// Program name from the match table; replaced by `Hello`'s name.
     name: String,
     pid: u32,
@@ -292,8 +393,27 @@ struct Driver {
 }
 
 impl Driver {
+    /// "driver" or "participant", for messages.
+    fn who(&self) -> &'static str {
+        match self.origin {
+            Origin::Participant => "participant",
+            _ => "driver",
+        }
+    }
+
+    /// How log lines name it: the function's address, or the participant's
+    /// name and id.
+    fn label(&self) -> String {
+        match self.target {
+            Target::Function(a) => a.to_string(),
+            Target::Participant(id) if self.name.is_empty() => format!("participant #{id}"),
+            Target::Participant(id) => format!("participant {} (#{id})", self.name),
+        }
+    }
+
     fn settled(&self, now: Instant) -> bool {
-        self.ready
+        self.origin == Origin::Participant
+            || self.ready
             || self.retired
             || self.gone.is_some()
             || now >= self.ready_deadline
@@ -326,6 +446,8 @@ pub struct Relay {
     config: RelayConfig,
     drivers: Vec<Driver>,
     by_address: BTreeMap<PciAddress, DriverId>,
+    by_participant: BTreeMap<u32, DriverId>,
+    next_participant: u32,
     clients: BTreeSet<ClientId>,
     session_owner: Option<ClientId>,
     ready_emitted: bool,
@@ -338,6 +460,8 @@ impl Relay {
             config,
             drivers: Vec::new(),
             by_address: BTreeMap::new(),
+            by_participant: BTreeMap::new(),
+            next_participant: 1,
             clients: BTreeSet::new(),
             session_owner: None,
             ready_emitted: false,
@@ -357,7 +481,9 @@ impl Relay {
         self.drivers.push(Driver {
             origin: Origin::Spawned,
             retired: false,
-            function,
+            target: Target::Function(function.address),
+            function: Some(function),
+            providers: Vec::new(),
             name,
             pid,
             hello_deadline: now + self.config.deadlines.hello,
@@ -395,7 +521,9 @@ impl Relay {
         self.drivers.push(Driver {
             origin: Origin::Opened,
             retired: false,
-            function,
+            target: Target::Function(function.address),
+            function: Some(function),
+            providers: Vec::new(),
             name,
             pid,
             hello_deadline: now,
@@ -411,6 +539,81 @@ impl Relay {
             next_seq: 1,
         });
         (id, out)
+    }
+
+    /// Registers a participant channel, opened (or accepted) at `now` by
+    /// process `pid` (0 if unknown). It is listed once it sends `Register`;
+    /// one that does not register within the hello deadline is closed and
+    /// forgotten.
+    pub fn add_participant(&mut self, pid: u32, now: Instant) -> DriverId {
+        let id = self.drivers.len();
+        let participant = self.next_participant;
+        self.next_participant = if participant >= MAX_PARTICIPANT_ID {
+            1
+        } else {
+            participant + 1
+        };
+        self.by_participant.insert(participant, id);
+        self.drivers.push(Driver {
+            origin: Origin::Participant,
+            retired: false,
+            target: Target::Participant(participant),
+            function: None,
+            providers: Vec::new(),
+            name: String::new(),
+            pid,
+            hello_deadline: now + self.config.deadlines.hello,
+            ready_deadline: now,
+            support: None,
+            hello_received: false,
+            ready: false,
+            gone: None,
+            phase: Phase::Idle,
+            channel_closed: false,
+            exited: None,
+            closed_grace: None,
+            next_seq: 1,
+        });
+        id
+    }
+
+    /// Whether a channel is a participant's.
+    pub fn is_participant(&self, driver: DriverId) -> bool {
+        self.drivers
+            .get(driver)
+            .is_some_and(|d| d.origin == Origin::Participant)
+    }
+
+    /// What a channel speaks for.
+    pub fn target(&self, driver: DriverId) -> Option<Target> {
+        self.drivers.get(driver).map(|d| d.target)
+    }
+
+    /// How log lines name a channel.
+    pub fn label(&self, driver: DriverId) -> String {
+        self.drivers
+            .get(driver)
+            .map_or_else(|| format!("channel #{driver}"), Driver::label)
+    }
+
+    /// The participant list as `ListParticipants` returns it: registered
+    /// participants, gone ones included (so their death is reported).
+    pub fn participants(&self) -> Vec<ParticipantInfo> {
+        self.drivers
+            .iter()
+            .filter(|d| d.origin == Origin::Participant && d.hello_received && !d.retired)
+            .filter_map(|d| match d.target {
+                Target::Participant(id) => Some(ParticipantInfo {
+                    id,
+                    name: d.name.clone(),
+                    support: d.support.unwrap_or(ShutdownSupport::None),
+                    pid: d.pid,
+                    state: d.state(),
+                    providers: d.providers.clone(),
+                }),
+                Target::Function(_) => None,
+            })
+            .collect()
     }
 
     /// Whether the driver has said `Hello`.
@@ -437,7 +640,7 @@ impl Relay {
         if d.retired {
             return out;
         }
-        let address = d.function.address;
+        let target = d.target;
         if d.hello_received && d.gone.is_none() {
             self.gone(driver, Gone::ChannelClosed, &mut out);
         }
@@ -446,8 +649,17 @@ impl Relay {
             d.closed_grace = None;
             d.exited = None;
         }
-        if self.by_address.get(&address) == Some(&driver) {
-            self.by_address.remove(&address);
+        match target {
+            Target::Function(address) => {
+                if self.by_address.get(&address) == Some(&driver) {
+                    self.by_address.remove(&address);
+                }
+            }
+            Target::Participant(id) => {
+                if self.by_participant.get(&id) == Some(&driver) {
+                    self.by_participant.remove(&id);
+                }
+            }
         }
         out
     }
@@ -457,9 +669,12 @@ impl Relay {
         self.drivers.len()
     }
 
-    /// Address of a driver's function.
+    /// Address of a driver's function (`None` for a participant).
     pub fn address(&self, driver: DriverId) -> Option<PciAddress> {
-        self.drivers.get(driver).map(|d| d.function.address)
+        self.drivers
+            .get(driver)
+            .and_then(|d| d.function.as_ref())
+            .map(|f| f.address)
     }
 
     /// Whether the driver is gone (exited, channel closed or cut off).
@@ -472,13 +687,16 @@ impl Relay {
         self.drivers
             .iter()
             .filter(|d| !d.retired)
-            .map(|d| DeviceInfo {
-                address: d.function.address,
-                parent: d.function.parent,
-                driver: d.name.clone(),
-                support: d.support.unwrap_or(ShutdownSupport::None),
-                pid: d.pid,
-                state: d.state(),
+            .filter_map(|d| {
+                let function = d.function.as_ref()?;
+                Some(DeviceInfo {
+                    address: function.address,
+                    parent: function.parent,
+                    driver: d.name.clone(),
+                    support: d.support.unwrap_or(ShutdownSupport::None),
+                    pid: d.pid,
+                    state: d.state(),
+                })
             })
             .collect()
     }
@@ -490,7 +708,8 @@ impl Relay {
             .filter(|d| d.gone.is_none() && !d.retired)
             .flat_map(|d| {
                 let hello = (!d.hello_received && d.support.is_none()).then_some(d.hello_deadline);
-                let ready = (!d.ready && !self.ready_emitted).then_some(d.ready_deadline);
+                let ready = (d.origin != Origin::Participant && !d.ready && !self.ready_emitted)
+                    .then_some(d.ready_deadline);
                 let exit = d.exited.as_ref().map(|(_, grace)| *grace);
                 hello
                     .into_iter()
@@ -510,6 +729,18 @@ impl Relay {
             }
             Input::DriverBadFrame { driver, error } => {
                 self.violation(driver, 0, format!("undecodable frame: {error}"), &mut out)
+            }
+            Input::DriverChannelClosed { driver } if self.is_participant(driver) => {
+                // No process of pcid's to wait for: the participant is gone now
+                // (or, never registered, simply forgotten).
+                if let Some(d) = self.drivers.get_mut(driver) {
+                    d.channel_closed = true;
+                    if d.hello_received {
+                        self.gone(driver, Gone::ChannelClosed, &mut out);
+                    } else {
+                        out.extend(self.retire(driver));
+                    }
+                }
             }
             Input::DriverChannelClosed { driver } => {
                 if let Some(d) = self.drivers.get_mut(driver) {
@@ -598,8 +829,30 @@ impl Relay {
             // The process lives on without its channel.
             self.gone(id, Gone::ChannelClosed, out);
         }
+        let unregistered: Vec<DriverId> = self
+            .drivers
+            .iter()
+            .enumerate()
+            .filter(|(_, d)| {
+                d.origin == Origin::Participant
+                    && !d.retired
+                    && !d.hello_received
+                    && now >= d.hello_deadline
+            })
+            .map(|(id, _)| id)
+            .collect();
+        for id in unregistered {
+            log::warn!(
+                "{}: no Register within {:?}; closing the channel",
+                self.label(id),
+                self.config.deadlines.hello
+            );
+            out.push(Output::CloseDriver { driver: id });
+            out.extend(self.retire(id));
+        }
         for d in &mut self.drivers {
-            if d.gone.is_none()
+            if d.origin != Origin::Participant
+                && d.gone.is_none()
                 && !d.retired
                 && !d.hello_received
                 && d.support.is_none()
@@ -608,7 +861,7 @@ impl Relay {
                 log::warn!(
                     "{}: {} sent no Hello within its start deadline; treating it as a driver \
                      without shutdown support",
-                    d.function.address,
+                    d.label(),
                     d.name
                 );
                 d.support = Some(ShutdownSupport::None);
@@ -623,19 +876,36 @@ impl Relay {
                 .filter(|d| !d.ready && d.origin == Origin::Spawned)
             {
                 let why = match &d.gone {
-                    Some(g) => g.describe(),
+                    Some(g) => g.describe(d.who()),
                     None => "no Ready before its start deadline".to_string(),
                 };
-                log::warn!("{}: {} not ready: {why}", d.function.address, d.name);
+                log::warn!("{}: {} not ready: {why}", d.label(), d.name);
             }
             out.push(Output::Ready {
                 ready,
-                total: self.drivers.len(),
+                total: self
+                    .drivers
+                    .iter()
+                    .filter(|d| d.origin != Origin::Participant)
+                    .count(),
             });
         }
     }
 
     fn driver_message(&mut self, id: DriverId, message: DriverMessage, out: &mut Vec<Output>) {
+        let live_names: BTreeSet<String> = self
+            .drivers
+            .iter()
+            .enumerate()
+            .filter(|(i, d)| {
+                *i != id
+                    && d.origin == Origin::Participant
+                    && d.hello_received
+                    && d.gone.is_none()
+                    && !d.retired
+            })
+            .map(|(_, d)| d.name.clone())
+            .collect();
         let Some(d) = self.drivers.get_mut(id) else {
             return;
         };
@@ -643,8 +913,16 @@ impl Relay {
             // Messages already queued when the channel was cut off.
             return;
         }
-        let address = d.function.address;
+        let target = d.target;
+        let label = d.label();
+        let participant = d.origin == Origin::Participant;
         match message {
+            DriverMessage::Hello { .. } if participant => self.violation(
+                id,
+                0,
+                "Hello on a participant channel (participants send Register)".to_string(),
+                out,
+            ),
             DriverMessage::Hello {
                 version,
                 driver,
@@ -658,7 +936,7 @@ impl Relay {
                 }
                 if d.support.is_some() && d.origin == Origin::Spawned {
                     log::warn!(
-                        "{address}: Hello from {driver} arrived after its start deadline; accepting it"
+                        "{label}: Hello from {driver} arrived after its start deadline; accepting it"
                     );
                 }
                 d.hello_received = true;
@@ -667,18 +945,84 @@ impl Relay {
                     d.name = driver;
                 }
                 log::info!(
-                    "{address}: driver {} (pid {}) speaks protocol v{version}, shutdown support {support:?}",
+                    "{label}: driver {} (pid {}) speaks protocol v{version}, shutdown support {support:?}",
                     d.name,
                     d.pid
                 );
+                let Some(function) = d.function.clone() else {
+                    return;
+                };
                 out.push(Output::ToDriver {
                     driver: id,
                     message: DriverMessage::Welcome {
                         version: version.min(PROTOCOL_VERSION),
-                        function: d.function.clone(),
+                        function,
                     },
                 });
             }
+            DriverMessage::Register { .. } if !participant => self.violation(
+                id,
+                0,
+                "Register on a driver channel (drivers send Hello)".to_string(),
+                out,
+            ),
+            DriverMessage::Register {
+                version,
+                name,
+                support,
+                providers,
+            } => {
+                if d.hello_received {
+                    return self.violation(id, 0, "second Register".to_string(), out);
+                }
+                if version == 0 {
+                    return self.violation(
+                        id,
+                        0,
+                        "Register with protocol version 0".to_string(),
+                        out,
+                    );
+                }
+                if name.is_empty() {
+                    return self.violation(id, 0, "Register with an empty name".to_string(), out);
+                }
+                if live_names.contains(&name) {
+                    return self.violation(
+                        id,
+                        0,
+                        format!("participant name {name:?} is in use by a live participant"),
+                        out,
+                    );
+                }
+                d.hello_received = true;
+                d.ready = true;
+                d.support = Some(support);
+                d.name = name;
+                d.providers = providers;
+                let Target::Participant(pid_id) = d.target else {
+                    return;
+                };
+                log::info!(
+                    "{}: registered (pid {}), protocol v{version}, shutdown support {support:?}, \
+                     depends on {}",
+                    d.label(),
+                    d.pid,
+                    describe_providers(&d.providers)
+                );
+                out.push(Output::ToDriver {
+                    driver: id,
+                    message: DriverMessage::Registered {
+                        version: version.min(PROTOCOL_VERSION),
+                        id: pid_id,
+                    },
+                });
+            }
+            DriverMessage::Ready if participant => self.violation(
+                id,
+                0,
+                "Ready on a participant channel (Register is all it sends)".to_string(),
+                out,
+            ),
             DriverMessage::Ready => {
                 if !d.hello_received {
                     return self.violation(id, 0, "Ready before Hello".to_string(), out);
@@ -687,20 +1031,12 @@ impl Relay {
                     return self.violation(id, 0, "second Ready".to_string(), out);
                 }
                 d.ready = true;
-                log::info!("{address}: {} ready", d.name);
+                log::info!("{label}: {} ready", d.name);
             }
             DriverMessage::BeginAck { seq, budget } => match d.phase {
                 Phase::BeginSent(r) if r.seq == seq => {
                     d.phase = Phase::Begun;
-                    self.reply(
-                        r.client,
-                        ControlMessage::BeginAck {
-                            id: r.id,
-                            address,
-                            budget,
-                        },
-                        out,
-                    );
+                    self.reply(r.client, target.begin_ack(r.id, budget), out);
                 }
                 Phase::BeginSent(r) => self.violation(
                     id,
@@ -725,13 +1061,7 @@ impl Relay {
                     d.phase = Phase::Done;
                     self.reply(
                         r.client,
-                        ControlMessage::FinishAck {
-                            id: r.id,
-                            address,
-                            outcome,
-                            elapsed,
-                            detail,
-                        },
+                        target.finish_ack(r.id, outcome, elapsed, detail),
                         out,
                     );
                 }
@@ -750,39 +1080,35 @@ impl Relay {
             },
             DriverMessage::Error { seq, message } => match d.phase.outstanding() {
                 Some(r) if r.seq == seq => {
-                    log::warn!("{address}: {} refused request {seq}: {message}", d.name);
+                    log::warn!("{label}: {} refused request {seq}: {message}", d.name);
                     d.phase = match d.phase {
                         Phase::FinishSent(_) => Phase::Begun,
                         _ => Phase::Idle,
                     };
+                    let who = d.who();
                     self.reply(
                         r.client,
-                        ControlMessage::DeviceError {
-                            id: r.id,
-                            address,
-                            kind: DeviceErrorKind::NotSupported,
-                            message: format!("driver refused the request: {message}"),
-                        },
+                        target.error(
+                            r.id,
+                            DeviceErrorKind::NotSupported,
+                            format!("{who} refused the request: {message}"),
+                        ),
                         out,
                     );
                 }
-                _ => log::warn!(
-                    "{address}: {} reports an error (seq {seq}): {message}",
-                    d.name
-                ),
+                _ => log::warn!("{label}: {} reports an error (seq {seq}): {message}", d.name),
             },
             DriverMessage::Welcome { .. }
+            | DriverMessage::Registered { .. }
             | DriverMessage::Begin { .. }
             | DriverMessage::Finish { .. }
             | DriverMessage::Shutdown { .. } => {
                 let seq = pcid_interface::wire::WireMessage::seq(&message);
+                let who = d.who();
                 self.violation(
                     id,
                     seq,
-                    format!(
-                        "pcid-to-driver message {} sent by the driver",
-                        message.name()
-                    ),
+                    format!("pcid-to-{who} message {} sent by the {who}", message.name()),
                     out,
                 );
             }
@@ -800,7 +1126,7 @@ impl Relay {
         }
         log::error!(
             "{}: protocol violation by {} (pid {}): {what}; closing its channel",
-            d.function.address,
+            d.label(),
             d.name,
             d.pid
         );
@@ -821,47 +1147,34 @@ impl Relay {
         let Some(d) = self.drivers.get_mut(id) else {
             return;
         };
+        let label = d.label();
         if d.gone.is_some() {
             if let Gone::Exited(status) = why {
-                log::info!("{}: {} exited ({status})", d.function.address, d.name);
+                log::info!("{label}: {} exited ({status})", d.name);
             }
             return;
         }
-        let address = d.function.address;
+        let target = d.target;
         let kind = why.kind();
-        let message = why.describe();
+        let message = why.describe(d.who());
         if d.phase == Phase::Done && kind == DeviceErrorKind::DriverDied {
             // Drivers end after their final FinishAck: not a failure.
-            log::info!("{address}: {} finished shutdown; {message}", d.name);
+            log::info!("{label}: {} finished shutdown; {message}", d.name);
             d.gone = Some(why);
             return;
         }
         if kind == DeviceErrorKind::DriverDied {
-            log::error!("{address}: {} (pid {}): {message}", d.name, d.pid);
+            log::error!("{label}: {} (pid {}): {message}", d.name, d.pid);
         }
         let outstanding = d.phase.outstanding();
         d.gone = Some(why);
         if let Some(r) = outstanding {
-            self.reply(
-                r.client,
-                ControlMessage::DeviceError {
-                    id: r.id,
-                    address,
-                    kind,
-                    message: message.clone(),
-                },
-                out,
-            );
+            self.reply(r.client, target.error(r.id, kind, message.clone()), out);
         }
         for &client in &self.clients {
             out.push(Output::ToClient {
                 client,
-                message: ControlMessage::DeviceError {
-                    id: 0,
-                    address,
-                    kind,
-                    message: message.clone(),
-                },
+                message: target.error(0, kind, message.clone()),
             });
         }
     }
@@ -889,7 +1202,7 @@ impl Relay {
         if !self.clients.contains(&client) {
             return;
         }
-        let (id, address, request) = match message {
+        let (id, target, request) = match message {
             ControlMessage::ListDevices { id } => {
                 out.push(Output::ToClient {
                     client,
@@ -900,23 +1213,70 @@ impl Relay {
                 });
                 return;
             }
+            ControlMessage::ListParticipants { id } => {
+                out.push(Output::ToClient {
+                    client,
+                    message: ControlMessage::Participants {
+                        id,
+                        participants: self.participants(),
+                    },
+                });
+                return;
+            }
             ControlMessage::Begin {
                 id,
                 address,
                 kind,
                 deadline,
-            } => (id, address, Request::Begin { kind, deadline }),
+            } => (
+                id,
+                Target::Function(address),
+                Request::Begin { kind, deadline },
+            ),
             ControlMessage::Finish {
                 id,
                 address,
                 deadline,
-            } => (id, address, Request::Finish { deadline }),
+            } => (id, Target::Function(address), Request::Finish { deadline }),
             ControlMessage::Shutdown {
                 id,
                 address,
                 kind,
                 deadline,
-            } => (id, address, Request::Shutdown { kind, deadline }),
+            } => (
+                id,
+                Target::Function(address),
+                Request::Shutdown { kind, deadline },
+            ),
+            ControlMessage::ParticipantBegin {
+                id,
+                participant,
+                kind,
+                deadline,
+            } => (
+                id,
+                Target::Participant(participant),
+                Request::Begin { kind, deadline },
+            ),
+            ControlMessage::ParticipantFinish {
+                id,
+                participant,
+                deadline,
+            } => (
+                id,
+                Target::Participant(participant),
+                Request::Finish { deadline },
+            ),
+            ControlMessage::ParticipantShutdown {
+                id,
+                participant,
+                kind,
+                deadline,
+            } => (
+                id,
+                Target::Participant(participant),
+                Request::Shutdown { kind, deadline },
+            ),
             other => {
                 let id = other.id();
                 out.push(Output::ToClient {
@@ -931,12 +1291,7 @@ impl Relay {
         };
         let error = |kind, message: String| Output::ToClient {
             client,
-            message: ControlMessage::DeviceError {
-                id,
-                address,
-                kind,
-                message,
-            },
+            message: target.error(id, kind, message),
         };
         match self.session_owner {
             Some(owner) if owner != client => {
@@ -948,10 +1303,24 @@ impl Relay {
             }
             _ => {}
         }
-        let Some(&driver) = self.by_address.get(&address) else {
+        let found = match target {
+            Target::Function(address) => self.by_address.get(&address),
+            Target::Participant(p) => self.by_participant.get(&p),
+        }
+        .copied()
+        .filter(|&d| {
+            // An unregistered participant channel is nobody yet.
+            self.drivers
+                .get(d)
+                .is_some_and(|d| d.origin != Origin::Participant || d.hello_received)
+        });
+        let Some(driver) = found else {
             out.push(error(
                 DeviceErrorKind::UnknownDevice,
-                format!("no driver serves {address}"),
+                match target {
+                    Target::Function(address) => format!("no driver serves {address}"),
+                    Target::Participant(p) => format!("no participant #{p} is registered"),
+                },
             ));
             return;
         };
@@ -964,7 +1333,7 @@ impl Relay {
         };
         let seq = d.next_seq;
         if let Some(g) = &d.gone {
-            out.push(error(g.kind(), g.describe()));
+            out.push(error(g.kind(), g.describe(d.who())));
             return;
         }
         let support = d.support;
@@ -1020,11 +1389,28 @@ impl Relay {
         d.next_seq = d.next_seq.wrapping_add(1).max(1);
         d.phase = phase;
         log::debug!(
-            "{address}: relaying {} seq {seq} (request {id} of client {client})",
+            "{}: relaying {} seq {seq} (request {id} of client {client})",
+            d.label(),
             message.name()
         );
         out.push(Output::ToDriver { driver, message });
     }
+}
+
+/// "every device", "0000:00:01.0, participant lvm", "nothing".
+fn describe_providers(providers: &[Provider]) -> String {
+    if providers.is_empty() {
+        return "nothing".to_string();
+    }
+    providers
+        .iter()
+        .map(|p| match p {
+            Provider::Device(a) => a.to_string(),
+            Provider::Participant(n) => format!("participant {n}"),
+            Provider::AllDevices => "every device".to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 #[derive(Debug, Clone, Copy)]

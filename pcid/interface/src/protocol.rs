@@ -120,6 +120,56 @@ pub enum DriverMessage {
         /// What was wrong.
         message: String,
     },
+    /// participant → pcid, first message on a participant channel: a daemon
+    /// that is not a PCI driver (a file system, …) takes part in shutdown
+    /// ahead of the devices it depends on.
+    Register {
+        /// Highest protocol version the participant speaks.
+        version: u16,
+        /// Its name, unique among live participants (e.g. `file`).
+        name: String,
+        /// Which shutdown it supports.
+        support: ShutdownSupport,
+        /// What it depends on: it is asked to shut down, and must be done,
+        /// before any of these begins.
+        providers: Vec<Provider>,
+    },
+    /// pcid → participant, answer to `Register`.
+    Registered {
+        /// Protocol version pcid will speak (≤ the participant's).
+        version: u16,
+        /// The participant's id (requests for it on the control endpoint name it).
+        id: u32,
+    },
+}
+
+/// Something a participant depends on: its shutdown must end before theirs
+/// begins.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Provider {
+    /// The device of one PCI function (e.g. the disk a file system is on).
+    Device(PciAddress),
+    /// Another participant, by name (e.g. a volume manager under a file system).
+    Participant(String),
+    /// Every PCI device (when the participant cannot say which ones).
+    AllDevices,
+}
+
+/// One entry of pcid's participant list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParticipantInfo {
+    /// The id pcid gave it.
+    pub id: u32,
+    /// Its name.
+    pub name: String,
+    /// What it declared.
+    pub support: ShutdownSupport,
+    /// Process id (0 if unknown).
+    pub pid: u32,
+    /// Running, or gone (its channel closed).
+    pub state: DriverState,
+    /// What it depends on.
+    pub providers: Vec<Provider>,
 }
 
 /// State of a driver process as pcid sees it.
@@ -251,6 +301,83 @@ pub enum ControlMessage {
         /// What was wrong.
         message: String,
     },
+    /// shutdownd → pcid: list the registered participants.
+    ListParticipants {
+        /// Request id.
+        id: u32,
+    },
+    /// pcid → shutdownd: the participant list.
+    Participants {
+        /// Request id.
+        id: u32,
+        /// Every registered participant (gone ones included).
+        participants: Vec<ParticipantInfo>,
+    },
+    /// shutdownd → pcid: relay `Begin` to a participant.
+    ParticipantBegin {
+        /// Request id.
+        id: u32,
+        /// The participant's id.
+        participant: u32,
+        /// Poweroff or reboot.
+        kind: ShutdownKind,
+        /// Deadline to pass on.
+        deadline: Duration,
+    },
+    /// shutdownd → pcid: relay `Finish` to a participant.
+    ParticipantFinish {
+        /// Request id.
+        id: u32,
+        /// The participant's id.
+        participant: u32,
+        /// Deadline to pass on.
+        deadline: Duration,
+    },
+    /// shutdownd → pcid: relay a one-phase `Shutdown` to a participant.
+    ParticipantShutdown {
+        /// Request id.
+        id: u32,
+        /// The participant's id.
+        participant: u32,
+        /// Poweroff or reboot.
+        kind: ShutdownKind,
+        /// Deadline to pass on.
+        deadline: Duration,
+    },
+    /// pcid → shutdownd: the participant answered `BeginAck`.
+    ParticipantBeginAck {
+        /// Request id of the `ParticipantBegin`.
+        id: u32,
+        /// The participant's id.
+        participant: u32,
+        /// Budget it announced.
+        budget: Duration,
+    },
+    /// pcid → shutdownd: the participant answered `FinishAck`.
+    ParticipantFinishAck {
+        /// Request id of the `ParticipantFinish` / `ParticipantShutdown`.
+        id: u32,
+        /// The participant's id.
+        participant: u32,
+        /// Outcome.
+        outcome: FinishOutcome,
+        /// Time it measured.
+        elapsed: Duration,
+        /// Detail text.
+        detail: String,
+    },
+    /// pcid → shutdownd: a request for a participant failed, or (id 0) the
+    /// participant went away.
+    ParticipantError {
+        /// Request id (0 for unsolicited events).
+        id: u32,
+        /// The participant's id.
+        participant: u32,
+        /// What went wrong.
+        kind: DeviceErrorKind,
+        /// Detail text.
+        message: String,
+    },
 }
 
 impl DriverMessage {
@@ -266,6 +393,8 @@ impl DriverMessage {
             DriverMessage::Shutdown { .. } => "Shutdown",
             DriverMessage::FinishAck { .. } => "FinishAck",
             DriverMessage::Error { .. } => "Error",
+            DriverMessage::Register { .. } => "Register",
+            DriverMessage::Registered { .. } => "Registered",
         }
     }
 }
@@ -283,6 +412,14 @@ impl ControlMessage {
             ControlMessage::FinishAck { .. } => "FinishAck",
             ControlMessage::DeviceError { .. } => "DeviceError",
             ControlMessage::Error { .. } => "Error",
+            ControlMessage::ListParticipants { .. } => "ListParticipants",
+            ControlMessage::Participants { .. } => "Participants",
+            ControlMessage::ParticipantBegin { .. } => "ParticipantBegin",
+            ControlMessage::ParticipantFinish { .. } => "ParticipantFinish",
+            ControlMessage::ParticipantShutdown { .. } => "ParticipantShutdown",
+            ControlMessage::ParticipantBeginAck { .. } => "ParticipantBeginAck",
+            ControlMessage::ParticipantFinishAck { .. } => "ParticipantFinishAck",
+            ControlMessage::ParticipantError { .. } => "ParticipantError",
         }
     }
 
@@ -297,7 +434,15 @@ impl ControlMessage {
             | ControlMessage::BeginAck { id, .. }
             | ControlMessage::FinishAck { id, .. }
             | ControlMessage::DeviceError { id, .. }
-            | ControlMessage::Error { id, .. } => *id,
+            | ControlMessage::Error { id, .. }
+            | ControlMessage::ListParticipants { id }
+            | ControlMessage::Participants { id, .. }
+            | ControlMessage::ParticipantBegin { id, .. }
+            | ControlMessage::ParticipantFinish { id, .. }
+            | ControlMessage::ParticipantShutdown { id, .. }
+            | ControlMessage::ParticipantBeginAck { id, .. }
+            | ControlMessage::ParticipantFinishAck { id, .. }
+            | ControlMessage::ParticipantError { id, .. } => *id,
         }
     }
 }

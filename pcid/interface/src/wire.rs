@@ -27,7 +27,7 @@ use std::time::Duration;
 use crate::function::{FunctionBackend, PciAddress, PciFunction};
 use crate::protocol::{
     ControlMessage, DeviceErrorKind, DeviceInfo, DriverMessage, DriverState, FinishOutcome,
-    ShutdownKind, ShutdownSupport,
+    ParticipantInfo, Provider, ShutdownKind, ShutdownSupport,
 };
 use crate::redox::{Bar, BarKind};
 
@@ -50,11 +50,14 @@ pub const MAX_TEXT_LEN: usize = 1024;
 pub const MAX_PATH_LEN: usize = 4096;
 /// Maximum byte length of a simulated function's TOML properties.
 pub const MAX_PROPERTIES_LEN: usize = 32 * 1024;
+/// Most providers one participant may name.
+pub const MAX_PROVIDERS: usize = 256;
 
 /// Message type codes (header byte 6).
 ///
-/// Driver-channel messages use `0x01..=0x09`, control-endpoint messages
-/// `0x41..=0x49`. A type from the other family is an unknown type.
+/// Driver-channel messages use `0x01..=0x0B` (`0x0A`, `0x0B`: participant
+/// registration), control-endpoint messages `0x41..=0x51` (`0x4A..=0x51`:
+/// participants). A type from the other family is an unknown type.
 pub mod msg_type {
     /// [`DriverMessage::Hello`](crate::protocol::DriverMessage::Hello).
     pub const HELLO: u8 = 0x01;
@@ -74,6 +77,10 @@ pub mod msg_type {
     pub const FINISH_ACK: u8 = 0x08;
     /// [`DriverMessage::Error`](crate::protocol::DriverMessage::Error).
     pub const ERROR: u8 = 0x09;
+    /// [`DriverMessage::Register`](crate::protocol::DriverMessage::Register).
+    pub const REGISTER: u8 = 0x0A;
+    /// [`DriverMessage::Registered`](crate::protocol::DriverMessage::Registered).
+    pub const REGISTERED: u8 = 0x0B;
 
     /// [`ControlMessage::ListDevices`](crate::protocol::ControlMessage::ListDevices).
     pub const CTL_LIST_DEVICES: u8 = 0x41;
@@ -93,6 +100,22 @@ pub mod msg_type {
     pub const CTL_DEVICE_ERROR: u8 = 0x48;
     /// [`ControlMessage::Error`](crate::protocol::ControlMessage::Error).
     pub const CTL_ERROR: u8 = 0x49;
+    /// [`ControlMessage::ListParticipants`](crate::protocol::ControlMessage::ListParticipants).
+    pub const CTL_LIST_PARTICIPANTS: u8 = 0x4A;
+    /// [`ControlMessage::Participants`](crate::protocol::ControlMessage::Participants).
+    pub const CTL_PARTICIPANTS: u8 = 0x4B;
+    /// [`ControlMessage::ParticipantBegin`](crate::protocol::ControlMessage::ParticipantBegin).
+    pub const CTL_PARTICIPANT_BEGIN: u8 = 0x4C;
+    /// [`ControlMessage::ParticipantFinish`](crate::protocol::ControlMessage::ParticipantFinish).
+    pub const CTL_PARTICIPANT_FINISH: u8 = 0x4D;
+    /// [`ControlMessage::ParticipantShutdown`](crate::protocol::ControlMessage::ParticipantShutdown).
+    pub const CTL_PARTICIPANT_SHUTDOWN: u8 = 0x4E;
+    /// [`ControlMessage::ParticipantBeginAck`](crate::protocol::ControlMessage::ParticipantBeginAck).
+    pub const CTL_PARTICIPANT_BEGIN_ACK: u8 = 0x4F;
+    /// [`ControlMessage::ParticipantFinishAck`](crate::protocol::ControlMessage::ParticipantFinishAck).
+    pub const CTL_PARTICIPANT_FINISH_ACK: u8 = 0x50;
+    /// [`ControlMessage::ParticipantError`](crate::protocol::ControlMessage::ParticipantError).
+    pub const CTL_PARTICIPANT_ERROR: u8 = 0x51;
 }
 
 /// Why a frame could not be decoded.
@@ -178,6 +201,16 @@ pub enum DecodeError {
         /// Function number found.
         function: u8,
     },
+    /// A list longer than its maximum.
+    #[error("{count} {what}, at most {max}")]
+    TooMany {
+        /// What the list holds.
+        what: &'static str,
+        /// Announced count.
+        count: usize,
+        /// Maximum.
+        max: usize,
+    },
 }
 
 impl DecodeError {
@@ -229,6 +262,16 @@ pub enum EncodeError {
     /// A Redox function with more than [`MAX_BARS`] BARs or a BAR index above 5.
     #[error("invalid BAR list: {0}")]
     InvalidBars(String),
+    /// A list longer than its maximum.
+    #[error("{count} {what}, at most {max}")]
+    TooMany {
+        /// What the list holds.
+        what: &'static str,
+        /// Count.
+        count: usize,
+        /// Maximum.
+        max: usize,
+    },
 }
 
 /// Most BARs a function has (and a `Welcome` may list).
@@ -559,6 +602,50 @@ impl<'a> Reader<'a> {
         })
     }
 
+    fn providers(&mut self) -> Result<Vec<Provider>, DecodeError> {
+        let count = usize::from(self.u16("provider count")?);
+        if count > MAX_PROVIDERS {
+            return Err(DecodeError::TooMany {
+                what: "providers",
+                count,
+                max: MAX_PROVIDERS,
+            });
+        }
+        // Each provider takes at least one byte.
+        let mut out = Vec::with_capacity(count.min(self.remaining()));
+        for _ in 0..count {
+            out.push(match self.u8("provider kind")? {
+                1 => Provider::Device(self.address()?),
+                2 => Provider::Participant(self.string("provider name", MAX_NAME_LEN)?),
+                3 => Provider::AllDevices,
+                value => {
+                    return Err(DecodeError::InvalidEnumValue {
+                        field: "provider kind",
+                        value,
+                    })
+                }
+            });
+        }
+        Ok(out)
+    }
+
+    fn participant_info(&mut self) -> Result<ParticipantInfo, DecodeError> {
+        let id = self.u32("participant id")?;
+        let support = self.code("support")?;
+        let pid = self.u32("pid")?;
+        let state = self.code("state")?;
+        let name = self.string("name", MAX_NAME_LEN)?;
+        let providers = self.providers()?;
+        Ok(ParticipantInfo {
+            id,
+            name,
+            support,
+            pid,
+            state,
+            providers,
+        })
+    }
+
     fn finish(self) -> Result<(), DecodeError> {
         match self.remaining() {
             0 => Ok(()),
@@ -701,6 +788,51 @@ impl Writer {
         self.string("driver", &d.driver, MAX_NAME_LEN)
     }
 
+    fn providers(&mut self, providers: &[Provider]) -> Result<(), EncodeError> {
+        if providers.len() > MAX_PROVIDERS {
+            return Err(EncodeError::TooMany {
+                what: "providers",
+                count: providers.len(),
+                max: MAX_PROVIDERS,
+            });
+        }
+        // At most MAX_PROVIDERS, checked above.
+        self.u16(providers.len() as u16);
+        for p in providers {
+            match p {
+                Provider::Device(a) => {
+                    self.u8(1);
+                    self.address(a)?;
+                }
+                Provider::Participant(name) => {
+                    self.u8(2);
+                    self.string("provider name", name, MAX_NAME_LEN)?;
+                }
+                Provider::AllDevices => self.u8(3),
+            }
+        }
+        Ok(())
+    }
+
+    fn participant_info(&mut self, p: &ParticipantInfo) -> Result<(), EncodeError> {
+        self.u32(p.id);
+        self.u8(p.support.code());
+        self.u32(p.pid);
+        self.u8(p.state.code());
+        self.string("name", &p.name, MAX_NAME_LEN)?;
+        self.providers(&p.providers)
+    }
+
+    fn check_size(&self) -> Result<(), EncodeError> {
+        if self.buf.len() > MAX_FRAME_LEN {
+            return Err(EncodeError::FrameTooLarge {
+                len: self.buf.len(),
+                max: MAX_FRAME_LEN,
+            });
+        }
+        Ok(())
+    }
+
     fn finish(mut self) -> Result<Vec<u8>, EncodeError> {
         let len = self.buf.len();
         if len > MAX_FRAME_LEN {
@@ -835,6 +967,23 @@ impl WireMessage for DriverMessage {
                 w = Writer::new(ERROR, *seq);
                 w.string("message", message, MAX_TEXT_LEN)?;
             }
+            DriverMessage::Register {
+                version,
+                name,
+                support,
+                providers,
+            } => {
+                w = Writer::new(REGISTER, 0);
+                w.u16(*version);
+                w.u8(support.code());
+                w.string("name", name, MAX_NAME_LEN)?;
+                w.providers(providers)?;
+            }
+            DriverMessage::Registered { version, id } => {
+                w = Writer::new(REGISTERED, 0);
+                w.u16(*version);
+                w.u32(*id);
+            }
         }
         w.finish()
     }
@@ -902,6 +1051,23 @@ impl WireMessage for DriverMessage {
                 seq,
                 message: r.string("message", MAX_TEXT_LEN)?,
             },
+            REGISTER => {
+                let version = r.u16("version")?;
+                let support = r.code("support")?;
+                let name = r.string("name", MAX_NAME_LEN)?;
+                let providers = r.providers()?;
+                DriverMessage::Register {
+                    version,
+                    name,
+                    support,
+                    providers,
+                }
+            }
+            REGISTERED => {
+                let version = r.u16("version")?;
+                let id = r.u32("participant id")?;
+                DriverMessage::Registered { version, id }
+            }
             other => return Err(DecodeError::UnknownMessageType { msg_type: other }),
         };
         r.finish()?;
@@ -910,7 +1076,11 @@ impl WireMessage for DriverMessage {
 
     fn seq(&self) -> u32 {
         match self {
-            DriverMessage::Hello { .. } | DriverMessage::Welcome { .. } | DriverMessage::Ready => 0,
+            DriverMessage::Hello { .. }
+            | DriverMessage::Welcome { .. }
+            | DriverMessage::Ready
+            | DriverMessage::Register { .. }
+            | DriverMessage::Registered { .. } => 0,
             DriverMessage::Begin { seq, .. }
             | DriverMessage::BeginAck { seq, .. }
             | DriverMessage::Finish { seq, .. }
@@ -1017,6 +1187,86 @@ impl WireMessage for ControlMessage {
                 w = Writer::new(CTL_ERROR, *id);
                 w.string("message", message, MAX_TEXT_LEN)?;
             }
+            ControlMessage::ListParticipants { id } => {
+                w = Writer::new(CTL_LIST_PARTICIPANTS, *id)
+            }
+            ControlMessage::Participants { id, participants } => {
+                w = Writer::new(CTL_PARTICIPANTS, *id);
+                let count =
+                    u16::try_from(participants.len()).map_err(|_| EncodeError::FrameTooLarge {
+                        len: participants.len(),
+                        max: usize::from(u16::MAX),
+                    })?;
+                w.u16(count);
+                for p in participants {
+                    w.participant_info(p)?;
+                    w.check_size()?;
+                }
+            }
+            ControlMessage::ParticipantBegin {
+                id,
+                participant,
+                kind,
+                deadline,
+            } => {
+                w = Writer::new(CTL_PARTICIPANT_BEGIN, *id);
+                w.u32(*participant);
+                w.u8(kind.code());
+                w.duration(*deadline);
+            }
+            ControlMessage::ParticipantFinish {
+                id,
+                participant,
+                deadline,
+            } => {
+                w = Writer::new(CTL_PARTICIPANT_FINISH, *id);
+                w.u32(*participant);
+                w.duration(*deadline);
+            }
+            ControlMessage::ParticipantShutdown {
+                id,
+                participant,
+                kind,
+                deadline,
+            } => {
+                w = Writer::new(CTL_PARTICIPANT_SHUTDOWN, *id);
+                w.u32(*participant);
+                w.u8(kind.code());
+                w.duration(*deadline);
+            }
+            ControlMessage::ParticipantBeginAck {
+                id,
+                participant,
+                budget,
+            } => {
+                w = Writer::new(CTL_PARTICIPANT_BEGIN_ACK, *id);
+                w.u32(*participant);
+                w.duration(*budget);
+            }
+            ControlMessage::ParticipantFinishAck {
+                id,
+                participant,
+                outcome,
+                elapsed,
+                detail,
+            } => {
+                w = Writer::new(CTL_PARTICIPANT_FINISH_ACK, *id);
+                w.u32(*participant);
+                w.u8(outcome.code());
+                w.duration(*elapsed);
+                w.string("detail", detail, MAX_TEXT_LEN)?;
+            }
+            ControlMessage::ParticipantError {
+                id,
+                participant,
+                kind,
+                message,
+            } => {
+                w = Writer::new(CTL_PARTICIPANT_ERROR, *id);
+                w.u32(*participant);
+                w.u8(kind.code());
+                w.string("message", message, MAX_TEXT_LEN)?;
+            }
         }
         w.finish()
     }
@@ -1106,6 +1356,80 @@ impl WireMessage for ControlMessage {
                 id,
                 message: r.string("message", MAX_TEXT_LEN)?,
             },
+            CTL_LIST_PARTICIPANTS => ControlMessage::ListParticipants { id },
+            CTL_PARTICIPANTS => {
+                let count = r.u16("participant count")? as usize;
+                // Each entry takes at least 17 bytes.
+                let mut participants = Vec::with_capacity(count.min(r.remaining() / 17));
+                for _ in 0..count {
+                    participants.push(r.participant_info()?);
+                }
+                ControlMessage::Participants { id, participants }
+            }
+            CTL_PARTICIPANT_BEGIN => {
+                let participant = r.u32("participant id")?;
+                let kind = r.code("kind")?;
+                let deadline = r.duration("deadline")?;
+                ControlMessage::ParticipantBegin {
+                    id,
+                    participant,
+                    kind,
+                    deadline,
+                }
+            }
+            CTL_PARTICIPANT_FINISH => {
+                let participant = r.u32("participant id")?;
+                let deadline = r.duration("deadline")?;
+                ControlMessage::ParticipantFinish {
+                    id,
+                    participant,
+                    deadline,
+                }
+            }
+            CTL_PARTICIPANT_SHUTDOWN => {
+                let participant = r.u32("participant id")?;
+                let kind = r.code("kind")?;
+                let deadline = r.duration("deadline")?;
+                ControlMessage::ParticipantShutdown {
+                    id,
+                    participant,
+                    kind,
+                    deadline,
+                }
+            }
+            CTL_PARTICIPANT_BEGIN_ACK => {
+                let participant = r.u32("participant id")?;
+                let budget = r.duration("budget")?;
+                ControlMessage::ParticipantBeginAck {
+                    id,
+                    participant,
+                    budget,
+                }
+            }
+            CTL_PARTICIPANT_FINISH_ACK => {
+                let participant = r.u32("participant id")?;
+                let outcome = r.code("outcome")?;
+                let elapsed = r.duration("elapsed")?;
+                let detail = r.string("detail", MAX_TEXT_LEN)?;
+                ControlMessage::ParticipantFinishAck {
+                    id,
+                    participant,
+                    outcome,
+                    elapsed,
+                    detail,
+                }
+            }
+            CTL_PARTICIPANT_ERROR => {
+                let participant = r.u32("participant id")?;
+                let kind = r.code("error kind")?;
+                let message = r.string("message", MAX_TEXT_LEN)?;
+                ControlMessage::ParticipantError {
+                    id,
+                    participant,
+                    kind,
+                    message,
+                }
+            }
             other => return Err(DecodeError::UnknownMessageType { msg_type: other }),
         };
         r.finish()?;

@@ -1027,3 +1027,280 @@ fn opened_channels_are_legacy_until_hello_and_forgotten_when_closed_silently() {
         (9, ShutdownSupport::None)
     );
 }
+
+// --- participants -----------------------------------------------------------
+
+fn register(name: &str, providers: Vec<Provider>) -> DriverMessage {
+    DriverMessage::Register {
+        version: 1,
+        name: name.into(),
+        support: ShutdownSupport::TwoPhase,
+        providers,
+    }
+}
+
+fn registered_id(out: &[Output], driver: DriverId) -> u32 {
+    out.iter()
+        .find_map(|o| match o {
+            Output::ToDriver {
+                driver: d,
+                message: DriverMessage::Registered { id, version },
+            } if *d == driver => {
+                assert_eq!(*version, 1);
+                Some(*id)
+            }
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no Registered for {driver}: {out:?}"))
+}
+
+#[test]
+fn participants_register_are_listed_and_relayed_like_drivers() {
+    let mut f = Fixture::new(1, false);
+    f.start_all(ShutdownSupport::TwoPhase);
+    let p = f.relay.add_participant(77, f.t0);
+    assert!(f.relay.participants().is_empty(), "listed only once registered");
+    let out = f.drv(p, register("file", vec![Provider::Device(addr(4))]));
+    let pid_id = registered_id(&out, p);
+    assert!(pid_id >= 1 && pid_id <= MAX_PARTICIPANT_ID);
+    assert_eq!(
+        f.relay.participants(),
+        vec![ParticipantInfo {
+            id: pid_id,
+            name: "file".into(),
+            support: ShutdownSupport::TwoPhase,
+            pid: 77,
+            state: DriverState::Running,
+            providers: vec![Provider::Device(addr(4))],
+        }]
+    );
+    // Participants are not devices.
+    assert_eq!(f.relay.devices().len(), 1);
+
+    f.h(Input::ClientConnected { client: 1 });
+    let out = f.ctl(1, ControlMessage::ListParticipants { id: 3 });
+    assert!(matches!(
+        &out[..],
+        [Output::ToClient { client: 1, message: ControlMessage::Participants { id: 3, participants } }]
+            if participants.len() == 1
+    ));
+    let out = f.ctl(
+        1,
+        ControlMessage::ParticipantBegin {
+            id: 5,
+            participant: pid_id,
+            kind: ShutdownKind::Poweroff,
+            deadline: Duration::from_secs(2),
+        },
+    );
+    assert_eq!(sent_seq(&out, p), 1, "its own channel counts from 1");
+    let out = f.drv(
+        p,
+        DriverMessage::BeginAck {
+            seq: 1,
+            budget: Duration::from_millis(30),
+        },
+    );
+    assert_eq!(
+        out,
+        vec![Output::ToClient {
+            client: 1,
+            message: ControlMessage::ParticipantBeginAck {
+                id: 5,
+                participant: pid_id,
+                budget: Duration::from_millis(30)
+            }
+        }]
+    );
+    let out = f.ctl(
+        1,
+        ControlMessage::ParticipantFinish {
+            id: 6,
+            participant: pid_id,
+            deadline: Duration::from_secs(2),
+        },
+    );
+    assert_eq!(sent_seq(&out, p), 2);
+    let out = f.drv(
+        p,
+        DriverMessage::FinishAck {
+            seq: 2,
+            outcome: FinishOutcome::Clean,
+            elapsed: Duration::from_millis(25),
+            detail: "unmounted".into(),
+        },
+    );
+    assert!(matches!(
+        &out[..],
+        [Output::ToClient { client: 1, message: ControlMessage::ParticipantFinishAck { id: 6, participant, outcome: FinishOutcome::Clean, .. } }]
+            if *participant == pid_id
+    ));
+}
+
+#[test]
+fn participant_names_are_unique_and_each_channel_gets_its_own_id() {
+    let mut f = Fixture::new(0, false);
+    let a = f.relay.add_participant(1, f.t0);
+    let b = f.relay.add_participant(2, f.t0);
+    let ida = registered_id(&f.drv(a, register("file", vec![])), a);
+    let out = f.drv(b, register("file", vec![]));
+    let (_, text) = error_before_close(&out, b);
+    assert!(text.contains("\"file\" is in use"), "{text}");
+    assert!(out.contains(&Output::CloseDriver { driver: b }));
+    // Once the first is gone, the name is free again.
+    f.h(Input::DriverChannelClosed { driver: a });
+    let c = f.relay.add_participant(3, f.t0);
+    let idc = registered_id(&f.drv(c, register("file", vec![])), c);
+    assert_ne!(ida, idc);
+    let states: Vec<(u32, DriverState)> = f
+        .relay
+        .participants()
+        .iter()
+        .map(|p| (p.id, p.state))
+        .collect();
+    assert_eq!(
+        states,
+        vec![(ida, DriverState::Gone), (idc, DriverState::Running)]
+    );
+}
+
+#[test]
+fn participant_channels_speak_register_not_hello_and_drivers_the_reverse() {
+    let mut f = Fixture::new(1, false);
+    let p = f.relay.add_participant(9, f.t0);
+    let out = f.drv(
+        p,
+        DriverMessage::Hello {
+            version: 1,
+            driver: "x".into(),
+            support: ShutdownSupport::TwoPhase,
+        },
+    );
+    assert!(error_before_close(&out, p).1.contains("participant channel"));
+    let out = f.drv(0, register("file", vec![]));
+    assert!(error_before_close(&out, 0).1.contains("driver channel"));
+    let q = f.relay.add_participant(10, f.t0);
+    f.drv(q, register("db", vec![]));
+    let out = f.drv(q, DriverMessage::Ready);
+    assert!(error_before_close(&out, q).1.contains("Ready on a participant"));
+    let r = f.relay.add_participant(11, f.t0);
+    f.drv(r, register("log", vec![]));
+    let out = f.drv(r, register("log", vec![]));
+    assert!(error_before_close(&out, r).1.contains("second Register"));
+}
+
+#[test]
+fn a_participant_that_goes_away_fails_its_request_and_every_client_hears_it() {
+    let mut f = Fixture::new(0, false);
+    let p = f.relay.add_participant(5, f.t0);
+    let id = registered_id(&f.drv(p, register("file", vec![Provider::AllDevices])), p);
+    f.h(Input::ClientConnected { client: 1 });
+    f.h(Input::ClientConnected { client: 2 });
+    f.ctl(
+        1,
+        ControlMessage::ParticipantBegin {
+            id: 4,
+            participant: id,
+            kind: ShutdownKind::Poweroff,
+            deadline: Duration::from_secs(2),
+        },
+    );
+    let out = f.h(Input::DriverChannelClosed { driver: p });
+    let errors: Vec<(ClientId, u32, DeviceErrorKind)> = out
+        .iter()
+        .filter_map(|o| match o {
+            Output::ToClient {
+                client,
+                message:
+                    ControlMessage::ParticipantError {
+                        id: rid,
+                        participant,
+                        kind,
+                        message,
+                    },
+            } => {
+                assert_eq!(*participant, id);
+                assert!(message.contains("participant closed its channel"), "{message}");
+                Some((*client, *rid, *kind))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        errors,
+        vec![
+            (1, 4, DeviceErrorKind::DriverDied),
+            (1, 0, DeviceErrorKind::DriverDied),
+            (2, 0, DeviceErrorKind::DriverDied)
+        ]
+    );
+    // Later requests are answered by pcid.
+    let out = f.ctl(
+        1,
+        ControlMessage::ParticipantFinish {
+            id: 7,
+            participant: id,
+            deadline: Duration::from_secs(1),
+        },
+    );
+    assert!(matches!(
+        &out[..],
+        [Output::ToClient { message: ControlMessage::ParticipantError { id: 7, kind: DeviceErrorKind::DriverDied, .. }, .. }]
+    ));
+}
+
+#[test]
+fn unknown_and_unregistered_participants_are_unknown_and_silent_channels_are_closed() {
+    let mut f = Fixture::new(0, false);
+    let p = f.relay.add_participant(5, f.t0);
+    f.h(Input::ClientConnected { client: 1 });
+    // Ids start at 1: the channel above holds id 1 but has not registered.
+    for participant in [1, 99] {
+        let out = f.ctl(
+            1,
+            ControlMessage::ParticipantBegin {
+                id: 2,
+                participant,
+                kind: ShutdownKind::Poweroff,
+                deadline: Duration::from_secs(1),
+            },
+        );
+        assert!(
+            matches!(
+                &out[..],
+                [Output::ToClient { message: ControlMessage::ParticipantError { kind: DeviceErrorKind::UnknownDevice, .. }, .. }]
+            ),
+            "{out:?}"
+        );
+    }
+    assert_eq!(
+        f.relay.next_deadline(),
+        Some(f.t0 + T0_HELLO),
+        "the registration deadline is the only deadline"
+    );
+    let out = f.at(Input::Tick, T0_HELLO);
+    assert!(out.contains(&Output::CloseDriver { driver: p }), "{out:?}");
+    assert!(f.relay.participants().is_empty());
+    assert_eq!(f.relay.next_deadline(), None);
+}
+
+#[test]
+fn participants_do_not_hold_up_readiness() {
+    let mut f = Fixture::new(1, false);
+    f.relay.add_participant(5, f.t0);
+    let out = f.drv(
+        0,
+        DriverMessage::Hello {
+            version: 1,
+            driver: "nvmed".into(),
+            support: ShutdownSupport::TwoPhase,
+        },
+    );
+    assert!(!out.iter().any(|o| matches!(o, Output::Ready { .. })));
+    let out = f.drv(0, DriverMessage::Ready);
+    assert!(
+        out.iter()
+            .any(|o| matches!(o, Output::Ready { ready: 1, total: 1 })),
+        "{out:?}"
+    );
+}

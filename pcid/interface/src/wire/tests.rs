@@ -455,6 +455,145 @@ fn golden_control_error() {
     );
 }
 
+// --- golden vectors: participants ---------------------------------------
+
+#[test]
+fn golden_register() {
+    golden_driver(
+        DriverMessage::Register {
+            version: 1,
+            name: "file".into(),
+            support: ShutdownSupport::TwoPhase,
+            providers: vec![
+                Provider::Device(addr(0, 0, 1, 0)),
+                Provider::Participant("lvm".into()),
+                Provider::AllDevices,
+            ],
+        },
+        "50434944 0100 0a 00 00000000 18000000
+         0100 03 0400 66696c65
+         0300  01 0000 00 01 00  02 0300 6c766d  03",
+    );
+}
+
+#[test]
+fn golden_registered() {
+    golden_driver(
+        DriverMessage::Registered { version: 1, id: 3 },
+        "50434944 0100 0b 00 00000000 06000000  0100 03000000",
+    );
+}
+
+#[test]
+fn golden_list_participants_and_participants() {
+    golden_control(
+        ControlMessage::ListParticipants { id: 2 },
+        "50434944 0100 4a 00 02000000 00000000",
+    );
+    golden_control(
+        ControlMessage::Participants {
+            id: 2,
+            participants: vec![ParticipantInfo {
+                id: 3,
+                name: "file".into(),
+                support: ShutdownSupport::TwoPhase,
+                pid: 42,
+                state: DriverState::Running,
+                providers: vec![Provider::Device(addr(0, 0, 1, 0))],
+            }],
+        },
+        "50434944 0100 4b 00 02000000 1a000000
+         0100
+         03000000 03 2a000000 02 0400 66696c65
+         0100 01 0000 00 01 00",
+    );
+}
+
+#[test]
+fn golden_participant_requests_and_answers() {
+    golden_control(
+        ControlMessage::ParticipantBegin {
+            id: 9,
+            participant: 3,
+            kind: ShutdownKind::Poweroff,
+            deadline: Duration::from_secs(2),
+        },
+        "50434944 0100 4c 00 09000000 0d000000  03000000 01 80841e0000000000",
+    );
+    golden_control(
+        ControlMessage::ParticipantFinish {
+            id: 10,
+            participant: 3,
+            deadline: Duration::from_secs(1),
+        },
+        "50434944 0100 4d 00 0a000000 0c000000  03000000 40420f0000000000",
+    );
+    golden_control(
+        ControlMessage::ParticipantShutdown {
+            id: 11,
+            participant: 3,
+            kind: ShutdownKind::Reboot,
+            deadline: Duration::from_secs(1),
+        },
+        "50434944 0100 4e 00 0b000000 0d000000  03000000 02 40420f0000000000",
+    );
+    golden_control(
+        ControlMessage::ParticipantBeginAck {
+            id: 9,
+            participant: 3,
+            budget: Duration::from_millis(30),
+        },
+        "50434944 0100 4f 00 09000000 0c000000  03000000 3075000000000000",
+    );
+    golden_control(
+        ControlMessage::ParticipantFinishAck {
+            id: 10,
+            participant: 3,
+            outcome: FinishOutcome::Clean,
+            elapsed: Duration::from_millis(30),
+            detail: "ok".into(),
+        },
+        "50434944 0100 50 00 0a000000 11000000  03000000 01 3075000000000000 0200 6f6b",
+    );
+    golden_control(
+        ControlMessage::ParticipantError {
+            id: 0,
+            participant: 3,
+            kind: DeviceErrorKind::DriverDied,
+            message: "gone".into(),
+        },
+        "50434944 0100 51 00 00000000 0b000000  03000000 02 0400 676f6e65",
+    );
+}
+
+#[test]
+fn provider_lists_are_checked_both_ways() {
+    let many = DriverMessage::Register {
+        version: 1,
+        name: "x".into(),
+        support: ShutdownSupport::OnePhase,
+        providers: vec![Provider::AllDevices; MAX_PROVIDERS + 1],
+    };
+    assert!(matches!(many.encode(), Err(EncodeError::TooMany { .. })));
+    // An unknown provider kind, and a count above the maximum.
+    let mut f = hex(
+        "50434944 0100 0a 00 00000000 09000000
+         0100 02 0100 78  0100 07",
+    );
+    assert_eq!(
+        DriverMessage::decode(&f),
+        Err(DecodeError::InvalidEnumValue {
+            field: "provider kind",
+            value: 7
+        })
+    );
+    f[HEADER_LEN + 6..HEADER_LEN + 8].copy_from_slice(&0x0101u16.to_le_bytes());
+    assert!(matches!(
+        DriverMessage::decode(&f),
+        Err(DecodeError::TooMany { count: 257, .. })
+    ));
+}
+
 // --- decode errors --------------------------------------------------------
 
 fn begin_frame() -> Vec<u8> {
@@ -886,7 +1025,48 @@ fn driver_message() -> impl Strategy<Value = DriverMessage> {
             }
         ),
         (any::<u32>(), text()).prop_map(|(seq, message)| DriverMessage::Error { seq, message }),
+        (
+            any::<u16>(),
+            "\\PC{0,40}",
+            support(),
+            proptest::collection::vec(provider(), 0..8)
+        )
+            .prop_map(|(version, name, support, providers)| DriverMessage::Register {
+                version,
+                name,
+                support,
+                providers,
+            }),
+        (any::<u16>(), any::<u32>())
+            .prop_map(|(version, id)| DriverMessage::Registered { version, id }),
     ]
+}
+
+fn provider() -> impl Strategy<Value = Provider> {
+    prop_oneof![
+        address().prop_map(Provider::Device),
+        "\\PC{0,30}".prop_map(Provider::Participant),
+        Just(Provider::AllDevices),
+    ]
+}
+
+fn participant_info() -> impl Strategy<Value = ParticipantInfo> {
+    (
+        any::<u32>(),
+        "\\PC{0,40}",
+        support(),
+        any::<u32>(),
+        prop_oneof![Just(DriverState::Running), Just(DriverState::Gone)],
+        proptest::collection::vec(provider(), 0..6),
+    )
+        .prop_map(|(id, name, support, pid, state, providers)| ParticipantInfo {
+            id,
+            name,
+            support,
+            pid,
+            state,
+            providers,
+        })
 }
 
 fn device_info() -> impl Strategy<Value = DeviceInfo> {
@@ -980,6 +1160,59 @@ fn control_message() -> impl Strategy<Value = ControlMessage> {
             }
         }),
         (any::<u32>(), text()).prop_map(|(id, message)| ControlMessage::Error { id, message }),
+        any::<u32>().prop_map(|id| ControlMessage::ListParticipants { id }),
+        (
+            any::<u32>(),
+            proptest::collection::vec(participant_info(), 0..10)
+        )
+            .prop_map(|(id, participants)| ControlMessage::Participants { id, participants }),
+        (any::<u32>(), any::<u32>(), kind(), duration()).prop_map(
+            |(id, participant, kind, deadline)| ControlMessage::ParticipantBegin {
+                id,
+                participant,
+                kind,
+                deadline,
+            }
+        ),
+        (any::<u32>(), any::<u32>(), duration()).prop_map(|(id, participant, deadline)| {
+            ControlMessage::ParticipantFinish {
+                id,
+                participant,
+                deadline,
+            }
+        }),
+        (any::<u32>(), any::<u32>(), kind(), duration()).prop_map(
+            |(id, participant, kind, deadline)| ControlMessage::ParticipantShutdown {
+                id,
+                participant,
+                kind,
+                deadline,
+            }
+        ),
+        (any::<u32>(), any::<u32>(), duration()).prop_map(|(id, participant, budget)| {
+            ControlMessage::ParticipantBeginAck {
+                id,
+                participant,
+                budget,
+            }
+        }),
+        (any::<u32>(), any::<u32>(), outcome(), duration(), text()).prop_map(
+            |(id, participant, outcome, elapsed, detail)| ControlMessage::ParticipantFinishAck {
+                id,
+                participant,
+                outcome,
+                elapsed,
+                detail,
+            }
+        ),
+        (any::<u32>(), any::<u32>(), error_kind(), text()).prop_map(
+            |(id, participant, kind, message)| ControlMessage::ParticipantError {
+                id,
+                participant,
+                kind,
+                message,
+            }
+        ),
     ]
 }
 
