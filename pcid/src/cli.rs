@@ -9,7 +9,8 @@ use crate::relay::StartDeadlines;
 pub const USAGE: &str = "\
 usage: pcid --bus sim --machine FILE | --bus linux [--sysfs DIR]
             --match-dir PATH [--driver-path DIR]... [--driver-env NAME=VALUE]...
-            [--control PATH] [--ready-fd N] [--hello-timeout-ms MS] [--ready-timeout-ms MS]
+            [--control PATH] [--participants PATH] [--ready-fd N]
+            [--hello-timeout-ms MS] [--ready-timeout-ms MS]
             [--exit-after-shutdown] [--exit-on-stdin-eof] [-v]...
        pcid [--exit-after-shutdown] [-v]...          (on Redox)
 
@@ -32,6 +33,10 @@ usage: pcid --bus sim --machine FILE | --bus linux [--sysfs DIR]
                          PCID_DEVICE (their function's address), RUST_LOG when
                          pcid has it, and these
   --control PATH         control socket for shutdownd (mode 0600, same uid only)
+  --participants PATH    socket where daemons that are not PCI drivers (a file
+                         system, ...) register to take part in shutdown ahead
+                         of the devices they use (mode 0600, same uid only;
+                         on Redox: /scheme/pci/participant)
   --ready-fd N           also write the readiness line to fd N
   --hello-timeout-ms MS  a driver silent this long after spawn is treated as not
                          speaking the protocol (default 5000)
@@ -77,6 +82,8 @@ pub struct Args {
     pub driver_path: Vec<PathBuf>,
     /// Control socket.
     pub control: Option<PathBuf>,
+    /// Participant socket.
+    pub participants: Option<PathBuf>,
     /// Readiness fd.
     pub ready_fd: Option<u32>,
     /// Start deadlines.
@@ -140,6 +147,7 @@ pub fn parse_on<I: IntoIterator<Item = String>>(args: I, redox: bool) -> Result<
     let mut driver_path = Vec::new();
     let mut driver_env = Vec::new();
     let mut control = None;
+    let mut participants = None;
     let mut ready_fd = None;
     let mut deadlines = StartDeadlines::default();
     let mut exit_after_shutdown = false;
@@ -168,6 +176,7 @@ pub fn parse_on<I: IntoIterator<Item = String>>(args: I, redox: bool) -> Result<
             "--driver-path" => driver_path.push(PathBuf::from(value()?)),
             "--driver-env" => driver_env.push(env_pair(&name, value()?)?),
             "--control" => control = Some(PathBuf::from(value()?)),
+            "--participants" => participants = Some(PathBuf::from(value()?)),
             "--ready-fd" => {
                 let v = value()?;
                 ready_fd = Some(v.parse::<u32>().map_err(|_| CliError::BadValue {
@@ -234,6 +243,7 @@ pub fn parse_on<I: IntoIterator<Item = String>>(args: I, redox: bool) -> Result<
         match_dir,
         driver_path,
         control,
+        participants,
         ready_fd,
         deadlines,
         exit_after_shutdown,

@@ -66,6 +66,8 @@ pub struct Options {
     pub driver_path: Vec<PathBuf>,
     /// Control socket path, if any.
     pub control: Option<PathBuf>,
+    /// Participant socket path, if any (PROTOCOL.md §14).
+    pub participants: Option<PathBuf>,
     /// Also write the readiness line to this fd.
     pub ready_fd: Option<u32>,
     /// Driver start deadlines.
@@ -142,6 +144,10 @@ enum Event {
         client: ClientId,
         writer: mpsc::Sender<ControlMessage>,
     },
+    ParticipantAccepted {
+        channel: DriverChannel,
+        pid: u32,
+    },
     Signal(i32),
     StdinEof,
 }
@@ -175,6 +181,10 @@ pub fn run(options: &Options, bus: &dyn Bus) -> Result<ExitReason, DaemonError> 
     log::info!("{} functions on the {} bus", functions.len(), bus.name());
 
     let listener = match &options.control {
+        Some(path) => Some(ControlListener::bind(path)?),
+        None => None,
+    };
+    let participant_listener = match &options.participants {
         Some(path) => Some(ControlListener::bind(path)?),
         None => None,
     };
@@ -226,8 +236,15 @@ pub fn run(options: &Options, bus: &dyn Bus) -> Result<ExitReason, DaemonError> 
     if let Some(listener) = listener {
         start_accept_thread(listener, tx.clone())?;
     }
+    if let Some(listener) = participant_listener {
+        let tx = tx.clone();
+        std::thread::Builder::new()
+            .name("participant-accept".into())
+            .spawn(move || participant_accept_loop(listener, tx))
+            .map_err(DaemonError::Thread)?;
+    }
 
-    let result = event_loop(&mut relay, &mut drivers, &rx, ready_file.as_ref());
+    let result = event_loop(&mut relay, &mut drivers, &rx, &tx, ready_file.as_ref());
     match &result {
         Ok(reason) => log::info!("exiting ({reason:?}); stopping {} drivers", drivers.len()),
         Err(e) => log::error!("{e}; stopping {} drivers", drivers.len()),
@@ -239,12 +256,12 @@ pub fn run(options: &Options, bus: &dyn Bus) -> Result<ExitReason, DaemonError> 
             let _ = child.wait();
         }
     }
-    // The listener lives in the accept thread until the process ends: remove
-    // its socket file here so no client finds a dead endpoint.
-    if let Some(path) = &options.control {
+    // The listeners live in the accept threads until the process ends:
+    // remove their socket files here so no client finds a dead endpoint.
+    for path in options.control.iter().chain(&options.participants) {
         if let Err(e) = std::fs::remove_file(path) {
             if e.kind() != std::io::ErrorKind::NotFound {
-                log::warn!("removing control socket {}: {e}", path.display());
+                log::warn!("removing socket {}: {e}", path.display());
             }
         }
     }
@@ -253,8 +270,9 @@ pub fn run(options: &Options, bus: &dyn Bus) -> Result<ExitReason, DaemonError> 
 
 fn event_loop(
     relay: &mut Relay,
-    drivers: &mut [DriverProc],
+    drivers: &mut Vec<DriverProc>,
     rx: &mpsc::Receiver<Event>,
+    tx_for_readers: &mpsc::Sender<Event>,
     ready_file: Option<&std::fs::File>,
 ) -> Result<ExitReason, DaemonError> {
     let mut clients: BTreeMap<ClientId, mpsc::Sender<ControlMessage>> = BTreeMap::new();
@@ -319,6 +337,32 @@ fn event_loop(
             Some(Event::ClientAccepted { client, writer }) => {
                 clients.insert(client, writer);
                 Input::ClientConnected { client }
+            }
+            Some(Event::ParticipantAccepted { mut channel, pid }) => {
+                let id = relay.add_participant(pid, Instant::now());
+                channel.set_send_timeout(DRIVER_SEND_TIMEOUT);
+                // DriverIds index both the relay's channels and `drivers`.
+                while drivers.len() < id {
+                    drivers.push(DriverProc {
+                        child: None,
+                        sender: None,
+                    });
+                }
+                drivers.push(DriverProc {
+                    child: None,
+                    sender: Some(channel.sender()),
+                });
+                let reader_tx = tx_for_readers.clone();
+                let started = std::thread::Builder::new()
+                    .name(format!("participant-{id}"))
+                    .spawn(move || driver_reader(channel, id, reader_tx));
+                if let Err(e) = started {
+                    log::error!("participant channel: cannot start its reader: {e}");
+                    Input::DriverChannelClosed { driver: id }
+                } else {
+                    log::info!("participant channel #{id} opened (pid {pid})");
+                    Input::Tick
+                }
             }
             Some(Event::Signal(sig)) if sig == signal_hook::consts::SIGCHLD => {
                 pending.extend(reap(relay, drivers, None));
@@ -676,6 +720,39 @@ fn accept_loop(listener: ControlListener, tx: mpsc::Sender<Event>) {
         if let Err(e) = start_client_threads(channel, client, wrx, tx.clone()) {
             log::error!("control client {client}: {e}");
             let _ = tx.send(Event::Relay(Input::ClientClosed { client }));
+        }
+    }
+}
+
+/// Accepts participant connections (same uid only) and hands each channel
+/// to the event loop.
+fn participant_accept_loop(listener: ControlListener, tx: mpsc::Sender<Event>) {
+    let own_uid = rustix::process::geteuid().as_raw();
+    loop {
+        let (channel, cred) = match listener.accept_channel::<DriverMessage>(None) {
+            Ok(c) => c,
+            Err(e) => {
+                log::error!("participant endpoint {}: {e}", listener.path().display());
+                // Avoid a hot loop on a persistent error.
+                std::thread::sleep(Duration::from_millis(100));
+                continue;
+            }
+        };
+        if !cred.is_same_user() {
+            log::error!(
+                "participant endpoint: refused connection from pid {} uid {}: only uid {own_uid} may take part",
+                cred.pid,
+                cred.uid
+            );
+            let _ = channel.shutdown();
+            continue;
+        }
+        let pid = cred.pid;
+        if tx
+            .send(Event::ParticipantAccepted { channel, pid })
+            .is_err()
+        {
+            return;
         }
     }
 }

@@ -99,6 +99,7 @@ pub fn run(args: &cli::Args) -> Result<ExitReason, RunError> {
             match_dir,
             driver_path: args.driver_path.clone(),
             control: args.control.clone(),
+            participants: args.participants.clone(),
             ready_fd: args.ready_fd,
             deadlines: args.deadlines,
             exit_after_shutdown: args.exit_after_shutdown,

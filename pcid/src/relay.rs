@@ -1096,7 +1096,10 @@ impl Relay {
                         out,
                     );
                 }
-                _ => log::warn!("{label}: {} reports an error (seq {seq}): {message}", d.name),
+                _ => log::warn!(
+                    "{label}: {} reports an error (seq {seq}): {message}",
+                    d.name
+                ),
             },
             DriverMessage::Welcome { .. }
             | DriverMessage::Registered { .. }

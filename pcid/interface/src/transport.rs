@@ -51,10 +51,12 @@ mod sys;
 mod unix;
 
 #[cfg(not(target_os = "redox"))]
-pub use control::{ControlClient, ControlError, ControlListener, PeerCred};
+pub use control::{ControlClient, ControlError, ControlListener, ParticipantClient, PeerCred};
 pub use sys::spawn_with_channel;
 #[cfg(target_os = "redox")]
-pub use sys::{spawn_with_fd, ControlClient, ControlError, CONTROL_PATH};
+pub use sys::{
+    spawn_with_fd, ControlClient, ControlError, ParticipantClient, CONTROL_PATH, PARTICIPANT_PATH,
+};
 #[cfg(not(target_os = "redox"))]
 pub use unix::adopt_inherited_fd;
 

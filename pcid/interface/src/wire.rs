@@ -1187,9 +1187,7 @@ impl WireMessage for ControlMessage {
                 w = Writer::new(CTL_ERROR, *id);
                 w.string("message", message, MAX_TEXT_LEN)?;
             }
-            ControlMessage::ListParticipants { id } => {
-                w = Writer::new(CTL_LIST_PARTICIPANTS, *id)
-            }
+            ControlMessage::ListParticipants { id } => w = Writer::new(CTL_LIST_PARTICIPANTS, *id),
             ControlMessage::Participants { id, participants } => {
                 w = Writer::new(CTL_PARTICIPANTS, *id);
                 let count =

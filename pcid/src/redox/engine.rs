@@ -46,6 +46,9 @@ pub struct Engine {
     pub state: SchemeState,
     relay: Relay,
     ids: BTreeMap<PciAddress, DriverId>,
+    /// Participant channels: handle → relay channel, and back.
+    participants: BTreeMap<usize, DriverId>,
+    participant_handles: BTreeMap<DriverId, usize>,
     exit: bool,
 }
 
@@ -60,6 +63,8 @@ impl Engine {
             state: SchemeState::new(found),
             relay: Relay::new(config),
             ids: BTreeMap::new(),
+            participants: BTreeMap::new(),
+            participant_handles: BTreeMap::new(),
             exit: false,
         }
     }
@@ -173,6 +178,39 @@ impl Engine {
                     return;
                 }
             }
+            Event::ParticipantOpened { handle, pid } => {
+                let id = self.relay.add_participant(pid32(pid), now);
+                self.participants.insert(handle, id);
+                self.participant_handles.insert(id, handle);
+                Input::Tick
+            }
+            Event::ParticipantMessage {
+                handle,
+                pid,
+                message,
+            } => {
+                let Some(&driver) = self.participants.get(&handle) else {
+                    return;
+                };
+                if matches!(
+                    message,
+                    pcid_interface::protocol::DriverMessage::Register { .. }
+                ) {
+                    self.relay.set_pid(driver, pid32(pid));
+                }
+                Input::DriverMessage { driver, message }
+            }
+            Event::ParticipantBadFrame { handle, error } => match self.participants.get(&handle) {
+                Some(&driver) => Input::DriverBadFrame { driver, error },
+                None => return,
+            },
+            Event::ParticipantClosed { handle } => {
+                let Some(driver) = self.participants.remove(&handle) else {
+                    return;
+                };
+                self.participant_handles.remove(&driver);
+                Input::DriverChannelClosed { driver }
+            }
             Event::ClientOpened { client } => Input::ClientConnected { client },
             Event::ClientMessage { client, message } => Input::ClientMessage { client, message },
             Event::ClientBadFrame {
@@ -197,6 +235,33 @@ impl Engine {
     fn execute(&mut self, host: &mut dyn Host, outputs: Vec<Output>, now: Instant) {
         for output in outputs {
             match output {
+                Output::ToDriver { driver, message } if self.relay.is_participant(driver) => {
+                    let Some(&handle) = self.participant_handles.get(&driver) else {
+                        continue;
+                    };
+                    match self.state.send_to_participant(handle, &message) {
+                        Ok(h) => host.notify(h),
+                        Err(e) => {
+                            log::error!(
+                                "{}: cannot queue a message: {e}",
+                                self.relay.label(driver)
+                            );
+                            if let Some(h) = self.state.close_participant(handle) {
+                                host.notify(h);
+                            }
+                            self.step(host, Input::DriverChannelClosed { driver }, now);
+                        }
+                    }
+                }
+                Output::CloseDriver { driver } if self.relay.is_participant(driver) => {
+                    if let Some(h) = self
+                        .participant_handles
+                        .get(&driver)
+                        .and_then(|&handle| self.state.close_participant(handle))
+                    {
+                        host.notify(h);
+                    }
+                }
                 Output::ToDriver { driver, message } => {
                     let Some(address) = self.relay.address(driver) else {
                         continue;

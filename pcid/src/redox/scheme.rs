@@ -167,7 +167,9 @@ impl SchemeSync for PciScheme<'_> {
         stat.st_mode = match node {
             Node::Root | Node::Function(_) => MODE_DIR | 0o755,
             Node::Bars(_) => MODE_FILE | 0o444,
-            Node::Channel(_) | Node::Access | Node::Control(_) => MODE_CHR | 0o600,
+            Node::Channel(_) | Node::Access | Node::Control(_) | Node::Participant(_) => {
+                MODE_CHR | 0o600
+            }
         };
         stat.st_size = self.state.size(id).map_err(errno)?;
         Ok(())

@@ -11,6 +11,7 @@
 //! /scheme/pci/00-00--04.0/bars       the function's BARs, text, readable by anyone
 //! /scheme/pci/access                 configuration space for acpid (root; `call`)
 //! /scheme/pci/control                shutdownd's control endpoint (root)
+//! /scheme/pci/participant            a participant's channel (root; each open a new one)
 //! ```
 //!
 //! # Names
@@ -81,6 +82,8 @@ use crate::relay::ClientId;
 
 /// Name of the control endpoint in the scheme root.
 pub const CONTROL: &str = "control";
+/// Name of the participant endpoint in the scheme root (PROTOCOL.md §14).
+pub const PARTICIPANT: &str = "participant";
 /// Name of the configuration-space node acpid uses.
 pub const ACCESS: &str = "access";
 /// Name of a function's channel.
@@ -171,6 +174,8 @@ pub enum Node {
     Access,
     /// A control connection (0 for `O_STAT` handles).
     Control(ClientId),
+    /// A participant channel, named by its handle (0 for `O_STAT` handles).
+    Participant(usize),
 }
 
 impl Node {
@@ -247,6 +252,34 @@ pub enum Event {
     ClientClosed {
         /// The client.
         client: ClientId,
+    },
+    /// A participant channel was opened.
+    ParticipantOpened {
+        /// Its handle.
+        handle: usize,
+        /// The process that opened it.
+        pid: usize,
+    },
+    /// A decoded protocol message on a participant channel.
+    ParticipantMessage {
+        /// Its handle.
+        handle: usize,
+        /// The writing process.
+        pid: usize,
+        /// The message.
+        message: DriverMessage,
+    },
+    /// Undecodable bytes on a participant channel.
+    ParticipantBadFrame {
+        /// Its handle.
+        handle: usize,
+        /// What was wrong.
+        error: String,
+    },
+    /// A participant channel's last descriptor was closed.
+    ParticipantClosed {
+        /// Its handle.
+        handle: usize,
     },
     /// Bytes were queued on a handle: post `EVENT_READ` on it.
     Readable {
@@ -419,6 +452,7 @@ impl SchemeState {
             "" => return Ok(Node::Root),
             ACCESS => return Ok(Node::Access),
             CONTROL => return Ok(Node::Control(0)),
+            PARTICIPANT => return Ok(Node::Participant(0)),
             _ => {}
         }
         let (name, rest) = path.split_once('/').unwrap_or((path, ""));
@@ -453,7 +487,10 @@ impl SchemeState {
             if !expects_dir && node.is_dir() {
                 return Err(SchemeError::IsDirectory);
             }
-            let needs_root = matches!(node, Node::Channel(_) | Node::Access | Node::Control(_));
+            let needs_root = matches!(
+                node,
+                Node::Channel(_) | Node::Access | Node::Control(_) | Node::Participant(_)
+            );
             if needs_root && caller.uid != 0 {
                 return Err(SchemeError::PermissionDenied);
             }
@@ -497,6 +534,14 @@ impl SchemeState {
                     Some(Event::ClientOpened { client }),
                 )
             }
+            Node::Participant(_) => (
+                Node::Participant(id),
+                Some(Stream::default()),
+                Some(Event::ParticipantOpened {
+                    handle: id,
+                    pid: caller.pid,
+                }),
+            ),
             other => (other, None, None),
         };
         self.next_handle += 1;
@@ -561,6 +606,7 @@ impl SchemeState {
             Node::Channel(a) => format!("/scheme/pci/{}/{CHANNEL}", function_name(a)),
             Node::Access => format!("/scheme/pci/{ACCESS}"),
             Node::Control(_) => format!("/scheme/pci/{CONTROL}"),
+            Node::Participant(_) => format!("/scheme/pci/{PARTICIPANT}"),
         })
     }
 
@@ -570,7 +616,7 @@ impl SchemeState {
             Node::Bars(a) => self.functions.get(&a).map_or(0, |f| f.bars.len() as u64),
             Node::Root => self.functions.len() as u64,
             Node::Function(_) => 2,
-            Node::Channel(_) | Node::Access | Node::Control(_) => 0,
+            Node::Channel(_) | Node::Access | Node::Control(_) | Node::Participant(_) => 0,
         })
     }
 
@@ -598,7 +644,7 @@ impl SchemeState {
                 buf[..n].copy_from_slice(&text.as_bytes()[start..start + n]);
                 Ok(n)
             }
-            Node::Channel(_) | Node::Control(_) => self
+            Node::Channel(_) | Node::Control(_) | Node::Participant(_) => self
                 .handles
                 .get_mut(&id)
                 .and_then(|h| h.stream.as_mut())
@@ -617,7 +663,10 @@ impl SchemeState {
         cfg: &dyn ConfigAccess,
     ) -> Result<(usize, Vec<Event>), SchemeError> {
         let node = self.usable(id)?.node;
-        if !matches!(node, Node::Channel(_) | Node::Control(_)) {
+        if !matches!(
+            node,
+            Node::Channel(_) | Node::Control(_) | Node::Participant(_)
+        ) {
             return Err(SchemeError::BadHandle);
         }
         let stream = self
@@ -672,6 +721,21 @@ impl SchemeState {
                             message,
                         },
                         Frame::Bad { error, .. } => Event::DriverBadFrame { address, error },
+                    })
+                    .collect()
+            }
+            Node::Participant(handle) => {
+                stream.rx.extend_from_slice(buf);
+                stream
+                    .take_frames::<DriverMessage>()
+                    .into_iter()
+                    .map(|f| match f {
+                        Frame::Message(message) => Event::ParticipantMessage {
+                            handle,
+                            pid: caller.pid,
+                            message,
+                        },
+                        Frame::Bad { error, .. } => Event::ParticipantBadFrame { handle, error },
                     })
                     .collect()
             }
@@ -739,6 +803,7 @@ impl SchemeState {
                 self.clients.remove(&client);
                 Some(Event::ClientClosed { client })
             }
+            Node::Participant(handle) => Some(Event::ParticipantClosed { handle }),
             _ => None,
         }
     }
@@ -790,6 +855,36 @@ impl SchemeState {
     pub fn close_driver(&mut self, address: PciAddress) -> Option<usize> {
         let id = self.channels.get(&address).copied();
         let (id, stream) = self.stream_of(id).ok()?;
+        stream.closed = true;
+        Some(id)
+    }
+
+    /// Queues a message on the participant channel `handle`; returns the
+    /// handle to notify.
+    pub fn send_to_participant(
+        &mut self,
+        handle: usize,
+        message: &DriverMessage,
+    ) -> Result<usize, SendError> {
+        let frame = message
+            .encode()
+            .map_err(|e| SendError::Encode(e.to_string()))?;
+        let is_participant = self
+            .handles
+            .get(&handle)
+            .is_some_and(|h| matches!(h.node, Node::Participant(_)) && !h.stat);
+        let (id, stream) = self.stream_of(is_participant.then_some(handle))?;
+        stream.queue(&frame)?;
+        Ok(id)
+    }
+
+    /// Closes a participant channel from pcid's side; returns the handle to notify.
+    pub fn close_participant(&mut self, handle: usize) -> Option<usize> {
+        let is_participant = self
+            .handles
+            .get(&handle)
+            .is_some_and(|h| matches!(h.node, Node::Participant(_)) && !h.stat);
+        let (id, stream) = self.stream_of(is_participant.then_some(handle)).ok()?;
         stream.closed = true;
         Some(id)
     }

@@ -1059,7 +1059,10 @@ fn participants_register_are_listed_and_relayed_like_drivers() {
     let mut f = Fixture::new(1, false);
     f.start_all(ShutdownSupport::TwoPhase);
     let p = f.relay.add_participant(77, f.t0);
-    assert!(f.relay.participants().is_empty(), "listed only once registered");
+    assert!(
+        f.relay.participants().is_empty(),
+        "listed only once registered"
+    );
     let out = f.drv(p, register("file", vec![Provider::Device(addr(4))]));
     let pid_id = registered_id(&out, p);
     assert!(pid_id >= 1 && pid_id <= MAX_PARTICIPANT_ID);
@@ -1176,13 +1179,17 @@ fn participant_channels_speak_register_not_hello_and_drivers_the_reverse() {
             support: ShutdownSupport::TwoPhase,
         },
     );
-    assert!(error_before_close(&out, p).1.contains("participant channel"));
+    assert!(error_before_close(&out, p)
+        .1
+        .contains("participant channel"));
     let out = f.drv(0, register("file", vec![]));
     assert!(error_before_close(&out, 0).1.contains("driver channel"));
     let q = f.relay.add_participant(10, f.t0);
     f.drv(q, register("db", vec![]));
     let out = f.drv(q, DriverMessage::Ready);
-    assert!(error_before_close(&out, q).1.contains("Ready on a participant"));
+    assert!(error_before_close(&out, q)
+        .1
+        .contains("Ready on a participant"));
     let r = f.relay.add_participant(11, f.t0);
     f.drv(r, register("log", vec![]));
     let out = f.drv(r, register("log", vec![]));
@@ -1220,7 +1227,10 @@ fn a_participant_that_goes_away_fails_its_request_and_every_client_hears_it() {
                     },
             } => {
                 assert_eq!(*participant, id);
-                assert!(message.contains("participant closed its channel"), "{message}");
+                assert!(
+                    message.contains("participant closed its channel"),
+                    "{message}"
+                );
                 Some((*client, *rid, *kind))
             }
             _ => None,
@@ -1245,7 +1255,14 @@ fn a_participant_that_goes_away_fails_its_request_and_every_client_hears_it() {
     );
     assert!(matches!(
         &out[..],
-        [Output::ToClient { message: ControlMessage::ParticipantError { id: 7, kind: DeviceErrorKind::DriverDied, .. }, .. }]
+        [Output::ToClient {
+            message: ControlMessage::ParticipantError {
+                id: 7,
+                kind: DeviceErrorKind::DriverDied,
+                ..
+            },
+            ..
+        }]
     ));
 }
 
@@ -1268,7 +1285,13 @@ fn unknown_and_unregistered_participants_are_unknown_and_silent_channels_are_clo
         assert!(
             matches!(
                 &out[..],
-                [Output::ToClient { message: ControlMessage::ParticipantError { kind: DeviceErrorKind::UnknownDevice, .. }, .. }]
+                [Output::ToClient {
+                    message: ControlMessage::ParticipantError {
+                        kind: DeviceErrorKind::UnknownDevice,
+                        ..
+                    },
+                    ..
+                }]
             ),
             "{out:?}"
         );

@@ -8,7 +8,8 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use super::{sys, ControlChannel};
+use super::{sys, Channel, ControlChannel, DriverChannel};
+use crate::wire::WireMessage;
 
 /// Errors of the control endpoint.
 #[derive(Debug, thiserror::Error)]
@@ -144,6 +145,16 @@ impl ControlListener {
         &self,
         timeout: Option<Duration>,
     ) -> Result<(ControlChannel, PeerCred), ControlError> {
+        self.accept_channel(timeout)
+    }
+
+    /// Like [`ControlListener::accept`], for a socket whose peers speak
+    /// another message family (pcid's participant socket carries the
+    /// driver-channel family).
+    pub fn accept_channel<M: WireMessage>(
+        &self,
+        timeout: Option<Duration>,
+    ) -> Result<(Channel<M>, PeerCred), ControlError> {
         let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
         loop {
             match self.listener.accept() {
@@ -153,7 +164,7 @@ impl ControlListener {
                         .map_err(|e| self.io("accepting on", e))?;
                     let cred = peer_cred(stream.as_fd())
                         .map_err(|e| self.io("reading peer credentials on", e))?;
-                    return Ok((ControlChannel::from_stream(stream), cred));
+                    return Ok((Channel::from_stream(stream), cred));
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -196,6 +207,32 @@ impl Drop for ControlListener {
             if e.kind() != io::ErrorKind::NotFound {
                 log::warn!("removing control socket {}: {e}", self.path.display());
             }
+        }
+    }
+}
+
+/// A participant's side of pcid's participant socket (PROTOCOL.md §14).
+#[derive(Debug, Clone, Copy)]
+pub struct ParticipantClient;
+
+impl ParticipantClient {
+    /// Connects to pcid's participant socket at `path` (errors as
+    /// [`ControlClient::connect`]).
+    pub fn connect(path: impl AsRef<Path>) -> Result<DriverChannel, ControlError> {
+        let path = path.as_ref();
+        match UnixStream::connect(path) {
+            Ok(stream) => Ok(DriverChannel::from_stream(stream)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(ControlError::NotRunning {
+                path: path.to_path_buf(),
+            }),
+            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => Err(ControlError::Stale {
+                path: path.to_path_buf(),
+            }),
+            Err(source) => Err(ControlError::Io {
+                op: "connecting to",
+                path: path.to_path_buf(),
+                source,
+            }),
         }
     }
 }

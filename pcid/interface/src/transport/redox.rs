@@ -202,6 +202,8 @@ impl<M: WireMessage> Channel<M> {
 
 /// Where pcid serves its control endpoint on Redox.
 pub const CONTROL_PATH: &str = "/scheme/pci/control";
+/// Where a participant opens its channel to pcid on Redox (PROTOCOL.md §14).
+pub const PARTICIPANT_PATH: &str = "/scheme/pci/participant";
 
 /// Errors of the control endpoint on Redox.
 #[derive(Debug, thiserror::Error)]
@@ -224,6 +226,19 @@ pub enum ControlError {
     },
 }
 
+/// A participant's side of pcid's participant endpoint.
+#[derive(Debug, Clone, Copy)]
+pub struct ParticipantClient;
+
+impl ParticipantClient {
+    /// Opens a participant channel (`/scheme/pci/participant` unless told
+    /// otherwise; uid 0 only). Each open is a new channel. Open it before
+    /// dropping privileges: its event queue and timer are opened here too.
+    pub fn connect(path: impl AsRef<Path>) -> Result<super::DriverChannel, ControlError> {
+        open_channel(path.as_ref())
+    }
+}
+
 /// shutdownd's side of the control endpoint.
 #[derive(Debug, Clone, Copy)]
 pub struct ControlClient;
@@ -232,32 +247,36 @@ impl ControlClient {
     /// Opens pcid's control endpoint (`/scheme/pci/control` unless told
     /// otherwise). pcid accepts only callers with uid 0.
     pub fn connect(path: impl AsRef<Path>) -> Result<ControlChannel, ControlError> {
-        let path = path.as_ref();
-        let file = match OpenOptions::new().read(true).write(true).open(path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Err(ControlError::NotRunning {
-                    path: path.to_path_buf(),
-                })
-            }
-            Err(source) => {
-                return Err(ControlError::Io {
-                    op: "opening",
-                    path: path.to_path_buf(),
-                    source,
-                })
-            }
-        };
-        let fd = OwnedFd::from(file);
-        set_nonblocking(fd.as_raw_fd() as usize).map_err(|source| ControlError::Io {
-            op: "setting O_NONBLOCK on",
-            path: path.to_path_buf(),
-            source,
-        })?;
-        ControlChannel::try_from_stream(UnixStream::from(fd)).map_err(|source| ControlError::Io {
-            op: "opening an event queue and a timer for",
-            path: path.to_path_buf(),
-            source,
-        })
+        open_channel(path.as_ref())
     }
+}
+
+/// Opens a handle to pcid's scheme at `path` as a channel of `M`.
+fn open_channel<M: WireMessage>(path: &Path) -> Result<Channel<M>, ControlError> {
+    let file = match OpenOptions::new().read(true).write(true).open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Err(ControlError::NotRunning {
+                path: path.to_path_buf(),
+            })
+        }
+        Err(source) => {
+            return Err(ControlError::Io {
+                op: "opening",
+                path: path.to_path_buf(),
+                source,
+            })
+        }
+    };
+    let fd = OwnedFd::from(file);
+    set_nonblocking(fd.as_raw_fd() as usize).map_err(|source| ControlError::Io {
+        op: "setting O_NONBLOCK on",
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Channel::try_from_stream(UnixStream::from(fd)).map_err(|source| ControlError::Io {
+        op: "opening an event queue and a timer for",
+        path: path.to_path_buf(),
+        source,
+    })
 }

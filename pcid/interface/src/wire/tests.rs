@@ -576,10 +576,8 @@ fn provider_lists_are_checked_both_ways() {
     };
     assert!(matches!(many.encode(), Err(EncodeError::TooMany { .. })));
     // An unknown provider kind, and a count above the maximum.
-    let mut f = hex(
-        "50434944 0100 0a 00 00000000 09000000
-         0100 02 0100 78  0100 07",
-    );
+    let mut f = hex("50434944 0100 0a 00 00000000 09000000
+         0100 02 0100 78  0100 07");
     assert_eq!(
         DriverMessage::decode(&f),
         Err(DecodeError::InvalidEnumValue {
@@ -1031,12 +1029,14 @@ fn driver_message() -> impl Strategy<Value = DriverMessage> {
             support(),
             proptest::collection::vec(provider(), 0..8)
         )
-            .prop_map(|(version, name, support, providers)| DriverMessage::Register {
-                version,
-                name,
-                support,
-                providers,
-            }),
+            .prop_map(
+                |(version, name, support, providers)| DriverMessage::Register {
+                    version,
+                    name,
+                    support,
+                    providers,
+                }
+            ),
         (any::<u16>(), any::<u32>())
             .prop_map(|(version, id)| DriverMessage::Registered { version, id }),
     ]
@@ -1059,14 +1059,16 @@ fn participant_info() -> impl Strategy<Value = ParticipantInfo> {
         prop_oneof![Just(DriverState::Running), Just(DriverState::Gone)],
         proptest::collection::vec(provider(), 0..6),
     )
-        .prop_map(|(id, name, support, pid, state, providers)| ParticipantInfo {
-            id,
-            name,
-            support,
-            pid,
-            state,
-            providers,
-        })
+        .prop_map(
+            |(id, name, support, pid, state, providers)| ParticipantInfo {
+                id,
+                name,
+                support,
+                pid,
+                state,
+                providers,
+            },
+        )
 }
 
 fn device_info() -> impl Strategy<Value = DeviceInfo> {

@@ -430,3 +430,91 @@ fn acpid_reaches_configuration_space_through_access() {
     assert_eq!(u32::from_le_bytes(class), 0x0106_0102);
     assert!(w.engine.devices().is_empty(), "acpid is not a driver");
 }
+
+#[test]
+fn a_participant_registers_through_the_scheme_and_is_asked_before_the_disk() {
+    use pcid_interface::protocol::Provider;
+    const FS: Caller = Caller { uid: 0, pid: 11 };
+    let mut w = World::new();
+    // A non-root process may not take part.
+    assert_eq!(
+        w.engine
+            .state
+            .open("participant", FILE, Caller { uid: 1000, pid: 12 }, &w.cfg)
+            .unwrap_err(),
+        crate::redox::state::SchemeError::PermissionDenied
+    );
+    let p = w.open("participant", FS);
+    let q = w.open("/participant", FS);
+    assert_ne!(p, q, "each open is a channel of its own");
+    assert_eq!(w.engine.state.path(p).unwrap(), "/scheme/pci/participant");
+    w.send_driver(
+        p,
+        &DriverMessage::Register {
+            version: PROTOCOL_VERSION,
+            name: "file".into(),
+            support: ShutdownSupport::TwoPhase,
+            providers: vec![Provider::Device(nvme())],
+        },
+        FS,
+    );
+    let id = match &w.frames::<DriverMessage>(p)[..] {
+        [DriverMessage::Registered { id, .. }] => *id,
+        other => panic!("{other:?}"),
+    };
+    assert!(w.host.notified.contains(&p), "the participant was woken");
+    let ctl = w.open("control", SHUTDOWND);
+    w.send_control(ctl, &ControlMessage::ListParticipants { id: 3 });
+    match &w.frames::<ControlMessage>(ctl)[..] {
+        [ControlMessage::Participants {
+            id: 3,
+            participants,
+        }] => {
+            assert_eq!(
+                participants.len(),
+                1,
+                "the unregistered channel is not listed"
+            );
+            assert_eq!(participants[0].id, id);
+            assert_eq!(participants[0].pid, 11);
+            assert_eq!(participants[0].providers, vec![Provider::Device(nvme())]);
+        }
+        other => panic!("{other:?}"),
+    }
+    w.send_control(
+        ctl,
+        &ControlMessage::ParticipantShutdown {
+            id: 4,
+            participant: id,
+            kind: ShutdownKind::Poweroff,
+            deadline: Duration::from_secs(1),
+        },
+    );
+    let seq = match &w.frames::<DriverMessage>(p)[..] {
+        [DriverMessage::Shutdown { seq, .. }] => *seq,
+        other => panic!("{other:?}"),
+    };
+    w.send_driver(
+        p,
+        &DriverMessage::FinishAck {
+            seq,
+            outcome: FinishOutcome::Clean,
+            elapsed: Duration::from_millis(20),
+            detail: "unmounted".into(),
+        },
+        FS,
+    );
+    assert!(matches!(
+        &w.frames::<ControlMessage>(ctl)[..],
+        [ControlMessage::ParticipantFinishAck {
+            id: 4,
+            outcome: FinishOutcome::Clean,
+            ..
+        }]
+    ));
+    // Its handle closing after the answer is no death; the other, never
+    // registered, leaves without a trace.
+    w.close(p);
+    w.close(q);
+    assert!(w.frames::<ControlMessage>(ctl).is_empty());
+}
