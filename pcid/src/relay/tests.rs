@@ -1065,7 +1065,7 @@ fn participants_register_are_listed_and_relayed_like_drivers() {
     );
     let out = f.drv(p, register("file", vec![Provider::Device(addr(4))]));
     let pid_id = registered_id(&out, p);
-    assert!(pid_id >= 1 && pid_id <= MAX_PARTICIPANT_ID);
+    assert!((1..=MAX_PARTICIPANT_ID).contains(&pid_id));
     assert_eq!(
         f.relay.participants(),
         vec![ParticipantInfo {
