@@ -20,6 +20,13 @@
 //! A driver that only knows how to shut down in one step implements
 //! [`OnePhaseShutdown`] and serves [`OnePhase`]`(driver)`.
 //!
+//! A **participant** — a daemon that is not a PCI driver but holds state for
+//! devices, such as a file system — calls [`register`] instead of
+//! [`connect`] (PROTOCOL.md §14): it names itself and what it depends on,
+//! and then serves the same [`ShutdownHandler`] with
+//! [`DriverConnection::serve`]. Its `Begin` comes before any of its
+//! providers' (the file system is flushed before its disk shuts down).
+//!
 //! # Example
 //!
 //! A driver and, in a thread, the part of pcid it talks to:
@@ -89,7 +96,7 @@ use std::time::{Duration, Instant};
 
 use crate::function::{PciAddress, PciFunction};
 use crate::protocol::{
-    DriverMessage, FinishOutcome, ShutdownKind, ShutdownSupport, PROTOCOL_VERSION,
+    DriverMessage, FinishOutcome, Provider, ShutdownKind, ShutdownSupport, PROTOCOL_VERSION,
 };
 use crate::transport::{DriverChannel, TransportError};
 
@@ -280,6 +287,9 @@ pub enum DriverError {
     /// pcid sent something other than `Welcome` during the handshake.
     #[error("expected Welcome from pcid, got {0}")]
     Unexpected(String),
+    /// pcid's participant endpoint cannot be reached.
+    #[error("cannot reach pcid's participant endpoint: {0}")]
+    Endpoint(#[from] crate::transport::ControlError),
 }
 
 /// How [`DriverConnection::serve`] ended.
@@ -291,12 +301,15 @@ pub enum ServeOutcome {
     Closed,
 }
 
-/// A driver's connection to pcid after the handshake.
+/// A driver's (or participant's) connection to pcid after the handshake.
 #[derive(Debug)]
 pub struct DriverConnection {
     channel: DriverChannel,
     support: ShutdownSupport,
-    address: PciAddress,
+    /// The function served (`None` for a participant).
+    address: Option<PciAddress>,
+    /// How log lines name the connection.
+    label: String,
     ready_sent: bool,
 }
 
@@ -357,7 +370,8 @@ pub fn connect_over(
                 let conn = DriverConnection {
                     channel,
                     support,
-                    address: function.address,
+                    address: Some(function.address),
+                    label: function.address.to_string(),
                     ready_sent: false,
                 };
                 return Ok((conn, function));
@@ -371,6 +385,77 @@ pub fn connect_over(
                 return Err(DriverError::Unexpected(other.name().to_owned()));
             }
         }
+    }
+}
+
+/// Registers a participant with pcid (PROTOCOL.md §14): opens pcid's
+/// participant endpoint (`path`: the socket given to pcid's `--participants`
+/// on Linux, [`crate::transport::PARTICIPANT_PATH`] on Redox), sends
+/// `Register` and waits at most [`WELCOME_TIMEOUT`] for `Registered`.
+/// Returns the connection, to [`DriverConnection::serve`], and the
+/// participant's id.
+pub fn register(
+    path: impl AsRef<std::path::Path>,
+    name: &str,
+    support: ShutdownSupport,
+    providers: Vec<Provider>,
+) -> Result<(DriverConnection, u32), DriverError> {
+    let channel = crate::transport::ParticipantClient::connect(path)?;
+    register_over(channel, name, support, providers, WELCOME_TIMEOUT)
+}
+
+/// Like [`register`], over a given channel and with a given timeout.
+pub fn register_over(
+    mut channel: DriverChannel,
+    name: &str,
+    support: ShutdownSupport,
+    providers: Vec<Provider>,
+    timeout: Duration,
+) -> Result<(DriverConnection, u32), DriverError> {
+    channel.send(&DriverMessage::Register {
+        version: PROTOCOL_VERSION,
+        name: name.to_owned(),
+        support,
+        providers,
+    })?;
+    let deadline = Deadline::new(timeout);
+    let msg = match channel.recv(Some(deadline.remaining())) {
+        Ok(m) => m,
+        Err(TransportError::Timeout(_)) => return Err(DriverError::NoWelcome(timeout)),
+        Err(e) => {
+            tell_version_error(&channel, &e);
+            return Err(e.into());
+        }
+    };
+    match msg {
+        DriverMessage::Registered { version, id } => {
+            if version == 0 || version > PROTOCOL_VERSION {
+                let _ = channel.send(&DriverMessage::Error {
+                    seq: 0,
+                    message: format!(
+                        "unsupported protocol version {version}, participant speaks {PROTOCOL_VERSION}"
+                    ),
+                });
+                return Err(DriverError::Version {
+                    theirs: version,
+                    ours: PROTOCOL_VERSION,
+                });
+            }
+            log::debug!("participant {name}: registered with pcid as #{id}");
+            Ok((
+                DriverConnection {
+                    channel,
+                    support,
+                    address: None,
+                    label: format!("participant {name}"),
+                    // Participants send no Ready.
+                    ready_sent: true,
+                },
+                id,
+            ))
+        }
+        DriverMessage::Error { message, .. } => Err(DriverError::Refused(message)),
+        other => Err(DriverError::Unexpected(other.name().to_owned())),
     }
 }
 
@@ -414,8 +499,9 @@ enum Phase {
 }
 
 impl DriverConnection {
-    /// The address of the function this connection serves.
-    pub fn address(&self) -> PciAddress {
+    /// The address of the function this connection serves (`None` for a
+    /// participant).
+    pub fn address(&self) -> Option<PciAddress> {
         self.address
     }
 
@@ -424,7 +510,8 @@ impl DriverConnection {
         self.support
     }
 
-    /// Tells pcid the device is up. Sent once; later calls do nothing.
+    /// Tells pcid the device is up. Sent once; later calls do nothing (and a
+    /// participant sends none).
     pub fn ready(&mut self) -> Result<(), DriverError> {
         if !self.ready_sent {
             self.channel.send(&DriverMessage::Ready)?;
@@ -438,7 +525,7 @@ impl DriverConnection {
     }
 
     fn reject(&self, seq: u32, message: String) -> Result<(), DriverError> {
-        log::warn!("{}: {message}", self.address);
+        log::warn!("{}: {message}", self.label);
         self.send(&DriverMessage::Error {
             seq,
             message: clip(message, crate::wire::MAX_TEXT_LEN),
@@ -468,7 +555,7 @@ impl DriverConnection {
         if handler.support() != self.support {
             log::warn!(
                 "{}: handler supports {:?} but {:?} was declared; serving as declared",
-                self.address,
+                self.label,
                 handler.support(),
                 self.support
             );
@@ -478,7 +565,7 @@ impl DriverConnection {
             let msg = match self.channel.recv(None) {
                 Ok(m) => m,
                 Err(TransportError::Closed | TransportError::ClosedMidFrame { .. }) => {
-                    log::info!("{}: pcid closed the channel", self.address);
+                    log::info!("{}: pcid closed the channel", self.label);
                     return Ok(ServeOutcome::Closed);
                 }
                 Err(TransportError::Malformed { seq, error }) if !error.is_stream_fatal() => {
@@ -514,13 +601,13 @@ impl DriverConnection {
                     let deadline = Deadline::starting_at(received, deadline);
                     log::info!(
                         "{}: Begin {kind:?} seq {seq}, deadline {:?}",
-                        self.address,
+                        self.label,
                         deadline.allowed()
                     );
                     let (budget, begin_error) = match handler.begin(kind, deadline) {
                         Ok(budget) => (budget, None),
                         Err(e) => {
-                            log::error!("{}: begin failed: {e}", self.address);
+                            log::error!("{}: begin failed: {e}", self.label);
                             (Duration::ZERO, Some(e))
                         }
                     };
@@ -542,7 +629,7 @@ impl DriverConnection {
                     };
                     log::info!(
                         "{}: Finish seq {seq}: {:?} after {:?} {}",
-                        self.address,
+                        self.label,
                         report.outcome,
                         report.elapsed,
                         report.detail
@@ -567,7 +654,7 @@ impl DriverConnection {
                         continue;
                     }
                     let deadline = Deadline::starting_at(received, deadline);
-                    log::info!("{}: Shutdown {kind:?} seq {seq}", self.address);
+                    log::info!("{}: Shutdown {kind:?} seq {seq}", self.label);
                     let report = match handler.begin(kind, deadline) {
                         Ok(_) => handler.finish(deadline),
                         Err(e) => FinishReport::new(
@@ -582,7 +669,7 @@ impl DriverConnection {
                 DriverMessage::Error { seq, message } => {
                     log::warn!(
                         "{}: pcid reports an error (seq {seq}): {message}",
-                        self.address
+                        self.label
                     );
                 }
                 other => {
@@ -599,7 +686,7 @@ impl DriverConnection {
         handler: H,
     ) -> std::io::Result<JoinHandle<Result<ServeOutcome, DriverError>>> {
         std::thread::Builder::new()
-            .name(format!("pcid-channel {}", self.address))
+            .name(format!("pcid-channel {}", self.label))
             .spawn(move || self.serve(handler))
     }
 }

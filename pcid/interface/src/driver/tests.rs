@@ -92,7 +92,7 @@ fn handshake(support: ShutdownSupport) -> (DriverChannel, DriverConnection) {
     });
     let (conn, f) = connect_over(driver_end, "testd", support, WELCOME_TIMEOUT).expect("connect");
     assert_eq!(f, function());
-    assert_eq!(conn.address(), function().address);
+    assert_eq!(conn.address(), Some(function().address));
     (pcid_side.join().expect("join"), conn)
 }
 
@@ -463,4 +463,83 @@ fn a_deadline_starts_when_the_last_byte_of_its_frame_arrives() {
         DriverMessage::FinishAck { seq: 2, .. }
     ));
     server.join().expect("join").expect("serve");
+}
+
+#[test]
+fn a_participant_registers_sends_no_ready_and_serves_begin_and_finish() {
+    let (mine, mut pcid) = DriverChannel::pair().expect("pair");
+    let pcid_side = std::thread::spawn(move || {
+        let register = pcid.recv(T).expect("register");
+        pcid.send(&DriverMessage::Registered { version: 1, id: 7 })
+            .expect("send");
+        pcid.send(&DriverMessage::Begin {
+            seq: 1,
+            kind: ShutdownKind::Poweroff,
+            deadline: Duration::from_secs(2),
+        })
+        .expect("send");
+        // The first frame after Registered must answer the Begin: no Ready.
+        let ack = pcid.recv(T).expect("begin ack");
+        pcid.send(&DriverMessage::Finish {
+            seq: 2,
+            deadline: Duration::from_secs(2),
+        })
+        .expect("send");
+        let fin = pcid.recv(T).expect("finish ack");
+        (register, ack, fin)
+    });
+    let (conn, id) = register_over(
+        mine,
+        "file",
+        ShutdownSupport::TwoPhase,
+        vec![Provider::AllDevices],
+        Duration::from_secs(10),
+    )
+    .expect("registered");
+    assert_eq!(id, 7);
+    assert_eq!(conn.address(), None);
+    let rec = Recorder::default();
+    let outcome = conn.serve(rec.clone()).expect("serve");
+    assert!(matches!(outcome, ServeOutcome::Finished(_)));
+    let (register, ack, fin) = pcid_side.join().expect("pcid thread");
+    assert_eq!(
+        register,
+        DriverMessage::Register {
+            version: PROTOCOL_VERSION,
+            name: "file".into(),
+            support: ShutdownSupport::TwoPhase,
+            providers: vec![Provider::AllDevices],
+        }
+    );
+    assert!(
+        matches!(ack, DriverMessage::BeginAck { seq: 1, .. }),
+        "{ack:?}"
+    );
+    assert!(
+        matches!(fin, DriverMessage::FinishAck { seq: 2, .. }),
+        "{fin:?}"
+    );
+    assert_eq!(rec.calls().len(), 2);
+}
+
+#[test]
+fn a_refused_registration_is_an_error_naming_why() {
+    let (mine, mut pcid) = DriverChannel::pair().expect("pair");
+    let pcid_side = std::thread::spawn(move || {
+        let _ = pcid.recv(T);
+        let _ = pcid.send(&DriverMessage::Error {
+            seq: 0,
+            message: "protocol violation: participant name \"file\" is in use".into(),
+        });
+    });
+    let err = register_over(
+        mine,
+        "file",
+        ShutdownSupport::TwoPhase,
+        vec![],
+        Duration::from_secs(10),
+    )
+    .expect_err("refused");
+    pcid_side.join().expect("pcid thread");
+    assert!(err.to_string().contains("is in use"), "{err}");
 }
