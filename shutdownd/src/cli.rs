@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use pcid_interface::protocol::ShutdownKind;
 
+use crate::local::Unmount;
 use crate::scheduler::{Config, Mode};
 
 /// The name under which the binary behaves as Redox's `shutdown`.
@@ -29,7 +30,14 @@ pub const SHUTDOWN_DEFAULT_DEADLINE: Duration = Duration::from_secs(30);
 /// shutdownd's usage line.
 pub const USAGE: &str = "usage: shutdownd --control PATH [--kind poweroff|reboot] [--sequential] \
 [--json FILE|-] [--deadline-ms MS] [--begin-timeout-ms MS] [--one-phase-timeout-ms MS] [--quiet] \
-[-r|--reboot] [--no-power-off]";
+[-r|--reboot] [--no-power-off] [--unmount SCHEME[=ADDRESS|all,...]]... [--no-unmount]
+
+  --unmount SCHEME[=PROVIDERS]  (Redox) unmount the file system served as scheme SCHEME
+                                through the kernel, as a participant that must be done
+                                before PROVIDERS (PCI addresses, or `all`: the default)
+                                begin; repeatable
+  --no-unmount                  unmount nothing (run as `shutdown`, the root file system
+                                `file` is unmounted by default when it is mounted)";
 
 /// Help text of the `shutdown` flavour.
 pub const SHUTDOWN_HELP: &str = "\
@@ -50,8 +58,10 @@ OPTIONS
     -h, --help      display this help and exit
     -r, --reboot    reboot instead of powering off
     shutdownd's long options (--control, --deadline-ms, --sequential,
-    --json, --quiet, --no-power-off, ...) are accepted too; the global
-    deadline defaults to 30000 ms.
+    --json, --quiet, --no-power-off, --unmount, ...) are accepted too; the
+    global deadline defaults to 30000 ms. Before any device, the root file
+    system (scheme `file`, when mounted) is unmounted through the kernel, so
+    redoxfs commits and exits first; --no-unmount leaves it alone.
 ";
 
 /// Which command line the binary was started with.
@@ -86,7 +96,38 @@ pub struct Invocation {
     pub config: Config,
     /// Redox: skip the final kstop request.
     pub no_power_off: bool,
+    /// File systems to unmount first (`--unmount`).
+    pub unmounts: Vec<Unmount>,
+    /// `--no-unmount`.
+    pub no_unmount: bool,
+    /// Which flavour parsed it.
+    pub flavor: Flavor,
 }
+
+impl Invocation {
+    /// The file systems to unmount: those given, or — run as `shutdown`
+    /// without `--unmount` or `--no-unmount` — Redox's root file system
+    /// `file` if `is_mounted("file")` says it is.
+    pub fn unmounts_with_default(&self, is_mounted: impl FnOnce(&str) -> bool) -> Vec<Unmount> {
+        if self.no_unmount {
+            return Vec::new();
+        }
+        if !self.unmounts.is_empty() || self.flavor != Flavor::Shutdown {
+            return self.unmounts.clone();
+        }
+        if is_mounted(ROOT_FILE_SYSTEM) {
+            vec![Unmount {
+                scheme: ROOT_FILE_SYSTEM.to_string(),
+                providers: vec![pcid_interface::protocol::Provider::AllDevices],
+            }]
+        } else {
+            Vec::new()
+        }
+    }
+}
+
+/// The scheme Redox's root file system is mounted as.
+pub const ROOT_FILE_SYSTEM: &str = "file";
 
 impl Invocation {
     fn new(flavor: Flavor) -> Self {
@@ -100,6 +141,9 @@ impl Invocation {
             quiet: false,
             config,
             no_power_off: false,
+            unmounts: Vec::new(),
+            no_unmount: false,
+            flavor,
         }
     }
 }
@@ -135,6 +179,11 @@ fn long_option(
         "--quiet" => inv.quiet = true,
         "--reboot" => inv.config.kind = ShutdownKind::Reboot,
         "--no-power-off" => inv.no_power_off = true,
+        "--no-unmount" => inv.no_unmount = true,
+        "--unmount" => inv.unmounts.push(Unmount::parse(
+            &it.next()
+                .ok_or("--unmount needs SCHEME[=ADDRESS|all,...]")?,
+        )?),
         "--kind" => {
             inv.config.kind = match it.next().as_deref() {
                 Some("poweroff") => ShutdownKind::Poweroff,
@@ -328,6 +377,33 @@ mod tests {
             inv.config.global_deadline,
             Config::default().global_deadline
         );
+    }
+
+    #[test]
+    fn unmounts_are_given_or_the_root_file_system_by_default_as_shutdown() {
+        let inv = run(parse_shutdownd(args(&[
+            "--unmount",
+            "file=0000:00:01.0",
+            "--unmount",
+            "usb",
+        ]))
+        .unwrap());
+        let u = inv.unmounts_with_default(|_| panic!("not asked"));
+        assert_eq!(u.len(), 2);
+        assert_eq!(u[0].scheme, "file");
+        // shutdownd itself unmounts nothing unless told.
+        let inv = run(parse_shutdownd(args(&[])).unwrap());
+        assert!(inv.unmounts_with_default(|_| true).is_empty());
+        // `shutdown` unmounts the root file system when it is mounted.
+        let inv = run(parse_shutdown(args(&[])).0);
+        assert_eq!(inv.unmounts_with_default(|n| n == "file")[0].scheme, "file");
+        assert!(inv.unmounts_with_default(|_| false).is_empty());
+        let inv = run(parse_shutdown(args(&["--no-unmount"])).0);
+        assert!(inv.unmounts_with_default(|_| true).is_empty());
+        assert!(parse_shutdownd(args(&["--unmount", "a/b"])).is_err());
+        let (p, w) = parse_shutdown(args(&["--unmount", "x=nvme"]));
+        assert!(run(p).unmounts.is_empty());
+        assert!(w[0].contains("neither a PCI address"), "{w:?}");
     }
 
     #[test]

@@ -1,28 +1,36 @@
-//! `shutdownd`: orchestrates the two-phase shutdown of every PCI device driver.
+//! `shutdownd`: orchestrates the two-phase shutdown of every PCI device driver
+//! and of the participants above them (file systems and other daemons that
+//! hold state for devices).
 //!
-//! shutdownd asks pcid for its device list, sends `Begin` to every two-phase
-//! driver (and `Shutdown` to every one-phase driver) before waiting for any
-//! device to finish, answers each `BeginAck` with `Finish`, enforces per-device
-//! and global deadlines, and reports the outcome of every device.
+//! shutdownd asks pcid for its device and participant lists, sends `Begin`
+//! to every two-phase subject (and `Shutdown` to every one-phase one) that
+//! no consumer holds back before waiting for any to finish — participants
+//! before the devices they depend on, devices before their bridges —
+//! answers each `BeginAck` with `Finish`, enforces per-subject and global
+//! deadlines, and reports every outcome, the order and the critical path.
 //!
 //! * [`cli`] — the command lines: shutdownd's own and, run under the name
 //!   `shutdown`, that of Redox's `shutdown`;
-//! * [`plan`] — children-before-parents ordering and cycle detection;
+//! * [`plan`] — consumers before providers (participants before their
+//!   disks, devices before their bridges), cycle detection;
+//! * [`local`] — participants shutdownd serves itself (Redox's kernel
+//!   unmount of a file system scheme);
 //! * [`scheduler`] — the pure state machine, polled with the current time;
 //! * [`report`] — the human table and the JSON report;
 //! * [`run`] — the I/O loop over pcid's control connection.
 
 pub mod cli;
+pub mod local;
 pub mod plan;
 pub mod report;
 pub mod run;
 pub mod scheduler;
 
-pub use plan::{Plan, PlanError};
+pub use plan::{Plan, PlanError, Subject};
 pub use report::{DeviceReport, Report};
 pub use run::{
-    list_devices, run_shutdown, run_shutdown_since, run_shutdown_with_clock, ControlPort,
-    PortError, RunError,
+    list_devices, list_participants, run_plan_with_clock, run_shutdown, run_shutdown_since,
+    run_shutdown_with_clock, ControlPort, PortError, RunError,
 };
 pub use scheduler::{Config, Mode, Outcome, Scheduler};
 

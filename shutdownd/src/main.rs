@@ -9,8 +9,14 @@
 //!
 //! Run under the name `shutdown` the binary is a drop-in for Redox's
 //! `shutdown`: same flags, unknown arguments ignored with a warning, global
-//! deadline 30 s unless `--deadline-ms` says otherwise (see
+//! deadline 30 s unless `--deadline-ms` says otherwise, and Redox's root file
+//! system (scheme `file`) unmounted first when it is mounted (see
 //! [`shutdownd::cli`]).
+//!
+//! Participants: those registered with pcid (PROTOCOL.md §14) are listed
+//! with `ListParticipants` and ordered before the devices they depend on;
+//! `--unmount SCHEME[=PROVIDERS]` adds a file system that shutdownd unmounts
+//! itself through the kernel ([`shutdownd::local`]; Redox only).
 //!
 //! On Redox `--control` defaults to `/scheme/pci/control`, and after the
 //! report shutdownd powers off (or, with `--kind reboot` / `-r`, reboots)
@@ -38,7 +44,8 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use shutdownd::cli::{self, Flavor, Invocation, Parsed};
-use shutdownd::{list_devices, run_shutdown_since};
+use shutdownd::local::{LocalParticipants, Router, SchemeRegistry, Unmount};
+use shutdownd::{list_devices, list_participants, run_plan_with_clock, Plan};
 
 mod port;
 #[cfg(target_os = "redox")]
@@ -57,6 +64,33 @@ struct Args {
     json: Option<PathBuf>,
     quiet: bool,
     config: shutdownd::Config,
+    unmounts: Vec<Unmount>,
+}
+
+/// The scheme registry file systems are unmounted through.
+#[cfg(target_os = "redox")]
+fn registry() -> redox::RedoxRegistry {
+    redox::RedoxRegistry
+}
+
+/// Off Redox nothing is unmounted by shutdownd (`--unmount` is refused
+/// before it comes to this).
+#[cfg(not(target_os = "redox"))]
+fn registry() -> NoSchemes {
+    NoSchemes
+}
+
+#[cfg(not(target_os = "redox"))]
+struct NoSchemes;
+
+#[cfg(not(target_os = "redox"))]
+impl SchemeRegistry for NoSchemes {
+    fn unmount(&mut self, _name: &str) -> std::io::Result<bool> {
+        Err(std::io::Error::other("scheme unmount exists on Redox only"))
+    }
+    fn is_registered(&mut self, _name: &str) -> std::io::Result<bool> {
+        Ok(false)
+    }
 }
 
 fn main() -> ExitCode {
@@ -114,11 +148,18 @@ fn shut_down_devices_bounded(invocation: Invocation) -> u8 {
         return 2;
     };
     let limit = invocation.config.global_deadline + WATCHDOG_GRACE;
+    let unmounts =
+        invocation.unmounts_with_default(|name| registry().is_registered(name).unwrap_or(false));
+    if !unmounts.is_empty() && cfg!(not(target_os = "redox")) {
+        eprintln!("shutdownd: --unmount works on Redox only (the kernel's scheme unmount)");
+        return 2;
+    }
     let args = Args {
         control,
         json: invocation.json,
         quiet: invocation.quiet,
         config: invocation.config,
+        unmounts,
     };
     let (tx, rx) = mpsc::channel();
     let worker = std::thread::Builder::new()
@@ -168,30 +209,55 @@ fn shut_down_devices(args: Args, started: Instant) -> u8 {
             return 2;
         }
     };
-    let devices = match list_devices(&mut port, LIST_TIMEOUT.min(args.config.global_deadline)) {
+    let list_timeout = LIST_TIMEOUT.min(args.config.global_deadline);
+    let devices = match list_devices(&mut port, list_timeout) {
         Ok(d) => d,
         Err(e) => {
             eprintln!("shutdownd: {e}");
             return 2;
         }
     };
+    let mut participants = match list_participants(&mut port, list_timeout) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("shutdownd: {e}");
+            return 2;
+        }
+    };
+    let mut local = LocalParticipants::new(registry(), args.unmounts, std::process::id());
+    participants.extend(local.infos());
     let mode = args.config.mode;
     if !args.quiet {
         println!(
-            "shutdownd: {} device(s), {} {}, global deadline {} ms",
+            "shutdownd: {} device(s), {} participant(s), {} {}, global deadline {} ms",
             devices.len(),
+            participants.len(),
             mode.as_str(),
             shutdownd::scheduler::kind_str(args.config.kind),
             args.config.global_deadline.as_millis()
         );
     }
+    let plan = match Plan::with_participants(devices, participants) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("shutdownd: {e}");
+            return 2;
+        }
+    };
     let quiet = args.quiet;
     let mut progress = |line: &str| {
         if !quiet {
             println!("{line}");
         }
     };
-    let report = match run_shutdown_since(&mut port, devices, args.config, started, &mut progress) {
+    let now = || started.elapsed();
+    let result = if local.is_empty() {
+        run_plan_with_clock(&mut port, plan, args.config, &now, &mut progress)
+    } else {
+        let mut router = Router::new(&mut port, &mut local, &now);
+        run_plan_with_clock(&mut router, plan, args.config, &now, &mut progress)
+    };
+    let report = match result {
         Ok(r) => r,
         Err(e) => {
             eprintln!("shutdownd: {e}");

@@ -14,10 +14,13 @@
 //! does not answer or a device failed: a shutdown must never hang on one
 //! bad driver.
 
+use std::io;
+use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 
 use pcid_interface::protocol::ShutdownKind;
 use shutdownd::cli::kstop_request;
+use shutdownd::local::SchemeRegistry;
 
 /// The kernel's stop request file.
 pub const KSTOP: &str = "/scheme/sys/kstop";
@@ -35,5 +38,35 @@ pub fn power_off(kind: ShutdownKind) -> std::io::Error {
         // the machine is on its way down anyway.
         Ok(()) => std::io::Error::other(format!("{KSTOP} accepted `{request}` and returned")),
         Err(e) => e,
+    }
+}
+
+/// The kernel's scheme registry: the `/scheme` listing, and the kernel's
+/// unmount (`unlinkat` with a handle of `/scheme` and the scheme's name;
+/// only such a handle is accepted — a plain `unlink("/scheme/NAME")` is
+/// `EPERM` — and relibc ffce2c2 has no `unlinkat`, so the system call is
+/// made directly).
+pub struct RedoxRegistry;
+
+impl SchemeRegistry for RedoxRegistry {
+    fn unmount(&mut self, name: &str) -> io::Result<bool> {
+        if !self.is_registered(name)? {
+            return Ok(false);
+        }
+        let root = std::fs::File::open("/scheme")?;
+        match syscall::unlinkat(root.as_raw_fd() as usize, name, 0) {
+            Ok(_) => Ok(true),
+            Err(e) if e.errno == syscall::ENODEV => Ok(false),
+            Err(e) => Err(io::Error::from_raw_os_error(e.errno)),
+        }
+    }
+
+    fn is_registered(&mut self, name: &str) -> io::Result<bool> {
+        for entry in std::fs::read_dir("/scheme")? {
+            if entry?.file_name() == name {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 }

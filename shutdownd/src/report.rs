@@ -6,12 +6,27 @@
 //! ```json
 //! {"mode": "two-phase", "kind": "poweroff", "total_ms": 4503.2,
 //!  "global_deadline_ms": 120000.0, "deadline_at_ms": 119998.7,
-//!  "deadline_reached_ms": null, "cycles": [],
-//!  "devices": [{"address": "0000:00:04.0", "driver": "nvmed", "protocol": "two-phase",
-//!    "budget_ms": 4500.0, "begin_sent_ms": 0.0, "begin_ack_ms": 0.4,
-//!    "finish_sent_ms": 0.4, "finish_deadline_ms": 7250.0, "finish_ack_ms": 4502.9,
-//!    "elapsed_ms": 4500.1, "outcome": "clean", "detail": "..."}]}
+//!  "deadline_reached_ms": null, "cycles": [], "unresolved": [],
+//!  "critical_path": ["participant file", "0000:00:04.0"],
+//!  "devices": [
+//!   {"kind": "participant", "address": null, "participant_id": 1, "driver": "file",
+//!    "protocol": "two-phase", "waits_for": [], ..., "outcome": "clean", "detail": "..."},
+//!   {"kind": "device", "address": "0000:00:04.0", "participant_id": null,
+//!    "driver": "nvmed", "protocol": "two-phase", "waits_for": ["participant file"],
+//!    "budget_ms": 4500.0, "begin_sent_ms": 31.2, "begin_ack_ms": 31.6,
+//!    "finish_sent_ms": 31.6, "finish_deadline_ms": 7250.0, "finish_ack_ms": 4533.9,
+//!    "elapsed_ms": 4500.1, "done_ms": 4533.9, "outcome": "clean", "detail": "..."}]}
 //! ```
+//!
+//! `devices` lists participants first (their `address` is `null`, their
+//! `driver` is the participant's name), then PCI devices in pcid's order.
+//! `waits_for` names what had to be done before the row was asked to begin
+//! (its consumers: the participants on a disk, the devices behind a
+//! bridge). `critical_path` is the chain that decided when the last outcome
+//! came (each step the consumer that finished last before the next could
+//! begin). `cycles` lists dependency cycles found (each a closed path; the
+//! ordering inside them was ignored), `unresolved` providers participants
+//! named that were not listed.
 //!
 //! For a one-phase driver `begin_sent_ms` is when `Shutdown` was sent,
 //! `begin_ack_ms`, `finish_sent_ms` and `budget_ms` are `null`, and
@@ -51,19 +66,30 @@ pub struct Report {
     /// When shutdownd found the deadline passed with devices still open
     /// (all of them got their outcome then); `None` if none was open.
     pub deadline_reached_ms: Option<f64>,
-    /// Parent cycles found in the device list (their ordering was ignored).
+    /// Dependency cycles found, each a closed path (their ordering was
+    /// ignored).
     pub cycles: Vec<Vec<String>>,
-    /// One entry per device, in pcid's order.
+    /// Providers participants named that were not listed (ignored).
+    pub unresolved: Vec<String>,
+    /// What decided the total: first to last.
+    pub critical_path: Vec<String>,
+    /// One entry per participant, then per device in pcid's order.
     pub devices: Vec<DeviceReport>,
 }
 
-/// One device's line in the report.
+/// One device's (or participant's) line in the report.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct DeviceReport {
-    /// PCI address, `0000:00:04.0`.
-    pub address: String,
-    /// Driver name.
+    /// `device` or `participant`.
+    pub kind: String,
+    /// PCI address, `0000:00:04.0` (`None` for a participant).
+    pub address: Option<String>,
+    /// The participant's id (`None` for a device).
+    pub participant_id: Option<u32>,
+    /// Driver name, or the participant's name.
     pub driver: String,
+    /// What had to be done before this one was asked to begin.
+    pub waits_for: Vec<String>,
     /// `two-phase`, `one-phase` or `none`.
     pub protocol: String,
     /// Budget from `BeginAck`.
@@ -88,6 +114,15 @@ pub struct DeviceReport {
     pub detail: String,
 }
 
+impl DeviceReport {
+    /// The address, or `participant <name>`.
+    pub fn label(&self) -> String {
+        self.address
+            .clone()
+            .unwrap_or_else(|| format!("participant {}", self.driver))
+    }
+}
+
 fn ms(d: Duration) -> f64 {
     // Microsecond resolution, rounded to 0.001 ms.
     (d.as_micros() as f64) / 1000.0
@@ -100,15 +135,24 @@ impl Report {
         let origin = s.first_send().unwrap_or(s.start());
         let rel = |t: Option<Duration>| t.map(|t| ms(t.saturating_sub(origin)));
         let end = s.finished_at().unwrap_or(now);
+        let plan = s.plan();
         let devices = s
             .records()
             .iter()
-            .map(|r| {
-                let one_phase = r.info.support == ShutdownSupport::OnePhase;
+            .enumerate()
+            .map(|(i, r)| {
+                let one_phase = r.subject.support() == ShutdownSupport::OnePhase;
                 DeviceReport {
-                    address: r.info.address.to_string(),
-                    driver: r.info.driver.clone(),
-                    protocol: support_str(r.info.support).to_string(),
+                    kind: r.subject.kind().to_string(),
+                    address: r.subject.address().map(|a| a.to_string()),
+                    participant_id: r.subject.participant_id(),
+                    driver: r.subject.name().to_string(),
+                    waits_for: plan
+                        .consumers(i)
+                        .iter()
+                        .map(|&c| plan.subjects()[c].label())
+                        .collect(),
+                    protocol: support_str(r.subject.support()).to_string(),
                     budget_ms: r.budget.map(ms),
                     begin_sent_ms: rel(r.begin_sent),
                     begin_ack_ms: rel(r.begin_ack),
@@ -133,11 +177,12 @@ impl Report {
             global_deadline_ms: ms(s.config().global_deadline),
             deadline_at_ms: ms(s.global_end().saturating_sub(origin)),
             deadline_reached_ms: rel(s.deadline_reached()),
-            cycles: s
-                .plan()
-                .cycles()
+            cycles: plan.cycle_labels(),
+            unresolved: plan.unresolved().to_vec(),
+            critical_path: s
+                .critical_path()
                 .iter()
-                .map(|c| c.iter().map(ToString::to_string).collect())
+                .map(|&i| plan.subjects()[i].label())
                 .collect(),
             devices,
         }
@@ -160,7 +205,7 @@ impl Report {
         match self.devices.iter().find(|d| done(d) > limit) {
             Some(d) => Err(format!(
                 "{} got its outcome at {} ms, after {limit} ms",
-                d.address,
+                d.label(),
                 done(d)
             )),
             None => Ok(()),
@@ -228,7 +273,7 @@ impl Report {
             .iter()
             .map(|d| {
                 [
-                    d.address.clone(),
+                    d.address.clone().unwrap_or_else(|| d.kind.clone()),
                     d.driver.clone(),
                     d.protocol.clone(),
                     opt(d.budget_ms),
@@ -283,12 +328,27 @@ impl Report {
             self.mode,
             self.kind
         );
+        let ordered: Vec<String> = self
+            .devices
+            .iter()
+            .filter(|d| !d.waits_for.is_empty())
+            .map(|d| format!("{} after {}", d.label(), d.waits_for.join(", ")))
+            .collect();
+        if !ordered.is_empty() {
+            let _ = writeln!(out, "order: {}", ordered.join("; "));
+        }
+        if self.critical_path.len() > 1 {
+            let _ = writeln!(out, "critical path: {}", self.critical_path.join(" -> "));
+        }
         for c in &self.cycles {
             let _ = writeln!(
                 out,
-                "warning: parent cycle {} ignored for ordering",
+                "error: dependency cycle {}; ordering inside it ignored",
                 c.join(" -> ")
             );
+        }
+        for u in &self.unresolved {
+            let _ = writeln!(out, "warning: {u}; ignored for ordering");
         }
         out
     }

@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use pcid_interface::protocol::{ControlMessage, DeviceInfo};
+use pcid_interface::protocol::{ControlMessage, DeviceInfo, ParticipantInfo};
 
 use crate::plan::{Plan, PlanError};
 use crate::report::Report;
@@ -15,6 +15,8 @@ use crate::scheduler::{Config, Handled, Progress, ProgressKind, Scheduler};
 
 /// Request id used for the initial `ListDevices`.
 pub const LIST_REQUEST_ID: u32 = 1;
+/// Request id used for the initial `ListParticipants`.
+pub const LIST_PARTICIPANTS_ID: u32 = 2;
 
 /// Error reported by a [`ControlPort`].
 #[derive(Debug, thiserror::Error)]
@@ -84,6 +86,41 @@ pub fn list_devices(
     }
 }
 
+/// Asks pcid for its participants, waiting at most `timeout`. A pcid that
+/// does not know the request (it answers `Error`) has none: an empty list,
+/// with a warning.
+pub fn list_participants(
+    port: &mut dyn ControlPort,
+    timeout: Duration,
+) -> Result<Vec<ParticipantInfo>, RunError> {
+    let start = Instant::now();
+    port.send(&ControlMessage::ListParticipants {
+        id: LIST_PARTICIPANTS_ID,
+    })
+    .map_err(list_error)?;
+    loop {
+        let left = timeout.saturating_sub(start.elapsed());
+        if left.is_zero() {
+            return Err(RunError::ListTimeout(timeout));
+        }
+        match port.recv(left).map_err(list_error)? {
+            Some(ControlMessage::Participants { id, participants })
+                if id == LIST_PARTICIPANTS_ID =>
+            {
+                return Ok(participants)
+            }
+            Some(ControlMessage::Error { id, message })
+                if id == LIST_PARTICIPANTS_ID || id == 0 =>
+            {
+                log::warn!("pcid lists no participants ({message}); going on without them");
+                return Ok(Vec::new());
+            }
+            Some(other) => log::warn!("ignoring message while listing participants: {other:?}"),
+            None => {}
+        }
+    }
+}
+
 fn list_error(e: PortError) -> RunError {
     match e {
         PortError::Closed => RunError::ListClosed,
@@ -129,13 +166,26 @@ pub fn run_shutdown_with_clock(
     now: &dyn Fn() -> Duration,
     progress: &mut dyn FnMut(&str),
 ) -> Result<Report, RunError> {
-    let plan = Plan::new(devices)?;
-    for cycle in plan.cycles() {
-        let names: Vec<String> = cycle.iter().map(ToString::to_string).collect();
-        log::warn!(
-            "parent cycle {} in the device list; ordering inside it ignored",
-            names.join(" -> ")
+    run_plan_with_clock(port, Plan::new(devices)?, config, now, progress)
+}
+
+/// Like [`run_shutdown_with_clock`], for a plan that may hold participants
+/// ([`Plan::with_participants`]).
+pub fn run_plan_with_clock(
+    port: &mut dyn ControlPort,
+    plan: Plan,
+    config: Config,
+    now: &dyn Fn() -> Duration,
+    progress: &mut dyn FnMut(&str),
+) -> Result<Report, RunError> {
+    for cycle in plan.cycle_labels() {
+        log::error!(
+            "dependency cycle {}; ordering inside it ignored",
+            cycle.join(" -> ")
         );
+    }
+    for note in plan.unresolved() {
+        log::warn!("{note}; ignored for ordering");
     }
     let mut s = Scheduler::new(plan, config, now());
     loop {
@@ -183,22 +233,51 @@ fn emit_progress(s: &mut Scheduler, progress: &mut dyn FnMut(&str)) {
         .filter(|p| matches!(p.kind, ProgressKind::BeginSent | ProgressKind::ShutdownSent))
         .collect();
     if sent.len() > 1 {
-        let begins = sent
-            .iter()
-            .filter(|p| p.kind == ProgressKind::BeginSent)
-            .count();
+        let count = |kind: ProgressKind, participant: bool| {
+            sent.iter()
+                .filter(|p| {
+                    p.kind == kind
+                        && s.records()[p.device].subject.participant_id().is_some() == participant
+                })
+                .count()
+        };
         let at = sent[0].at.saturating_sub(origin);
-        let one_phase = sent.len() - begins;
-        let mut line = format!("[{:>9.1} ms] sent Begin to {begins} device(s)", ms(at));
-        if one_phase > 0 {
-            line.push_str(&format!(" and Shutdown to {one_phase} one-phase device(s)"));
+        let mut parts = Vec::new();
+        for (n, what) in [
+            (
+                count(ProgressKind::BeginSent, true),
+                "Begin to {} participant(s)",
+            ),
+            (
+                count(ProgressKind::BeginSent, false),
+                "Begin to {} device(s)",
+            ),
+            (
+                count(ProgressKind::ShutdownSent, true),
+                "Shutdown to {} one-phase participant(s)",
+            ),
+            (
+                count(ProgressKind::ShutdownSent, false),
+                "Shutdown to {} one-phase device(s)",
+            ),
+        ] {
+            if n > 0 {
+                parts.push(what.replace("{}", &n.to_string()));
+            }
         }
-        progress(&line);
+        progress(&format!(
+            "[{:>9.1} ms] sent {}",
+            ms(at),
+            parts.join(" and ")
+        ));
     }
     for p in &events {
         let r = &s.records()[p.device];
         let at = ms(p.at.saturating_sub(origin));
-        let who = format!("{} {}", r.info.address, r.info.driver);
+        let who = match r.subject.address() {
+            Some(a) => format!("{a} {}", r.subject.name()),
+            None => format!("participant {}", r.subject.name()),
+        };
         let line = match p.kind {
             ProgressKind::BeginSent | ProgressKind::ShutdownSent if sent.len() == 1 => {
                 let what = if p.kind == ProgressKind::BeginSent {

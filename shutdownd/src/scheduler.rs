@@ -15,11 +15,18 @@
 //! deadline derived from the budget the driver announced
 //! ([`Config::finish_deadline`]).
 //!
-//! A device behind a listed parent bridge ([`crate::plan`]) is started first; the
-//! parent gets its `Begin` only after every child has a final outcome (its
-//! `FinishAck`, or a timeout, or its driver dying). The Linux asynchronous
-//! shutdown series lost exactly this ordering; here a parent never begins while a
-//! child behind it is still shutting down.
+//! Consumers come before their providers ([`crate::plan`]): a participant
+//! (a file system) before the disk it registered, a device before its parent
+//! bridge. A provider gets its `Begin` only after every consumer has a final
+//! outcome (its `FinishAck`, or a timeout, or its driver dying). The Linux
+//! asynchronous shutdown series lost exactly this ordering; here a bridge
+//! never begins while a child behind it is still shutting down, and a disk
+//! never begins while the file system on it is still writing. Everything not
+//! ordered runs at once.
+//!
+//! Participants are asked through pcid with the `Participant*` messages
+//! (PROTOCOL.md §14); participant ids with the top bit set are the caller's
+//! own (see [`crate::run`]), handled like any other.
 //!
 //! # Sequential mode
 //! One device at a time, children first: `Begin`, wait for `BeginAck`, `Finish`,
@@ -56,11 +63,10 @@ use std::time::Duration;
 
 use pcid_interface::function::PciAddress;
 use pcid_interface::protocol::{
-    ControlMessage, DeviceErrorKind, DeviceInfo, DriverState, FinishOutcome, ShutdownKind,
-    ShutdownSupport,
+    ControlMessage, DeviceErrorKind, DriverState, FinishOutcome, ShutdownKind, ShutdownSupport,
 };
 
-use crate::plan::Plan;
+use crate::plan::{Plan, Subject};
 
 /// How devices are scheduled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -211,11 +217,12 @@ enum Phase {
     Done,
 }
 
-/// What the scheduler knows about one device. Times are on the caller's clock.
+/// What the scheduler knows about one device or participant. Times are on
+/// the caller's clock.
 #[derive(Debug, Clone)]
 pub struct DeviceRecord {
-    /// The device as pcid listed it.
-    pub info: DeviceInfo,
+    /// The device or participant as pcid listed it.
+    pub subject: Subject,
     /// Budget from `BeginAck`.
     pub budget: Option<Duration>,
     /// When `Begin` (or one-phase `Shutdown`) was sent.
@@ -302,10 +309,10 @@ impl Scheduler {
     /// Creates a scheduler for `plan`; `now` starts the global deadline.
     pub fn new(plan: Plan, config: Config, now: Duration) -> Self {
         let records = plan
-            .devices()
+            .subjects()
             .iter()
-            .map(|info| DeviceRecord {
-                info: info.clone(),
+            .map(|subject| DeviceRecord {
+                subject: subject.clone(),
                 budget: None,
                 begin_sent: None,
                 begin_deadline: None,
@@ -335,8 +342,8 @@ impl Scheduler {
             progress: Vec::new(),
         };
         for i in 0..s.records.len() {
-            let info = &s.records[i].info;
-            match (info.state, info.support) {
+            let subject = &s.records[i].subject;
+            match (subject.state(), subject.support()) {
                 // pcid answers the request with why the driver is gone.
                 (DriverState::Gone, _) => {}
                 (DriverState::Starting, _) => s.conclude(
@@ -367,7 +374,7 @@ impl Scheduler {
         &self.plan
     }
 
-    /// Per-device state, indexed like [`Plan::devices`].
+    /// Per-subject state, indexed like [`Plan::subjects`].
     pub fn records(&self) -> &[DeviceRecord] {
         &self.records
     }
@@ -441,7 +448,7 @@ impl Scheduler {
         for i in 0..self.records.len() {
             match self.records[i].phase {
                 Phase::AwaitBeginAck { until, .. } if now >= until => {
-                    let what = if self.records[i].info.support == ShutdownSupport::OnePhase {
+                    let what = if self.records[i].subject.support() == ShutdownSupport::OnePhase {
                         "FinishAck to Shutdown"
                     } else {
                         "BeginAck"
@@ -470,7 +477,7 @@ impl Scheduler {
             Mode::TwoPhase => {
                 for k in 0..self.plan.order().len() {
                     let i = self.plan.order()[k];
-                    if self.records[i].phase == Phase::Pending && self.children_done(i) {
+                    if self.records[i].phase == Phase::Pending && self.consumers_done(i) {
                         out.push(self.send_first(i, now));
                     }
                 }
@@ -545,106 +552,45 @@ impl Scheduler {
                 id,
                 address,
                 budget,
-            } => {
-                let i = match self.match_reply(id, address, "BeginAck") {
-                    Ok(i) => i,
-                    Err(why) => return Handled::Ignored(why),
-                };
-                match self.records[i].phase {
-                    Phase::AwaitBeginAck { id: want, .. }
-                        if want == id
-                            && self.records[i].info.support == ShutdownSupport::TwoPhase =>
-                    {
-                        self.outstanding.remove(&id);
-                        let r = &mut self.records[i];
-                        r.budget = Some(budget);
-                        r.begin_ack = Some(now);
-                        r.phase = Phase::BeginAcked;
-                        self.progress.push(Progress {
-                            at: now,
-                            device: i,
-                            kind: ProgressKind::BeginAcked,
-                        });
-                        Handled::Applied
-                    }
-                    _ => Handled::Ignored(format!(
-                        "{address}: BeginAck (request {id}) does not answer a Begin in progress"
-                    )),
-                }
-            }
+            } => self.begin_ack(now, id, Key::Device(address), budget),
+            ControlMessage::ParticipantBeginAck {
+                id,
+                participant,
+                budget,
+            } => self.begin_ack(now, id, Key::Participant(participant), budget),
             ControlMessage::FinishAck {
                 id,
                 address,
                 outcome,
                 elapsed,
                 detail,
-            } => {
-                let i = match self.match_reply(id, address, "FinishAck") {
-                    Ok(i) => i,
-                    Err(why) => return Handled::Ignored(why),
-                };
-                let one_phase = self.records[i].info.support == ShutdownSupport::OnePhase;
-                match self.records[i].phase {
-                    Phase::AwaitFinishAck { id: want, .. } if want == id => {}
-                    Phase::AwaitBeginAck { id: want, .. } if want == id && one_phase => {}
-                    _ => {
-                        return Handled::Ignored(format!(
-                            "{address}: FinishAck (request {id}) does not answer a Finish or Shutdown in progress"
-                        ))
-                    }
-                }
-                self.outstanding.remove(&id);
-                let r = &mut self.records[i];
-                r.finish_ack = Some(now);
-                r.elapsed = Some(elapsed);
-                self.conclude(i, now, outcome.into(), detail);
-                Handled::Applied
-            }
+            } => self.finish_ack(now, id, Key::Device(address), outcome, elapsed, detail),
+            ControlMessage::ParticipantFinishAck {
+                id,
+                participant,
+                outcome,
+                elapsed,
+                detail,
+            } => self.finish_ack(
+                now,
+                id,
+                Key::Participant(participant),
+                outcome,
+                elapsed,
+                detail,
+            ),
             ControlMessage::DeviceError {
                 id,
                 address,
                 kind,
                 message,
-            } => {
-                let i = if id == 0 {
-                    match self.records.iter().position(|r| r.info.address == address) {
-                        Some(i) => i,
-                        None => {
-                            return Handled::Ignored(format!(
-                                "{address}: error event for a device not in the list: {message}"
-                            ))
-                        }
-                    }
-                } else {
-                    match self.match_reply(id, address, "DeviceError") {
-                        Ok(i) => i,
-                        Err(why) => return Handled::Ignored(why),
-                    }
-                };
-                if self.records[i].phase == Phase::Done {
-                    return Handled::AfterOutcome(format!(
-                        "{address}: error after the device's outcome was recorded: {message}"
-                    ));
-                }
-                let (outcome, what) = match kind {
-                    DeviceErrorKind::DriverDied => (Outcome::DriverDied, "driver died"),
-                    DeviceErrorKind::NotSupported => (Outcome::NotSupported, "not supported"),
-                    DeviceErrorKind::ProtocolViolation => (Outcome::Failed, "protocol violation"),
-                    DeviceErrorKind::UnknownDevice => {
-                        (Outcome::Failed, "pcid knows no such device")
-                    }
-                    DeviceErrorKind::Busy => {
-                        (Outcome::Failed, "pcid is busy with another shutdown")
-                    }
-                };
-                let detail = if message.is_empty() {
-                    what.to_string()
-                } else {
-                    format!("{what}: {message}")
-                };
-                self.conclude(i, now, outcome, detail);
-                Handled::Applied
-            }
+            } => self.error(now, id, Key::Device(address), kind, message),
+            ControlMessage::ParticipantError {
+                id,
+                participant,
+                kind,
+                message,
+            } => self.error(now, id, Key::Participant(participant), kind, message),
             ControlMessage::Error { id, message } => match self.outstanding.get(&id).copied() {
                 Some(i) if id != 0 => {
                     self.conclude(i, now, Outcome::Failed, format!("pcid: {message}"));
@@ -654,6 +600,115 @@ impl Scheduler {
             },
             other => Handled::Ignored(format!("unexpected message from pcid: {other:?}")),
         }
+    }
+
+    fn begin_ack(&mut self, now: Duration, id: u32, key: Key, budget: Duration) -> Handled {
+        let i = match self.match_reply(id, key, "BeginAck") {
+            Ok(i) => i,
+            Err(why) => return Handled::Ignored(why),
+        };
+        match self.records[i].phase {
+            Phase::AwaitBeginAck { id: want, .. }
+                if want == id && self.records[i].subject.support() == ShutdownSupport::TwoPhase =>
+            {
+                self.outstanding.remove(&id);
+                let r = &mut self.records[i];
+                r.budget = Some(budget);
+                r.begin_ack = Some(now);
+                r.phase = Phase::BeginAcked;
+                self.progress.push(Progress {
+                    at: now,
+                    device: i,
+                    kind: ProgressKind::BeginAcked,
+                });
+                Handled::Applied
+            }
+            _ => Handled::Ignored(format!(
+                "{key}: BeginAck (request {id}) does not answer a Begin in progress"
+            )),
+        }
+    }
+
+    fn finish_ack(
+        &mut self,
+        now: Duration,
+        id: u32,
+        key: Key,
+        outcome: FinishOutcome,
+        elapsed: Duration,
+        detail: String,
+    ) -> Handled {
+        let i = match self.match_reply(id, key, "FinishAck") {
+            Ok(i) => i,
+            Err(why) => return Handled::Ignored(why),
+        };
+        let one_phase = self.records[i].subject.support() == ShutdownSupport::OnePhase;
+        match self.records[i].phase {
+            Phase::AwaitFinishAck { id: want, .. } if want == id => {}
+            Phase::AwaitBeginAck { id: want, .. } if want == id && one_phase => {}
+            _ => {
+                return Handled::Ignored(format!(
+                "{key}: FinishAck (request {id}) does not answer a Finish or Shutdown in progress"
+            ))
+            }
+        }
+        self.outstanding.remove(&id);
+        let r = &mut self.records[i];
+        r.finish_ack = Some(now);
+        r.elapsed = Some(elapsed);
+        self.conclude(i, now, outcome.into(), detail);
+        Handled::Applied
+    }
+
+    fn error(
+        &mut self,
+        now: Duration,
+        id: u32,
+        key: Key,
+        kind: DeviceErrorKind,
+        message: String,
+    ) -> Handled {
+        let i = if id == 0 {
+            match self.records.iter().position(|r| Key::of(&r.subject) == key) {
+                Some(i) => i,
+                None => {
+                    return Handled::Ignored(format!(
+                        "{key}: error event for something not in the list: {message}"
+                    ))
+                }
+            }
+        } else {
+            match self.match_reply(id, key, "DeviceError") {
+                Ok(i) => i,
+                Err(why) => return Handled::Ignored(why),
+            }
+        };
+        if self.records[i].phase == Phase::Done {
+            return Handled::AfterOutcome(format!(
+                "{key}: error after its outcome was recorded: {message}"
+            ));
+        }
+        let (outcome, what) = match kind {
+            DeviceErrorKind::DriverDied => (Outcome::DriverDied, "driver died"),
+            DeviceErrorKind::NotSupported => (Outcome::NotSupported, "not supported"),
+            DeviceErrorKind::ProtocolViolation => (Outcome::Failed, "protocol violation"),
+            DeviceErrorKind::UnknownDevice => (Outcome::Failed, "pcid knows no such device"),
+            DeviceErrorKind::Busy => (Outcome::Failed, "pcid is busy with another shutdown"),
+        };
+        let what = match (&self.records[i].subject, kind) {
+            (Subject::Participant(_), DeviceErrorKind::DriverDied) => "participant went away",
+            (Subject::Participant(_), DeviceErrorKind::UnknownDevice) => {
+                "pcid knows no such participant"
+            }
+            _ => what,
+        };
+        let detail = if message.is_empty() {
+            what.to_string()
+        } else {
+            format!("{what}: {message}")
+        };
+        self.conclude(i, now, outcome, detail);
+        Handled::Applied
     }
 
     /// Ends the run early (e.g. the connection to pcid was lost): every device
@@ -667,11 +722,42 @@ impl Scheduler {
         }
     }
 
-    fn children_done(&self, i: usize) -> bool {
+    fn consumers_done(&self, i: usize) -> bool {
         self.plan
-            .children(i)
+            .consumers(i)
             .iter()
             .all(|&c| self.records[c].phase == Phase::Done)
+    }
+
+    /// The chain that decided when the last outcome came: starting from the
+    /// subject that finished last, each step back is the consumer that was
+    /// the last to finish before its provider could begin. Listed first to
+    /// last; empty before anything finished.
+    pub fn critical_path(&self) -> Vec<usize> {
+        let done = |i: usize| self.records[i].done_at;
+        let Some(mut cur) = (0..self.records.len())
+            .filter(|&i| done(i).is_some())
+            .max_by_key(|&i| (done(i), std::cmp::Reverse(i)))
+        else {
+            return Vec::new();
+        };
+        let mut path = vec![cur];
+        while let Some(gate) = self
+            .plan
+            .consumers(cur)
+            .iter()
+            .copied()
+            .filter(|&c| done(c).is_some())
+            .max_by_key(|&c| (done(c), std::cmp::Reverse(c)))
+        {
+            if path.contains(&gate) {
+                break;
+            }
+            path.push(gate);
+            cur = gate;
+        }
+        path.reverse();
+        path
     }
 
     fn remaining(&self, now: Duration) -> Duration {
@@ -688,7 +774,7 @@ impl Scheduler {
 
     fn send_first(&mut self, i: usize, now: Duration) -> ControlMessage {
         let remaining = self.remaining(now);
-        let one_phase = self.records[i].info.support == ShutdownSupport::OnePhase;
+        let one_phase = self.records[i].subject.support() == ShutdownSupport::OnePhase;
         let limit = if one_phase {
             self.config.one_phase_timeout
         } else {
@@ -701,7 +787,7 @@ impl Scheduler {
             .min(self.global_end);
         let id = self.alloc_id(i);
         self.first_send.get_or_insert(now);
-        let address = self.records[i].info.address;
+        let key = Key::of(&self.records[i].subject);
         let kind = self.config.kind;
         let r = &mut self.records[i];
         r.begin_sent = Some(now);
@@ -716,20 +802,31 @@ impl Scheduler {
                 ProgressKind::BeginSent
             },
         });
-        if one_phase {
-            ControlMessage::Shutdown {
+        match (key, one_phase) {
+            (Key::Device(address), true) => ControlMessage::Shutdown {
                 id,
                 address,
                 kind,
                 deadline,
-            }
-        } else {
-            ControlMessage::Begin {
+            },
+            (Key::Device(address), false) => ControlMessage::Begin {
                 id,
                 address,
                 kind,
                 deadline,
-            }
+            },
+            (Key::Participant(participant), true) => ControlMessage::ParticipantShutdown {
+                id,
+                participant,
+                kind,
+                deadline,
+            },
+            (Key::Participant(participant), false) => ControlMessage::ParticipantBegin {
+                id,
+                participant,
+                kind,
+                deadline,
+            },
         }
     }
 
@@ -744,7 +841,7 @@ impl Scheduler {
             .saturating_add(self.config.ack_grace)
             .min(self.global_end);
         let id = self.alloc_id(i);
-        let address = self.records[i].info.address;
+        let key = Key::of(&self.records[i].subject);
         let r = &mut self.records[i];
         r.finish_sent = Some(now);
         r.finish_deadline = Some(deadline);
@@ -754,22 +851,29 @@ impl Scheduler {
             device: i,
             kind: ProgressKind::FinishSent,
         });
-        ControlMessage::Finish {
-            id,
-            address,
-            deadline,
+        match key {
+            Key::Device(address) => ControlMessage::Finish {
+                id,
+                address,
+                deadline,
+            },
+            Key::Participant(participant) => ControlMessage::ParticipantFinish {
+                id,
+                participant,
+                deadline,
+            },
         }
     }
 
-    fn match_reply(&self, id: u32, address: PciAddress, what: &str) -> Result<usize, String> {
+    fn match_reply(&self, id: u32, key: Key, what: &str) -> Result<usize, String> {
         match self.outstanding.get(&id) {
-            Some(&i) if self.records[i].info.address == address => Ok(i),
+            Some(&i) if Key::of(&self.records[i].subject) == key => Ok(i),
             Some(&i) => Err(format!(
-                "{what} for request {id} names {address}, but request {id} went to {}",
-                self.records[i].info.address
+                "{what} for request {id} names {key}, but request {id} went to {}",
+                Key::of(&self.records[i].subject)
             )),
             None => Err(format!(
-                "{address}: {what} for request {id}, which is not outstanding (late or duplicate)"
+                "{key}: {what} for request {id}, which is not outstanding (late or duplicate)"
             )),
         }
     }
@@ -811,6 +915,31 @@ impl Scheduler {
 
 fn ms(d: Duration) -> u128 {
     d.as_millis()
+}
+
+/// How pcid's messages name a subject.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Key {
+    Device(PciAddress),
+    Participant(u32),
+}
+
+impl Key {
+    fn of(subject: &Subject) -> Self {
+        match subject {
+            Subject::Device(d) => Key::Device(d.address),
+            Subject::Participant(p) => Key::Participant(p.id),
+        }
+    }
+}
+
+impl std::fmt::Display for Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Key::Device(a) => write!(f, "{a}"),
+            Key::Participant(id) => write!(f, "participant #{id}"),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -121,7 +121,7 @@ fn run_once(bins: &Binaries, machine: &MachineSpec, args: &[&str]) -> Result<Rep
                 .devices
                 .iter()
                 .filter(|d| d.outcome != "clean")
-                .map(|d| format!("{} {} {}", d.address, d.outcome, d.detail))
+                .map(|d| format!("{} {} {}", d.label(), d.outcome, d.detail))
                 .collect::<Vec<_>>()
         ));
     }

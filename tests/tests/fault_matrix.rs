@@ -200,7 +200,11 @@ impl Rig {
             run.wall
         );
         // Every device, each with a terminal outcome.
-        let listed: Vec<&str> = report.devices.iter().map(|d| d.address.as_str()).collect();
+        let listed: Vec<&str> = report
+            .devices
+            .iter()
+            .filter_map(|d| d.address.as_deref())
+            .collect();
         let machine: Vec<String> = (0..self.devices).map(device_address).collect();
         assert_eq!(listed, machine, "{why}");
         for d in &report.devices {

@@ -101,7 +101,7 @@ fn driven_bridges_begin_after_their_controllers() {
     let bridge = report
         .devices
         .iter()
-        .find(|d| d.address == "0000:00:10.0")
+        .find(|d| d.address.as_deref() == Some("0000:00:10.0"))
         .expect("root port listed");
     let begun = bridge.begin_sent_ms.expect("bridge begun");
     for d in report.devices.iter().filter(|d| d.driver == "nvmed") {

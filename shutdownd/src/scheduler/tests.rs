@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::report::Report;
+use pcid_interface::protocol::DeviceInfo;
 
 const MS: Duration = Duration::from_millis(1);
 
@@ -674,4 +675,305 @@ fn kept_deadline_reads_the_report_exactly() {
     report.devices[0].done_ms = Some(800.0);
     report.deadline_reached_ms = Some(900.0);
     assert!(report.kept_deadline().is_err());
+}
+
+// --- participants, dependency order, critical path -------------------------
+
+use pcid_interface::protocol::{ParticipantInfo, Provider};
+
+fn fs(id: u32, name: &str, providers: Vec<Provider>) -> ParticipantInfo {
+    ParticipantInfo {
+        id,
+        name: name.into(),
+        support: ShutdownSupport::TwoPhase,
+        pid: 50,
+        state: DriverState::Running,
+        providers,
+    }
+}
+
+fn sched_with(devices: Vec<DeviceInfo>, parts: Vec<ParticipantInfo>, config: Config) -> Scheduler {
+    Scheduler::new(
+        Plan::with_participants(devices, parts).unwrap(),
+        config,
+        t(0),
+    )
+}
+
+fn participant_of(msg: &ControlMessage) -> Option<u32> {
+    match msg {
+        ControlMessage::ParticipantBegin { participant, .. }
+        | ControlMessage::ParticipantFinish { participant, .. }
+        | ControlMessage::ParticipantShutdown { participant, .. } => Some(*participant),
+        _ => None,
+    }
+}
+
+fn p_begin_ack(msg: &ControlMessage, budget: Duration) -> ControlMessage {
+    match msg {
+        ControlMessage::ParticipantBegin {
+            id, participant, ..
+        } => ControlMessage::ParticipantBeginAck {
+            id: *id,
+            participant: *participant,
+            budget,
+        },
+        other => panic!("expected ParticipantBegin, got {other:?}"),
+    }
+}
+
+fn p_finish_ack(msg: &ControlMessage, outcome: FinishOutcome) -> ControlMessage {
+    match msg {
+        ControlMessage::ParticipantFinish {
+            id, participant, ..
+        } => ControlMessage::ParticipantFinishAck {
+            id: *id,
+            participant: *participant,
+            outcome,
+            elapsed: t(30),
+            detail: "flushed and unmounted".into(),
+        },
+        other => panic!("expected ParticipantFinish, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_file_system_is_done_before_its_disk_begins_and_other_disks_do_not_wait() {
+    // Disk 0 holds the file system; disk 1 is unrelated.
+    let mut s = sched_with(
+        nvme(2),
+        vec![fs(7, "file", vec![Provider::Device(addr(0))])],
+        Config::default(),
+    );
+    let first = s.poll(t(0));
+    assert_eq!(first.len(), 2, "{first:?}");
+    assert_eq!(
+        participant_of(&first[0]),
+        Some(7),
+        "the participant goes first"
+    );
+    assert_eq!(address_of(&first[1]), addr(1), "the unrelated disk at once");
+    s.handle(t(1), p_begin_ack(&first[0], t(20)));
+    let fin = s.poll(t(1));
+    assert_eq!(fin.len(), 1);
+    assert!(matches!(
+        fin[0],
+        ControlMessage::ParticipantFinish { participant: 7, .. }
+    ));
+    assert!(s.poll(t(20)).is_empty(), "disk 0 waits for the file system");
+    s.handle(t(31), p_finish_ack(&fin[0], FinishOutcome::Clean));
+    let out = s.poll(t(31));
+    assert_eq!(
+        out.iter().map(address_of).collect::<Vec<_>>(),
+        vec![addr(0)]
+    );
+    let r = &s.records()[0];
+    assert_eq!(r.outcome, Some(Outcome::Clean));
+    assert_eq!(r.detail, "flushed and unmounted");
+    assert!(s.records()[1].begin_sent.unwrap() >= r.done_at.unwrap());
+}
+
+#[test]
+fn a_participant_that_hangs_is_cut_off_at_its_deadline_and_the_disks_still_shut_down() {
+    let config = Config::default();
+    let mut s = sched_with(
+        nvme(2),
+        vec![fs(7, "stuckfs", vec![Provider::AllDevices])],
+        config.clone(),
+    );
+    let first = s.poll(t(0));
+    assert_eq!(first.len(), 1, "both disks wait: {first:?}");
+    // It acknowledges Begin but never finishes.
+    s.handle(t(1), p_begin_ack(&first[0], t(0)));
+    let fin = s.poll(t(1));
+    let deadline = config.finish_deadline(t(0));
+    assert_eq!(deadline_of_p(&fin[0]), deadline);
+    let cut = t(1) + deadline + config.ack_grace;
+    assert!(s.poll(cut - MS).is_empty(), "held until its deadline");
+    let out = s.poll(cut);
+    assert_eq!(out.len(), 2, "disks begin once it is cut off: {out:?}");
+    assert_eq!(s.records()[0].outcome, Some(Outcome::NoResponse));
+    for b in &out {
+        s.handle(cut + MS, begin_ack(b, t(10)));
+    }
+    for f in s.poll(cut + MS) {
+        s.handle(cut + t(5), finish_ack(&f, FinishOutcome::Clean));
+    }
+    assert!(s.is_done());
+    assert_eq!(
+        outcomes(&s),
+        vec![Outcome::NoResponse, Outcome::Clean, Outcome::Clean]
+    );
+    let report = Report::from_scheduler(&s, cut + t(5));
+    assert_eq!(report.devices[0].kind, "participant");
+    assert_eq!(report.devices[1].waits_for, vec!["participant stuckfs"]);
+    assert!(report.kept_deadline().is_ok());
+}
+
+fn deadline_of_p(msg: &ControlMessage) -> Duration {
+    match msg {
+        ControlMessage::ParticipantBegin { deadline, .. }
+        | ControlMessage::ParticipantFinish { deadline, .. }
+        | ControlMessage::ParticipantShutdown { deadline, .. } => *deadline,
+        other => panic!("not a participant request: {other:?}"),
+    }
+}
+
+#[test]
+fn a_participant_that_goes_away_releases_its_providers() {
+    let mut s = sched_with(
+        nvme(1),
+        vec![fs(3, "file", vec![Provider::Device(addr(0))])],
+        Config::default(),
+    );
+    let first = s.poll(t(0));
+    assert_eq!(
+        s.handle(
+            t(5),
+            ControlMessage::ParticipantError {
+                id: 0,
+                participant: 3,
+                kind: DeviceErrorKind::DriverDied,
+                message: "participant closed its channel".into(),
+            }
+        ),
+        Handled::Applied
+    );
+    assert!(first.len() == 1);
+    assert_eq!(s.records()[0].outcome, Some(Outcome::DriverDied));
+    assert!(s.records()[0].detail.starts_with("participant went away"));
+    assert_eq!(
+        s.poll(t(5)).iter().map(address_of).collect::<Vec<_>>(),
+        vec![addr(0)]
+    );
+}
+
+#[test]
+fn a_chain_of_participants_runs_in_order_and_is_the_critical_path() {
+    // file on lvm on disk 0; disk 0 behind bridge 1; disk 2 independent.
+    let mut devices = nvme(3);
+    devices[0].parent = Some(addr(1));
+    let mut s = sched_with(
+        devices,
+        vec![
+            fs(1, "file", vec![Provider::Participant("lvm".into())]),
+            fs(2, "lvm", vec![Provider::Device(addr(0))]),
+        ],
+        Config::default(),
+    );
+    let mut now = t(0);
+    let mut order = Vec::new();
+    // Answer everything promptly, 10 ms per step, and record who began when.
+    for _ in 0..20 {
+        let out = s.poll(now);
+        if s.is_done() {
+            break;
+        }
+        for m in out {
+            let label = participant_of(&m)
+                .map(|p| format!("p{p}"))
+                .unwrap_or_else(|| address_of(&m).to_string());
+            let reply = match &m {
+                ControlMessage::ParticipantBegin { .. } => {
+                    order.push(label);
+                    p_begin_ack(&m, t(5))
+                }
+                ControlMessage::ParticipantFinish { .. } => p_finish_ack(&m, FinishOutcome::Clean),
+                ControlMessage::Begin { .. } => {
+                    order.push(label);
+                    begin_ack(&m, t(5))
+                }
+                _ => finish_ack(&m, FinishOutcome::Clean),
+            };
+            now += t(10);
+            s.handle(now, reply);
+        }
+    }
+    assert!(s.is_done());
+    let pos = |l: &str| order.iter().position(|x| x == l).unwrap();
+    let (disk0, bridge, disk2) = (
+        addr(0).to_string(),
+        addr(1).to_string(),
+        addr(2).to_string(),
+    );
+    assert!(pos("p1") < pos("p2") && pos("p2") < pos(&disk0) && pos(&disk0) < pos(&bridge));
+    assert!(
+        pos(&disk2) < pos("p2"),
+        "the independent disk does not wait: {order:?}"
+    );
+    let report = Report::from_scheduler(&s, now);
+    assert_eq!(
+        report.critical_path,
+        vec![
+            "participant file".to_string(),
+            "participant lvm".to_string(),
+            disk0.clone(),
+            bridge.clone()
+        ]
+    );
+    let table = report.to_table();
+    assert!(
+        table.contains("critical path: participant file -> participant lvm"),
+        "{table}"
+    );
+    assert!(
+        table.contains(&format!("{bridge} after {disk0}")),
+        "{table}"
+    );
+}
+
+#[test]
+fn a_dependency_cycle_is_reported_as_an_error_and_does_not_hang() {
+    let mut s = sched_with(
+        nvme(1),
+        vec![
+            fs(1, "a", vec![Provider::Participant("b".into())]),
+            fs(
+                2,
+                "b",
+                vec![Provider::Participant("a".into()), Provider::Device(addr(0))],
+            ),
+        ],
+        Config::default(),
+    );
+    let first = s.poll(t(0));
+    assert_eq!(
+        first.len(),
+        2,
+        "both cycle members start at once: {first:?}"
+    );
+    let report = Report::from_scheduler(&s, t(0));
+    assert_eq!(
+        report.cycles,
+        vec![vec!["participant a", "participant b", "participant a"]]
+    );
+    assert!(report
+        .to_table()
+        .contains("error: dependency cycle participant a -> participant b -> participant a"));
+}
+
+#[test]
+fn participants_and_unknown_replies_do_not_mix_up() {
+    let mut s = sched_with(nvme(1), vec![fs(9, "file", vec![])], Config::default());
+    let first = s.poll(t(0));
+    assert_eq!(first.len(), 2, "no providers: runs beside the disk");
+    let pb = first.iter().find(|m| participant_of(m).is_some()).unwrap();
+    // An answer naming another participant for the same request id.
+    let ControlMessage::ParticipantBegin { id, .. } = pb else {
+        unreachable!()
+    };
+    let wrong = ControlMessage::ParticipantBeginAck {
+        id: *id,
+        participant: 10,
+        budget: t(1),
+    };
+    assert!(matches!(s.handle(t(1), wrong), Handled::Ignored(_)));
+    // A device answer carrying the participant's request id.
+    let crossed = ControlMessage::BeginAck {
+        id: *id,
+        address: addr(0),
+        budget: t(1),
+    };
+    assert!(matches!(s.handle(t(1), crossed), Handled::Ignored(_)));
+    assert_eq!(s.handle(t(2), p_begin_ack(pb, t(1))), Handled::Applied);
 }

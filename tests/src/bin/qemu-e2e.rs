@@ -93,7 +93,10 @@ fn main() -> ExitCode {
                 for d in &report.devices {
                     println!(
                         "  {}  {}  {}  {}",
-                        d.address, d.driver, d.protocol, d.outcome
+                        d.label(),
+                        d.driver,
+                        d.protocol,
+                        d.outcome
                     );
                 }
             } else {

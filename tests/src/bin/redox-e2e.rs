@@ -95,9 +95,14 @@ fn main() -> ExitCode {
                     w.qemu_ms
                 );
                 if let Some(p) = &w.participant {
+                    let text = |k: &str| p[k].as_str().unwrap_or("?").to_string();
                     println!(
                         "    participant {} ({}): {} at {} ms — {}",
-                        p["driver"], p["protocol"], p["outcome"], p["done_ms"], p["detail"]
+                        text("driver"),
+                        text("protocol"),
+                        text("outcome"),
+                        p["done_ms"],
+                        text("detail")
                     );
                 }
             }
@@ -115,7 +120,10 @@ fn main() -> ExitCode {
             for d in &r.devices {
                 println!(
                     "  {}  {}  {}  {}",
-                    d.address, d.driver, d.protocol, d.outcome
+                    d.label(),
+                    d.driver,
+                    d.protocol,
+                    d.outcome
                 );
             }
             println!(

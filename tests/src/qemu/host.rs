@@ -862,8 +862,9 @@ fn check_report(opts: &Options, console: &ConsoleSummary) -> Result<ShutdownRepo
     for d in &report.devices {
         if d.outcome != "clean" {
             return Err(E2eError::Check(format!(
-                "controller {}: outcome {}",
-                d.address, d.outcome
+                "{}: outcome {}",
+                d.label(),
+                d.outcome
             )));
         }
     }
@@ -882,7 +883,10 @@ fn check_report(opts: &Options, console: &ConsoleSummary) -> Result<ShutdownRepo
             ));
         }
         for address in &behind {
-            if !nvme.iter().any(|d| &d.address == address) {
+            if !nvme
+                .iter()
+                .any(|d| d.address.as_deref() == Some(address.as_str()))
+            {
                 return Err(E2eError::Check(format!(
                     "controller {address} behind the root port is missing from the report"
                 )));

@@ -4,11 +4,15 @@ use serde::Deserialize;
 
 use super::markers;
 
-/// One device in shutdownd's JSON report (fields the checks need; the rest is kept raw).
+/// One device (or participant) in shutdownd's JSON report (fields the
+/// checks need; the rest is kept raw).
 #[derive(Debug, Clone, Deserialize)]
 pub struct DeviceReport {
-    /// PCI address, `SSSS:BB:DD.F`.
-    pub address: String,
+    /// `device` or `participant`.
+    #[serde(default)]
+    pub kind: String,
+    /// PCI address, `SSSS:BB:DD.F` (`None` for a participant).
+    pub address: Option<String>,
     /// Driver name.
     #[serde(default)]
     pub driver: String,
@@ -17,6 +21,15 @@ pub struct DeviceReport {
     pub protocol: String,
     /// `clean`, `abrupt`, `timed-out`, ...
     pub outcome: String,
+}
+
+impl DeviceReport {
+    /// The address, or `participant <name>`.
+    pub fn label(&self) -> String {
+        self.address
+            .clone()
+            .unwrap_or_else(|| format!("participant {}", self.driver))
+    }
 }
 
 /// shutdownd's JSON report (`--json`).

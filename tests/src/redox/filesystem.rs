@@ -7,9 +7,10 @@
 //!   through the `disk.*` scheme of this project's nvmed, exactly as
 //!   Redox's init mounts its root (`redoxfs <disk> file`). A test program
 //!   writes a file (one `write(2)`, no `fsync`), then `shutdown` (shutdownd
-//!   under coreutils' name) runs: it unmounts the file system first (the
-//!   kernel's scheme unmount; the `file` participant's row), then shuts the
-//!   controllers down two-phase, then powers off.
+//!   under coreutils' name, no options) runs: by default it unmounts the
+//!   root file system `file` before every device (the kernel's scheme
+//!   unmount; the `file` participant's row), then shuts the controllers down
+//!   two-phase, then powers off.
 //! * **Redox's way today.** The same image with Redox's own nvmed and pcid
 //!   and nothing of this project; the program writes the file and does what
 //!   Redox's `shutdown` does: it writes `shutdown` to `/scheme/sys/kstop`.
@@ -48,9 +49,7 @@ use crate::qemu::trace::{opcode, NvmeTrace};
 pub const MOUNT: &str = "file";
 /// The file written just before shutdown.
 pub const FILE: &str = "written-before-shutdown.txt";
-/// The PCI function of the first NVMe controller (slot 1 on q35's root bus).
-pub const FS_FUNCTION: &str = "0000:00:01.0";
-/// Its disk scheme, as Redox's NVMe driver and this project's name it.
+/// The disk scheme of the first NVMe controller (slot 1 on q35's root bus), as Redox's NVMe driver and this project's name it.
 pub const FS_DISK: &str = "/scheme/disk.pci-00-00-01.0-nvme/1";
 
 /// Which way the machine is powered off.
@@ -100,7 +99,9 @@ pub fn guest(opts: &Options, project_bin: &Path, art: &Artifacts, way: Way, nonc
     match way {
         Way::Ours => {
             lines.push(format!("echo {}", markers::REPORT_BEGIN));
-            lines.push(format!("shutdown --json - --unmount {MOUNT}={FS_FUNCTION}"));
+            // Run as `shutdown`, shutdownd unmounts Redox's root file system
+            // (`file`) before every device by default: nothing to configure.
+            lines.push("shutdown --json -".to_string());
         }
         Way::Redox => lines.push("redox-e2e-probe kstop".to_string()),
     }

@@ -525,11 +525,17 @@ pub struct ReportView {
     pub devices: Vec<DeviceView>,
 }
 
-/// One device of [`ReportView`].
+/// One device (or participant) of [`ReportView`].
 #[derive(Debug, Clone, Deserialize)]
 pub struct DeviceView {
-    /// PCI address.
-    pub address: String,
+    /// `device` or `participant`.
+    #[serde(default)]
+    pub kind: String,
+    /// PCI address (`None` for a participant).
+    pub address: Option<String>,
+    /// What had to be done before it was asked to begin.
+    #[serde(default)]
+    pub waits_for: Vec<String>,
     /// Driver name.
     pub driver: String,
     /// `two-phase`, `one-phase` or `none`.
@@ -555,6 +561,15 @@ pub struct DeviceView {
     /// Detail text.
     #[serde(default)]
     pub detail: String,
+}
+
+impl DeviceView {
+    /// The address, or `participant <name>`.
+    pub fn label(&self) -> String {
+        self.address
+            .clone()
+            .unwrap_or_else(|| format!("participant {}", self.driver))
+    }
 }
 
 impl ReportView {
@@ -611,7 +626,8 @@ impl ReportView {
         {
             Some(d) => Err(format!(
                 "{} got its outcome at {:?} ms, after {limit} ms",
-                d.address, d.done_ms
+                d.label(),
+                d.done_ms
             )),
             None => Ok(()),
         }
