@@ -3,6 +3,7 @@
 //! driver), and benchmarks.
 
 pub mod nvme;
+pub mod participant;
 pub mod sim;
 
 #[cfg(target_os = "linux")]

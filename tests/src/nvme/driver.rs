@@ -7,7 +7,9 @@
 //! 3. Brings it up with `nvmed::service::bring_up`.
 //! 4. With `NVMED_SELFTEST=1`: writes, flushes and reads back a pattern unique
 //!    to the controller at LBA 0 ([`super::selftest`]); with
-//!    `NVMED_WORKLOAD=<dir>`: starts the write workload ([`super::workload`]).
+//!    `NVMED_WORKLOAD=<dir>`: starts the write workload ([`super::workload`]);
+//!    with `NVMED_DISK_DIR=<dir>`: serves the disk interface on
+//!    `<dir>/<address>.sock` ([`super::disk_socket`]).
 //! 5. Sends `Ready` and serves shutdown with `nvmed::service::ShutdownService`,
 //!    noting the phases in the workload's log.
 //!
@@ -30,7 +32,7 @@ use pcid_interface::driver::{self, Deadline, FinishReport, ShutdownHandler};
 use pcid_interface::function::{FunctionBackend, PciFunction};
 use pcid_interface::protocol::{ShutdownKind, ShutdownSupport};
 
-use super::{selftest, workload};
+use super::{disk_socket, selftest, workload};
 
 /// Environment variable that turns the self-test on (value `1`).
 pub const SELFTEST_ENV: &str = "NVMED_SELFTEST";
@@ -62,6 +64,8 @@ enum Fatal {
         #[source]
         source: driver::DriverError,
     },
+    #[error("{address}: serving the disk socket: {0}", address = .1)]
+    Disk(std::io::Error, String),
     #[error("{address}: DMA lifetime violation seen by the simulated controller: {what}")]
     DmaLifetime { address: String, what: String },
 }
@@ -156,6 +160,13 @@ where
         ),
         None => None,
     };
+    if let Some(dir) = std::env::var_os(disk_socket::DISK_DIR_ENV) {
+        let service =
+            nvmed::disk::DiskService::new(ctrl.clone(), nvmed::disk::scheme_name(function.address));
+        let path = disk_socket::serve(service, std::path::Path::new(&dir), &address)
+            .map_err(|e| Fatal::Disk(e, address.clone()))?;
+        log::info!("{address}: disk served on {}", path.display());
+    }
     conn.ready().map_err(|source| Fatal::Serve {
         address: address.clone(),
         source,

@@ -3,8 +3,10 @@
 //! The shipped `nvmed` binary drives hardware and nothing else. The tests need
 //! more: the simulated controller in-process (the simulated machine), and data
 //! checks — a self-test that writes, flushes and reads back a pattern
-//! ([`selftest`], `NVMED_SELFTEST=1`), and a write workload for the durability
-//! tests ([`workload`], `NVMED_WORKLOAD=<dir>`). `nvmed-test` runs the same
+//! ([`selftest`], `NVMED_SELFTEST=1`), a write workload for the durability
+//! tests ([`workload`], `NVMED_WORKLOAD=<dir>`), and the disk interface
+//! served on a Unix socket for other test processes ([`disk_socket`],
+//! `NVMED_DISK_DIR=<dir>`). `nvmed-test` runs the same
 //! library code as `nvmed` (`nvmed::service`: bring-up, the shutdown handler)
 //! with those added, and says `Hello` under the same name.
 //!
@@ -15,6 +17,7 @@
 //! `/bin/nvmed` ([`crate::qemu`]). The variables reach it through pcid's
 //! `--driver-env`, since pcid passes drivers only a minimal environment.
 
+pub mod disk_socket;
 pub mod driver;
 pub mod selftest;
 pub mod workload;

@@ -18,13 +18,14 @@ use serde::Deserialize;
 /// Binaries the stack needs, all built by `cargo build --release --workspace`.
 /// The NVMe controllers are driven by the test build of nvmed
 /// ([`NVMED_TEST`]), run under the name `nvmed` (see [`driver_dir`]).
-pub const STACK_BINARIES: [&str; 6] = [
+pub const STACK_BINARIES: [&str; 7] = [
     "pcid",
     NVMED_TEST,
     "shutdownd",
     "legacyd",
     "plaind",
     "faultyd",
+    "testfsd",
 ];
 
 /// The test build of the NVMe driver (`crate::nvme`): `nvmed` with the
@@ -220,6 +221,7 @@ pub struct Stack {
     bins: Binaries,
     pcid: Option<Child>,
     control: PathBuf,
+    participants: PathBuf,
     log: Option<PathBuf>,
     ready_after: Duration,
     ready_line: String,
@@ -230,6 +232,7 @@ impl Stack {
     pub fn start(bins: &Binaries, opts: &StackOptions) -> Result<Self, StackError> {
         bins.check()?;
         let control = opts.work_dir.join("pcid.sock");
+        let participants = opts.work_dir.join("participants.sock");
         let drivers = driver_dir(bins, &opts.work_dir)?;
         let mut cmd = Command::new(bins.path("pcid"));
         cmd.args(["--bus", "sim", "--machine"])
@@ -245,6 +248,8 @@ impl Stack {
         }
         cmd.arg("--control")
             .arg(&control)
+            .arg("--participants")
+            .arg(&participants)
             // pcid exits (stopping its drivers) when this process goes away.
             .arg("--exit-on-stdin-eof")
             .args(&opts.pcid_args)
@@ -276,6 +281,7 @@ impl Stack {
             bins: bins.clone(),
             pcid: Some(child),
             control,
+            participants,
             log,
             ready_after: Duration::ZERO,
             ready_line: String::new(),
@@ -321,6 +327,16 @@ impl Stack {
     /// pcid's control socket.
     pub fn control(&self) -> &Path {
         &self.control
+    }
+
+    /// pcid's participant socket (PROTOCOL.md §14).
+    pub fn participants(&self) -> &Path {
+        &self.participants
+    }
+
+    /// The directory of the stack's binaries.
+    pub fn binaries(&self) -> &Binaries {
+        &self.bins
     }
 
     /// Time from starting pcid to its readiness line.
@@ -521,7 +537,13 @@ pub struct ReportView {
     pub deadline_at_ms: f64,
     /// When shutdownd found the deadline passed with devices still open.
     pub deadline_reached_ms: Option<f64>,
-    /// Per-device entries.
+    /// Dependency cycles found (closed paths of labels).
+    #[serde(default)]
+    pub cycles: Vec<Vec<String>>,
+    /// What decided the total, first to last.
+    #[serde(default)]
+    pub critical_path: Vec<String>,
+    /// Per-device (and per-participant) entries.
     pub devices: Vec<DeviceView>,
 }
 
