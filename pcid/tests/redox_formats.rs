@@ -46,7 +46,7 @@ fn match_tables_use_only_redox_pcid_keys() {
         }
     }
     for path in initfs_tables.iter().chain(&linux_tables) {
-        let text = std::fs::read_to_string(&path).unwrap();
+        let text = std::fs::read_to_string(path).unwrap();
         let table: toml::Table = text.parse().unwrap();
         assert_eq!(
             table.keys().map(String::as_str).collect::<Vec<_>>(),
