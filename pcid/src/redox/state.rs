@@ -497,6 +497,12 @@ impl SchemeState {
                     Some(Event::ClientOpened { client }),
                 )
             }
+            Node::Access => {
+                // acpid opens it when its AML interpreter starts; the line
+                // shows it reached this pcid.
+                log::info!("pcid: /scheme/pci/{ACCESS} opened by pid {}", caller.pid);
+                (Node::Access, None, None)
+            }
             other => (other, None, None),
         };
         self.next_handle += 1;
@@ -704,10 +710,16 @@ impl SchemeState {
         cfg: &dyn ConfigAccess,
     ) -> Result<usize, SchemeError> {
         match self.usable(id)?.node {
-            Node::Access => access::call(cfg, payload, metadata).map_err(|e| {
-                log::debug!("pcid: access request refused: {e}");
-                SchemeError::Invalid
-            }),
+            Node::Access => {
+                log::debug!(
+                    "pcid: access request {metadata:x?}, {} bytes",
+                    payload.len()
+                );
+                access::call(cfg, payload, metadata).map_err(|e| {
+                    log::debug!("pcid: access request refused: {e}");
+                    SchemeError::Invalid
+                })
+            }
             _ => Err(SchemeError::BadHandle),
         }
     }
