@@ -87,9 +87,9 @@ fn main() -> ExitCode {
                 );
             }
             println!(
-                "redox-e2e: QEMU's trace: {} of {} controllers got CC.SHN=01b and started their shutdown",
+                "redox-e2e: QEMU's trace: {} of {} controllers (the canary included) got CC.SHN=01b and started their shutdown",
                 result.outcome.trace.notified(),
-                opts.controllers
+                opts.controllers + 1
             );
             ExitCode::SUCCESS
         }
