@@ -101,6 +101,10 @@ fn main() -> ExitCode {
                 ExitCode::SUCCESS
             }
         }
+        Err(e @ RedoxError::Usage(_)) => {
+            eprintln!("redox-e2e: {e}\n{USAGE}");
+            ExitCode::from(2)
+        }
         Err(e) => {
             eprintln!("redox-e2e: FAIL: {e}");
             ExitCode::FAILURE

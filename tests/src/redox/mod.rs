@@ -326,7 +326,6 @@ pub fn run(opts: &Options) -> Result<RunResult, RedoxError> {
     fs::create_dir_all(&opts.cache)
         .map_err(RedoxError::io(format!("create {}", opts.cache.display())))?;
     let _lock = lock_cache(&opts.cache)?;
-    ensure_host_tools(&opts.repo)?;
     let redox_dir = opts.repo.join("tests").join("redox");
     let pins = pins::Pins::load(&redox_dir)?;
     let sources_key = pins.sources_key()?;
@@ -338,7 +337,9 @@ pub fn run(opts: &Options) -> Result<RunResult, RedoxError> {
         image_tool_src: redox_dir.join("image-tool"),
         sources_key,
     };
-    let art = builder.build_all()?;
+    let archives = builder.locate_sources()?;
+    ensure_host_tools(&opts.repo)?;
+    let art = builder.build_all(&archives)?;
     let project_bin = build_project(&builder, &art, &opts.repo)?;
 
     let work = opts.cache.join("run");
