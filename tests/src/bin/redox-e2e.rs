@@ -127,9 +127,9 @@ fn main() -> ExitCode {
                 );
             }
             println!(
-                "redox-e2e: QEMU's trace: {} of {} controllers got CC.SHN=01b and started their shutdown",
+                "redox-e2e: QEMU's trace: {} of {} controllers (the canary included) got CC.SHN=01b and started their shutdown",
                 outcome.trace.notified(),
-                opts.controllers
+                opts.controllers + 1
             );
             ExitCode::SUCCESS
         }
@@ -140,6 +140,10 @@ fn main() -> ExitCode {
             } else {
                 ExitCode::SUCCESS
             }
+        }
+        Err(e @ RedoxError::Usage(_)) => {
+            eprintln!("redox-e2e: {e}\n{USAGE}");
+            ExitCode::from(2)
         }
         Err(e) => {
             eprintln!("redox-e2e: FAIL: {e}");
