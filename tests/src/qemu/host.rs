@@ -863,7 +863,10 @@ fn check_report(opts: &Options, console: &ConsoleSummary) -> Result<ShutdownRepo
         if d.outcome != "clean" {
             return Err(E2eError::Check(format!(
                 "{}: outcome {}",
-                d.label(),
+                match &d.address {
+                    Some(a) => format!("controller {a}"),
+                    None => d.label(),
+                },
                 d.outcome
             )));
         }
