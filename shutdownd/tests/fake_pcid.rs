@@ -93,6 +93,16 @@ fn fake_pcid(path: &Path, n: usize, script: Script) -> JoinHandle<Trace> {
                     })
                     .expect("send Devices");
                 }
+                // A pcid of before participants: the request is an unknown
+                // type, answered as pcid answers undecodable frames. shutdownd
+                // goes on without participants.
+                ControlMessage::ListParticipants { .. } => {
+                    ch.send(&ControlMessage::Error {
+                        id: 0,
+                        message: "undecodable frame: unknown message type 0x4a".into(),
+                    })
+                    .expect("send Error");
+                }
                 ControlMessage::Begin { id, address, .. } => {
                     trace.received.push(format!("Begin {address}"));
                     in_flight.insert(address, ());
