@@ -84,9 +84,14 @@ fn main() -> ExitCode {
                     .map_or("-".to_string(), |v| format!("{v:.0} ms"))
             };
             if let Some(report) = &result.report {
+                let participants = report
+                    .devices
+                    .iter()
+                    .filter(|d| d.kind == "participant")
+                    .count();
                 println!(
-                    "qemu-e2e: PASS: {} controller(s) shut down clean ({}), shutdown total {:.1} ms",
-                    report.devices.len(),
+                    "qemu-e2e: PASS: {} controller(s) and {participants} participant(s) shut down clean ({}), shutdown total {:.1} ms",
+                    report.devices.len() - participants,
                     report.mode,
                     report.total_ms
                 );

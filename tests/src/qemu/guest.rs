@@ -28,6 +28,19 @@ use super::{canary, markers};
 pub const MATCH_DIR: &str = "/lib/pcid.d";
 /// pcid's control socket.
 pub const CONTROL_SOCKET: &str = "/run/pcid.sock";
+/// pcid's participant socket.
+pub const PARTICIPANT_SOCKET: &str = "/run/participants.sock";
+/// Where the test build of nvmed serves each controller's disk interface.
+pub const DISK_DIR: &str = "/run/disks";
+/// The test file system daemon (a participant on the first controller).
+pub mod testfs {
+    /// Its name.
+    pub const NAME: &str = "guestfs";
+    /// Where on its disk it writes its dirty data.
+    pub const OFFSET: u64 = 1 << 20;
+    /// How much dirty data it holds.
+    pub const KIB: usize = 64;
+}
 /// Where shutdownd writes its JSON report.
 pub const REPORT_PATH: &str = "/run/report.json";
 /// Directory holding pcid, nvmed (the test build), the shipped nvmed and
@@ -444,12 +457,17 @@ fn full(config: &GuestConfig, start: Instant) -> Result<(), GuestError> {
             BIN_DIR,
             "--control",
             CONTROL_SOCKET,
+            "--participants",
+            PARTICIPANT_SOCKET,
             "--ready-timeout-ms",
             &pcid_ready_ms,
             // For the test build of nvmed, which pcid runs as `nvmed`: write,
-            // flush and read back a pattern before Ready.
+            // flush and read back a pattern before Ready, and serve the disk
+            // interface to the test file system daemon.
             "--driver-env",
             "NVMED_SELFTEST=1",
+            "--driver-env",
+            &format!("NVMED_DISK_DIR={DISK_DIR}"),
         ],
         config,
         Stdio::piped(),
@@ -468,7 +486,8 @@ fn full(config: &GuestConfig, start: Instant) -> Result<(), GuestError> {
     }
 
     // pcid's own view of the devices, parents included (the report has no parents).
-    for d in list_pcid_devices(Duration::from_secs(5))? {
+    let devices = list_pcid_devices(Duration::from_secs(5))?;
+    for d in &devices {
         println!(
             "{} address={} parent={} driver={} support={:?} state={:?}",
             markers::DEVICE,
@@ -479,6 +498,16 @@ fn full(config: &GuestConfig, start: Instant) -> Result<(), GuestError> {
             d.state
         );
     }
+
+    // A file system daemon with dirty data on the first controller, which
+    // must be flushed before that controller's Begin.
+    let fs_disk = devices
+        .iter()
+        .filter(|d| d.driver == "nvmed")
+        .map(|d| d.address)
+        .min()
+        .ok_or_else(|| GuestError::Control("pcid lists no nvmed".to_string()))?;
+    let testfsd = start_testfsd(config, &fs_disk.to_string())?;
 
     let deadline_ms = config.shutdown_timeout.as_millis().to_string();
     let mut args = vec![
@@ -515,12 +544,55 @@ fn full(config: &GuestConfig, start: Instant) -> Result<(), GuestError> {
     };
     // Stop pcid first so no log line lands inside the report.
     drop(pcid);
+    drop(testfsd);
     let report = fs::read_to_string(REPORT_PATH).map_err(io_err(format!("read {REPORT_PATH}")));
     if !status.success() {
         println!("e2e: shutdownd exited with {status}");
     }
     print_report(&report?)?;
     Ok(())
+}
+
+/// Starts the test file system daemon on `address`'s disk and waits for
+/// its ready line; prints `===E2E-PARTICIPANT===` with what it holds.
+fn start_testfsd(config: &GuestConfig, address: &str) -> Result<Reaper, GuestError> {
+    let disk = format!("{DISK_DIR}/{address}.sock");
+    let offset = testfs::OFFSET.to_string();
+    let kib = testfs::KIB.to_string();
+    let mut child = spawn(
+        "testfsd",
+        &[
+            "--participants",
+            PARTICIPANT_SOCKET,
+            "--disk",
+            &disk,
+            "--name",
+            testfs::NAME,
+            "--provider",
+            address,
+            "--dirty-kib",
+            &kib,
+            "--offset",
+            &offset,
+        ],
+        config,
+        Stdio::piped(),
+    )?;
+    let lines = forward_stdout(&mut child);
+    let reaper = Reaper(Some(child), "testfsd");
+    match lines.recv_timeout(Duration::from_secs(10)) {
+        Ok(line) if line.starts_with("testfsd: ready") => {
+            println!(
+                "{} name={} address={address} offset={offset} kib={kib}",
+                markers::PARTICIPANT,
+                testfs::NAME
+            );
+            Ok(reaper)
+        }
+        other => Err(GuestError::Control(format!(
+            "testfsd did not come up: {other:?}"
+        ))),
+    }
 }
 
 /// Asks pcid for its device list over the control endpoint.

@@ -351,6 +351,7 @@ fn guest_binaries(mode: Mode) -> &'static [GuestBinary] {
             ("shutdown_tests", "nvmed-test", "bin/nvmed"),
             ("nvmed", "nvmed", "bin/nvmed-shipped"),
             ("shutdownd", "shutdownd", "bin/shutdownd"),
+            ("shutdown_tests", "testfsd", "bin/testfsd"),
         ],
     }
 }
@@ -783,6 +784,7 @@ pub fn run(opts: &Options) -> Result<RunResult, E2eError> {
             write_json(opts, &console, qemu_ms)?;
             let report = check_report(opts, &console)?;
             check_images(opts, &work)?;
+            check_participant(opts, &console, &work)?;
             check_canary(&console, &work)?;
             check_trace(opts, &trace_log)?;
             Some(report)
@@ -897,6 +899,78 @@ fn check_report(opts: &Options, console: &ConsoleSummary) -> Result<ShutdownRepo
         }
     }
     Ok(report)
+}
+
+/// The test file system daemon: its row first and clean, its disk's Begin
+/// after its outcome, and its dirty data in exactly one image (its disk's).
+fn check_participant(
+    opts: &Options,
+    console: &ConsoleSummary,
+    work: &Path,
+) -> Result<(), E2eError> {
+    use super::guest::testfs;
+    let (_, raw) = console
+        .report()
+        .ok_or_else(|| E2eError::Check("the guest printed no shutdown report".to_string()))?
+        .map_err(|e| E2eError::Check(e.to_string()))?;
+    let devices = raw["devices"].as_array().cloned().unwrap_or_default();
+    let first = devices
+        .first()
+        .ok_or_else(|| E2eError::Check("the report lists nothing".to_string()))?;
+    if first["kind"] != "participant"
+        || first["driver"] != testfs::NAME
+        || first["outcome"] != "clean"
+    {
+        return Err(E2eError::Check(format!(
+            "the report's first row is {} {} ({}), expected the participant {} clean",
+            first["kind"],
+            first["driver"],
+            first["outcome"],
+            testfs::NAME
+        )));
+    }
+    let done = first["done_ms"].as_f64().unwrap_or(f64::MAX);
+    let waiting: Vec<&serde_json::Value> = devices
+        .iter()
+        .filter(|d| {
+            d["waits_for"].as_array().is_some_and(|w| {
+                w.iter()
+                    .any(|x| x == &format!("participant {}", testfs::NAME))
+            })
+        })
+        .collect();
+    if waiting.len() != 1 {
+        return Err(E2eError::Check(format!(
+            "{} devices wait for the participant, expected its one disk",
+            waiting.len()
+        )));
+    }
+    let begun = waiting[0]["begin_sent_ms"].as_f64().unwrap_or(f64::MIN);
+    if begun < done {
+        return Err(E2eError::Check(format!(
+            "its disk {} got Begin at {begun} ms, before the participant was done at {done} ms",
+            waiting[0]["address"]
+        )));
+    }
+    let expected = crate::participant::dirty_pattern(testfs::NAME, testfs::KIB * 1024);
+    let mut holding = Vec::new();
+    for i in 0..opts.controllers {
+        let path = image_path(work, i);
+        let mut buf = vec![0u8; expected.len()];
+        let f = fs::File::open(&path).map_err(io_err(format!("open {}", path.display())))?;
+        std::os::unix::fs::FileExt::read_exact_at(&f, &mut buf, testfs::OFFSET)
+            .map_err(io_err(format!("read {}", path.display())))?;
+        if buf == expected {
+            holding.push(i);
+        }
+    }
+    if holding.len() != 1 {
+        return Err(E2eError::Check(format!(
+            "the participant's dirty data is in {} images ({holding:?}), expected its disk's",
+            holding.len()
+        )));
+    }
+    Ok(())
 }
 
 fn check_images(opts: &Options, work: &Path) -> Result<(), E2eError> {

@@ -43,6 +43,9 @@ pub mod markers {
     /// `===E2E-CANARY=== key=value ...`: how the shipped nvmed fared on the
     /// canary controller.
     pub const CANARY: &str = "===E2E-CANARY===";
+    /// `===E2E-PARTICIPANT=== key=value ...`: the test file system daemon
+    /// the guest started (name, disk address, offset, KiB of dirty data).
+    pub const PARTICIPANT: &str = "===E2E-PARTICIPANT===";
 }
 
 /// The canary: one more QEMU NVMe controller, driven not by the test build
