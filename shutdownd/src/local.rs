@@ -705,3 +705,131 @@ mod tests {
         ));
     }
 }
+
+#[cfg(test)]
+mod router_tests {
+    use super::*;
+    use crate::plan::Plan;
+    use crate::run::run_plan_with_clock;
+    use crate::scheduler::Config;
+    use pcid_interface::function::PciAddress;
+    use pcid_interface::protocol::DeviceInfo;
+    use std::cell::Cell;
+    use std::rc::Rc;
+
+    /// A registry whose `file` goes away 30 ms after it is unmounted.
+    struct Registry {
+        clock: Rc<Cell<Duration>>,
+        unmounted_at: Option<Duration>,
+    }
+
+    impl SchemeRegistry for Registry {
+        fn unmount(&mut self, _name: &str) -> io::Result<bool> {
+            self.unmounted_at = Some(self.clock.get());
+            Ok(true)
+        }
+        fn is_registered(&mut self, _name: &str) -> io::Result<bool> {
+            Ok(self
+                .unmounted_at
+                .is_none_or(|at| self.clock.get() < at + Duration::from_millis(30)))
+        }
+    }
+
+    /// pcid answering every device request 1 ms later; the clock moves only
+    /// while shutdownd waits.
+    struct Pcid {
+        clock: Rc<Cell<Duration>>,
+        answers: Vec<(Duration, ControlMessage)>,
+        sent: Vec<(Duration, ControlMessage)>,
+    }
+
+    impl ControlPort for Pcid {
+        fn send(&mut self, msg: &ControlMessage) -> Result<(), PortError> {
+            let at = self.clock.get();
+            self.sent.push((at, msg.clone()));
+            let answer = match *msg {
+                ControlMessage::Begin { id, address, .. } => ControlMessage::BeginAck {
+                    id,
+                    address,
+                    budget: Duration::from_millis(5),
+                },
+                ControlMessage::Finish { id, address, .. } => ControlMessage::FinishAck {
+                    id,
+                    address,
+                    outcome: FinishOutcome::Clean,
+                    elapsed: Duration::from_millis(1),
+                    detail: String::new(),
+                },
+                ref other => panic!("pcid got a request not meant for it: {other:?}"),
+            };
+            self.answers.push((at + Duration::from_millis(1), answer));
+            Ok(())
+        }
+
+        fn recv(&mut self, timeout: Duration) -> Result<Option<ControlMessage>, PortError> {
+            let end = self.clock.get() + timeout;
+            self.answers.sort_by_key(|(at, _)| *at);
+            match self.answers.first() {
+                Some((at, _)) if *at <= end => {
+                    let (at, msg) = self.answers.remove(0);
+                    self.clock.set(self.clock.get().max(at));
+                    Ok(Some(msg))
+                }
+                _ => {
+                    self.clock.set(end);
+                    Ok(None)
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_root_file_system_is_unmounted_before_any_device_begins() {
+        let clock = Rc::new(Cell::new(Duration::from_secs(1)));
+        let mut local = LocalParticipants::new(
+            Registry {
+                clock: clock.clone(),
+                unmounted_at: None,
+            },
+            vec![Unmount::parse("file").unwrap()],
+            1,
+        );
+        let device = |d: u8| DeviceInfo {
+            address: PciAddress {
+                segment: 0,
+                bus: 0,
+                device: d,
+                function: 0,
+            },
+            parent: None,
+            driver: "nvmed".into(),
+            support: ShutdownSupport::TwoPhase,
+            pid: 2,
+            state: DriverState::Running,
+        };
+        let plan = Plan::with_participants(vec![device(1), device(2)], local.infos()).unwrap();
+        let mut pcid = Pcid {
+            clock: clock.clone(),
+            answers: Vec::new(),
+            sent: Vec::new(),
+        };
+        let now = || clock.get();
+        let report = {
+            let mut router = Router::new(&mut pcid, &mut local, &now);
+            run_plan_with_clock(&mut router, plan, Config::default(), &now, &mut |_| {}).unwrap()
+        };
+        let fs = &report.devices[0];
+        assert_eq!(
+            (fs.kind.as_str(), fs.driver.as_str()),
+            ("participant", "file")
+        );
+        assert_eq!(fs.outcome, "clean", "{}", fs.detail);
+        let fs_done = fs.done_ms.unwrap();
+        assert!((30.0..=40.0).contains(&fs_done), "{fs_done}");
+        // Nothing reached pcid before the file system was gone.
+        let first_device = pcid.sent[0].0;
+        assert!(first_device >= Duration::from_secs(1) + Duration::from_millis(30));
+        assert!(report.all_ok());
+        assert_eq!(report.critical_path[0], "participant file");
+    }
+}
