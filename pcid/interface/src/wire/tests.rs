@@ -1330,3 +1330,55 @@ proptest! {
         }
     }
 }
+
+/// The participant examples in PROTOCOL.md §4/§5, read from the document:
+/// each is written `` `50 43 49 44 … | …` `` after the message it shows.
+#[test]
+fn protocol_md_participant_examples_are_the_encoding() {
+    let doc = include_str!("../../PROTOCOL.md").replace('\n', " ");
+    let example = |after: &str| -> Vec<u8> {
+        let start = doc
+            .find(after)
+            .unwrap_or_else(|| panic!("{after:?} not in PROTOCOL.md"));
+        let rest = &doc[start..];
+        let open = rest.find("`50 43 49 44").expect("an example follows");
+        let body = &rest[open + 1..];
+        let close = body.find('`').expect("closed");
+        hex(&body[..close].replace('|', " "))
+    };
+    let register = DriverMessage::Register {
+        version: 1,
+        name: "file".into(),
+        support: ShutdownSupport::TwoPhase,
+        providers: vec![
+            Provider::Device(addr(0, 0, 1, 0)),
+            Provider::Participant("lvm".into()),
+            Provider::AllDevices,
+        ],
+    };
+    assert_eq!(
+        example("participant \"lvm\", every device] }`"),
+        register.encode().unwrap()
+    );
+    assert_eq!(
+        example("`Registered { version: 1, id: 3 }`"),
+        DriverMessage::Registered { version: 1, id: 3 }
+            .encode()
+            .unwrap()
+    );
+    let list = ControlMessage::Participants {
+        id: 2,
+        participants: vec![ParticipantInfo {
+            id: 3,
+            name: "file".into(),
+            support: ShutdownSupport::TwoPhase,
+            pid: 42,
+            state: DriverState::Running,
+            providers: vec![Provider::Device(addr(0, 0, 1, 0))],
+        }],
+    };
+    assert_eq!(
+        example("[device 0000:00:01.0]} ] }`"),
+        list.encode().unwrap()
+    );
+}
