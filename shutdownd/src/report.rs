@@ -331,7 +331,8 @@ impl Report {
         let ordered: Vec<String> = self
             .devices
             .iter()
-            .filter(|d| !d.waits_for.is_empty())
+            // Rows never asked anything (no shutdown support) have no order.
+            .filter(|d| !d.waits_for.is_empty() && d.begin_sent_ms.is_some())
             .map(|d| format!("{} after {}", d.label(), d.waits_for.join(", ")))
             .collect();
         if !ordered.is_empty() {
