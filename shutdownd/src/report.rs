@@ -315,10 +315,20 @@ impl Report {
             .iter()
             .map(|(o, n)| format!("{n} {o}"))
             .collect();
+        let participants = self
+            .devices
+            .iter()
+            .filter(|d| d.kind == "participant")
+            .count();
         let _ = writeln!(
             out,
-            "{} devices: {}; total {:.1} ms ({}, {}; times in ms from the first Begin)",
-            self.devices.len(),
+            "{} devices{}: {}; total {:.1} ms ({}, {}; times in ms from the first Begin)",
+            self.devices.len() - participants,
+            if participants > 0 {
+                format!(" and {participants} participant(s)")
+            } else {
+                String::new()
+            },
             if counts.is_empty() {
                 "none".to_string()
             } else {

@@ -3,7 +3,8 @@
 //! ```text
 //! cargo run --release --bin simulate -- [--machine FILE] [--devices N] [--latency-ms MS]
 //!     [--sequential] [--json FILE] [--kind poweroff|reboot] [--deadline-ms MS]
-//!     [--fault INDEX:KIND]... [--driven-bridges-ms MS] [--keep] [--verbose] [--no-build]
+//!     [--fault INDEX:KIND]... [--driven-bridges-ms MS] [--filesystem INDEX[:hang]]...
+//!     [--keep] [--verbose] [--no-build]
 //! ```
 //!
 //! Writes a machine description (default: 16 NVMe controllers, 4.5 s shutdown
@@ -29,6 +30,13 @@
 //! `driver-sends-second-hello`), for which the device is served by the
 //! example driver `faultyd` misbehaving that way. `simulate --help` lists them.
 //!
+//! `--filesystem INDEX` (repeatable) starts the test file system daemon
+//! `testfsd` on the disk of the device at INDEX (through the test build of
+//! nvmed's disk socket), holding 64 KiB of dirty data, registered with pcid
+//! as a participant that depends on that disk: the report shows it first,
+//! and its disk's Begin only after it wrote back. `INDEX:hang` makes it
+//! never answer Finish, so shutdownd cuts it off at its deadline.
+//!
 //! `--driven-bridges-ms MS` gives the generated machine's PCIe root ports (one
 //! per 32 controllers) a driver (`faultyd`, behaving, shutdown taking MS), so
 //! the report shows each bridge beginning only after the controllers behind it
@@ -50,7 +58,7 @@ use shutdown_tests::sim::stack::{wait_deadline, Binaries, Stack, StackOptions};
 const USAGE: &str =
     "usage: simulate [--machine FILE] [--devices N] [--latency-ms MS] [--sequential] \
 [--json FILE] [--kind poweroff|reboot] [--deadline-ms MS] [--fault INDEX:KIND]... [--driven-bridges-ms MS] \
-[--keep] [--verbose] [--no-build]";
+[--filesystem INDEX[:hang]]... [--keep] [--verbose] [--no-build]";
 
 struct Args {
     machine: Option<PathBuf>,
@@ -62,6 +70,7 @@ struct Args {
     deadline_ms: Option<u64>,
     faults: Vec<FaultSpec>,
     driven_bridges_ms: Option<u64>,
+    filesystems: Vec<(usize, bool)>,
     keep: bool,
     verbose: bool,
     build: bool,
@@ -84,6 +93,7 @@ fn parse_args() -> Result<Option<Args>, String> {
         deadline_ms: None,
         faults: Vec::new(),
         driven_bridges_ms: None,
+        filesystems: Vec::new(),
         keep: false,
         verbose: false,
         build: true,
@@ -111,6 +121,16 @@ fn parse_args() -> Result<Option<Args>, String> {
                     .map_err(|e: shutdown_tests::sim::fault::FaultError| e.to_string())?,
             ),
             "--driven-bridges-ms" => a.driven_bridges_ms = Some(number(&flag, it.next())?),
+            "--filesystem" => {
+                let v = it.next().ok_or("--filesystem needs INDEX[:hang]")?;
+                let (index, hang) = match v.split_once(':') {
+                    Some((i, "hang")) => (i, true),
+                    Some(_) => return Err(format!("--filesystem {v}: INDEX or INDEX:hang")),
+                    None => (v.as_str(), false),
+                };
+                a.filesystems
+                    .push((number("--filesystem", Some(index.to_string()))?, hang));
+            }
             "--keep" => a.keep = true,
             "--verbose" => a.verbose = true,
             "--no-build" => a.build = false,
@@ -122,6 +142,12 @@ fn parse_args() -> Result<Option<Args>, String> {
             "--fault and --driven-bridges-ms apply to the generated machine, not to --machine"
                 .into(),
         );
+    }
+    if a.machine.is_some() && !a.filesystems.is_empty() {
+        return Err("--filesystem applies to the generated machine, not to --machine".into());
+    }
+    if let Some((i, _)) = a.filesystems.iter().find(|(i, _)| *i >= a.devices) {
+        return Err(format!("--filesystem {i}: there are {} devices", a.devices));
     }
     if a.devices == 0 || a.devices > MachineSpec::MAX_DEVICES {
         return Err(format!(
@@ -178,12 +204,20 @@ fn run(args: Args) -> Result<u8, String> {
     if std::env::var_os("RUST_LOG").is_none() {
         env.push(("RUST_LOG".to_string(), "warn".to_string()));
     }
+    let disks = work.path().join("disks");
     let opts = StackOptions {
         machine,
         work_dir: work.path().to_path_buf(),
         ready_timeout: Duration::from_secs(90),
         env,
-        driver_env: Vec::new(),
+        driver_env: if args.filesystems.is_empty() {
+            Vec::new()
+        } else {
+            vec![(
+                shutdown_tests::nvme::disk_socket::DISK_DIR_ENV.to_string(),
+                disks.to_string_lossy().into_owned(),
+            )]
+        },
         pcid_args: Vec::new(),
         inherit_stderr: args.verbose,
     };
@@ -194,6 +228,46 @@ fn run(args: Args) -> Result<u8, String> {
         stack.ready_after().as_millis()
     );
 
+    let mut filesystems = Vec::new();
+    for (n, (index, hang)) in args.filesystems.iter().enumerate() {
+        let address = shutdown_tests::sim::machine::device_address(*index);
+        let name = format!("fs{n}");
+        let mut fs_args = vec![
+            "--participants".to_string(),
+            stack.participants().to_string_lossy().into_owned(),
+            "--disk".to_string(),
+            shutdown_tests::nvme::disk_socket::socket_path(&disks, &address)
+                .to_string_lossy()
+                .into_owned(),
+            "--name".to_string(),
+            name.clone(),
+            "--provider".to_string(),
+            address.clone(),
+            // Inside the generated machine's 1 MiB namespaces.
+            "--offset".to_string(),
+            "262144".to_string(),
+        ];
+        if *hang {
+            fs_args.extend(["--hang".to_string(), "finish".to_string()]);
+        }
+        let log = work.path().join(format!("{name}.log"));
+        let fs = shutdown_tests::participant::Testfsd::start(
+            &bins.path("testfsd"),
+            &fs_args,
+            &log,
+            Duration::from_secs(30),
+        )
+        .map_err(|e| e.to_string())?;
+        println!(
+            "simulate: participant {name} (testfsd, 64 KiB of dirty data) on {address}'s disk{}",
+            if *hang {
+                ", never answering Finish"
+            } else {
+                ""
+            }
+        );
+        filesystems.push(fs);
+    }
     let json = args
         .json
         .clone()
@@ -231,6 +305,7 @@ fn run(args: Args) -> Result<u8, String> {
             ));
         }
     };
+    drop(filesystems);
     let log = stack.log().map(|p| p.to_path_buf());
     if let Err(e) = stack.stop(Duration::from_secs(5)) {
         eprintln!("simulate: stopping pcid: {e}");
