@@ -17,8 +17,9 @@
 #                      place of Redox's, at the path the match table names
 #                      (if etc/pcid/initfs.toml has no entry for it, the one
 #                      in etc/pcid/initfs.toml beside this script is appended).
-#                      It does not serve disk.* schemes, so leave it out on a
-#                      system whose root file system is on NVMe.
+#                      It serves the disk.* schemes Redox's NVMe driver
+#                      serves (namespaces, partitions), so redoxfs mounts
+#                      from it as from Redox's.
 # Nothing else is changed. Run it on the staged initfs directory before the
 # initfs image is packed. Exit status 0 on success, 1 on a missing file, 2 on
 # bad arguments.
