@@ -26,6 +26,10 @@
 //!    showing every controller got the shutdown notification, acpid handling
 //!    the power-off, and QEMU having exited by itself.
 //!
+//! With `--redoxfs` the run is [`filesystem`]'s instead: RedoxFS on NVMe
+//! served by this project's nvmed, a file written just before shutdown, and
+//! the same image powered off Redox's way for comparison.
+//!
 //! Failures are one line naming the stage: `build step <name>`, `boot`,
 //! `init`, `pcid ready`, `shutdown`, `power-off`, or the check that failed.
 
