@@ -314,3 +314,75 @@ fn a_cycle_between_participants_is_reported_and_breaks_no_shutdown() {
         assert!(disk.begin_sent_ms.unwrap() >= fs.done_ms.unwrap(), "{why}");
     }
 }
+
+/// pcid's participant socket refuses a peer running under another uid, as
+/// its control socket does: by the socket's 0600 mode, and with the mode
+/// opened up by its own peer-uid check. Needs root to start that peer;
+/// without root it fails saying so, unless `SHUTDOWN_TESTS_UNPRIVILEGED=1`
+/// is set, in which case it prints that it was skipped.
+#[test]
+fn the_participant_endpoint_refuses_another_uid() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+
+    if !rustix::process::geteuid().is_root() {
+        let why = "not root: cannot start a participant under another uid";
+        if std::env::var_os("SHUTDOWN_TESTS_UNPRIVILEGED").is_some_and(|v| v == "1") {
+            eprintln!("SKIPPED the_participant_endpoint_refuses_another_uid: {why}");
+            return;
+        }
+        panic!("{why}; run as root, or set SHUTDOWN_TESTS_UNPRIVILEGED=1 to skip this test");
+    }
+    const NOBODY: u32 = 65534;
+    let rig = Rig::start(1, 100);
+    let sock = rig.stack.participants().to_path_buf();
+    let mode = std::fs::metadata(&sock).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "participant socket mode {mode:o}");
+    // Let nobody reach the binary and the disk, so that only pcid can refuse.
+    let exe = rig.dir.path().join("testfsd");
+    std::fs::copy(rig.stack.binaries().path("testfsd"), &exe).unwrap();
+    let open = |p: &Path, m: u32| std::fs::set_permissions(p, std::fs::Permissions::from_mode(m));
+    open(&exe, 0o755).unwrap();
+    open(rig.dir.path(), 0o755).unwrap();
+    open(&rig.disks, 0o755).unwrap();
+    open(&rig.disk(0), 0o666).unwrap();
+    let as_nobody = || {
+        let mut cmd = std::process::Command::new(&exe);
+        cmd.arg("--participants")
+            .arg(&sock)
+            .arg("--disk")
+            .arg(rig.disk(0))
+            .arg("--name")
+            .arg("intruder")
+            .uid(NOBODY)
+            .gid(NOBODY);
+        shutdown_tests::sim::stack::run_captured(cmd, "testfsd as nobody", WAIT, None)
+            .expect("run testfsd")
+    };
+    let run = as_nobody();
+    assert_eq!(run.status.code(), Some(1), "{run:?}");
+    assert!(
+        run.stderr.contains("registering with pcid"),
+        "{}",
+        run.stderr
+    );
+    open(&sock, 0o666).unwrap();
+    let run = as_nobody();
+    assert_eq!(run.status.code(), Some(1), "{run:?}");
+    assert!(
+        run.stderr.contains("registering with pcid"),
+        "{}",
+        run.stderr
+    );
+    let log = std::fs::read_to_string(rig.stack.log().expect("pcid log")).unwrap();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("participant endpoint: refused connection")
+                && l.contains(&format!("uid {NOBODY}"))),
+        "{log}"
+    );
+    // Nothing registered: the owner's shutdown lists no participant.
+    let (run, report) = rig.shutdown();
+    assert!(run.status.success(), "{}", rig.explain(&run));
+    assert!(report.devices.iter().all(|d| d.kind != "participant"));
+}
