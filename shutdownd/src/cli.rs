@@ -28,8 +28,9 @@ pub const SHUTDOWN_DEFAULT_DEADLINE: Duration = Duration::from_secs(30);
 
 /// shutdownd's usage line.
 pub const USAGE: &str = "usage: shutdownd --control PATH [--kind poweroff|reboot] [--sequential] \
-[--json FILE|-] [--deadline-ms MS] [--begin-timeout-ms MS] [--one-phase-timeout-ms MS] [--quiet] \
-[-r|--reboot] [--no-power-off]";
+[--json FILE|-] [--svg FILE] [--deadline-ms MS] [--begin-timeout-ms MS] [--one-phase-timeout-ms MS] \
+[--quiet] [-r|--reboot] [--no-power-off]
+       shutdownd report [--svg FILE] REPORT.json   (draw or print a saved JSON report)";
 
 /// Help text of the `shutdown` flavour.
 pub const SHUTDOWN_HELP: &str = "\
@@ -80,6 +81,8 @@ pub struct Invocation {
     pub control: Option<PathBuf>,
     /// Where to write the JSON report.
     pub json: Option<PathBuf>,
+    /// Where to write the report's timeline picture (SVG).
+    pub svg: Option<PathBuf>,
     /// No progress lines.
     pub quiet: bool,
     /// The scheduler's configuration.
@@ -97,6 +100,7 @@ impl Invocation {
         Self {
             control: None,
             json: None,
+            svg: None,
             quiet: false,
             config,
             no_power_off: false,
@@ -111,6 +115,14 @@ pub enum Parsed {
     Help,
     /// Run the shutdown.
     Run(Invocation),
+    /// `shutdownd report`: read a saved JSON report, print its table and,
+    /// with `svg`, draw it.
+    Report {
+        /// The JSON report (`-`: standard input).
+        json: PathBuf,
+        /// Where to write the picture.
+        svg: Option<PathBuf>,
+    },
 }
 
 fn parse_ms(flag: &str, value: Option<String>) -> Result<Duration, String> {
@@ -131,6 +143,7 @@ fn long_option(
             inv.control = Some(PathBuf::from(it.next().ok_or("--control needs a path")?))
         }
         "--json" => inv.json = Some(PathBuf::from(it.next().ok_or("--json needs a file name")?)),
+        "--svg" => inv.svg = Some(PathBuf::from(it.next().ok_or("--svg needs a file name")?)),
         "--sequential" => inv.config.mode = Mode::Sequential,
         "--quiet" => inv.quiet = true,
         "--reboot" => inv.config.kind = ShutdownKind::Reboot,
@@ -159,7 +172,11 @@ fn long_option(
 /// argument it does not know is an error.
 pub fn parse_shutdownd(args: impl IntoIterator<Item = String>) -> Result<Parsed, String> {
     let mut inv = Invocation::new(Flavor::Shutdownd);
-    let mut it = args.into_iter();
+    let mut it = args.into_iter().peekable();
+    if it.peek().is_some_and(|a| a == "report") {
+        it.next();
+        return parse_report(it);
+    }
     while let Some(a) = it.next() {
         match a.as_str() {
             "-h" | "--help" => return Ok(Parsed::Help),
@@ -172,6 +189,24 @@ pub fn parse_shutdownd(args: impl IntoIterator<Item = String>) -> Result<Parsed,
         }
     }
     Ok(Parsed::Run(inv))
+}
+
+/// `shutdownd report [--svg FILE] REPORT.json`.
+fn parse_report(mut it: impl Iterator<Item = String>) -> Result<Parsed, String> {
+    let mut svg = None;
+    let mut json = None;
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "-h" | "--help" => return Ok(Parsed::Help),
+            "--svg" => svg = Some(PathBuf::from(it.next().ok_or("--svg needs a file name")?)),
+            "-" => json = Some(PathBuf::from(a)),
+            s if s.starts_with('-') => return Err(format!("report: unknown argument `{a}`")),
+            _ if json.is_some() => return Err(format!("report: one report at a time, not `{a}`")),
+            _ => json = Some(PathBuf::from(a)),
+        }
+    }
+    let json = json.ok_or("report needs the JSON report to read (a file, or - for stdin)")?;
+    Ok(Parsed::Report { json, svg })
 }
 
 /// Parses the command line of the `shutdown` flavour (without the program
@@ -230,7 +265,7 @@ mod tests {
     fn run(p: Parsed) -> Invocation {
         match p {
             Parsed::Run(i) => i,
-            Parsed::Help => panic!("expected a run"),
+            other => panic!("expected a run, not {other:?}"),
         }
     }
 
@@ -328,6 +363,29 @@ mod tests {
             inv.config.global_deadline,
             Config::default().global_deadline
         );
+    }
+
+    #[test]
+    fn report_reads_one_saved_report() {
+        assert_eq!(
+            parse_shutdownd(args(&["report", "--svg", "t.svg", "r.json"])).unwrap(),
+            Parsed::Report {
+                json: PathBuf::from("r.json"),
+                svg: Some(PathBuf::from("t.svg"))
+            }
+        );
+        assert_eq!(
+            parse_shutdownd(args(&["report", "-"])).unwrap(),
+            Parsed::Report {
+                json: PathBuf::from("-"),
+                svg: None
+            }
+        );
+        assert!(parse_shutdownd(args(&["report"])).is_err());
+        assert!(parse_shutdownd(args(&["report", "a.json", "b.json"])).is_err());
+        assert!(parse_shutdownd(args(&["report", "--control", "x", "a.json"])).is_err());
+        let inv = run(parse_shutdownd(args(&["--svg", "t.svg"])).unwrap());
+        assert_eq!(inv.svg, Some(PathBuf::from("t.svg")));
     }
 
     #[test]

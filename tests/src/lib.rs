@@ -3,6 +3,7 @@
 //! driver), and benchmarks.
 
 pub mod nvme;
+pub mod picture;
 pub mod sim;
 
 #[cfg(target_os = "linux")]

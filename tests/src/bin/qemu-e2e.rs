@@ -9,7 +9,7 @@ use std::time::Duration;
 use shutdown_tests::qemu::cmdline::Mode;
 use shutdown_tests::qemu::host::{self, E2eError, Options};
 
-const USAGE: &str = "usage: qemu-e2e [--controllers N] [--sequential] [--json FILE] \
+const USAGE: &str = "usage: qemu-e2e [--controllers N] [--sequential] [--json FILE] [--svg FILE] \
 [--root-port | --no-root-port] [--probe] [--timeout SECS] [--memory MIB] [--cpus N] \
 [--log FILTER] [--quiet]";
 
@@ -30,6 +30,7 @@ fn parse_args(opts: &mut Options) -> Result<(), E2eError> {
             }
             "--sequential" => opts.sequential = true,
             "--json" => opts.json = Some(PathBuf::from(value("--json")?)),
+            "--svg" => opts.svg = Some(PathBuf::from(value("--svg")?)),
             "--root-port" => opts.root_port = true,
             "--no-root-port" => opts.root_port = false,
             "--probe" => opts.mode = Mode::Probe,

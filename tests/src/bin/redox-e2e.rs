@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use shutdown_tests::redox::{self, Options, RedoxError};
 
-const USAGE: &str = "usage: redox-e2e [--controllers N] [--sequential] [--json FILE] [--keep] \
+const USAGE: &str =
+    "usage: redox-e2e [--controllers N] [--sequential] [--json FILE] [--svg FILE] [--keep] \
 [--timeout SECS] [--jobs N] [--log FILTER] [--verbose]
 
 Builds a minimal Redox from the sources pinned in tests/redox/pins.toml (cached in
@@ -31,6 +32,7 @@ fn parse_args(opts: &mut Options) -> Result<bool, String> {
             }
             "--sequential" => opts.sequential = true,
             "--json" => opts.json = Some(PathBuf::from(value("--json")?)),
+            "--svg" => opts.svg = Some(PathBuf::from(value("--svg")?)),
             "--keep" => opts.keep = true,
             "--timeout" => {
                 let v = value("--timeout")?;

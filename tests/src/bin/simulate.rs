@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! cargo run --release --bin simulate -- [--machine FILE] [--devices N] [--latency-ms MS]
-//!     [--sequential] [--json FILE] [--kind poweroff|reboot] [--deadline-ms MS]
+//!     [--sequential] [--json FILE] [--svg FILE] [--kind poweroff|reboot] [--deadline-ms MS]
 //!     [--fault INDEX:KIND]... [--driven-bridges-ms MS] [--keep] [--verbose] [--no-build]
 //! ```
 //!
@@ -11,7 +11,8 @@
 //! temporary directory) unless `--machine` names one, starts `pcid` on it with
 //! the repository's match table (`initfs/lib/pcid.d`), waits for pcid's
 //! readiness line, runs `shutdownd` (its progress and report go straight to
-//! the terminal), stops pcid and exits with shutdownd's status. When that is
+//! the terminal), stops pcid and exits with shutdownd's status. `--svg FILE`
+//! has shutdownd draw the report as a timeline picture. When that is
 //! not 0 it also prints the end of pcid's and the drivers' log; `--keep` keeps
 //! the temporary directory (machine, backing files, report, log).
 //!
@@ -49,7 +50,7 @@ use shutdown_tests::sim::stack::{wait_deadline, Binaries, Stack, StackOptions};
 
 const USAGE: &str =
     "usage: simulate [--machine FILE] [--devices N] [--latency-ms MS] [--sequential] \
-[--json FILE] [--kind poweroff|reboot] [--deadline-ms MS] [--fault INDEX:KIND]... [--driven-bridges-ms MS] \
+[--json FILE] [--svg FILE] [--kind poweroff|reboot] [--deadline-ms MS] [--fault INDEX:KIND]... [--driven-bridges-ms MS] \
 [--keep] [--verbose] [--no-build]";
 
 struct Args {
@@ -58,6 +59,7 @@ struct Args {
     latency_ms: u64,
     sequential: bool,
     json: Option<PathBuf>,
+    svg: Option<PathBuf>,
     kind: String,
     deadline_ms: Option<u64>,
     faults: Vec<FaultSpec>,
@@ -80,6 +82,7 @@ fn parse_args() -> Result<Option<Args>, String> {
         latency_ms: 4500,
         sequential: false,
         json: None,
+        svg: None,
         kind: "poweroff".into(),
         deadline_ms: None,
         faults: Vec::new(),
@@ -97,6 +100,7 @@ fn parse_args() -> Result<Option<Args>, String> {
             "--latency-ms" => a.latency_ms = number(&flag, it.next())?,
             "--sequential" => a.sequential = true,
             "--json" => a.json = Some(it.next().ok_or("--json needs a file")?.into()),
+            "--svg" => a.svg = Some(it.next().ok_or("--svg needs a file")?.into()),
             "--kind" => {
                 a.kind = it.next().ok_or("--kind needs poweroff or reboot")?;
                 if a.kind != "poweroff" && a.kind != "reboot" {
@@ -203,6 +207,9 @@ fn run(args: Args) -> Result<u8, String> {
     if args.sequential {
         cmd.arg("--sequential");
     }
+    if let Some(svg) = &args.svg {
+        cmd.arg("--svg").arg(svg);
+    }
     // shutdownd's default global deadline (120 s) is too short for the
     // sequential baseline of a large generated machine: unless told
     // otherwise, allow every device its full finish deadline in turn.
@@ -238,6 +245,9 @@ fn run(args: Args) -> Result<u8, String> {
     let code = status.code().map_or(2, |c| u8::try_from(c).unwrap_or(2));
     if args.json.is_some() {
         println!("simulate: report written to {}", json.display());
+    }
+    if let Some(svg) = args.svg.as_ref().filter(|p| p.is_file()) {
+        println!("simulate: picture written to {}", svg.display());
     }
     if code != 0 && !args.verbose {
         // What pcid and the drivers logged explains most failures.
