@@ -21,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "pcid_shutdown.h"
@@ -29,7 +30,8 @@ static int fd = -1;
 
 static int write_all(const uint8_t *b, size_t n) {
     while (n > 0) {
-        ssize_t w = write(fd, b, n);
+        /* MSG_NOSIGNAL: a closed channel is EPIPE, not SIGPIPE (§10). */
+        ssize_t w = send(fd, b, n, MSG_NOSIGNAL);
         if (w < 0 && errno == EINTR) continue;
         if (w <= 0) return -1;
         b += w; n -= (size_t)w;
