@@ -14,7 +14,9 @@
 #                      name (it takes `shutdown`'s flags, -r/--reboot), for
 #                      images that call `shutdown` from the initfs.
 #   lib/drivers/nvmed  only with --with-nvmed: this project's NVMe driver in
-#                      place of Redox's, at the path the match table names.
+#                      place of Redox's, at the path the match table names
+#                      (if etc/pcid/initfs.toml has no entry for it, the one
+#                      in etc/pcid/initfs.toml beside this script is appended).
 #                      It does not serve disk.* schemes, so leave it out on a
 #                      system whose root file system is on NVMe.
 # Nothing else is changed. Run it on the staged initfs directory before the
@@ -44,13 +46,16 @@ bin=$2
 fail() { echo "integrate.sh: $*" >&2; exit 1; }
 
 [ -d "$initfs/bin" ] || fail "$initfs is not an initfs tree (no bin/ directory)"
-[ -f "$initfs/etc/pcid/initfs.toml" ] \
-    || echo "integrate.sh: warning: $initfs/etc/pcid/initfs.toml is missing: pcid-spawner will start no drivers" >&2
 need="pcid shutdownd"
 [ "$with_nvmed" = 1 ] && need="$need nvmed"
 for f in $need; do
     [ -f "$bin/$f" ] || fail "$bin/$f is missing"
 done
+
+here=$(cd "$(dirname "$0")" && pwd)
+fragment=$here/etc/pcid/initfs.toml
+nvmed_command=/scheme/initfs/lib/drivers/nvmed
+[ "$with_nvmed" = 0 ] || [ -f "$fragment" ] || fail "$fragment is missing"
 
 install_file() { # SRC DEST
     mkdir -p "$(dirname "$2")"
@@ -60,6 +65,9 @@ install_file() { # SRC DEST
     echo "integrate.sh: $2"
 }
 
+if [ "$with_nvmed" = 0 ] && [ ! -f "$initfs/etc/pcid/initfs.toml" ]; then
+    echo "integrate.sh: warning: $initfs/etc/pcid/initfs.toml is missing: pcid-spawner will start no drivers" >&2
+fi
 install_file "$bin/pcid" "$initfs/bin/pcid"
 install_file "$bin/shutdownd" "$initfs/bin/shutdownd"
 if [ "$as_shutdown" = 1 ]; then
@@ -67,4 +75,10 @@ if [ "$as_shutdown" = 1 ]; then
 fi
 if [ "$with_nvmed" = 1 ]; then
     install_file "$bin/nvmed" "$initfs/lib/drivers/nvmed"
+    table=$initfs/etc/pcid/initfs.toml
+    if ! grep -qF "\"$nvmed_command\"" "$table" 2>/dev/null; then
+        mkdir -p "$(dirname "$table")"
+        { [ -s "$table" ] && echo; cat "$fragment"; } >>"$table"
+        echo "integrate.sh: $table: appended the entry for $nvmed_command"
+    fi
 fi

@@ -12,6 +12,12 @@
 //! Every wait has a deadline taken from the controller (CAP.TO) or from
 //! [`Options`]; every failure is an [`NvmeError`] naming the step.
 //!
+//! Around the controller, [`service`] holds what the daemon does (bring-up
+//! with a summary line, the shutdown handler, opening Linux hardware, BAR0
+//! from pcid's `Welcome`), and `redox` (on Redox) its start-up as a Redox
+//! driver daemon and BAR0 through physmap. The shipped `nvmed` binary and
+//! its test build (`nvmed-test`) are both made of these.
+//!
 //! ```no_run
 //! # fn demo<R: pcid_hw::RegisterIo, D: pcid_hw::DmaAllocator, C: pcid_hw::Clock>(
 //! #     regs: R, dma: D, clock: C) -> Result<(), nvmed::NvmeError> {
@@ -35,6 +41,8 @@ mod dma_lifetime_tests;
 mod error;
 mod poll;
 mod queue;
+#[cfg(target_os = "redox")]
+pub mod redox;
 pub mod service;
 mod shutdown;
 

@@ -3,14 +3,18 @@
 //! 1. Connects to pcid over the channel named by `PCID_CLIENT_CHANNEL`, says
 //!    `Hello` (two-phase shutdown) and receives the function description.
 //! 2. Opens the controller through the backend pcid names: a Linux PCI
-//!    function through sysfs, or Redox's physmap. A simulated function is
+//!    function through sysfs, or on Redox BAR0 (from `Welcome`) through
+//!    physmap (`nvmed::redox`). A simulated function is
 //!    refused: the simulated controller is not part of this binary (test
 //!    builds of the daemon, such as `nvmed-test` in the `shutdown_tests`
 //!    crate, serve it).
 //! 3. Brings the controller up and identifies it (`nvmed::service`).
 //! 4. Sends `Ready`, drops privileges (`setrens(0, 0)` on Redox, recorded
-//!    elsewhere; see `pcid_interface::privileges`), then serves the shutdown
-//!    protocol: `Begin` → `Controller::begin`, `Finish` → `Controller::finish`.
+//!    elsewhere; see `nvmed::service::ready_to_serve`), then serves the
+//!    shutdown protocol: `Begin` → `Controller::begin`, `Finish` →
+//!    `Controller::finish`.
+//!
+//! On Redox it first daemonizes as Redox's drivers do (`nvmed::redox`).
 //!
 //! This binary issues no I/O of its own: it writes nothing to a namespace,
 //! whatever its environment says.
@@ -21,27 +25,23 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use log::error;
-use nvmed::service::{self, ShutdownService, DRIVER_NAME};
+use nvmed::service::{self, HardwareError, ShutdownService, DRIVER_NAME};
 use nvmed::NvmeError;
 use pcid_hw::{Clock, DmaAllocator, RegisterIo, SystemClock};
 use pcid_interface::driver;
 use pcid_interface::function::{FunctionBackend, PciFunction};
 use pcid_interface::protocol::ShutdownSupport;
 
-#[cfg(target_os = "redox")]
-mod redox;
-
 /// Why the daemon stopped.
 #[derive(Debug, thiserror::Error)]
 enum Fatal {
     #[error("cannot connect to pcid: {0}")]
     Connect(#[from] driver::DriverError),
-    #[error("{address}: {step}: {source}")]
+    #[error("{address}: {source}")]
     Hardware {
         address: String,
-        step: &'static str,
         #[source]
-        source: pcid_hw::HwError,
+        source: HardwareError,
     },
     #[error("{address}: {0}", address = .1)]
     Nvme(NvmeError, String),
@@ -58,7 +58,13 @@ enum Fatal {
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     #[cfg(target_os = "redox")]
-    return redox::main(run_to_exit_code);
+    return match nvmed::redox::daemonize(run_to_exit_code) {
+        Ok(never) => match never {},
+        Err(e) => {
+            eprintln!("nvmed: error: {e}");
+            ExitCode::FAILURE
+        }
+    };
     #[cfg(not(target_os = "redox"))]
     run_to_exit_code()
 }
@@ -85,6 +91,10 @@ fn run() -> Result<(), Fatal> {
         function.subclass,
         function.interface
     );
+    let hardware = |source| Fatal::Hardware {
+        address: address.clone(),
+        source,
+    };
     match &function.backend {
         FunctionBackend::Simulated { .. } => Err(Fatal::BackendUnavailable {
             address,
@@ -92,49 +102,31 @@ fn run() -> Result<(), Fatal> {
                    this driver drives hardware only"
                 .to_string(),
         }),
-        FunctionBackend::LinuxSysfs { sysfs_path } => linux(conn, &function, sysfs_path),
-        #[cfg(target_os = "redox")]
-        FunctionBackend::Redox { .. } => {
-            let (regs, dma) =
-                redox::open_hardware(&function).map_err(|source| Fatal::Hardware {
-                    address,
-                    step: "map BAR0 and set up DMA memory",
-                    source,
-                })?;
+        #[cfg(target_os = "linux")]
+        FunctionBackend::LinuxSysfs { sysfs_path } => {
+            let (regs, dma) = service::open_linux(sysfs_path).map_err(hardware)?;
             drive(conn, &function, regs, dma, SystemClock::new())
         }
-        #[cfg(not(target_os = "redox"))]
-        FunctionBackend::Redox { .. } => Err(Fatal::BackendUnavailable {
+        #[cfg(target_os = "redox")]
+        FunctionBackend::Redox { bars, .. } => {
+            let (regs, dma) =
+                nvmed::redox::open_hardware(function.address, bars).map_err(hardware)?;
+            drive(conn, &function, regs, dma, SystemClock::new())
+        }
+        other => Err(Fatal::BackendUnavailable {
             address,
-            what: "the Redox backend exists only on Redox".to_string(),
+            what: format!("{} exists only on its own OS", backend_name(other)),
         }),
     }
 }
 
-#[cfg(target_os = "linux")]
-fn linux(
-    conn: driver::DriverConnection,
-    function: &PciFunction,
-    sysfs_path: &str,
-) -> Result<(), Fatal> {
-    let (bar, dma) = service::open_linux(sysfs_path).map_err(|e| Fatal::Hardware {
-        address: function.address.to_string(),
-        step: e.step,
-        source: e.source,
-    })?;
-    drive(conn, function, bar, dma, SystemClock::new())
-}
-
-#[cfg(not(target_os = "linux"))]
-fn linux(
-    _conn: driver::DriverConnection,
-    function: &PciFunction,
-    _sysfs_path: &str,
-) -> Result<(), Fatal> {
-    Err(Fatal::BackendUnavailable {
-        address: function.address.to_string(),
-        what: "the Linux sysfs backend exists only on Linux".to_string(),
-    })
+/// What a backend is called in messages.
+fn backend_name(backend: &FunctionBackend) -> &'static str {
+    match backend {
+        FunctionBackend::Simulated { .. } => "the simulated backend",
+        FunctionBackend::LinuxSysfs { .. } => "the Linux sysfs backend",
+        FunctionBackend::Redox { .. } => "the Redox backend",
+    }
 }
 
 /// Brings the controller up, then serves the shutdown protocol.
@@ -157,17 +149,7 @@ where
         address: address.clone(),
         source,
     })?;
-    // Everything nvmed will ever open is open now (the channel with its
-    // event queue and timer, BAR0, the DMA allocator and buffers): drop
-    // privileges where Redox drivers do. Off Redox the drop is only recorded,
-    // which makes any later open through pcid_interface fail as on Redox, so
-    // the process tests check this order.
-    #[cfg(target_os = "redox")]
-    redox::ready(function);
-    #[cfg(not(target_os = "redox"))]
-    if let Err(e) = pcid_interface::privileges::drop_privileges() {
-        log::error!("{address}: {e}");
-    }
+    service::ready_to_serve(function);
     let outcome = conn
         .serve(ShutdownService::new(Arc::new(ctrl)))
         .map_err(|source| Fatal::Serve {

@@ -1,129 +1,94 @@
 //! nvmed on Redox: start-up as a Redox driver daemon, BAR0 and DMA through
-//! `pcid_hw::redox`, and the privilege drop.
+//! `pcid_hw::redox`, and the privilege drop. Used by the shipped `nvmed` and
+//! by its test build (`nvmed-test`), so both start and reach the hardware
+//! the same way.
 //!
 //! On Redox, drivers are started by Redox's pcid-spawner: it opens the
 //! function's channel, uses it for Redox's own requests (configuration,
 //! enable), hands the fd over in `PCID_CLIENT_CHANNEL` and waits for the
 //! process it started to exit. So nvmed daemonizes as Redox's drivers do:
 //!
-//! * [`main`] forks (`pcid_interface::redox::daemon`) before anything else.
-//!   The process pcid-spawner started exits 0 once the child is ready
-//!   ([`ready`]), non-zero if the child gives up first; the child serves on.
-//! * [`open_hardware`] finds BAR0 ([`bar0_location`], the one place that
-//!   knows where BARs come from), maps it uncacheable through physmap and
-//!   opens the DMA allocator. pcid enabled memory space and bus mastering
-//!   when the channel was opened.
-//! * [`ready`] runs after the controller is up and `Ready` was sent: it
-//!   drops privileges (`setrens(0, 0)`: every mapping, DMA buffer and the
-//!   channel with its event queue and timer stay usable; after it only the
-//!   `memory` and `pipe` schemes can be opened, and all of nvmed's DMA memory
-//!   is allocated during bring-up) and signals readiness.
+//! * [`daemonize`] forks (`pcid_interface::redox::daemon`) before anything
+//!   else. The process pcid-spawner started exits 0 once the child is ready,
+//!   non-zero if the child gives up first; the child serves on.
+//! * [`open_hardware`] maps BAR0 — as pcid's `Welcome` describes it
+//!   (`FunctionBackend::Redox { bars, .. }`, checked by
+//!   [`crate::service::redox_bar0`]) — uncacheable through physmap and opens
+//!   the DMA allocator. pcid enabled memory space and bus mastering when the
+//!   channel was opened.
+//! * After the controller is up and `Ready` was sent,
+//!   [`crate::service::ready_to_serve`] drops privileges (`setrens(0, 0)`:
+//!   every mapping, DMA buffer and the channel with its event queue and timer
+//!   stay usable; after it only the `memory` and `pipe` schemes can be
+//!   opened, and all of nvmed's DMA memory is allocated during bring-up) and
+//!   then signals readiness.
 
+use std::convert::Infallible;
 use std::process::ExitCode;
 use std::sync::Mutex;
 
 use pcid_hw::redox::{MemoryType, PhysMap, RedoxDmaAllocator};
-use pcid_hw::HwError;
-use pcid_interface::function::PciFunction;
-use pcid_interface::redox::daemon::{self, Readiness};
-use pcid_interface::redox::{function_dir, memory_bar, parse_bars, Bar, MAX_BARS_LEN};
+use pcid_interface::function::PciAddress;
+use pcid_interface::redox::daemon::{self, DaemonError, Readiness};
+use pcid_interface::redox::Bar;
 
-/// Readiness handle of this daemon, taken by [`ready`].
+use crate::service::{redox_bar0, Bar0Error, HardwareError, DRIVER_NAME};
+
+/// Readiness handle of this process's daemon, set by [`daemonize`] and taken
+/// by [`ready`]. A process runs one daemon.
 static READINESS: Mutex<Option<Readiness>> = Mutex::new(None);
 
-/// Runs `run` in the forked daemon. Returns only if the fork failed.
-pub fn main(run: fn() -> ExitCode) -> ExitCode {
-    let started = daemon::run("nvmed", move |readiness| {
+/// Forks into the background as Redox's drivers do and runs `run` in the
+/// daemon (the child); its exit code becomes the daemon's exit status (0 for
+/// success, 1 otherwise). The started process exits once the daemon is
+/// ready ([`crate::service::ready_to_serve`]) or gone.
+///
+/// Call it first thing in `main`, before any thread is started. Returns
+/// only if the readiness pipe or the fork failed.
+pub fn daemonize(run: impl FnOnce() -> ExitCode) -> Result<Infallible, DaemonError> {
+    daemon::run(DRIVER_NAME, move |readiness| {
         *READINESS.lock().unwrap_or_else(|e| e.into_inner()) = Some(readiness);
         if run() == ExitCode::SUCCESS {
             0
         } else {
             1
         }
-    });
-    match started {
-        Ok(never) => match never {},
-        Err(e) => {
-            eprintln!("nvmed: error: {e}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-fn os(what: String, kind: std::io::ErrorKind, msg: String) -> HwError {
-    HwError::Os {
-        what,
-        source: std::io::Error::new(kind, msg),
-    }
-}
-
-/// Where BAR0 (the controller's registers) is. The one place that knows:
-/// today it reads the function's BAR listing from pcid's scheme
-/// (`/scheme/pci/<function>/bars`); when pcid's `Welcome` carries the BARs,
-/// this takes them from `function` instead.
-fn bar0_location(function: &PciFunction) -> Result<Bar, HwError> {
-    let path = format!("{}/bars", function_dir(function.address));
-    let text = std::fs::read_to_string(&path).map_err(|source| HwError::Os {
-        what: format!("read {path}"),
-        source,
-    })?;
-    if text.len() > MAX_BARS_LEN {
-        return Err(os(
-            format!("read {path}"),
-            std::io::ErrorKind::InvalidData,
-            format!("{} bytes, more than {MAX_BARS_LEN}", text.len()),
-        ));
-    }
-    let bars = parse_bars(&text).map_err(|e| {
-        os(
-            format!("parse {path}"),
-            std::io::ErrorKind::InvalidData,
-            e.to_string(),
-        )
-    })?;
-    // NVMe: BAR0 (with BAR1 for its upper half) holds the controller registers
-    // (NVMe Base Specification, §3.1.1 / PCI header MLBAR, MUBAR).
-    memory_bar(&bars, 0).ok_or_else(|| {
-        os(
-            format!("BAR0 of {}", function.address),
-            std::io::ErrorKind::NotFound,
-            format!("no memory BAR0 in {path}"),
-        )
     })
 }
 
-/// Maps BAR0 of `function` and opens the DMA allocator. Both need the
-/// privileges nvmed drops in [`ready`].
-pub fn open_hardware(function: &PciFunction) -> Result<(PhysMap, RedoxDmaAllocator), HwError> {
-    let bar0 = bar0_location(function)?;
-    let len = usize::try_from(bar0.size).map_err(|_| {
-        os(
-            format!("BAR0 of {}", function.address),
-            std::io::ErrorKind::InvalidData,
-            format!("size {:#x} does not fit the address space", bar0.size),
-        )
+/// Maps BAR0 of the function at `address`, found in the BARs pcid sent in
+/// `Welcome`, and opens the DMA allocator. Both need the privileges the
+/// daemon drops once it is ready.
+pub fn open_hardware(
+    address: PciAddress,
+    bars: &[Bar],
+) -> Result<(PhysMap, RedoxDmaAllocator), HardwareError> {
+    let bar0 = redox_bar0(bars)?;
+    let len = usize::try_from(bar0.size).map_err(|_| Bar0Error::OutOfRange {
+        address: bar0.address,
+        size: bar0.size,
     })?;
-    let regs = PhysMap::map(bar0.address, len, MemoryType::Uncacheable)?;
-    let dma = RedoxDmaAllocator::new()?;
+    let regs = PhysMap::map(bar0.address, len, MemoryType::Uncacheable)
+        .map_err(HardwareError::backend("map BAR0 through physmap"))?;
+    let dma = RedoxDmaAllocator::new().map_err(HardwareError::backend("set up DMA memory"))?;
     log::info!(
-        "{}: BAR0 {:#x}+{:#x} mapped",
-        function.address,
+        "{address}: BAR0 {:#x}+{:#x} mapped",
         bar0.address,
         bar0.size
     );
     Ok((regs, dma))
 }
 
-/// After bring-up: drops privileges, then tells whoever started nvmed that it
-/// is ready. Failures are logged; the driver keeps serving.
-pub fn ready(function: &PciFunction) {
+/// After `Ready`: drops privileges, then tells whoever started the daemon
+/// that it is ready. Failures are logged; the driver keeps serving.
+pub(crate) fn ready(address: PciAddress) {
     if let Err(e) = pcid_interface::privileges::drop_privileges() {
-        log::error!("{}: {e}", function.address);
+        log::error!("{address}: {e}");
     }
     let readiness = READINESS.lock().unwrap_or_else(|e| e.into_inner()).take();
     if let Some(readiness) = readiness {
         if let Err(e) = readiness.ready() {
-            log::error!("{}: {e}", function.address);
+            log::error!("{address}: {e}");
         }
     }
 }

@@ -221,7 +221,7 @@ pub fn parse_on<I: IntoIterator<Item = String>>(args: I, redox: bool) -> Result<
     };
     if bus != BusChoice::Redox && match_dir.is_none() {
         return Err(CliError::Usage(
-            "--match-dir PATH is required (e.g. initfs/lib/pcid.d in the source tree)",
+            "--match-dir PATH is required (e.g. tests/pcid.d in the source tree)",
         ));
     }
     if deadlines.ready < deadlines.hello {
@@ -287,7 +287,7 @@ mod tests {
             "sim",
             "--machine=m.toml",
             "--match-dir",
-            "initfs/lib/pcid.d",
+            "tests/pcid.d",
             "--driver-path",
             "a",
             "--driver-path",

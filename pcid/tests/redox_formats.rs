@@ -1,17 +1,15 @@
-//! The files in `initfs/` use only what Redox's own programs accept.
+//! The files in `initfs/` and `recipe.toml` use only what the Redox this
+//! project targets accepts (base 6091b4662 of 2026-01-10, the cookbook of that
+//! time): its init reads line-based `init.rc` scripts (no file of this project
+//! needs one: hwd starts pcid), pcid-spawner reads `etc/pcid/*.toml` tables,
+//! the cookbook reads `recipe.toml`.
 //!
-//! * Init scripts (`etc/*.rc`, legacy script units): Redox's unit-based init
-//!   knows `requires_weak`, `nowait` and bare commands (run and wait); the
-//!   older init.rc interpreter also knew `cd`, `echo`, `export`, `run`,
-//!   `run.d`, `stdio`, `unset`. Anything else is taken as a program name, so
-//!   a line must start with a keyword or with one of the programs shipped here.
-//! * Service units (`*.service`, TOML): `[unit]` with `description`,
-//!   `requires`, `requires_weak`; `[service]` with `cmd`, `args`, `envs`,
-//!   `inherit_envs`, `type` (`notify`, `oneshot`, `oneshot_async`, or
-//!   `{ scheme = "..." }`). Redox's init rejects unknown service keys.
-//! * Match tables (`lib/pcid.d/*.toml`): `[[drivers]]` with `name`, `class`,
-//!   `subclass`, `interface`, `vendor`, `device`, `ids`, `device_id_range`,
-//!   `command`.
+//! * Match tables (`initfs/etc/pcid/*.toml`, and the Linux stacks'
+//!   `tests/pcid.d/*.toml`): `[[drivers]]` with `name`, `class`, `subclass`,
+//!   `interface`, `vendor`, `device`, `ids`, `device_id_range`, `command`;
+//!   initfs commands are absolute (`/scheme/initfs/lib/drivers/...`).
+//! * The recipe: cookbook keys only, files it copies exist, nothing staged
+//!   where Redox's base or coreutils put files.
 
 use std::path::{Path, PathBuf};
 
@@ -29,99 +27,26 @@ fn files(dir: &Path, ext: &str) -> Vec<PathBuf> {
     out
 }
 
-const SCRIPT_KEYWORDS: &[&str] = &[
-    "requires_weak",
-    "nowait",
-    "cd",
-    "echo",
-    "export",
-    "run",
-    "run.d",
-    "stdio",
-    "unset",
-];
-const SHIPPED_PROGRAMS: &[&str] = &["pcid", "shutdownd"];
-
-#[test]
-fn init_scripts_use_only_redox_script_commands() {
-    let scripts = files(&initfs().join("etc"), "rc");
-    assert!(!scripts.is_empty());
-    for path in scripts {
-        let text = std::fs::read_to_string(&path).unwrap();
-        for (n, line) in text.lines().enumerate() {
-            let line = line.trim();
-            if line.is_empty() || line.starts_with('#') {
-                continue;
-            }
-            let mut words = line.split(' ').filter(|w| !w.is_empty());
-            let mut first = words.next().unwrap_or_default();
-            if first == "nowait" {
-                first = words.next().unwrap_or_default();
-            }
-            // `VAR=value program ...` sets the program's environment.
-            while first.contains('=') {
-                first = words.next().unwrap_or_default();
-            }
-            assert!(
-                SCRIPT_KEYWORDS.contains(&first) || SHIPPED_PROGRAMS.contains(&first),
-                "{}:{}: `{first}` is neither a Redox init keyword nor a program shipped here",
-                path.display(),
-                n + 1
-            );
-        }
-    }
-}
-
-#[test]
-fn service_units_use_only_keys_redox_init_accepts() {
-    let units = files(&initfs().join("lib/init.d"), "service");
-    assert!(!units.is_empty());
-    for path in units {
-        let text = std::fs::read_to_string(&path).unwrap();
-        let unit: toml::Table = text
-            .parse()
-            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        let tables: Vec<&str> = unit.keys().map(String::as_str).collect();
-        assert_eq!(tables, ["service", "unit"], "{}", path.display());
-        for key in unit["unit"].as_table().unwrap().keys() {
-            assert!(
-                ["description", "requires", "requires_weak"].contains(&key.as_str()),
-                "{}: [unit] {key}",
-                path.display()
-            );
-        }
-        let service = unit["service"].as_table().unwrap();
-        for key in service.keys() {
-            assert!(
-                ["cmd", "args", "envs", "inherit_envs", "type"].contains(&key.as_str()),
-                "{}: [service] {key}",
-                path.display()
-            );
-        }
-        let cmd = service["cmd"].as_str().unwrap();
-        assert!(
-            SHIPPED_PROGRAMS.contains(&cmd),
-            "{}: cmd {cmd}",
-            path.display()
-        );
-        match &service["type"] {
-            toml::Value::String(t) => assert!(
-                ["notify", "oneshot", "oneshot_async"].contains(&t.as_str()),
-                "{}: type {t}",
-                path.display()
-            ),
-            toml::Value::Table(t) => assert!(t.contains_key("scheme") && t.len() == 1),
-            other => panic!("{}: type {other}", path.display()),
-        }
-    }
-}
-
 #[test]
 fn match_tables_use_only_redox_pcid_keys() {
-    let tables = files(&initfs().join("lib/pcid.d"), "toml");
-    assert!(!tables.is_empty());
-    for path in tables {
-        let text = std::fs::read_to_string(&path).unwrap();
+    let initfs_tables = files(&initfs().join("etc/pcid"), "toml");
+    let linux_tables = files(&initfs().join("../tests/pcid.d"), "toml");
+    assert!(!initfs_tables.is_empty() && !linux_tables.is_empty());
+    for path in &initfs_tables {
+        let table: toml::Table = std::fs::read_to_string(path).unwrap().parse().unwrap();
+        for entry in table["drivers"].as_array().unwrap() {
+            for word in entry["command"].as_array().unwrap().iter().take(1) {
+                let program = word.as_str().unwrap();
+                assert!(
+                    program.starts_with("/scheme/initfs/lib/drivers/"),
+                    "{}: initfs command {program} is not an absolute initfs path",
+                    path.display()
+                );
+            }
+        }
+    }
+    for path in initfs_tables.iter().chain(&linux_tables) {
+        let text = std::fs::read_to_string(path).unwrap();
         let table: toml::Table = text.parse().unwrap();
         assert_eq!(
             table.keys().map(String::as_str).collect::<Vec<_>>(),
@@ -228,22 +153,38 @@ fn recipe_uses_only_cookbook_keys_and_existing_files() {
         for word in script.split_whitespace() {
             let word = word.trim_matches('"');
             if let Some(rel) = word.strip_prefix("${COOKBOOK_SOURCE}/") {
-                assert!(root.join(rel).is_file(), "recipe copies missing {rel}");
+                assert!(root.join(rel).exists(), "recipe copies missing {rel}");
             }
         }
-        // Every package it builds is a workspace member with a binary of that name.
-        let line = script
-            .lines()
-            .find(|l| l.trim_start().starts_with("cookbook_cargo_packages"))
-            .expect("cookbook_cargo_packages line");
-        for package in line.split_whitespace().skip(1) {
-            let main = match package {
-                "pcid" => "pcid/src/main.rs",
-                "nvmed" => "nvmed/src/main.rs",
-                "shutdownd" => "shutdownd/src/main.rs",
-                other => panic!("unexpected package {other}"),
-            };
-            assert!(root.join(main).is_file(), "{main}");
+        // It builds exactly the three shipped binaries, with the lock file.
+        let words: Vec<&str> = script.split_whitespace().collect();
+        let bins: Vec<&str> = words
+            .windows(2)
+            .filter(|w| w[0] == "--bin")
+            .map(|w| w[1])
+            .collect();
+        assert_eq!(bins, ["pcid", "nvmed", "shutdownd"], "{script}");
+        assert!(script.contains("--locked"), "{script}");
+        for (bin, main) in [
+            ("pcid", "pcid/src/main.rs"),
+            ("nvmed", "nvmed/src/main.rs"),
+            ("shutdownd", "shutdownd/src/main.rs"),
+        ] {
+            assert!(root.join(main).is_file(), "{bin}: {main}");
+        }
+        // Nothing is staged where Redox's base package (pcid, pcid-spawner,
+        // /usr/lib/drivers/*) or coreutils (shutdown) put files.
+        for taken in [
+            "/usr/bin/pcid\"",
+            "/usr/bin/pcid-spawner",
+            "/usr/lib/drivers",
+            "/usr/bin/shutdown\"",
+            "cookbook_cargo_packages",
+        ] {
+            assert!(
+                !script.contains(taken),
+                "the recipe stages into {taken}: {script}"
+            );
         }
     }
 }

@@ -9,7 +9,7 @@
 //! * [`driver`] — the helper a driver implements in two methods (`begin`, `finish`);
 //! * [`privileges`] — dropping privileges (`setrens` on Redox) and refusing
 //!   to open anything afterwards;
-//! * [`redox`] — Redox specifics: the BAR listing pcid serves, scheme paths, and
+//! * [`redox`] — Redox specifics: BARs as `Welcome` carries them, scheme paths, and
 //!   (on Redox) daemon start-up and event waiting.
 //!
 //! The wire format is specified in `pcid/interface/PROTOCOL.md`.

@@ -226,7 +226,7 @@ fn redox_runs_relative_commands_from_usr_lib_drivers() {
 /// guest load) parses and matches what it documents.
 #[test]
 fn repository_initfs_table() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../initfs/lib/pcid.d");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/pcid.d");
     let t = MatchTable::load(&dir).unwrap();
     let program = |v, d, c, s, i| program_for(&t, &function(v, d, c, s, i));
     // QEMU's NVMe controller: class 01, subclass 08, interface 02.

@@ -8,7 +8,7 @@ use syscall::dirent::{DirEntry, DirentBuf, DirentKind};
 use syscall::error::{
     Error, Result, EACCES, EAGAIN, EBADF, EINVAL, EISDIR, ENOENT, ENOLCK, ENOTDIR, EPIPE,
 };
-use syscall::flag::{EventFlags, MODE_CHR, MODE_DIR, MODE_FILE, O_DIRECTORY, O_STAT};
+use syscall::flag::{EventFlags, MODE_CHR, MODE_DIR, O_DIRECTORY, O_STAT};
 use syscall::schemev2::NewFdFlags;
 
 use super::config_space::ConfigAccess;
@@ -63,12 +63,11 @@ impl PciScheme<'_> {
     ) -> Result<OpenResult> {
         let (id, event) = result.map_err(errno)?;
         self.events.extend(event);
-        let flags = match self.state.node(id).map_err(errno)? {
-            // Offsets matter for the BAR listing only; streams ignore them.
-            Node::Bars(_) => NewFdFlags::POSITIONED,
-            _ => NewFdFlags::empty(),
-        };
-        Ok(OpenResult::ThisScheme { number: id, flags })
+        // Every file here is a stream: offsets do not apply.
+        Ok(OpenResult::ThisScheme {
+            number: id,
+            flags: NewFdFlags::empty(),
+        })
     }
 }
 
@@ -98,11 +97,11 @@ impl SchemeSync for PciScheme<'_> {
         &mut self,
         id: usize,
         buf: &mut [u8],
-        offset: u64,
+        _offset: u64,
         _fcntl_flags: u32,
         _ctx: &CallerCtx,
     ) -> Result<usize> {
-        self.state.read(id, buf, offset).map_err(errno)
+        self.state.read(id, buf).map_err(errno)
     }
 
     fn write(
@@ -166,7 +165,6 @@ impl SchemeSync for PciScheme<'_> {
         let node = self.state.node(id).map_err(errno)?;
         stat.st_mode = match node {
             Node::Root | Node::Function(_) => MODE_DIR | 0o755,
-            Node::Bars(_) => MODE_FILE | 0o444,
             Node::Channel(_) | Node::Access | Node::Control(_) => MODE_CHR | 0o600,
         };
         stat.st_size = self.state.size(id).map_err(errno)?;

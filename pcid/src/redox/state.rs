@@ -6,9 +6,8 @@
 //!
 //! ```text
 //! /scheme/pci/                       listing: one entry per function, nothing else
-//! /scheme/pci/00-00--04.0/           a function: `channel`, `bars`
+//! /scheme/pci/00-00--04.0/           a function: `channel` (as in Redox's pcid)
 //! /scheme/pci/00-00--04.0/channel    the driver's channel (root, one opener at a time)
-//! /scheme/pci/00-00--04.0/bars       the function's BARs, text, readable by anyone
 //! /scheme/pci/access                 configuration space for acpid (root; `call`)
 //! /scheme/pci/control                shutdownd's control endpoint (root)
 //! ```
@@ -70,7 +69,7 @@ use std::collections::{BTreeMap, VecDeque};
 
 use pcid_interface::function::{PciAddress, PciFunction};
 use pcid_interface::protocol::{ControlMessage, DriverMessage};
-use pcid_interface::redox::{format_bars, function_dir, PCI_SCHEME_ROOT};
+use pcid_interface::redox::{function_dir, PCI_SCHEME_ROOT};
 use pcid_interface::wire::{FrameHeader, WireMessage, HEADER_LEN, MAGIC};
 
 use super::access;
@@ -85,8 +84,6 @@ pub const CONTROL: &str = "control";
 pub const ACCESS: &str = "access";
 /// Name of a function's channel.
 pub const CHANNEL: &str = "channel";
-/// Name of a function's BAR listing.
-pub const BARS: &str = "bars";
 /// Bytes pcid may queue for one peer before the peer counts as not reading.
 pub const MAX_QUEUED: usize = 1 << 20;
 /// `fcntl` commands the kernel forwards to schemes (Redox's `F_GETFL`, `F_SETFL`).
@@ -163,8 +160,6 @@ pub enum Node {
     Root,
     /// A function's directory.
     Function(PciAddress),
-    /// A function's BAR listing.
-    Bars(PciAddress),
     /// A driver's channel.
     Channel(PciAddress),
     /// Configuration-space access.
@@ -374,16 +369,10 @@ struct Handle {
     stream: Option<Stream>,
 }
 
-#[derive(Debug)]
-struct Entry {
-    found: Found,
-    bars: String,
-}
-
 /// The scheme's state. See the module documentation.
 #[derive(Debug, Default)]
 pub struct SchemeState {
-    functions: BTreeMap<PciAddress, Entry>,
+    functions: BTreeMap<PciAddress, Found>,
     handles: BTreeMap<usize, Handle>,
     channels: BTreeMap<PciAddress, usize>,
     clients: BTreeMap<ClientId, usize>,
@@ -395,13 +384,7 @@ impl SchemeState {
     /// A scheme serving the enumerated functions.
     pub fn new(found: impl IntoIterator<Item = Found>) -> Self {
         Self {
-            functions: found
-                .into_iter()
-                .map(|f| {
-                    let bars = format_bars(&f.bars);
-                    (f.address(), Entry { found: f, bars })
-                })
-                .collect(),
+            functions: found.into_iter().map(|f| (f.address(), f)).collect(),
             next_handle: 1,
             next_client: 1,
             ..Self::default()
@@ -410,7 +393,7 @@ impl SchemeState {
 
     /// The enumerated functions.
     pub fn functions(&self) -> impl Iterator<Item = &Found> {
-        self.functions.values().map(|e| &e.found)
+        self.functions.values()
     }
 
     fn resolve(&self, path: &str) -> Result<Node, SchemeError> {
@@ -429,7 +412,6 @@ impl SchemeState {
         match rest {
             "" => Ok(Node::Function(address)),
             CHANNEL => Ok(Node::Channel(address)),
-            BARS => Ok(Node::Bars(address)),
             _ => Err(SchemeError::NotFound),
         }
     }
@@ -469,7 +451,7 @@ impl SchemeState {
                     .functions
                     .get_mut(&address)
                     .ok_or(SchemeError::NotFound)?;
-                let line = handler::enable(cfg, &mut entry.found.function);
+                let line = handler::enable(cfg, &mut entry.function);
                 log::info!(
                     "{}: enabled for pid {} (legacy interrupt {})",
                     function_name(address),
@@ -481,7 +463,7 @@ impl SchemeState {
                     node,
                     Some(Stream::default()),
                     Some(Event::ChannelOpened {
-                        function: entry.found.pci_function(),
+                        function: entry.pci_function(),
                         handle: id,
                         pid: caller.pid,
                     }),
@@ -496,6 +478,12 @@ impl SchemeState {
                     Some(Stream::default()),
                     Some(Event::ClientOpened { client }),
                 )
+            }
+            Node::Access => {
+                // acpid opens it when its AML interpreter starts; the line
+                // shows it reached this pcid.
+                log::info!("pcid: /scheme/pci/{ACCESS} opened by pid {}", caller.pid);
+                (Node::Access, None, None)
             }
             other => (other, None, None),
         };
@@ -547,7 +535,7 @@ impl SchemeState {
     pub fn entries(&self, id: usize) -> Result<Vec<String>, SchemeError> {
         match self.usable(id)?.node {
             Node::Root => Ok(self.functions.keys().map(|a| function_name(*a)).collect()),
-            Node::Function(_) => Ok(vec![CHANNEL.to_string(), BARS.to_string()]),
+            Node::Function(_) => Ok(vec![CHANNEL.to_string()]),
             _ => Err(SchemeError::NotDirectory),
         }
     }
@@ -557,19 +545,17 @@ impl SchemeState {
         Ok(match self.node(id)? {
             Node::Root => "/scheme/pci/".to_string(),
             Node::Function(a) => format!("/scheme/pci/{}/", function_name(a)),
-            Node::Bars(a) => format!("/scheme/pci/{}/{BARS}", function_name(a)),
             Node::Channel(a) => format!("/scheme/pci/{}/{CHANNEL}", function_name(a)),
             Node::Access => format!("/scheme/pci/{ACCESS}"),
             Node::Control(_) => format!("/scheme/pci/{CONTROL}"),
         })
     }
 
-    /// Size reported by `fstat`: entries of a directory, the BAR listing's length, else 0.
+    /// Size reported by `fstat`: entries of a directory, else 0.
     pub fn size(&self, id: usize) -> Result<u64, SchemeError> {
         Ok(match self.node(id)? {
-            Node::Bars(a) => self.functions.get(&a).map_or(0, |f| f.bars.len() as u64),
             Node::Root => self.functions.len() as u64,
-            Node::Function(_) => 2,
+            Node::Function(_) => 1,
             Node::Channel(_) | Node::Access | Node::Control(_) => 0,
         })
     }
@@ -583,21 +569,12 @@ impl SchemeState {
         }
     }
 
-    /// Reads from a handle (`offset` applies to the BAR listing only).
-    pub fn read(&mut self, id: usize, buf: &mut [u8], offset: u64) -> Result<usize, SchemeError> {
+    /// Reads from a channel or control handle (streams: no offsets).
+    pub fn read(&mut self, id: usize, buf: &mut [u8]) -> Result<usize, SchemeError> {
         let node = self.usable(id)?.node;
         match node {
             Node::Root | Node::Function(_) => Err(SchemeError::IsDirectory),
             Node::Access => Err(SchemeError::BadHandle),
-            Node::Bars(a) => {
-                let text = self.functions.get(&a).map_or("", |f| f.bars.as_str());
-                let start = usize::try_from(offset)
-                    .unwrap_or(usize::MAX)
-                    .min(text.len());
-                let n = buf.len().min(text.len() - start);
-                buf[..n].copy_from_slice(&text.as_bytes()[start..start + n]);
-                Ok(n)
-            }
             Node::Channel(_) | Node::Control(_) => self
                 .handles
                 .get_mut(&id)
@@ -642,7 +619,7 @@ impl SchemeState {
                     .functions
                     .get_mut(&address)
                     .ok_or(SchemeError::BadHandle)?;
-                let response = handler::respond(cfg, &mut entry.found.function, request);
+                let response = handler::respond(cfg, &mut entry.function, request);
                 stream.queue(&response.frame()).map_err(|e| {
                     log::warn!("{}: cannot queue a response: {e}", function_name(address));
                     SchemeError::Invalid
@@ -704,10 +681,16 @@ impl SchemeState {
         cfg: &dyn ConfigAccess,
     ) -> Result<usize, SchemeError> {
         match self.usable(id)?.node {
-            Node::Access => access::call(cfg, payload, metadata).map_err(|e| {
-                log::debug!("pcid: access request refused: {e}");
-                SchemeError::Invalid
-            }),
+            Node::Access => {
+                log::debug!(
+                    "pcid: access request {metadata:x?}, {} bytes",
+                    payload.len()
+                );
+                access::call(cfg, payload, metadata).map_err(|e| {
+                    log::debug!("pcid: access request refused: {e}");
+                    SchemeError::Invalid
+                })
+            }
             _ => Err(SchemeError::BadHandle),
         }
     }
@@ -718,7 +701,7 @@ impl SchemeState {
         let handle = self.handles.get(&id).ok_or(SchemeError::BadHandle)?;
         Ok(match &handle.stream {
             Some(s) => s.readable(),
-            None => matches!(handle.node, Node::Bars(_)) && !handle.stat,
+            None => false,
         })
     }
 

@@ -1,15 +1,23 @@
 //! `nvmed-test`'s main: `nvmed` plus the simulated backend and the data checks.
 //!
 //! 1. Connects to pcid (`Hello` as `nvmed`, two-phase) and receives the function.
-//! 2. Opens the controller: the simulated controller model in-process for a
-//!    simulated function (its TOML description parsed as
-//!    `nvme_sim::SimConfig`), or the Linux sysfs function as `nvmed` does.
+//! 2. Opens the controller: on Linux the simulated controller model
+//!    in-process for a simulated function (its TOML description parsed as
+//!    `nvme_sim::SimConfig`), or the sysfs function as `nvmed` does; on
+//!    Redox the function's BAR0 (from `Welcome`) through physmap, as `nvmed`
+//!    does (`nvmed::redox`).
 //! 3. Brings it up with `nvmed::service::bring_up`.
 //! 4. With `NVMED_SELFTEST=1`: writes, flushes and reads back a pattern unique
 //!    to the controller at LBA 0 ([`super::selftest`]); with
 //!    `NVMED_WORKLOAD=<dir>`: starts the write workload ([`super::workload`]).
-//! 5. Sends `Ready` and serves shutdown with `nvmed::service::ShutdownService`,
-//!    noting the phases in the workload's log.
+//! 5. Sends `Ready`, drops privileges (`nvmed::service::ready_to_serve`:
+//!    `setrens(0, 0)` on Redox, then the readiness signal) and serves
+//!    shutdown with `nvmed::service::ShutdownService`, noting the phases in
+//!    the workload's log.
+//!
+//! On Redox it starts as `nvmed` does: it daemonizes for Redox's
+//! pcid-spawner (`nvmed::redox::daemonize`), so the process pcid-spawner
+//! waits for exits once the self-test passed and `Ready` was sent.
 //!
 //! On the simulated backend it also holds the driver to the DMA lifetime rule
 //! (`nvmed`'s controller module): if the model recorded a violation by the
@@ -40,6 +48,7 @@ pub const SELFTEST_ENV: &str = "NVMED_SELFTEST";
 enum Fatal {
     #[error("cannot connect to pcid: {0}")]
     Connect(#[from] driver::DriverError),
+    #[cfg(target_os = "linux")]
     #[error("{address}: simulated controller: {message}")]
     Sim { address: String, message: String },
     #[error("{address}: {source}")]
@@ -62,13 +71,32 @@ enum Fatal {
         #[source]
         source: driver::DriverError,
     },
+    #[cfg(target_os = "linux")]
     #[error("{address}: DMA lifetime violation seen by the simulated controller: {what}")]
     DmaLifetime { address: String, what: String },
 }
 
-/// Runs the test build; the exit status of the process.
+/// The first DMA lifetime violation the simulated controller recorded, if
+/// any (`None` on hardware, where nothing checks).
+type DmaCheck = Option<Arc<dyn Fn() -> Option<String> + Send + Sync>>;
+
+/// Runs the test build; the exit status of the process. On Redox the
+/// process daemonizes first, as `nvmed` does.
 pub fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    #[cfg(target_os = "redox")]
+    return match nvmed::redox::daemonize(run_to_exit_code) {
+        Ok(never) => match never {},
+        Err(e) => {
+            eprintln!("nvmed: error: {e}");
+            ExitCode::FAILURE
+        }
+    };
+    #[cfg(not(target_os = "redox"))]
+    run_to_exit_code()
+}
+
+fn run_to_exit_code() -> ExitCode {
     match run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -90,43 +118,64 @@ fn run() -> Result<(), Fatal> {
         function.subclass,
         function.interface
     );
+    let hardware = |source| Fatal::Hardware {
+        address: address.clone(),
+        source,
+    };
     match &function.backend {
-        FunctionBackend::Simulated { properties } => {
-            let sim_error = |message: String| Fatal::Sim {
-                address: address.clone(),
-                message,
-            };
-            let config = nvme_sim::SimConfig::from_toml_str(properties)
-                .map_err(|e| sim_error(e.to_string()))?;
-            let clock = SystemClock::new();
-            let sim_clock: Arc<dyn Clock> = Arc::new(clock);
-            let sim = nvme_sim::SimController::with_label(config, sim_clock, &address)
-                .map_err(|e| sim_error(e.to_string()))?;
-            let dma = sim.dma();
-            let checker = sim.dma();
-            let result = drive(conn, &function, sim, dma, clock, Some(checker.clone()));
-            // The controller has been released (reset, memory freed) by now.
-            if let Some(v) = checker.violations().first() {
-                return Err(Fatal::DmaLifetime {
-                    address,
-                    what: v.to_string(),
-                });
-            }
-            result
-        }
+        #[cfg(target_os = "linux")]
+        FunctionBackend::Simulated { properties } => simulated(conn, &function, properties),
         #[cfg(target_os = "linux")]
         FunctionBackend::LinuxSysfs { sysfs_path } => {
-            let (bar, dma) = service::open_linux(sysfs_path).map_err(|source| Fatal::Hardware {
-                address: address.clone(),
-                source,
-            })?;
-            drive(conn, &function, bar, dma, SystemClock::new(), None)
+            let (regs, dma) = service::open_linux(sysfs_path).map_err(hardware)?;
+            drive(conn, &function, regs, dma, SystemClock::new(), None)
+        }
+        #[cfg(target_os = "redox")]
+        FunctionBackend::Redox { bars, .. } => {
+            let (regs, dma) =
+                nvmed::redox::open_hardware(function.address, bars).map_err(hardware)?;
+            drive(conn, &function, regs, dma, SystemClock::new(), None)
         }
         other => Err(Fatal::BackendUnavailable {
             address,
-            what: format!("{other:?} is not served by the test build"),
+            what: format!("{other:?} is not served by the test build on this OS"),
         }),
     }
+}
+
+/// The simulated controller in-process, with its DMA lifetime checks.
+#[cfg(target_os = "linux")]
+fn simulated(
+    conn: driver::DriverConnection,
+    function: &PciFunction,
+    properties: &str,
+) -> Result<(), Fatal> {
+    let address = function.address.to_string();
+    let sim_error = |message: String| Fatal::Sim {
+        address: address.clone(),
+        message,
+    };
+    let config =
+        nvme_sim::SimConfig::from_toml_str(properties).map_err(|e| sim_error(e.to_string()))?;
+    let clock = SystemClock::new();
+    let sim_clock: Arc<dyn Clock> = Arc::new(clock);
+    let sim = nvme_sim::SimController::with_label(config, sim_clock, &address)
+        .map_err(|e| sim_error(e.to_string()))?;
+    let dma = sim.dma();
+    let checker = sim.dma();
+    let check = {
+        let checker = checker.clone();
+        move || checker.violations().first().map(ToString::to_string)
+    };
+    let result = drive(conn, function, sim, dma, clock, Some(Arc::new(check)));
+    // The controller has been released (reset, memory freed) by now.
+    if let Some(v) = checker.violations().first() {
+        return Err(Fatal::DmaLifetime {
+            address,
+            what: v.to_string(),
+        });
+    }
+    result
 }
 
 fn drive<R, D, C>(
@@ -135,7 +184,7 @@ fn drive<R, D, C>(
     regs: R,
     dma: D,
     clock: C,
-    checker: Option<nvme_sim::SimDma>,
+    checker: DmaCheck,
 ) -> Result<(), Fatal>
 where
     R: RegisterIo + 'static,
@@ -160,6 +209,7 @@ where
         address: address.clone(),
         source,
     })?;
+    service::ready_to_serve(function);
     let handler = Noting {
         inner: ShutdownService::new(ctrl),
         workload,
@@ -178,7 +228,7 @@ struct Noting<R: RegisterIo, D: DmaAllocator, C: Clock> {
     inner: ShutdownService<R, D, C>,
     workload: Option<workload::Workload>,
     /// The simulated controller's DMA checks, on the simulated backend.
-    checker: Option<nvme_sim::SimDma>,
+    checker: DmaCheck,
 }
 
 impl<R: RegisterIo, D: DmaAllocator, C: Clock> ShutdownHandler for Noting<R, D, C> {
@@ -199,11 +249,7 @@ impl<R: RegisterIo, D: DmaAllocator, C: Clock> ShutdownHandler for Noting<R, D, 
 
     fn finish(&mut self, deadline: Deadline) -> FinishReport {
         let report = self.inner.finish(deadline);
-        match self
-            .checker
-            .as_ref()
-            .and_then(|c| c.violations().first().cloned())
-        {
+        match self.checker.as_ref().and_then(|check| check()) {
             Some(v) => FinishReport::new(
                 pcid_interface::protocol::FinishOutcome::Failed,
                 report.elapsed,

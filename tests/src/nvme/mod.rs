@@ -11,9 +11,17 @@
 //! Test stacks run it in `nvmed`'s place without `nvmed` or pcid knowing:
 //! pcid finds drivers by the match table's command name (`nvmed`), and the
 //! stacks put a directory whose `nvmed` is this binary first on pcid's
-//! `--driver-path` ([`crate::sim::stack`]); the QEMU guest packs it as
-//! `/bin/nvmed` ([`crate::qemu`]). The variables reach it through pcid's
+//! `--driver-path` (`crate::sim::stack`); the QEMU guest packs it as
+//! `/bin/nvmed` (`crate::qemu`). The variables reach it through pcid's
 //! `--driver-env`, since pcid passes drivers only a minimal environment.
+//!
+//! This module and the `nvmed-test` binary also build for Redox (the rest of
+//! the crate is Linux-only): there the test build starts and reaches the
+//! controller exactly as `nvmed` does (`nvmed::redox`: daemonizing for
+//! Redox's pcid-spawner, BAR0 from `Welcome` through physmap, `setrens`
+//! after `Ready`), runs the self-test before `Ready`, and has no simulated
+//! backend. Redox's pcid-spawner passes drivers its own environment, so the
+//! variables come from init (`export`).
 
 pub mod driver;
 pub mod selftest;

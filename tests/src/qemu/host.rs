@@ -9,7 +9,7 @@
 //! 3. Packs an initramfs: `/init`; in `/bin` pcid, shutdownd, the test build
 //!    as `nvmed` (the name the match table gives, so pcid runs it) and the
 //!    shipped driver as `nvmed-shipped`; the repository's
-//!    `initfs/lib/pcid.d/*.toml` match tables in `/lib/pcid.d`; `/dev/console`.
+//!    `tests/pcid.d/*.toml` match tables in `/lib/pcid.d`; `/dev/console`.
 //! 4. Boots it under TCG (`-M q35 -nodefaults -no-reboot`) with N NVMe
 //!    controllers, each backed by a fresh raw image file; the last one sits
 //!    behind a PCIe root port unless disabled; plus the canary controller
@@ -403,7 +403,7 @@ pub fn build_static(opts: &Options) -> Result<PathBuf, E2eError> {
 
 /// The match tables shipped in the repository's initfs.
 fn match_tables(repo: &Path) -> Result<Vec<PathBuf>, E2eError> {
-    let dir = repo.join("initfs").join("lib").join("pcid.d");
+    let dir = repo.join("tests").join("pcid.d");
     let mut tables: Vec<PathBuf> = fs::read_dir(&dir)
         .map_err(io_err(format!("list {}", dir.display())))?
         .filter_map(Result::ok)

@@ -41,18 +41,14 @@ pub const NIC_SLOT: u8 = 0x1e;
 /// q35's built-in AHCI controller, which holds the boot disk on port 0.
 pub const AHCI_FUNCTION: &str = "00-00-1f.2";
 
-/// Drivers pcid-spawner starts: Redox's own AHCI and e1000 drivers beside
-/// this project's nvmed (entries as in base's tables).
+/// Redox's own drivers pcid-spawner starts (entries as in base's tables).
+/// `initfs/integrate.sh` adds this project's nvmed and its entry, as it does
+/// for any Redox initfs.
 pub const DRIVERS: &[DriverEntry] = &[
     DriverEntry {
         name: "AHCI storage",
         keys: "class = 1\nsubclass = 6",
         program: "ahcid",
-    },
-    DriverEntry {
-        name: "NVMe storage",
-        keys: "class = 1\nsubclass = 8",
-        program: "nvmed",
     },
     DriverEntry {
         name: "E1000 NIC",

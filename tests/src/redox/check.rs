@@ -237,6 +237,23 @@ pub fn check_redox_drivers(console: &Console, raw: &serde_json::Value) -> Result
             )));
         }
     }
+    // acpid's AML interpreter opens pcid's access node when it starts (hwd's
+    // probe starts it); the probe opens it too.
+    let opened = console
+        .lines
+        .iter()
+        .filter(|l| l.contains("/scheme/pci/access opened by pid"))
+        .count();
+    if opened < 2
+        || console
+            .lines
+            .iter()
+            .any(|l| l.contains("failed to open /scheme/pci/access"))
+    {
+        return Err(RedoxError::Check(format!(
+            "acpid did not reach /scheme/pci/access (pcid saw {opened} opens; acpid and the probe make one each)"
+        )));
+    }
     if console
         .lines
         .iter()

@@ -168,7 +168,7 @@ pub fn repo_root() -> PathBuf {
 
 /// The repository's pcid match table directory, `initfs/lib/pcid.d`.
 pub fn match_dir() -> PathBuf {
-    repo_root().join("initfs").join("lib").join("pcid.d")
+    repo_root().join("tests").join("pcid.d")
 }
 
 /// Creates `<work_dir>/drivers/` holding `nvmed`, a symbolic link to the test

@@ -116,7 +116,7 @@ impl World {
     fn read_all(&mut self, handle: usize) -> Vec<u8> {
         let mut bytes = Vec::new();
         let mut buf = [0u8; 4096];
-        while let Ok(n) = self.engine.state.read(handle, &mut buf, 0) {
+        while let Ok(n) = self.engine.state.read(handle, &mut buf) {
             if n == 0 {
                 break;
             }
@@ -401,7 +401,7 @@ fn garbage_cuts_off_only_the_sender_and_wakes_it_to_see_the_close() {
         "{frames:?}"
     );
     assert_eq!(
-        w.engine.state.read(disk, &mut [0; 64], 0),
+        w.engine.state.read(disk, &mut [0; 64]),
         Ok(0),
         "end of file"
     );

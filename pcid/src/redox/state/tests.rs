@@ -56,7 +56,7 @@ fn hello() -> DriverMessage {
 fn drain(s: &mut SchemeState, id: usize) -> Vec<u8> {
     let mut out = Vec::new();
     let mut buf = [0u8; 7];
-    while let Ok(n) = s.read(id, &mut buf, 0) {
+    while let Ok(n) = s.read(id, &mut buf) {
         if n == 0 {
             break;
         }
@@ -104,13 +104,16 @@ fn the_root_lists_functions_only_and_access_and_control_open_unlisted() {
     assert_eq!(s.size(root).unwrap(), 3);
     assert_eq!(s.path(root).unwrap(), "/scheme/pci/");
     let (dir, _) = s.open("00-00--04.0/", FILE, USER, &m).unwrap();
-    assert_eq!(s.entries(dir).unwrap(), ["channel", "bars"]);
+    // As in Redox's pcid: the channel and nothing else (BARs come in Welcome).
+    assert_eq!(s.entries(dir).unwrap(), ["channel"]);
+    assert_eq!(s.size(dir).unwrap(), 1);
     assert_eq!(s.path(dir).unwrap(), "/scheme/pci/00-00--04.0/");
     assert!(s.open("access", FILE, ROOT, &m).is_ok());
     assert!(s.open("control", FILE, ROOT, &m).is_ok());
     for missing in [
         "00-00--05.0",
         "00-00--04.0/nope",
+        "00-00--04.0/bars",
         "junk",
         "00-00--04.0channel",
     ] {
@@ -133,7 +136,7 @@ fn directory_expectations_are_checked_as_redox_does() {
     );
     assert!(s.open("00-00--04.0", DIR, USER, &m).is_ok());
     assert_eq!(
-        s.open("00-00--04.0/bars/", FILE, USER, &m),
+        s.open("00-00--04.0/channel/", FILE, USER, &m),
         Err(SchemeError::NotDirectory)
     );
     assert_eq!(
@@ -141,7 +144,7 @@ fn directory_expectations_are_checked_as_redox_does() {
         Err(SchemeError::NotDirectory)
     );
     let (root, _) = s.open("/", FILE, USER, &m).unwrap();
-    assert_eq!(s.read(root, &mut [0; 4], 0), Err(SchemeError::IsDirectory));
+    assert_eq!(s.read(root, &mut [0; 4]), Err(SchemeError::IsDirectory));
     assert_eq!(s.write(root, b"x", USER, &m), Err(SchemeError::BadHandle));
 }
 
@@ -187,7 +190,7 @@ fn stat_opens_have_no_side_effects_and_need_no_root() {
     assert_eq!(ev, None);
     assert!(m.writes().iter().all(|w| w.offset != 0x04), "not enabled");
     assert_eq!(s.node(id).unwrap(), Node::Channel(nvme()));
-    assert_eq!(s.read(id, &mut [0; 4], 0), Err(SchemeError::BadHandle));
+    assert_eq!(s.read(id, &mut [0; 4]), Err(SchemeError::BadHandle));
     assert_eq!(
         s.write(id, b"\x01\0\0\0", USER, &m),
         Err(SchemeError::BadHandle)
@@ -206,7 +209,6 @@ fn fcntl_getfl_and_setfl_are_answered_on_every_handle() {
     for (path, flags) in [
         ("", DIR),
         ("00-00--04.0", DIR),
-        ("00-00--04.0/bars", FILE),
         ("00-00--04.0/channel", FILE),
         ("access", FILE),
         ("control", FILE),
@@ -226,7 +228,7 @@ fn a_redox_driver_request_is_answered_with_length_and_response() {
     let m = machine();
     let mut s = state(&m);
     let (id, _) = s.open("00-00--04.0/channel", FILE, ROOT, &m).unwrap();
-    assert_eq!(s.read(id, &mut [0; 8], 0), Err(SchemeError::WouldBlock));
+    assert_eq!(s.read(id, &mut [0; 8]), Err(SchemeError::WouldBlock));
     let (n, ev) = s
         .write(id, &Request::RequestConfig.encode(), ROOT, &m)
         .unwrap();
@@ -372,7 +374,7 @@ fn closing_from_pcid_drains_then_reads_eof_and_refuses_writes() {
     assert_eq!(s.close_driver(nvme()), Some(id));
     assert!(s.readable(id).unwrap());
     assert!(!drain(&mut s, id).is_empty());
-    assert_eq!(s.read(id, &mut [0; 8], 0), Ok(0));
+    assert_eq!(s.read(id, &mut [0; 8]), Ok(0));
     assert!(s.readable(id).unwrap(), "EOF is readable");
     assert_eq!(s.write(id, b"x", ROOT, &m), Err(SchemeError::Closed));
     assert_eq!(
@@ -431,30 +433,15 @@ fn access_is_root_only_and_serves_calls() {
         s.call(id, &mut vendor, &[7, 0], &m),
         Err(SchemeError::Invalid)
     );
-    assert_eq!(s.read(id, &mut [0; 4], 0), Err(SchemeError::BadHandle));
+    assert_eq!(s.read(id, &mut [0; 4]), Err(SchemeError::BadHandle));
     assert_eq!(s.write(id, b"x", ROOT, &m), Err(SchemeError::BadHandle));
     assert_eq!(s.path(id).unwrap(), "/scheme/pci/access");
     // `call` on anything else is refused.
-    let (bars, _) = s.open("00-00--04.0/bars", FILE, USER, &m).unwrap();
+    let (dir, _) = s.open("00-00--04.0", DIR, USER, &m).unwrap();
     assert_eq!(
-        s.call(bars, &mut vendor, &meta, &m),
+        s.call(dir, &mut vendor, &meta, &m),
         Err(SchemeError::BadHandle)
     );
-}
-
-#[test]
-fn bars_are_readable_at_offsets() {
-    let m = machine();
-    let mut s = state(&m);
-    let (id, _) = s.open("00-00--04.0/bars", FILE, USER, &m).unwrap();
-    let mut buf = [0u8; 64];
-    let n = s.read(id, &mut buf, 0).unwrap();
-    assert_eq!(&buf[..n], b"0 mem64 0xfebf0000 0x4000\n");
-    assert_eq!(s.read(id, &mut buf, n as u64).unwrap(), 0);
-    assert_eq!(s.read(id, &mut buf[..3], 2).unwrap(), 3);
-    assert_eq!(&buf[..3], b"mem");
-    assert_eq!(s.size(id).unwrap(), n as u64);
-    assert_eq!(s.write(id, b"x", ROOT, &m), Err(SchemeError::BadHandle));
 }
 
 #[test]
@@ -499,15 +486,13 @@ fn openat_resolves_relative_to_directories() {
     let mut s = state(&m);
     let (root, _) = s.open("", DIR, USER, &m).unwrap();
     let (dir, _) = s.openat(root, "00-00--1f.2", DIR, USER, &m).unwrap();
-    let (bars, _) = s.openat(dir, "bars", FILE, USER, &m).unwrap();
-    assert_eq!(s.node(bars).unwrap(), Node::Bars(addr(0, 0, 0x1F, 2)));
-    assert_eq!(
-        s.openat(bars, "x", FILE, USER, &m),
-        Err(SchemeError::NotDirectory)
-    );
     let (ch, ev) = s.openat(dir, "channel", FILE, ROOT, &m).unwrap();
     assert!(matches!(ev, Some(Event::ChannelOpened { .. })));
     assert_eq!(s.node(ch).unwrap(), Node::Channel(addr(0, 0, 0x1F, 2)));
+    assert_eq!(
+        s.openat(ch, "x", FILE, ROOT, &m),
+        Err(SchemeError::NotDirectory)
+    );
     assert_eq!(s.node(999), Err(SchemeError::BadHandle));
 }
 
