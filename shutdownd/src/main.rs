@@ -74,7 +74,7 @@ fn main() -> ExitCode {
         Flavor::Shutdownd => match cli::parse_shutdownd(args) {
             Ok(p) => p,
             Err(e) => {
-                eprintln!("shutdownd: {e}\n{}", cli::USAGE);
+                eprintln!("shutdownd: {e} (shutdownd --help shows the usage)");
                 return ExitCode::from(2);
             }
         },
@@ -92,6 +92,10 @@ fn main() -> ExitCode {
                 Flavor::Shutdownd => println!("{}\n\n{}", cli::USAGE, shutdownd::EXIT_STATUS),
                 Flavor::Shutdown => print!("{}", cli::SHUTDOWN_HELP),
             }
+            return ExitCode::SUCCESS;
+        }
+        Parsed::Version => {
+            println!("shutdownd {}", env!("CARGO_PKG_VERSION"));
             return ExitCode::SUCCESS;
         }
         Parsed::Run(i) => i,

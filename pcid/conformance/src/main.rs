@@ -155,7 +155,7 @@ fn main() -> ExitCode {
         Ok(Some(a)) => a,
         Ok(None) => return ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("pcid-conformance: {e}\n{USAGE}");
+            eprintln!("pcid-conformance: {e} (pcid-conformance --help shows the usage)");
             return ExitCode::from(2);
         }
     };

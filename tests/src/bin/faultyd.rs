@@ -382,6 +382,12 @@ fn bad_ack(m: Misbehave) -> bool {
 }
 
 fn main() -> ExitCode {
+    if let Some(code) = shutdown_tests::cli::driver_without_options(
+        "faultyd",
+        "An example two-phase driver that misbehaves as its function's [function.sim]\n`misbehave` says, started by pcid; see the source's documentation.",
+    ) {
+        return code;
+    }
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     match run() {
         Ok(()) => ExitCode::SUCCESS,

@@ -51,7 +51,7 @@ use shutdown_tests::sim::stack::{wait_deadline, Binaries, Stack, StackOptions};
 const USAGE: &str =
     "usage: simulate [--machine FILE] [--devices N] [--latency-ms MS] [--sequential] \
 [--json FILE] [--svg FILE] [--kind poweroff|reboot] [--deadline-ms MS] [--fault INDEX:KIND]... [--driven-bridges-ms MS] \
-[--keep] [--verbose] [--no-build]";
+[--keep] [--verbose] [--no-build] [-h|--help] [-V|--version]";
 
 struct Args {
     machine: Option<PathBuf>,
@@ -69,13 +69,9 @@ struct Args {
     build: bool,
 }
 
-fn number<T: std::str::FromStr>(flag: &str, v: Option<String>) -> Result<T, String> {
-    let v = v.ok_or_else(|| format!("{flag} needs a value"))?;
-    v.parse()
-        .map_err(|_| format!("{flag}: `{v}` is not a valid number"))
-}
-
 fn parse_args() -> Result<Option<Args>, String> {
+    use shutdown_tests::cli::lexopt::prelude::*;
+    use shutdown_tests::cli::{number, path, string, unexpected};
     let mut a = Args {
         machine: None,
         devices: 16,
@@ -91,34 +87,39 @@ fn parse_args() -> Result<Option<Args>, String> {
         verbose: false,
         build: true,
     };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        match flag.as_str() {
-            "-h" | "--help" => return Ok(None),
-            "--machine" => a.machine = Some(it.next().ok_or("--machine needs a file")?.into()),
-            "--devices" => a.devices = number(&flag, it.next())?,
-            "--latency-ms" => a.latency_ms = number(&flag, it.next())?,
-            "--sequential" => a.sequential = true,
-            "--json" => a.json = Some(it.next().ok_or("--json needs a file")?.into()),
-            "--svg" => a.svg = Some(it.next().ok_or("--svg needs a file")?.into()),
-            "--kind" => {
-                a.kind = it.next().ok_or("--kind needs poweroff or reboot")?;
+    let mut p = shutdown_tests::cli::lexopt::Parser::from_env();
+    while let Some(arg) = p.next().map_err(|e| e.to_string())? {
+        match arg {
+            Short('h') | Long("help") => return Ok(None),
+            Short('V') | Long("version") => {
+                println!("{}", shutdown_tests::cli::version_line("simulate"));
+                std::process::exit(0);
+            }
+            Long("machine") => a.machine = Some(path(&mut p)?),
+            Long("devices") => a.devices = number(&mut p, "--devices")?,
+            Long("latency-ms") => a.latency_ms = number(&mut p, "--latency-ms")?,
+            Long("sequential") => a.sequential = true,
+            Long("json") => a.json = Some(path(&mut p)?),
+            Long("svg") => a.svg = Some(path(&mut p)?),
+            Long("kind") => {
+                a.kind = string(&mut p, "--kind")?;
                 if a.kind != "poweroff" && a.kind != "reboot" {
                     return Err(format!("--kind must be poweroff or reboot, not {}", a.kind));
                 }
             }
-            "--deadline-ms" => a.deadline_ms = Some(number(&flag, it.next())?),
-            "--fault" => a.faults.push(
-                it.next()
-                    .ok_or("--fault needs INDEX:KIND")?
+            Long("deadline-ms") => a.deadline_ms = Some(number(&mut p, "--deadline-ms")?),
+            Long("fault") => a.faults.push(
+                string(&mut p, "--fault")?
                     .parse()
                     .map_err(|e: shutdown_tests::sim::fault::FaultError| e.to_string())?,
             ),
-            "--driven-bridges-ms" => a.driven_bridges_ms = Some(number(&flag, it.next())?),
-            "--keep" => a.keep = true,
-            "--verbose" => a.verbose = true,
-            "--no-build" => a.build = false,
-            other => return Err(format!("unknown argument `{other}`")),
+            Long("driven-bridges-ms") => {
+                a.driven_bridges_ms = Some(number(&mut p, "--driven-bridges-ms")?)
+            }
+            Long("keep") => a.keep = true,
+            Long("verbose") => a.verbose = true,
+            Long("no-build") => a.build = false,
+            other => return Err(unexpected(other)),
         }
     }
     if a.machine.is_some() && (!a.faults.is_empty() || a.driven_bridges_ms.is_some()) {
@@ -286,7 +287,7 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Err(e) => {
-            eprintln!("simulate: {e}\n{USAGE}");
+            eprintln!("simulate: {e} (simulate --help shows the usage)");
             return ExitCode::from(2);
         }
     };
