@@ -81,9 +81,9 @@ fn main() -> ExitCode {
                 );
             }
             println!(
-                "redox-e2e: QEMU's trace: {} of {} controllers got CC.SHN=01b and started their shutdown",
+                "redox-e2e: QEMU's trace: {} of {} controllers (the canary included) got CC.SHN=01b and started their shutdown",
                 result.outcome.trace.notified(),
-                opts.controllers
+                opts.controllers + 1
             );
             ExitCode::SUCCESS
         }
@@ -94,6 +94,10 @@ fn main() -> ExitCode {
             } else {
                 ExitCode::SUCCESS
             }
+        }
+        Err(e @ RedoxError::Usage(_)) => {
+            eprintln!("redox-e2e: {e}\n{USAGE}");
+            ExitCode::from(2)
         }
         Err(e) => {
             eprintln!("redox-e2e: FAIL: {e}");

@@ -41,19 +41,54 @@ pub const NIC_SLOT: u8 = 0x1e;
 /// q35's built-in AHCI controller, which holds the boot disk on port 0.
 pub const AHCI_FUNCTION: &str = "00-00-1f.2";
 
-/// Redox's own drivers pcid-spawner starts (entries as in base's tables).
-/// `initfs/integrate.sh` adds this project's nvmed and its entry, as it does
-/// for any Redox initfs.
+/// The canary: one more NVMe controller, which QEMU presents with Intel's
+/// ids (`use-intel-id=on`, 8086:5845) so the match table can give it the
+/// shipped `nvmed` while every other controller gets the test build. The
+/// shipped driver sees `NVMED_SELFTEST=1` like the others; it must shut the
+/// canary down `clean` and write nothing (its image stays all zeros).
+pub mod canary {
+    /// Slot on the root bus.
+    pub const SLOT: u8 = 0x1d;
+    /// Its PCI address in the guest.
+    pub const ADDRESS: &str = "0000:00:1d.0";
+    /// Its serial number.
+    pub const SERIAL: &str = "E2E-CANARY";
+}
+
+/// Image of the canary controller.
+pub fn canary_image(work: &Path) -> PathBuf {
+    work.join("canary.img")
+}
+
+/// The initfs match table, in order (first match wins): the canary to the
+/// shipped nvmed (put in by `initfs/integrate.sh`, as in any image), Redox's
+/// own AHCI and e1000 drivers (entries as in base's tables), and the other
+/// NVMe controllers to the test build of nvmed. The table starts the initfs
+/// nvmed already, so `integrate.sh` adds no entry of its own here.
 pub const DRIVERS: &[DriverEntry] = &[
+    DriverEntry {
+        name: "NVMe canary (the shipped nvmed)",
+        keys: "ids = { 0x8086 = [0x5845] }",
+        program: "nvmed",
+        from_base: false,
+    },
     DriverEntry {
         name: "AHCI storage",
         keys: "class = 1\nsubclass = 6",
         program: "ahcid",
+        from_base: true,
     },
     DriverEntry {
         name: "E1000 NIC",
         keys: "class = 0x02\nids = { 0x8086 = [0x1004, 0x100e, 0x100f, 0x109a, 0x1503] }",
         program: "e1000d",
+        from_base: true,
+    },
+    DriverEntry {
+        name: "NVMe storage (the test build of nvmed)",
+        keys: "class = 1\nsubclass = 8",
+        program: "nvmed-test",
+        from_base: false,
     },
 ];
 
@@ -81,14 +116,16 @@ pub fn guest(opts: &Options, project_bin: &Path) -> Guest {
         ],
         env: vec![
             ("RUST_LOG".to_string(), opts.log.clone()),
-            // nvmed's data check: write, flush and read back a pattern
-            // unique to each controller at LBA 0.
+            // The test build's data check: write, flush and read back a
+            // pattern unique to each controller at LBA 0. The shipped nvmed
+            // on the canary ignores it.
             ("NVMED_SELFTEST".to_string(), "1".to_string()),
         ],
         drivers: DRIVERS.to_vec(),
         start_pci: vec!["hwd".to_string()],
         base_bins: vec!["hwd", "acpid"],
         test_bins: vec![project_bin.join("redox-e2e-probe")],
+        test_drivers: vec![project_bin.join("nvmed-test")],
     }
 }
 
@@ -128,6 +165,17 @@ pub fn qemu_args(opts: &Options, disk: &Path, work: &Path) -> Vec<String> {
     args.push("user,id=net0".to_string());
     args.push("-device".to_string());
     args.push(format!("e1000,netdev=net0,addr={NIC_SLOT:#x}"));
+    args.push("-drive".to_string());
+    args.push(format!(
+        "file={},if=none,id=canary,format=raw",
+        canary_image(work).display()
+    ));
+    args.push("-device".to_string());
+    args.push(format!(
+        "nvme,serial={},drive=canary,use-intel-id=on,addr={:#04x}",
+        canary::SERIAL,
+        canary::SLOT
+    ));
     for i in 0..opts.controllers {
         args.push("-drive".to_string());
         args.push(format!(
@@ -159,8 +207,10 @@ fn show(line: &str) -> bool {
 
 /// Boots once: fresh NVMe images, QEMU with the trace, console captured.
 pub fn boot(opts: &Options, disk: &Path, work: &Path) -> Result<Booted, RedoxError> {
-    for i in 0..opts.controllers {
-        let p = nvme_image(work, i);
+    for p in (0..opts.controllers)
+        .map(|i| nvme_image(work, i))
+        .chain([canary_image(work)])
+    {
         let f = fs::File::create(&p).map_err(RedoxError::io(format!("create {}", p.display())))?;
         f.set_len(NVME_IMAGE_BYTES)
             .map_err(RedoxError::io(format!("size {}", p.display())))?;
@@ -221,9 +271,13 @@ mod tests {
             .filter(|w| w[0] == "-device")
             .map(|w| &w[1])
             .collect();
-        assert_eq!(devices.len(), 4);
+        assert_eq!(devices.len(), 5);
         assert_eq!(devices[0], "e1000,netdev=net0,addr=0x1e");
-        assert_eq!(devices[3], "nvme,serial=E2E-NVME-02,drive=nvme2");
+        assert_eq!(
+            devices[1],
+            "nvme,serial=E2E-CANARY,drive=canary,use-intel-id=on,addr=0x1d"
+        );
+        assert_eq!(devices[4], "nvme,serial=E2E-NVME-02,drive=nvme2");
         assert!(args
             .iter()
             .any(|a| a == "file=/w/nvme1.img,if=none,id=nvme1,format=raw"));

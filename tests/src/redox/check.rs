@@ -4,7 +4,7 @@ use std::fs;
 use std::io::Read as _;
 use std::path::Path;
 
-use super::boot::{nvme_image, Booted, NIC_SLOT};
+use super::boot::{canary, canary_image, nvme_image, Booted, NIC_SLOT};
 use super::console::{field, Console};
 use super::{Options, RedoxError};
 use crate::qemu::host::serial;
@@ -115,11 +115,18 @@ pub fn check_report(
         .and_then(serde_json::Value::as_array)
         .map(|d| d.iter().filter(|d| d["driver"] == "nvmed").collect())
         .unwrap_or_default();
-    if nvme.len() != opts.controllers {
+    // The test build says Hello as nvmed too; the canary is the shipped one.
+    if nvme.len() != opts.controllers + 1 {
         return Err(RedoxError::Check(format!(
-            "the report lists {} nvmed devices, expected {}",
+            "the report lists {} nvmed devices, expected {} and the canary",
             nvme.len(),
             opts.controllers
+        )));
+    }
+    if !nvme.iter().any(|d| d["address"] == canary::ADDRESS) {
+        return Err(RedoxError::Check(format!(
+            "the canary ({}, the shipped nvmed) is not in the report",
+            canary::ADDRESS
         )));
     }
     for d in &nvme {
@@ -267,8 +274,19 @@ pub fn check_redox_drivers(console: &Console, raw: &serde_json::Value) -> Result
     Ok(())
 }
 
-/// Each image must start with its own controller's pattern.
+/// Each image must start with its own controller's pattern (the test
+/// build's self-test), and the canary's must be untouched (the shipped
+/// nvmed writes nothing, whatever its environment says).
 pub fn check_images(opts: &Options, work: &Path) -> Result<(), RedoxError> {
+    let path = canary_image(work);
+    let image = fs::read(&path).map_err(RedoxError::io(format!("read {}", path.display())))?;
+    if let Some(at) = image.iter().position(|&b| b != 0) {
+        return Err(RedoxError::Check(format!(
+            "the shipped nvmed wrote to the canary: {} is not all zeros (byte {at}, block {})",
+            path.display(),
+            at / 512
+        )));
+    }
     for i in 0..opts.controllers {
         let path = nvme_image(work, i);
         let mut head = vec![0u8; SELFTEST_PATTERN_LEN];
@@ -290,7 +308,9 @@ pub fn check_images(opts: &Options, work: &Path) -> Result<(), RedoxError> {
 /// QEMU's trace must show a normal shutdown notification to every controller.
 pub fn check_trace(opts: &Options, trace: &NvmeTrace) -> Result<(), RedoxError> {
     let notified = trace.notified();
-    if notified != opts.controllers {
+    // The canary is shut down too (by the shipped nvmed).
+    let expected = opts.controllers + 1;
+    if notified != expected {
         let missing: Vec<String> = trace
             .controllers
             .values()
@@ -298,8 +318,7 @@ pub fn check_trace(opts: &Options, trace: &NvmeTrace) -> Result<(), RedoxError> 
             .map(|c| format!("BAR0 {:#x}", c.bar0))
             .collect();
         return Err(RedoxError::Check(format!(
-            "QEMU's trace shows a shutdown notification (CC.SHN=01b answered by pci_nvme_mmio_shutdown_set) for {notified} of {} controllers{}",
-            opts.controllers,
+            "QEMU's trace shows a shutdown notification (CC.SHN=01b answered by pci_nvme_mmio_shutdown_set) for {notified} of {expected} controllers (the canary included){}",
             if missing.is_empty() {
                 String::new()
             } else {
@@ -423,25 +442,31 @@ mod tests {
     #[test]
     fn report_checks_catch_unclean_and_overlapping_shutdowns() {
         let mut opts = Options::new(PathBuf::from("/r"));
-        opts.controllers = 2;
-        let (r, v) = raw(&[("a", 0.0, 3.0, "clean"), ("b", 0.5, 2.0, "clean")]);
+        opts.controllers = 1;
+        let c = canary::ADDRESS;
+        let (r, v) = raw(&[("a", 0.0, 3.0, "clean"), (c, 0.5, 2.0, "clean")]);
         check_report(&opts, &r, &v).unwrap();
-        let (r, v) = raw(&[("a", 0.0, 1.0, "clean"), ("b", 2.0, 3.0, "clean")]);
+        let (r, v) = raw(&[("a", 0.0, 3.0, "clean"), ("b", 0.5, 2.0, "clean")]);
+        assert!(check_report(&opts, &r, &v)
+            .unwrap_err()
+            .to_string()
+            .contains("the canary"));
+        let (r, v) = raw(&[("a", 0.0, 1.0, "clean"), (c, 2.0, 3.0, "clean")]);
         let e = check_report(&opts, &r, &v).unwrap_err().to_string();
         assert!(
             e.contains("before Begin was sent to every controller"),
             "{e}"
         );
-        let (r, v) = raw(&[("a", 0.0, 3.0, "clean"), ("b", 0.5, 2.0, "timed-out")]);
+        let (r, v) = raw(&[("a", 0.0, 3.0, "clean"), (c, 0.5, 2.0, "timed-out")]);
         assert!(check_report(&opts, &r, &v)
             .unwrap_err()
             .to_string()
-            .contains("controller b: outcome timed-out"));
+            .contains(&format!("controller {c}: outcome timed-out")));
         let (r, v) = raw(&[("a", 0.0, 3.0, "clean")]);
         assert!(check_report(&opts, &r, &v)
             .unwrap_err()
             .to_string()
-            .contains("1 nvmed devices, expected 2"));
+            .contains("1 nvmed devices, expected 1 and the canary"));
     }
 
     #[test]
@@ -456,7 +481,18 @@ mod tests {
             )
             .unwrap();
         }
+        fs::write(canary_image(dir.path()), vec![0u8; 8192]).unwrap();
         check_images(&opts, dir.path()).unwrap();
+        // A canary the shipped nvmed wrote to fails.
+        let mut written = vec![0u8; 8192];
+        written[4096] = 1;
+        fs::write(canary_image(dir.path()), written).unwrap();
+        let e = check_images(&opts, dir.path()).unwrap_err().to_string();
+        assert!(
+            e.contains("wrote to the canary") && e.contains("block 8"),
+            "{e}"
+        );
+        fs::write(canary_image(dir.path()), vec![0u8; 8192]).unwrap();
         fs::copy(nvme_image(dir.path(), 0), nvme_image(dir.path(), 1)).unwrap();
         assert!(check_images(&opts, dir.path()).is_err());
     }

@@ -41,6 +41,8 @@ pub struct Guest {
     pub base_bins: Vec<&'static str>,
     /// Test-only programs for `bin/`.
     pub test_bins: Vec<PathBuf>,
+    /// Test-only drivers for `lib/drivers/` (named in `drivers`).
+    pub test_drivers: Vec<PathBuf>,
 }
 
 /// One `[[drivers]]` entry of the initfs match table.
@@ -52,6 +54,9 @@ pub struct DriverEntry {
     pub keys: &'static str,
     /// Program under `/scheme/initfs/lib/drivers`.
     pub program: &'static str,
+    /// The program is base's (copied from the base build); otherwise it is
+    /// put there by `integrate.sh` or as a test driver.
+    pub from_base: bool,
 }
 
 /// The match table Redox's pcid-spawner reads (`etc/pcid/initfs.toml`).
@@ -126,15 +131,20 @@ pub fn initfs_tree(
     for p in minimal.iter().chain(&guest.base_bins) {
         copy(&art.base_bin.join(p), &bin.join(p))?;
     }
-    for t in &guest.test_bins {
+    for (t, into) in guest
+        .test_bins
+        .iter()
+        .map(|t| (t, &bin))
+        .chain(guest.test_drivers.iter().map(|t| (t, &drivers)))
+    {
         let name = t
             .file_name()
             .ok_or_else(|| RedoxError::setup(format!("{} names no file", t.display())))?;
-        copy(t, &bin.join(name))?;
+        copy(t, &into.join(name))?;
     }
     // zerod serves `null` when started under that name.
     copy(&art.base_bin.join("zerod"), &bin.join("nulld"))?;
-    for d in &guest.drivers {
+    for d in guest.drivers.iter().filter(|d| d.from_base) {
         copy(&art.base_bin.join(d.program), &drivers.join(d.program))?;
     }
     let etc = dir.join("etc");
@@ -267,6 +277,7 @@ mod tests {
             start_pci: vec!["pcid".to_string()],
             base_bins: vec![],
             test_bins: vec![],
+            test_drivers: vec![],
         };
         let rc = init_rc(&guest);
         let pos = |s: &str| {
@@ -287,11 +298,13 @@ mod tests {
                 name: "NVMe storage",
                 keys: "class = 1\nsubclass = 8",
                 program: "nvmed",
+                from_base: false,
             },
             DriverEntry {
                 name: "E1000 NIC",
                 keys: "class = 2\nids = { 0x8086 = [0x100e] }",
                 program: "e1000d",
+                from_base: true,
             },
         ]);
         let parsed: toml::Value = toml::from_str(&t).unwrap();

@@ -19,9 +19,12 @@
 //!    with its own image file, the serial console captured and QEMU's trace
 //!    of its NVMe model written to a file.
 //! 4. **Check** ([`check`]): the report on the console (every controller
-//!    `clean`, Begin sent to all before any FinishAck), each image holding
-//!    its controller's pattern, QEMU's trace showing every controller got the
-//!    shutdown notification, and QEMU having exited by itself (power-off).
+//!    `clean`, Begin sent to all before any FinishAck, Redox's own drivers
+//!    `not-supported`), the probe's readings, each image holding its
+//!    controller's pattern (written by the test build of nvmed) and the
+//!    canary's untouched (the shipped nvmed, [`boot::canary`]), QEMU's trace
+//!    showing every controller got the shutdown notification, acpid handling
+//!    the power-off, and QEMU having exited by itself.
 //!
 //! Failures are one line naming the stage: `build step <name>`, `boot`,
 //! `init`, `pcid ready`, `shutdown`, `power-off`, or the check that failed.
@@ -256,7 +259,7 @@ pub fn build_project(
         .join("redox-e2e");
     let log = builder.cache.join("logs").join("project.log");
     progress(format!(
-        "project: building pcid, nvmed, shutdownd and the test probe for {REDOX_TARGET} (log: {})",
+        "project: building pcid, nvmed, shutdownd, the test build nvmed-test and the probe for {REDOX_TARGET} (log: {})",
         log.display()
     ));
     let started = std::time::Instant::now();
@@ -264,6 +267,17 @@ pub fn build_project(
         builder
             .redox_cargo(&art.sysroot)
             .args(["--locked", "-p", "pcid", "-p", "nvmed", "-p", "shutdownd"])
+            .env("CARGO_TARGET_DIR", &target)
+            .current_dir(repo),
+        "project",
+        &log,
+    )?;
+    // The test build of nvmed (the data check; separate command: with
+    // `-p nvmed` in the same one, cargo would build only one of the two).
+    run_logged(
+        builder
+            .redox_cargo(&art.sysroot)
+            .args(["--locked", "-p", "shutdown_tests", "--bin", "nvmed-test"])
             .env("CARGO_TARGET_DIR", &target)
             .current_dir(repo),
         "project",
@@ -281,7 +295,13 @@ pub fn build_project(
         &log,
     )?;
     let out = target.join("stripped");
-    for b in ["pcid", "nvmed", "shutdownd", "redox-e2e-probe"] {
+    for b in [
+        "pcid",
+        "nvmed",
+        "shutdownd",
+        "nvmed-test",
+        "redox-e2e-probe",
+    ] {
         let built = target.join(REDOX_TARGET).join("release").join(b);
         run::copy(&built, &out.join(b))?;
         output(
@@ -309,7 +329,6 @@ pub fn run(opts: &Options) -> Result<RunResult, RedoxError> {
     fs::create_dir_all(&opts.cache)
         .map_err(RedoxError::io(format!("create {}", opts.cache.display())))?;
     let _lock = lock_cache(&opts.cache)?;
-    ensure_host_tools(&opts.repo)?;
     let redox_dir = opts.repo.join("tests").join("redox");
     let pins = pins::Pins::load(&redox_dir)?;
     let sources_key = pins.sources_key()?;
@@ -321,7 +340,9 @@ pub fn run(opts: &Options) -> Result<RunResult, RedoxError> {
         image_tool_src: redox_dir.join("image-tool"),
         sources_key,
     };
-    let art = builder.build_all()?;
+    let archives = builder.locate_sources()?;
+    ensure_host_tools(&opts.repo)?;
+    let art = builder.build_all(&archives)?;
     let project_bin = build_project(&builder, &art, &opts.repo)?;
 
     let work = opts.cache.join("run");

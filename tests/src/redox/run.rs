@@ -99,18 +99,25 @@ pub fn run_logged(cmd: &mut Command, step: &str, log: &Path) -> Result<(), Redox
     })
 }
 
-/// Runs a short command and returns its standard output, or why it failed.
+/// Runs a short command and returns its standard output, or why it failed
+/// (one line: the command, its status and its last error line).
 pub fn output(cmd: &mut Command) -> Result<String, String> {
     let out = cmd
         .stdin(Stdio::null())
         .output()
         .map_err(|e| format!("cannot run {:?}: {e}", cmd.get_program()))?;
     if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let last = stderr
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("");
         return Err(format!(
             "{} exited with {}: {}",
             describe(cmd),
             out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
+            last.trim()
         ));
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())

@@ -372,23 +372,31 @@ exec clang --target=x86_64-unknown-linux-gnu --sysroot=/nonexistent -fuse-ld=lld
         Ok(file)
     }
 
+    fn sources_dir(&self) -> PathBuf {
+        self.cache.join(format!("src-{}", self.sources_key))
+    }
+
+    /// Finds (or downloads) every pinned source's archive. Done first, so
+    /// that a source that cannot be obtained is reported as such, before any
+    /// toolchain is installed; nothing is looked up when the unpacked
+    /// sources are cached.
+    pub fn locate_sources(&self) -> Result<Vec<(Source, PathBuf)>, RedoxError> {
+        if self.sources_dir().join(".done").is_file() {
+            return Ok(Vec::new());
+        }
+        self.pins
+            .sources
+            .iter()
+            .map(|s| self.archive_for(s).map(|a| (s.clone(), a)))
+            .collect()
+    }
+
     /// Unpacks and patches every pinned source into one directory.
-    pub fn sources(&self) -> Result<PathBuf, RedoxError> {
-        let dest = self.cache.join(format!("src-{}", self.sources_key));
-        // Archives are looked up before anything is unpacked, so a missing
-        // source is reported as such (not as a failed build).
-        let archives = if dest.join(".done").is_file() {
-            Vec::new()
-        } else {
-            self.pins
-                .sources
-                .iter()
-                .map(|s| self.archive_for(s).map(|a| (s.clone(), a)))
-                .collect::<Result<Vec<_>, _>>()?
-        };
+    pub fn sources(&self, archives: &[(Source, PathBuf)]) -> Result<PathBuf, RedoxError> {
+        let dest = self.sources_dir();
         let log = self.log("sources");
         self.cached("sources", &dest, |tmp| {
-            for (source, archive) in &archives {
+            for (source, archive) in archives {
                 let into = tmp.join(&source.dest);
                 // A nested destination (kernel/rmm) replaces the empty
                 // submodule directory of its parent.
@@ -808,10 +816,11 @@ exec clang --target=x86_64-unknown-linux-gnu --sysroot=/nonexistent -fuse-ld=lld
         Ok(dir.join("redox-image-tool"))
     }
 
-    /// Builds everything from the pinned sources (cached).
-    pub fn build_all(&self) -> Result<Artifacts, RedoxError> {
+    /// Builds everything from the pinned sources (cached); `archives` from
+    /// [`Builder::locate_sources`].
+    pub fn build_all(&self, archives: &[(Source, PathBuf)]) -> Result<Artifacts, RedoxError> {
         self.toolchains()?;
-        let src = self.sources()?;
+        let src = self.sources(archives)?;
         let kernel = self.kernel(&src)?;
         let bootloader = self.bootloader(&src)?;
         let sysroot = self.relibc(&src)?;
