@@ -11,7 +11,7 @@
 //!  "devices": [
 //!   {"kind": "participant", "address": null, "participant_id": 1, "driver": "file",
 //!    "protocol": "two-phase", "waits_for": [], ..., "outcome": "clean", "detail": "..."},
-//!   {"kind": "device", "address": "0000:00:04.0", "participant_id": null,
+//!   {"kind": "device", "address": "0000:00:04.0", "parent": null, "participant_id": null,
 //!    "driver": "nvmed", "protocol": "two-phase", "waits_for": ["participant file"],
 //!    "budget_ms": 4500.0, "begin_sent_ms": 31.2, "begin_ack_ms": 31.6,
 //!    "finish_sent_ms": 31.6, "finish_deadline_ms": 7250.0, "finish_ack_ms": 4533.9,
@@ -27,6 +27,12 @@
 //! begin). `cycles` lists dependency cycles found (each a closed path; the
 //! ordering inside them was ignored), `unresolved` providers participants
 //! named that were not listed.
+//!
+//! `parent` is the device's parent bridge as pcid listed it (`null` if none);
+//! a bridge in the list gets `Begin` only after every device behind it has its
+//! outcome. A report read back without the newer fields (`parent`, `kind`,
+//! `waits_for`, `participant_id`, `unresolved`, `critical_path`) reads as a
+//! device report without them.
 //!
 //! For a one-phase driver `begin_sent_ms` is when `Shutdown` was sent,
 //! `begin_ack_ms`, `finish_sent_ms` and `budget_ms` are `null`, and
@@ -46,12 +52,13 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use pcid_interface::protocol::ShutdownSupport;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::scheduler::{kind_str, support_str, Outcome, Scheduler};
 
-/// The whole report.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// The whole report. It reads back from its JSON form ([`Report::from_json`]),
+/// so a report saved on another machine can be drawn ([`crate::svg`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Report {
     /// `two-phase` or `sequential`.
     pub mode: String,
@@ -68,29 +75,40 @@ pub struct Report {
     pub deadline_reached_ms: Option<f64>,
     /// Dependency cycles found, each a closed path (their ordering was
     /// ignored).
+    #[serde(default)]
     pub cycles: Vec<Vec<String>>,
     /// Providers participants named that were not listed (ignored).
+    #[serde(default)]
     pub unresolved: Vec<String>,
     /// What decided the total: first to last.
+    #[serde(default)]
     pub critical_path: Vec<String>,
     /// One entry per participant, then per device in pcid's order.
     pub devices: Vec<DeviceReport>,
 }
 
 /// One device's (or participant's) line in the report.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DeviceReport {
     /// `device` or `participant`.
+    #[serde(default = "device_kind")]
     pub kind: String,
     /// PCI address, `0000:00:04.0` (`None` for a participant).
     pub address: Option<String>,
+    /// Parent bridge, as pcid listed it.
+    #[serde(default)]
+    pub parent: Option<String>,
     /// The participant's id (`None` for a device).
+    #[serde(default)]
     pub participant_id: Option<u32>,
     /// Driver name, or the participant's name.
+    #[serde(default)]
     pub driver: String,
     /// What had to be done before this one was asked to begin.
+    #[serde(default)]
     pub waits_for: Vec<String>,
     /// `two-phase`, `one-phase` or `none`.
+    #[serde(default)]
     pub protocol: String,
     /// Budget from `BeginAck`.
     pub budget_ms: Option<f64>,
@@ -111,7 +129,12 @@ pub struct DeviceReport {
     /// Final outcome.
     pub outcome: String,
     /// Explanation from the driver or the scheduler.
+    #[serde(default)]
     pub detail: String,
+}
+
+fn device_kind() -> String {
+    "device".to_string()
 }
 
 impl DeviceReport {
@@ -145,6 +168,10 @@ impl Report {
                 DeviceReport {
                     kind: r.subject.kind().to_string(),
                     address: r.subject.address().map(|a| a.to_string()),
+                    parent: match &r.subject {
+                        crate::plan::Subject::Device(d) => d.parent.map(|p| p.to_string()),
+                        crate::plan::Subject::Participant(_) => None,
+                    },
                     participant_id: r.subject.participant_id(),
                     driver: r.subject.name().to_string(),
                     waits_for: plan
@@ -210,6 +237,11 @@ impl Report {
             )),
             None => Ok(()),
         }
+    }
+
+    /// Reads a report from its JSON form (unknown fields are ignored).
+    pub fn from_json(text: &str) -> Result<Self, serde_json::Error> {
+        serde_json::from_str(text)
     }
 
     /// True when every device ended `clean` or `not-supported`.

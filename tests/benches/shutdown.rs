@@ -45,7 +45,13 @@ struct Args {
     overhead: bool,
 }
 
-fn parse_args() -> Result<Args, String> {
+const USAGE: &str = "usage: cargo bench -p shutdown_tests --bench shutdown -- [--latency-ms MS] \
+[--repeat N] [--sizes N,N,...] [--skip-comparison] [--skip-overhead] [-h|--help] [-V|--version]";
+
+/// `Ok(None)`: `--help` or `--version` was answered.
+fn parse_args() -> Result<Option<Args>, String> {
+    use shutdown_tests::cli::lexopt::prelude::*;
+    use shutdown_tests::cli::{number, string, unexpected};
     let mut a = Args {
         latency_ms: 4500,
         repeat: 3,
@@ -53,32 +59,31 @@ fn parse_args() -> Result<Args, String> {
         comparison: true,
         overhead: true,
     };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let mut value = || it.next().ok_or_else(|| format!("{flag} needs a value"));
-        match flag.as_str() {
+    let mut p = shutdown_tests::cli::lexopt::Parser::from_env();
+    while let Some(arg) = p.next().map_err(|e| e.to_string())? {
+        match arg {
             // cargo bench passes --bench to every benchmark binary.
-            "--bench" => {}
-            "--latency-ms" => {
-                a.latency_ms = value()?
-                    .parse()
-                    .map_err(|_| "--latency-ms needs a number".to_string())?
-            }
-            "--repeat" => {
-                a.repeat = value()?
-                    .parse()
-                    .map_err(|_| "--repeat needs a number".to_string())?
-            }
-            "--sizes" => {
-                a.sizes = value()?
+            Long("bench") => {}
+            Long("latency-ms") => a.latency_ms = number(&mut p, "--latency-ms")?,
+            Long("repeat") => a.repeat = number(&mut p, "--repeat")?,
+            Long("sizes") => {
+                a.sizes = string(&mut p, "--sizes")?
                     .split(',')
                     .map(|s| s.trim().parse::<usize>())
                     .collect::<Result<_, _>>()
                     .map_err(|_| "--sizes needs numbers like 16,64,256".to_string())?
             }
-            "--skip-comparison" => a.comparison = false,
-            "--skip-overhead" => a.overhead = false,
-            other => return Err(format!("unknown argument `{other}`")),
+            Long("skip-comparison") => a.comparison = false,
+            Long("skip-overhead") => a.overhead = false,
+            Short('h') | Long("help") => {
+                println!("{USAGE}");
+                return Ok(None);
+            }
+            Short('V') | Long("version") => {
+                println!("{}", shutdown_tests::cli::version_line("shutdown bench"));
+                return Ok(None);
+            }
+            other => return Err(unexpected(other)),
         }
     }
     if a.repeat == 0
@@ -88,7 +93,7 @@ fn parse_args() -> Result<Args, String> {
     {
         return Err("--repeat and --sizes must be positive (sizes ≤ 1024)".into());
     }
-    Ok(a)
+    Ok(Some(a))
 }
 
 /// Starts pcid on `machine`, runs shutdownd with `args`, stops pcid.
@@ -298,9 +303,10 @@ fn run(args: Args) -> Result<(), String> {
 
 fn main() -> ExitCode {
     let args = match parse_args() {
-        Ok(a) => a,
+        Ok(Some(a)) => a,
+        Ok(None) => return ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("shutdown bench: {e}");
+            eprintln!("shutdown bench: {e} (--help shows the usage)");
             return ExitCode::from(2);
         }
     };

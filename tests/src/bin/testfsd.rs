@@ -75,8 +75,11 @@ struct Args {
     log: Option<PathBuf>,
 }
 
-fn parse() -> Result<Args, String> {
-    let mut it = std::env::args().skip(1);
+/// `Ok(None)`: `--help` or `--version` was answered.
+fn parse() -> Result<Option<Args>, String> {
+    use lexopt::prelude::*;
+    use shutdown_tests::cli::{number, path, string, unexpected, version_line};
+    let mut p = lexopt::Parser::from_env();
     let mut participants = None;
     let mut disk = None;
     let mut a = Args {
@@ -92,60 +95,53 @@ fn parse() -> Result<Args, String> {
         after_disk: false,
         log: None,
     };
-    while let Some(arg) = it.next() {
-        let mut value = || it.next().ok_or_else(|| format!("{arg} needs a value"));
-        match arg.as_str() {
-            "--participants" => participants = Some(PathBuf::from(value()?)),
-            "--disk" => disk = Some(PathBuf::from(value()?)),
-            "--entry" => a.entry = value()?,
-            "--name" => a.name = value()?,
-            "--provider" => {
-                let v = value()?;
+    while let Some(arg) = p.next().map_err(|e| e.to_string())? {
+        match arg {
+            Short('h') | Long("help") => {
+                println!("{USAGE}");
+                return Ok(None);
+            }
+            Short('V') | Long("version") => {
+                println!("{}", version_line("testfsd"));
+                return Ok(None);
+            }
+            Long("participants") => participants = Some(path(&mut p)?),
+            Long("disk") => disk = Some(path(&mut p)?),
+            Long("entry") => a.entry = string(&mut p, "--entry")?,
+            Long("name") => a.name = string(&mut p, "--name")?,
+            Long("provider") => {
+                let v = string(&mut p, "--provider")?;
                 a.providers.push(match v.as_str() {
                     "all" => Provider::AllDevices,
-                    p => match p.strip_prefix("participant:") {
+                    v => match v.strip_prefix("participant:") {
                         Some(n) => Provider::Participant(n.to_string()),
                         None => Provider::Device(
-                            p.parse()
-                                .map_err(|_| format!("--provider {p:?}: not an address"))?,
+                            v.parse()
+                                .map_err(|_| format!("--provider: `{v}` is not an address"))?,
                         ),
                     },
                 });
             }
-            "--dirty-kib" => {
-                a.dirty = value()?
-                    .parse::<usize>()
-                    .map_err(|_| "--dirty-kib needs a number".to_string())?
-                    * 1024
+            Long("dirty-kib") => a.dirty = number::<usize>(&mut p, "--dirty-kib")? * 1024,
+            Long("offset") => a.offset = number(&mut p, "--offset")?,
+            Long("write-delay-ms") => {
+                a.write_delay = Duration::from_millis(number(&mut p, "--write-delay-ms")?)
             }
-            "--offset" => {
-                a.offset = value()?
-                    .parse()
-                    .map_err(|_| "--offset needs a number".to_string())?
-            }
-            "--write-delay-ms" => {
-                a.write_delay = Duration::from_millis(
-                    value()?
-                        .parse()
-                        .map_err(|_| "--write-delay-ms needs a number".to_string())?,
-                )
-            }
-            "--hang" => {
-                a.hang = Some(match value()?.as_str() {
+            Long("hang") => {
+                a.hang = Some(match string(&mut p, "--hang")?.as_str() {
                     "begin" => Hang::Begin,
                     "finish" => Hang::Finish,
-                    other => return Err(format!("--hang {other:?}: begin or finish")),
+                    other => return Err(format!("--hang: `{other}` is not begin or finish")),
                 })
             }
-            "--log" => a.log = Some(PathBuf::from(value()?)),
-            "--write-after-disk-shutdown" => a.after_disk = true,
-            "-h" | "--help" => return Err(USAGE.to_string()),
-            other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
+            Long("log") => a.log = Some(path(&mut p)?),
+            Long("write-after-disk-shutdown") => a.after_disk = true,
+            other => return Err(unexpected(other)),
         }
     }
-    a.participants = participants.ok_or(USAGE)?;
-    a.disk = disk.ok_or(USAGE)?;
-    Ok(a)
+    a.participants = participants.ok_or("--participants SOCKET is required")?;
+    a.disk = disk.ok_or("--disk SOCKET is required")?;
+    Ok(Some(a))
 }
 
 struct Fs {
@@ -304,9 +300,10 @@ fn run(a: Args) -> Result<(), String> {
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let args = match parse() {
-        Ok(a) => a,
+        Ok(Some(a)) => a,
+        Ok(None) => return ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("testfsd: {e}");
+            eprintln!("testfsd: {e} (testfsd --help shows the usage)");
             return ExitCode::from(2);
         }
     };
