@@ -86,6 +86,23 @@ fn is_success(outcome: &str) -> bool {
 
 /// Escapes text for XML content and attribute values, dropping characters
 /// XML 1.0 does not allow.
+/// "16 devices", or "4 devices and 1 participant" when participants (file
+/// systems and other daemons, PROTOCOL.md §14) took part.
+fn subjects(devs: &[DeviceReport]) -> String {
+    let participants = devs.iter().filter(|d| d.address.is_none()).count();
+    let devices = devs.len() - participants;
+    let plural = |n: usize, what: &str| format!("{n} {what}{}", if n == 1 { "" } else { "s" });
+    if participants == 0 {
+        plural(devices, "device")
+    } else {
+        format!(
+            "{} and {}",
+            plural(devices, "device"),
+            plural(participants, "participant")
+        )
+    }
+}
+
 /// Where a row's subject is: a device's PCI address, or "participant" for a
 /// shutdown participant (its name is the `driver` shown next to it).
 fn where_(d: &DeviceReport) -> &str {
@@ -525,9 +542,8 @@ pub fn render(report: &Report, opts: &SvgOptions) -> String {
     counts.extend(others.iter().map(|(o, n)| format!("{n} {o}")));
     let _ = writeln!(
         s,
-        "<text class=\"title\" x=\"{LABEL_X}\" y=\"22\">Shutdown of {} device{} — {}, {} — {} total</text>",
-        devs.len(),
-        if devs.len() == 1 { "" } else { "s" },
+        "<text class=\"title\" x=\"{LABEL_X}\" y=\"22\">Shutdown of {} — {}, {} — {} total</text>",
+        subjects(devs),
         esc(&report.mode),
         esc(&report.kind),
         fmt_ms(t(Some(report.total_ms)).unwrap_or(0.0))

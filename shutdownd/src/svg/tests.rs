@@ -385,4 +385,5 @@ fn a_filesystem_participant_has_its_own_row_and_leads_the_critical_path() {
     assert!(svg.contains("critical path: 0000:01:01.0 nvmed"), "{svg}");
     assert!(svg.contains("after participant file"));
     assert!(svg.contains(">participant file</text>"));
+    assert!(svg.contains("Shutdown of 2 devices and 1 participant —"));
 }
