@@ -47,7 +47,7 @@ fi
 # outside the checkout, keyed by its inputs: a cold build takes minutes, a warm
 # one only rebuilds this project's binaries), boots it with 16 NVMe controllers
 # driven by this project's nvmed under its pcid, runs shutdownd and checks the
-# report, the images and QEMU's trace. When sources or toolchains cannot be
+# report, the images and QEMU's trace, then the RedoxFS scenario. When sources or toolchains cannot be
 # obtained it prints one `REDOX E2E DID NOT RUN: <reason>` line and passes (set
 # REDOX_E2E_REQUIRED=1 to fail instead). REDOX_E2E=0 skips it and says so.
 if [ "${REDOX_E2E:-1}" = 0 ]; then
@@ -58,6 +58,11 @@ else
     echo "== redox-e2e --controllers 16"
     cargo run --release --bin redox-e2e -- --controllers 16 \
         --json .cache/redox-e2e/report-16.json
+    # RedoxFS on NVMe (README "A file system on NVMe"): a file written just
+    # before shutdown, this project's way (redoxfs unmounted, then Flush and
+    # CC.SHN) and Redox's own (kstop) side by side; ~30 s when warm.
+    echo "== redox-e2e --controllers 2 --redoxfs"
+    cargo run --release --bin redox-e2e -- --controllers 2 --redoxfs
 fi
 # ---- end of Redox under QEMU -----------------------------------------------------
 
