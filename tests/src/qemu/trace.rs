@@ -13,10 +13,13 @@
 //!
 //! I/O commands (`pci_nvme_io_cmd`) carry a namespace id but no controller
 //! either. Runs that need to know which controller an I/O command went to
-//! give every controller's namespace its own id; [`NvmeTrace::namespace_bar0`]
-//! then finds the controller of a namespace from bring-up, when drivers
-//! start one at a time: the controller whose admin submission queue
-//! doorbell was rung last before `pci_nvme_identify_ns` names the namespace.
+//! give every controller its own PCI slot and namespace id on QEMU's command
+//! line, and find the controller's BAR0 from QEMU's PCI core
+//! (`pci_update_mappings_add`, which names bus:slot.function, the BAR and
+//! the address the firmware or OS mapped it at): [`NvmeTrace::bar0_of`].
+//! (Guessing from the order of admin doorbells and `pci_nvme_identify_ns`
+//! does not work: drivers bring their controllers up concurrently and each
+//! identifies every namespace id.)
 
 use std::collections::BTreeMap;
 
@@ -27,7 +30,7 @@ pub const TRACE_EVENTS: &[&str] = &[
     "pci_nvme_mmio_shutdown_cleared",
     "pci_nvme_flush_ns",
     "pci_nvme_io_cmd",
-    "pci_nvme_identify_ns",
+    "pci_update_mappings_add",
 ];
 
 /// NVM opcodes as `pci_nvme_io_cmd` prints them.
@@ -39,9 +42,6 @@ pub mod opcode {
     /// Read.
     pub const READ: u8 = 0x02;
 }
-
-/// Offset of the admin submission queue's tail doorbell in BAR0.
-const ADMIN_SQ_DOORBELL: u64 = 0x1000;
 
 /// One I/O command as QEMU's model fetched it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,9 +98,10 @@ pub struct NvmeTrace {
     pub lines: usize,
     /// Every I/O command, in trace order.
     pub io: Vec<IoCmd>,
-    /// Namespace id → BAR0 of the controller that identified it (see the
-    /// module documentation).
-    pub namespace_bar0: BTreeMap<u32, u64>,
+    /// (bus, slot, function, BAR index) → every address QEMU mapped the BAR
+    /// at (`pci_update_mappings_add`), in order: sizing the BAR maps it
+    /// briefly at odd addresses before the real one comes back.
+    pub bars: BTreeMap<(u8, u8, u8, u8), Vec<u64>>,
 }
 
 /// Strips the optional `PID@SECONDS:` prefix QEMU adds with `-msg timestamp=on`.
@@ -116,6 +117,19 @@ fn event_text(line: &str) -> &str {
         }
     }
     line
+}
+
+/// `00:01.0` and `0,0xfebe0000+0x4000` of a `pci_update_mappings_add` line.
+fn bar_mapping(bdf: Option<&str>, bar: Option<&str>) -> Option<((u8, u8, u8, u8), u64)> {
+    let (bus, rest) = bdf?.split_once(':')?;
+    let (slot, func) = rest.split_once('.')?;
+    let (index, range) = bar?.split_once(',')?;
+    let addr = range.split('+').next()?.trim_start_matches("0x");
+    let hex = |v: &str| u8::from_str_radix(v, 16).ok();
+    Some((
+        (hex(bus)?, hex(slot)?, hex(func)?, index.parse().ok()?),
+        u64::from_str_radix(addr, 16).ok()?,
+    ))
 }
 
 fn hex_field(text: &str, key: &str) -> Option<u64> {
@@ -136,8 +150,6 @@ impl NvmeTrace {
         // The controller whose CC write with SHN set came last, waiting for
         // the model's answer to it.
         let mut pending: Option<u64> = None;
-        // The controller whose admin doorbell was rung last.
-        let mut last_admin: Option<u64> = None;
         for (n, raw) in text.lines().enumerate() {
             t.lines += 1;
             let line = event_text(raw.trim_end());
@@ -170,9 +182,6 @@ impl NvmeTrace {
                         }
                         pending = Some(bar0);
                     }
-                    if addr - bar0 == ADMIN_SQ_DOORBELL {
-                        last_admin = Some(bar0);
-                    }
                 }
                 "pci_nvme_mmio_shutdown_set" => {
                     if let Some(bar0) = pending.take() {
@@ -196,19 +205,28 @@ impl NvmeTrace {
                         opcode: opc as u8,
                     });
                 }
-                "pci_nvme_identify_ns" => {
-                    let nsid = words
-                        .skip_while(|w| *w != "nsid")
-                        .nth(1)
-                        .and_then(|v| v.parse::<u32>().ok());
-                    if let (Some(nsid), Some(bar0)) = (nsid, last_admin) {
-                        t.namespace_bar0.entry(nsid).or_insert(bar0);
+                "pci_update_mappings_add" => {
+                    // d=0x55d0… 00:01.0 0,0xfebe0000+0x4000
+                    if let Some((key, addr)) = bar_mapping(words.nth(1), words.next()) {
+                        t.bars.entry(key).or_default().push(addr);
                     }
                 }
                 _ => {}
             }
         }
         t
+    }
+
+    /// BAR0 of the NVMe controller at `bus:slot.function`: the last address
+    /// QEMU mapped it at that the guest wrote NVMe registers through (a
+    /// sizing probe's transient mapping never is), else the last mapping.
+    pub fn bar0_of(&self, bus: u8, slot: u8, function: u8) -> Option<u64> {
+        let all = self.bars.get(&(bus, slot, function, 0))?;
+        all.iter()
+            .rev()
+            .find(|a| self.controllers.contains_key(a))
+            .or(all.last())
+            .copied()
     }
 
     /// Controllers that got a shutdown notification the model acted on.
@@ -284,16 +302,16 @@ mod tests {
     }
 
     #[test]
-    fn io_commands_are_listed_and_namespaces_found_by_the_admin_doorbell() {
+    fn io_commands_are_listed_and_bars_found_from_the_pci_core() {
         let a = 0xfebf0000u64;
         let b = 0xfebf4000u64;
         let log = [
+            "pci_update_mappings_add d=0x55d0a1051df0 00:01.0 0,0xfebf0000+0x4000".to_string(),
+            "pci_update_mappings_add nvme 00:01.0 0,0xffffc000+0x4000".to_string(),
+            "pci_update_mappings_add d=0x55d0a1106740 00:02.0 0,0xfebf4000+0x4000".to_string(),
+            "pci_update_mappings_add d=0x55d0a1106740 00:02.0 4,0xfe000000+0x1000".to_string(),
             w(a, 0x1000, 0x3),
-            "pci_nvme_identify_ns nsid 1".to_string(),
             w(b, 0x1000, 0x5),
-            "pci_nvme_identify_ns nsid 2".to_string(),
-            w(a, 0x1000, 0x4),
-            "pci_nvme_identify_ns nsid 1".to_string(),
             "pci_nvme_io_cmd cid 7 nsid 0x1 sqid 1 opc 0x1 opname 'NVME_NVM_CMD_WRITE'".to_string(),
             "pci_nvme_io_cmd cid 8 nsid 0x2 sqid 1 opc 0x0 opname 'NVME_NVM_CMD_FLUSH'".to_string(),
             "pci_nvme_io_cmd cid 9 nsid 0x1 sqid 1 opc 0x1 opname 'NVME_NVM_CMD_WRITE'".to_string(),
@@ -302,8 +320,10 @@ mod tests {
         ]
         .join("\n");
         let t = NvmeTrace::parse(&log);
-        assert_eq!(t.namespace_bar0.get(&1), Some(&a));
-        assert_eq!(t.namespace_bar0.get(&2), Some(&b));
+        assert_eq!(t.bar0_of(0, 1, 0), Some(a));
+        assert_eq!(t.bar0_of(0, 2, 0), Some(b));
+        assert_eq!(t.bar0_of(0, 3, 0), None);
+        assert_eq!(t.bars[&(0, 2, 0, 4)], [0xfe000000]);
         assert_eq!(t.io.len(), 3);
         assert_eq!(t.last_io(1, opcode::WRITE), Some(8));
         assert_eq!(t.last_io(2, opcode::FLUSH), Some(7));

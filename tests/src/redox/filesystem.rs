@@ -146,8 +146,9 @@ pub fn drivers(way: Way) -> Vec<DriverEntry> {
 }
 
 /// QEMU's arguments: those of the default boot without its canary
-/// controller, with every controller's namespace given its own id
-/// (controller *k*: namespace *k*+1).
+/// controller, with every controller in its own slot and its namespace
+/// given its own id (controller *k*: slot *k*+1, namespace *k*+1), so that
+/// QEMU's trace can tell them apart ([`NvmeTrace::bar0_of`]).
 pub fn qemu_args(opts: &Options, disk: &Path, work: &Path) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     let mut i = 0;
@@ -159,7 +160,10 @@ pub fn qemu_args(opts: &Options, disk: &Path, work: &Path) -> Vec<String> {
         }
         if a.starts_with("nvme,serial=") {
             let serial = crate::qemu::host::serial(i);
-            out.push(format!("nvme,id=ctrl{i},serial={serial}"));
+            out.push(format!(
+                "nvme,id=ctrl{i},serial={serial},addr={:#04x}",
+                slot(i)
+            ));
             out.push("-device".to_string());
             out.push(format!("nvme-ns,drive=nvme{i},bus=ctrl{i},nsid={}", i + 1));
             i += 1;
@@ -168,6 +172,12 @@ pub fn qemu_args(opts: &Options, disk: &Path, work: &Path) -> Vec<String> {
         }
     }
     out
+}
+
+/// PCI slot of controller `k` (slots 0x01.. are free on QEMU's q35 here:
+/// the NIC is at 0x1e, the chipset's functions at 0x1f).
+fn slot(k: usize) -> u8 {
+    k as u8 + 1
 }
 
 /// Fresh images: a RedoxFS on the first controller (a small README so the
@@ -395,9 +405,10 @@ fn check_trace_order(opts: &Options, trace: &NvmeTrace) -> Result<(), RedoxError
         .ok_or_else(|| RedoxError::Check("no write to the file system's namespace".to_string()))?;
     for k in 0..opts.controllers {
         let nsid = k as u32 + 1;
-        let bar0 = *trace.namespace_bar0.get(&nsid).ok_or_else(|| {
+        let bar0 = trace.bar0_of(0, slot(k), 0).ok_or_else(|| {
             RedoxError::Check(format!(
-                "QEMU's trace does not show which controller identified namespace {nsid}"
+                "QEMU's trace does not show where controller {k}'s BAR0 (00:{:02x}.0) was mapped",
+                slot(k)
             ))
         })?;
         let flush = trace
