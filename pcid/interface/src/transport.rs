@@ -11,8 +11,9 @@
 //!   `recv` while others send.
 //! * For event loops (pcid's Linux runtime, shutdownd): [`Channel::try_recv`]
 //!   takes one frame without waiting (at most one read from the socket per
-//!   call), and [`Channel::queue`] / [`Channel::flush`] send without ever
-//!   waiting: what the peer cannot take yet stays in the channel's send
+//!   call), and [`Channel::queue`] (or [`Channel::enqueue`], which only
+//!   appends, for a burst written at once) / [`Channel::flush`] send without
+//!   ever waiting: what the peer cannot take yet stays in the channel's send
 //!   queue, in order, until a later `flush` (when the socket is writable)
 //!   writes it. [`Channel::queued`] tells a loop whether to wait for
 //!   writability, and since when the peer has taken nothing
@@ -185,8 +186,8 @@ impl WriteSide {
         Ok(self.queued.is_empty())
     }
 
-    /// Appends `frame` to the queue and writes what the socket takes now.
-    fn queue(&mut self, stream: &UnixStream, frame: &[u8]) -> Result<(), TransportError> {
+    /// Appends `frame` to the queue, unless the queue is full.
+    fn push(&mut self, frame: &[u8]) -> Result<(), TransportError> {
         if self.broken {
             return Err(TransportError::Broken);
         }
@@ -196,6 +197,12 @@ impl WriteSide {
             });
         }
         self.queued.extend_from_slice(frame);
+        Ok(())
+    }
+
+    /// Appends `frame` to the queue and writes what the socket takes now.
+    fn queue(&mut self, stream: &UnixStream, frame: &[u8]) -> Result<(), TransportError> {
+        self.push(frame)?;
         self.flush(stream).map(drop)
     }
 }
@@ -379,6 +386,14 @@ impl<M: WireMessage> Channel<M> {
     pub fn queue(&self, msg: &M) -> Result<(), TransportError> {
         let frame = msg.encode()?;
         lock(&self.write).queue(&self.stream, &frame)
+    }
+
+    /// Appends one message to the send queue without writing anything: a
+    /// burst of messages goes out in one write at the next
+    /// [`flush`](Self::flush). Refused as [`queue`](Self::queue) refuses.
+    pub fn enqueue(&self, msg: &M) -> Result<(), TransportError> {
+        let frame = msg.encode()?;
+        lock(&self.write).push(&frame)
     }
 
     /// Writes queued bytes without waiting; `Ok(true)` once none are left.

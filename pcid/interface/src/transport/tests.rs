@@ -462,7 +462,10 @@ fn try_recv_reports_a_bad_header_and_mid_frame_eof() {
     let mut rx = DriverChannel::from_stream(other);
     (&raw).write_all(&[0x55; HEADER_LEN]).expect("write");
     let e = rx.try_recv().unwrap_err();
-    assert!(matches!(e, TransportError::Malformed { seq: 0, .. }), "{e:?}");
+    assert!(
+        matches!(e, TransportError::Malformed { seq: 0, .. }),
+        "{e:?}"
+    );
     assert!(e.is_fatal());
 
     let (raw, other) = UnixStream::pair().expect("pair");
