@@ -48,4 +48,5 @@ mod shutdown;
 
 pub use controller::{Controller, ControllerInfo, Namespace, Options};
 pub use error::NvmeError;
+pub use poll::ShutdownPolling;
 pub use shutdown::{BeginReport, FinishReport, ShutdownOutcome};
