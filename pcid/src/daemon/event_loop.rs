@@ -74,8 +74,11 @@ pub const DRIVER_SEND_TIMEOUT: Duration = Duration::from_secs(1);
 /// Time a control client may leave bytes queued for it unread before pcid
 /// closes the connection.
 pub const CLIENT_SEND_TIMEOUT: Duration = Duration::from_secs(5);
-/// Frames taken from one channel or connection per turn of the loop.
+/// Frames taken from one driver channel per turn of the loop.
 pub const FRAMES_PER_TURN: usize = 64;
+/// Frames taken from one control connection per turn of the loop: a
+/// shutdown's whole burst of `Begin`s is relayed at once.
+pub const CLIENT_FRAMES_PER_TURN: usize = 1024;
 /// Bytes read from one driver's output pipe per turn of the loop.
 pub const OUTPUT_CHUNK: usize = 16 * 1024;
 /// Events taken from `epoll_wait` at once.
@@ -374,6 +377,8 @@ impl<'a> EventLoop<'a> {
                 if let Some(reason) = self.dispatch(token, flags)? {
                     return Ok(reason);
                 }
+                // Acks go on to the client as they come.
+                self.flush_clients();
             }
             if let Some(reason) = self.check_send_deadlines()? {
                 return Ok(reason);
@@ -739,7 +744,7 @@ impl<'a> EventLoop<'a> {
     }
 
     fn client_readable(&mut self, client: ClientId) -> Result<Option<ExitReason>, DaemonError> {
-        for _ in 0..FRAMES_PER_TURN {
+        for _ in 0..CLIENT_FRAMES_PER_TURN {
             let Some(c) = self.clients.get_mut(&client) else {
                 return Ok(None);
             };
