@@ -7,6 +7,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+echo "== tests/setup.sh --svg (rsvg-convert for the picture tests)"
+./tests/setup.sh --svg
+
 echo "== cargo build --release --workspace"
 cargo build --release --workspace
 

@@ -5,12 +5,16 @@
 # nothing and returns in well under a second.
 #
 #   tests/setup.sh           what the Linux tests and the QEMU guest need
+#   tests/setup.sh --svg     only rsvg-convert (librsvg2-bin), which the
+#                            render tests of shutdownd's SVG timeline run
 #   tests/setup.sh --redox   that, plus the host tools the Redox image build
 #                            uses (redox-e2e): nasm, clang, lld, llvm, binutils,
 #                            make, patch, curl. The Rust toolchains it pins are
 #                            installed by redox-e2e itself through rustup.
 #
 # What it installs:
+#   * rsvg-convert (Debian's librsvg2-bin), the SVG renderer the picture
+#     tests use.
 #   * qemu-system-x86 from bookworm-backports. Machines of this kind carry
 #     qemu-utils from backports, which conflicts with bookworm's own
 #     qemu-system-x86, so the backports suite is added to apt's sources and
@@ -26,11 +30,13 @@ set -euo pipefail
 log() { printf 'setup: %s\n' "$*" >&2; }
 
 redox=0
+svg_only=0
 case "${1:-}" in
     "") ;;
     --redox) redox=1 ;;
-    -h|--help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-    *) log "unknown argument $1 (use --redox or nothing)"; exit 2 ;;
+    --svg) svg_only=1 ;;
+    -h|--help) sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) log "unknown argument $1 (use --redox, --svg or nothing)"; exit 2 ;;
 esac
 
 need_root() {
@@ -48,6 +54,19 @@ apt_update() {
         apt_updated=1
     fi
 }
+
+# --- rsvg-convert (renders the SVG timeline in the tests) -------------------
+if ! command -v rsvg-convert >/dev/null 2>&1; then
+    need_root "librsvg2-bin"
+    apt_update
+    log "installing librsvg2-bin (rsvg-convert)"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+        librsvg2-bin >/dev/null
+fi
+if [ "$svg_only" = 1 ]; then
+    log "ok: $(rsvg-convert --version)"
+    exit 0
+fi
 
 # --- QEMU (x86_64 system emulator) -----------------------------------------
 if ! command -v qemu-system-x86_64 >/dev/null 2>&1; then

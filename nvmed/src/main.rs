@@ -55,7 +55,45 @@ enum Fatal {
     },
 }
 
+/// `--help` and `--version`; pcid (and Redox's pcid-spawner) start nvmed
+/// without arguments. `Some(code)`: exit with it.
+fn command_line() -> Option<ExitCode> {
+    use lexopt::prelude::*;
+    let mut p = lexopt::Parser::from_env();
+    let arg = match p.next() {
+        Ok(None) => return None,
+        Ok(Some(arg)) => arg,
+        Err(e) => {
+            eprintln!("nvmed: {e} (nvmed --help shows the usage)");
+            return Some(ExitCode::from(2));
+        }
+    };
+    match arg {
+        Short('h') | Long("help") => {
+            println!(
+                "usage: nvmed\n\nThe NVMe driver, one process per controller, started by pcid with its\n\
+                 channel in PCID_CLIENT_CHANNEL; it takes no arguments."
+            );
+            Some(ExitCode::SUCCESS)
+        }
+        Short('V') | Long("version") => {
+            println!("nvmed {}", env!("CARGO_PKG_VERSION"));
+            Some(ExitCode::SUCCESS)
+        }
+        other => {
+            eprintln!(
+                "nvmed: {} (nvmed --help shows the usage)",
+                other.unexpected()
+            );
+            Some(ExitCode::from(2))
+        }
+    }
+}
+
 fn main() -> ExitCode {
+    if let Some(code) = command_line() {
+        return code;
+    }
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     #[cfg(target_os = "redox")]
     return match nvmed::redox::daemonize(run_to_exit_code) {

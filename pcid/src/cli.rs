@@ -42,6 +42,8 @@ usage: pcid --bus sim --machine FILE | --bus linux [--sysfs DIR]
   --exit-on-stdin-eof    exit when standard input reaches end of file
   -v                     more logging (-v info, -vv debug, -vvv trace); RUST_LOG
                          overrides
+  -h, --help             this help
+  -V, --version          pcid's version
 
 Once every driver has sent Ready, exited, or passed its start deadline, pcid
 prints `pcid: ready: N drivers` on stdout (N = drivers that sent Ready). That
@@ -98,6 +100,8 @@ pub enum Command {
     Run(Box<Args>),
     /// Print usage.
     Help,
+    /// Print the version.
+    Version,
 }
 
 /// A command-line error.
@@ -132,7 +136,6 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, CliErro
 /// Parse arguments as on Redox (`redox`: no `--bus` means the real bus, no
 /// match table needed) or elsewhere (`--bus` and `--match-dir` required).
 pub fn parse_on<I: IntoIterator<Item = String>>(args: I, redox: bool) -> Result<Command, CliError> {
-    let mut it = args.into_iter();
     let mut bus: Option<String> = None;
     let mut machine = None;
     let mut sysfs = None;
@@ -146,44 +149,42 @@ pub fn parse_on<I: IntoIterator<Item = String>>(args: I, redox: bool) -> Result<
     let mut exit_on_stdin_eof = false;
     let mut verbosity = 0u8;
 
-    while let Some(arg) = it.next() {
-        let (name, inline) = match arg.split_once('=') {
-            Some((n, v)) if n.starts_with("--") => (n.to_string(), Some(v.to_string())),
-            _ => (arg.clone(), None),
+    use lexopt::prelude::*;
+    let mut parser = lexopt::Parser::from_args(args);
+    while let Some(arg) = parser.next().map_err(cli_error)? {
+        let name = match &arg {
+            Long(l) => format!("--{l}"),
+            Short(c) => format!("-{c}"),
+            Value(_) => String::new(),
         };
-        let mut value = || -> Result<String, CliError> {
-            match inline.clone() {
-                Some(v) => Ok(v),
-                None => it
-                    .next()
-                    .ok_or_else(|| CliError::MissingValue(name.clone())),
-            }
-        };
-        match name.as_str() {
-            "-h" | "--help" => return Ok(Command::Help),
-            "--bus" => bus = Some(value()?),
-            "--machine" => machine = Some(PathBuf::from(value()?)),
-            "--sysfs" => sysfs = Some(PathBuf::from(value()?)),
-            "--match-dir" => match_dir = Some(PathBuf::from(value()?)),
-            "--driver-path" => driver_path.push(PathBuf::from(value()?)),
-            "--driver-env" => driver_env.push(env_pair(&name, value()?)?),
-            "--control" => control = Some(PathBuf::from(value()?)),
-            "--ready-fd" => {
-                let v = value()?;
+        match arg {
+            Short('h') | Long("help") => return Ok(Command::Help),
+            Short('V') | Long("version") => return Ok(Command::Version),
+            Long("bus") => bus = Some(value(&mut parser, &name)?),
+            Long("machine") => machine = Some(PathBuf::from(value(&mut parser, &name)?)),
+            Long("sysfs") => sysfs = Some(PathBuf::from(value(&mut parser, &name)?)),
+            Long("match-dir") => match_dir = Some(PathBuf::from(value(&mut parser, &name)?)),
+            Long("driver-path") => driver_path.push(PathBuf::from(value(&mut parser, &name)?)),
+            Long("driver-env") => driver_env.push(env_pair(&name, value(&mut parser, &name)?)?),
+            Long("control") => control = Some(PathBuf::from(value(&mut parser, &name)?)),
+            Long("ready-fd") => {
+                let v = value(&mut parser, &name)?;
                 ready_fd = Some(v.parse::<u32>().map_err(|_| CliError::BadValue {
                     option: name.clone(),
                     value: v,
                     why: "expected a file descriptor number",
                 })?);
             }
-            "--hello-timeout-ms" => deadlines.hello = millis(&name, value()?)?,
-            "--ready-timeout-ms" => deadlines.ready = millis(&name, value()?)?,
-            "--exit-after-shutdown" => exit_after_shutdown = true,
-            "--exit-on-stdin-eof" => exit_on_stdin_eof = true,
-            v if v.len() > 1 && v.starts_with('-') && v[1..].chars().all(|c| c == 'v') => {
-                verbosity = verbosity.saturating_add((v.len() - 1) as u8);
+            Long("hello-timeout-ms") => {
+                deadlines.hello = millis(&name, value(&mut parser, &name)?)?
             }
-            _ => return Err(CliError::Unknown(arg)),
+            Long("ready-timeout-ms") => {
+                deadlines.ready = millis(&name, value(&mut parser, &name)?)?
+            }
+            Long("exit-after-shutdown") => exit_after_shutdown = true,
+            Long("exit-on-stdin-eof") => exit_on_stdin_eof = true,
+            Short('v') => verbosity = verbosity.saturating_add(1),
+            other => return Err(cli_error(other.unexpected())),
         }
     }
 
@@ -241,6 +242,28 @@ pub fn parse_on<I: IntoIterator<Item = String>>(args: I, redox: bool) -> Result<
         verbosity,
         driver_env,
     })))
+}
+
+/// The value of option `name`, as UTF-8.
+fn value(parser: &mut lexopt::Parser, name: &str) -> Result<String, CliError> {
+    let v = parser.value().map_err(cli_error)?;
+    v.into_string().map_err(|v| CliError::BadValue {
+        option: name.to_string(),
+        value: v.to_string_lossy().into_owned(),
+        why: "not valid UTF-8",
+    })
+}
+
+/// A lexopt error as ours.
+fn cli_error(e: lexopt::Error) -> CliError {
+    match e {
+        lexopt::Error::MissingValue { option } => {
+            CliError::MissingValue(option.unwrap_or_else(|| "an option".into()))
+        }
+        lexopt::Error::UnexpectedOption(o) => CliError::Unknown(o),
+        lexopt::Error::UnexpectedArgument(a) => CliError::Unknown(a.to_string_lossy().into_owned()),
+        other => CliError::Unknown(other.to_string()),
+    }
 }
 
 /// Parses `NAME=VALUE` for `--driver-env`.

@@ -8,13 +8,17 @@ fn main() -> ExitCode {
     let command = match pcid::cli::parse(std::env::args().skip(1)) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("pcid: {e}\n\n{}", pcid::cli::USAGE);
+            eprintln!("pcid: {e} (pcid --help shows the usage)");
             return ExitCode::from(2);
         }
     };
     let args = match command {
         pcid::cli::Command::Help => {
             println!("{}", pcid::cli::USAGE);
+            return ExitCode::SUCCESS;
+        }
+        pcid::cli::Command::Version => {
+            println!("pcid {}", env!("CARGO_PKG_VERSION"));
             return ExitCode::SUCCESS;
         }
         pcid::cli::Command::Run(args) => args,

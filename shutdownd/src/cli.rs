@@ -28,8 +28,9 @@ pub const SHUTDOWN_DEFAULT_DEADLINE: Duration = Duration::from_secs(30);
 
 /// shutdownd's usage line.
 pub const USAGE: &str = "usage: shutdownd --control PATH [--kind poweroff|reboot] [--sequential] \
-[--json FILE|-] [--deadline-ms MS] [--begin-timeout-ms MS] [--one-phase-timeout-ms MS] [--quiet] \
-[-r|--reboot] [--no-power-off]";
+[--json FILE|-] [--svg FILE] [--deadline-ms MS] [--begin-timeout-ms MS] [--one-phase-timeout-ms MS] \
+[--quiet] [-r|--reboot] [--no-power-off] [-h|--help] [-V|--version]
+       shutdownd report [--svg FILE] REPORT.json   (draw or print a saved JSON report)";
 
 /// Help text of the `shutdown` flavour.
 pub const SHUTDOWN_HELP: &str = "\
@@ -80,6 +81,8 @@ pub struct Invocation {
     pub control: Option<PathBuf>,
     /// Where to write the JSON report.
     pub json: Option<PathBuf>,
+    /// Where to write the report's timeline picture (SVG).
+    pub svg: Option<PathBuf>,
     /// No progress lines.
     pub quiet: bool,
     /// The scheduler's configuration.
@@ -97,6 +100,7 @@ impl Invocation {
         Self {
             control: None,
             json: None,
+            svg: None,
             quiet: false,
             config,
             no_power_off: false,
@@ -109,34 +113,48 @@ impl Invocation {
 pub enum Parsed {
     /// Print the help (or usage) and exit 0; nothing is shut down.
     Help,
+    /// Print the version and exit 0.
+    Version,
     /// Run the shutdown.
     Run(Invocation),
+    /// `shutdownd report`: read a saved JSON report, print its table and,
+    /// with `svg`, draw it.
+    Report {
+        /// The JSON report (`-`: standard input).
+        json: PathBuf,
+        /// Where to write the picture.
+        svg: Option<PathBuf>,
+    },
 }
 
-fn parse_ms(flag: &str, value: Option<String>) -> Result<Duration, String> {
-    let v = value.ok_or_else(|| format!("{flag} needs a value in milliseconds"))?;
+/// The next value of option `flag`, as text.
+fn text(p: &mut lexopt::Parser, flag: &str) -> Result<String, String> {
+    let v = p.value().map_err(|_| format!("{flag} needs a value"))?;
+    v.into_string()
+        .map_err(|v| format!("{flag}: `{}` is not valid UTF-8", v.to_string_lossy()))
+}
+
+fn parse_ms(p: &mut lexopt::Parser, flag: &str) -> Result<Duration, String> {
+    let v = text(p, flag).map_err(|_| format!("{flag} needs a value in milliseconds"))?;
     v.parse::<u64>()
         .map(Duration::from_millis)
         .map_err(|_| format!("{flag}: `{v}` is not a whole number of milliseconds"))
 }
 
-/// Applies one of shutdownd's options. `Ok(false)`: not one of them.
-fn long_option(
-    inv: &mut Invocation,
-    arg: &str,
-    it: &mut dyn Iterator<Item = String>,
-) -> Result<bool, String> {
-    match arg {
-        "--control" => {
-            inv.control = Some(PathBuf::from(it.next().ok_or("--control needs a path")?))
-        }
-        "--json" => inv.json = Some(PathBuf::from(it.next().ok_or("--json needs a file name")?)),
-        "--sequential" => inv.config.mode = Mode::Sequential,
-        "--quiet" => inv.quiet = true,
-        "--reboot" => inv.config.kind = ShutdownKind::Reboot,
-        "--no-power-off" => inv.no_power_off = true,
-        "--kind" => {
-            inv.config.kind = match it.next().as_deref() {
+/// Applies one of shutdownd's long options, `name` without its dashes.
+/// `Ok(false)`: not one of them.
+fn long_option(inv: &mut Invocation, name: &str, p: &mut lexopt::Parser) -> Result<bool, String> {
+    let flag = format!("--{name}");
+    match name {
+        "control" => inv.control = Some(PathBuf::from(text(p, &flag)?)),
+        "json" => inv.json = Some(PathBuf::from(text(p, &flag)?)),
+        "svg" => inv.svg = Some(PathBuf::from(text(p, &flag)?)),
+        "sequential" => inv.config.mode = Mode::Sequential,
+        "quiet" => inv.quiet = true,
+        "reboot" => inv.config.kind = ShutdownKind::Reboot,
+        "no-power-off" => inv.no_power_off = true,
+        "kind" => {
+            inv.config.kind = match text(p, &flag).ok().as_deref() {
                 Some("poweroff") => ShutdownKind::Poweroff,
                 Some("reboot") => ShutdownKind::Reboot,
                 other => {
@@ -147,59 +165,107 @@ fn long_option(
                 }
             }
         }
-        "--deadline-ms" => inv.config.global_deadline = parse_ms(arg, it.next())?,
-        "--begin-timeout-ms" => inv.config.begin_timeout = parse_ms(arg, it.next())?,
-        "--one-phase-timeout-ms" => inv.config.one_phase_timeout = parse_ms(arg, it.next())?,
+        "deadline-ms" => inv.config.global_deadline = parse_ms(p, &flag)?,
+        "begin-timeout-ms" => inv.config.begin_timeout = parse_ms(p, &flag)?,
+        "one-phase-timeout-ms" => inv.config.one_phase_timeout = parse_ms(p, &flag)?,
         _ => return Ok(false),
     }
     Ok(true)
 }
 
+/// A lexopt error as one line.
+fn lexopt_error(e: lexopt::Error) -> String {
+    match e {
+        lexopt::Error::UnexpectedOption(o) => format!("unknown argument `{o}`"),
+        lexopt::Error::UnexpectedArgument(a) => {
+            format!("unknown argument `{}`", a.to_string_lossy())
+        }
+        other => other.to_string(),
+    }
+}
+
 /// Parses shutdownd's own command line (without the program name). Any
 /// argument it does not know is an error.
 pub fn parse_shutdownd(args: impl IntoIterator<Item = String>) -> Result<Parsed, String> {
+    use lexopt::prelude::*;
     let mut inv = Invocation::new(Flavor::Shutdownd);
-    let mut it = args.into_iter();
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "-h" | "--help" => return Ok(Parsed::Help),
-            "-r" => inv.config.kind = ShutdownKind::Reboot,
-            _ => {
-                if !long_option(&mut inv, &a, &mut it)? {
-                    return Err(format!("unknown argument `{a}`"));
+    let mut p = lexopt::Parser::from_args(args);
+    let mut first = true;
+    while let Some(arg) = p.next().map_err(lexopt_error)? {
+        match arg {
+            Value(v) if first && v == "report" => return parse_report(&mut p),
+            Short('h') | Long("help") => return Ok(Parsed::Help),
+            Short('V') | Long("version") => return Ok(Parsed::Version),
+            Short('r') => inv.config.kind = ShutdownKind::Reboot,
+            Long(name) => {
+                let name = name.to_string();
+                if !long_option(&mut inv, &name, &mut p)? {
+                    return Err(format!("unknown argument `--{name}`"));
                 }
             }
+            other => return Err(lexopt_error(other.unexpected())),
         }
+        first = false;
     }
     Ok(Parsed::Run(inv))
+}
+
+/// `shutdownd report [--svg FILE] REPORT.json`.
+fn parse_report(p: &mut lexopt::Parser) -> Result<Parsed, String> {
+    use lexopt::prelude::*;
+    let mut svg = None;
+    let mut json = None;
+    while let Some(arg) = p
+        .next()
+        .map_err(|e| format!("report: {}", lexopt_error(e)))?
+    {
+        match arg {
+            Short('h') | Long("help") => return Ok(Parsed::Help),
+            Long("svg") => svg = Some(PathBuf::from(text(p, "--svg")?)),
+            Value(v) if json.is_none() => json = Some(PathBuf::from(v)),
+            Value(v) => {
+                return Err(format!(
+                    "report: one report at a time, not `{}`",
+                    v.to_string_lossy()
+                ))
+            }
+            other => return Err(format!("report: {}", lexopt_error(other.unexpected()))),
+        }
+    }
+    let json = json.ok_or("report needs the JSON report to read (a file, or - for stdin)")?;
+    Ok(Parsed::Report { json, svg })
 }
 
 /// Parses the command line of the `shutdown` flavour (without the program
 /// name). Never fails: what it cannot use is returned as warnings.
 pub fn parse_shutdown(args: impl IntoIterator<Item = String>) -> (Parsed, Vec<String>) {
+    use lexopt::prelude::*;
     let mut inv = Invocation::new(Flavor::Shutdown);
     let mut warnings = Vec::new();
     let mut help = false;
-    let mut it = args.into_iter();
-    while let Some(a) = it.next() {
-        if a == "--help" {
-            help = true;
-        } else if a.starts_with("--") {
-            match long_option(&mut inv, &a, &mut it) {
-                Ok(true) => {}
-                Ok(false) => warnings.push(format!("ignoring unknown option `{a}`")),
-                Err(e) => warnings.push(format!("ignoring {e}")),
+    let mut p = lexopt::Parser::from_args(args);
+    loop {
+        let arg = match p.next() {
+            Ok(Some(arg)) => arg,
+            Ok(None) => break,
+            Err(e) => {
+                warnings.push(format!("ignoring {}", lexopt_error(e)));
+                continue;
             }
-        } else if let Some(flags) = a.strip_prefix('-').filter(|f| !f.is_empty()) {
-            for flag in flags.chars() {
-                match flag {
-                    'h' => help = true,
-                    'r' => inv.config.kind = ShutdownKind::Reboot,
-                    other => warnings.push(format!("ignoring unknown flag `-{other}`")),
+        };
+        match arg {
+            Long("help") | Short('h') => help = true,
+            Short('r') => inv.config.kind = ShutdownKind::Reboot,
+            Long(name) => {
+                let name = name.to_string();
+                match long_option(&mut inv, &name, &mut p) {
+                    Ok(true) => {}
+                    Ok(false) => warnings.push(format!("ignoring unknown option `--{name}`")),
+                    Err(e) => warnings.push(format!("ignoring {e}")),
                 }
             }
-        } else {
-            warnings.push(format!("ignoring argument `{a}`"));
+            Short(other) => warnings.push(format!("ignoring unknown flag `-{other}`")),
+            Value(v) => warnings.push(format!("ignoring argument `{}`", v.to_string_lossy())),
         }
     }
     if help {
@@ -230,7 +296,7 @@ mod tests {
     fn run(p: Parsed) -> Invocation {
         match p {
             Parsed::Run(i) => i,
-            Parsed::Help => panic!("expected a run"),
+            other => panic!("expected a run, not {other:?}"),
         }
     }
 
@@ -318,7 +384,13 @@ mod tests {
     #[test]
     fn shutdownd_is_strict() {
         assert!(parse_shutdownd(args(&["now"])).is_err());
-        assert!(parse_shutdownd(args(&["-rh"])).is_err());
+        // Short flags combine, as with getopt.
+        assert_eq!(parse_shutdownd(args(&["-rh"])).unwrap(), Parsed::Help);
+        assert!(parse_shutdownd(args(&["-x"])).is_err());
+        assert!(parse_shutdownd(args(&["--reboot=yes"])).is_err());
+        assert_eq!(parse_shutdownd(args(&["-V"])).unwrap(), Parsed::Version);
+        let inv = run(parse_shutdownd(args(&["--deadline-ms=1500"])).unwrap());
+        assert_eq!(inv.config.global_deadline, Duration::from_millis(1500));
         assert!(parse_shutdownd(args(&["--deadline-ms", "x"])).is_err());
         assert!(parse_shutdownd(args(&["--control"])).is_err());
         assert_eq!(parse_shutdownd(args(&["--help"])).unwrap(), Parsed::Help);
@@ -328,6 +400,29 @@ mod tests {
             inv.config.global_deadline,
             Config::default().global_deadline
         );
+    }
+
+    #[test]
+    fn report_reads_one_saved_report() {
+        assert_eq!(
+            parse_shutdownd(args(&["report", "--svg", "t.svg", "r.json"])).unwrap(),
+            Parsed::Report {
+                json: PathBuf::from("r.json"),
+                svg: Some(PathBuf::from("t.svg"))
+            }
+        );
+        assert_eq!(
+            parse_shutdownd(args(&["report", "-"])).unwrap(),
+            Parsed::Report {
+                json: PathBuf::from("-"),
+                svg: None
+            }
+        );
+        assert!(parse_shutdownd(args(&["report"])).is_err());
+        assert!(parse_shutdownd(args(&["report", "a.json", "b.json"])).is_err());
+        assert!(parse_shutdownd(args(&["report", "--control", "x", "a.json"])).is_err());
+        let inv = run(parse_shutdownd(args(&["--svg", "t.svg"])).unwrap());
+        assert_eq!(inv.svg, Some(PathBuf::from("t.svg")));
     }
 
     #[test]

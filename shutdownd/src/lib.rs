@@ -10,6 +10,7 @@
 //! * [`plan`] — children-before-parents ordering and cycle detection;
 //! * [`scheduler`] — the pure state machine, polled with the current time;
 //! * [`report`] — the human table and the JSON report;
+//! * [`svg`] — the report drawn as a timeline picture;
 //! * [`run`] — the I/O loop over pcid's control connection.
 
 pub mod cli;
@@ -17,6 +18,7 @@ pub mod plan;
 pub mod report;
 pub mod run;
 pub mod scheduler;
+pub mod svg;
 
 pub use plan::{Plan, PlanError};
 pub use report::{DeviceReport, Report};
@@ -31,5 +33,5 @@ pub use scheduler::{Config, Mode, Outcome, Scheduler};
 pub const EXIT_STATUS: &str = "Exit status: 0 when every device ended `clean` or \
 `not-supported`; 1 when the shutdown ran but some device ended otherwise; 2 for a usage \
 error, when pcid cannot be reached or does not answer the device list, or when the JSON \
-report cannot be written (on Redox, also when the power-off or reboot request that follows \
+report or the picture cannot be written (on Redox, also when the power-off or reboot request that follows \
 fails).";

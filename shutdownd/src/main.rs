@@ -3,9 +3,14 @@
 //! ```text
 //! shutdownd --control PATH [--kind poweroff|reboot] [--sequential] [--json FILE|-]
 //!           [--deadline-ms MS] [--begin-timeout-ms MS] [--one-phase-timeout-ms MS]
-//!           [--quiet] [-r|--reboot] [--no-power-off]
+//!           [--svg FILE] [--quiet] [-r|--reboot] [--no-power-off]
+//! shutdownd report [--svg FILE] REPORT.json   (a saved report: table, picture)
 //! shutdown [-h|--help] [-r|--reboot]          (the same binary under that name)
 //! ```
+//!
+//! `--svg FILE` draws the report as a timeline ([`shutdownd::svg`]);
+//! `shutdownd report` reads a JSON report saved with `--json` (on this or
+//! another machine), prints its table and, with `--svg`, draws it.
 //!
 //! Run under the name `shutdown` the binary is a drop-in for Redox's
 //! `shutdown`: same flags, unknown arguments ignored with a warning, global
@@ -32,7 +37,7 @@
 //!
 //! The exit status is [`shutdownd::EXIT_STATUS`].
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -55,6 +60,7 @@ const WATCHDOG_GRACE: Duration = Duration::from_secs(1);
 struct Args {
     control: PathBuf,
     json: Option<PathBuf>,
+    svg: Option<PathBuf>,
     quiet: bool,
     config: shutdownd::Config,
 }
@@ -68,7 +74,7 @@ fn main() -> ExitCode {
         Flavor::Shutdownd => match cli::parse_shutdownd(args) {
             Ok(p) => p,
             Err(e) => {
-                eprintln!("shutdownd: {e}\n{}", cli::USAGE);
+                eprintln!("shutdownd: {e} (shutdownd --help shows the usage)");
                 return ExitCode::from(2);
             }
         },
@@ -88,7 +94,12 @@ fn main() -> ExitCode {
             }
             return ExitCode::SUCCESS;
         }
+        Parsed::Version => {
+            println!("shutdownd {}", env!("CARGO_PKG_VERSION"));
+            return ExitCode::SUCCESS;
+        }
         Parsed::Run(i) => i,
+        Parsed::Report { json, svg } => return ExitCode::from(redraw(&json, svg.as_deref())),
     };
     #[cfg(target_os = "redox")]
     let (kind, no_power_off) = (invocation.config.kind, invocation.no_power_off);
@@ -117,6 +128,7 @@ fn shut_down_devices_bounded(invocation: Invocation) -> u8 {
     let args = Args {
         control,
         json: invocation.json,
+        svg: invocation.svg,
         quiet: invocation.quiet,
         config: invocation.config,
     };
@@ -227,9 +239,50 @@ fn shut_down_devices(args: Args, started: Instant) -> u8 {
             return 2;
         }
     }
+    if let Some(path) = &args.svg {
+        if let Err(e) = write_svg(&report, path) {
+            eprintln!("shutdownd: {e}");
+            return 2;
+        }
+    }
     if report.all_ok() {
         0
     } else {
         1
     }
+}
+
+/// Draws `report` into `path`.
+fn write_svg(report: &shutdownd::Report, path: &Path) -> Result<(), String> {
+    let svg = shutdownd::svg::render(report, &shutdownd::svg::SvgOptions::default());
+    std::fs::write(path, svg)
+        .map_err(|e| format!("cannot write the picture to {}: {e}", path.display()))
+}
+
+/// `shutdownd report`: prints a saved report's table and draws it; exit
+/// status 0, or 2 when the report cannot be read or the picture written.
+fn redraw(json: &Path, svg: Option<&Path>) -> u8 {
+    let text = if json.as_os_str() == "-" {
+        let mut t = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut t).map(|_| t)
+    } else {
+        std::fs::read_to_string(json)
+    };
+    let report = match text.map_err(|e| e.to_string()).and_then(|t| {
+        shutdownd::Report::from_json(&t).map_err(|e| format!("not a shutdownd report: {e}"))
+    }) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("shutdownd: {}: {e}", json.display());
+            return 2;
+        }
+    };
+    print!("{}", report.to_table());
+    if let Some(path) = svg {
+        if let Err(e) = write_svg(&report, path) {
+            eprintln!("shutdownd: {e}");
+            return 2;
+        }
+    }
+    0
 }

@@ -7,11 +7,16 @@
 //! {"mode": "two-phase", "kind": "poweroff", "total_ms": 4503.2,
 //!  "global_deadline_ms": 120000.0, "deadline_at_ms": 119998.7,
 //!  "deadline_reached_ms": null, "cycles": [],
-//!  "devices": [{"address": "0000:00:04.0", "driver": "nvmed", "protocol": "two-phase",
+//!  "devices": [{"address": "0000:00:04.0", "parent": null, "driver": "nvmed", "protocol": "two-phase",
 //!    "budget_ms": 4500.0, "begin_sent_ms": 0.0, "begin_ack_ms": 0.4,
 //!    "finish_sent_ms": 0.4, "finish_deadline_ms": 7250.0, "finish_ack_ms": 4502.9,
 //!    "elapsed_ms": 4500.1, "outcome": "clean", "detail": "..."}]}
 //! ```
+//!
+//! `parent` is the device's parent bridge as pcid listed it (`null` if none);
+//! a bridge in the list gets `Begin` only after every device behind it has its
+//! outcome. A report without `parent` (written before it existed) reads as
+//! having none.
 //!
 //! For a one-phase driver `begin_sent_ms` is when `Shutdown` was sent,
 //! `begin_ack_ms`, `finish_sent_ms` and `budget_ms` are `null`, and
@@ -31,12 +36,13 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use pcid_interface::protocol::ShutdownSupport;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::scheduler::{kind_str, support_str, Outcome, Scheduler};
 
-/// The whole report.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// The whole report. It reads back from its JSON form ([`Report::from_json`]),
+/// so a report saved on another machine can be drawn ([`crate::svg`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Report {
     /// `two-phase` or `sequential`.
     pub mode: String,
@@ -52,19 +58,25 @@ pub struct Report {
     /// (all of them got their outcome then); `None` if none was open.
     pub deadline_reached_ms: Option<f64>,
     /// Parent cycles found in the device list (their ordering was ignored).
+    #[serde(default)]
     pub cycles: Vec<Vec<String>>,
     /// One entry per device, in pcid's order.
     pub devices: Vec<DeviceReport>,
 }
 
 /// One device's line in the report.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DeviceReport {
     /// PCI address, `0000:00:04.0`.
     pub address: String,
+    /// Parent bridge, as pcid listed it.
+    #[serde(default)]
+    pub parent: Option<String>,
     /// Driver name.
+    #[serde(default)]
     pub driver: String,
     /// `two-phase`, `one-phase` or `none`.
+    #[serde(default)]
     pub protocol: String,
     /// Budget from `BeginAck`.
     pub budget_ms: Option<f64>,
@@ -85,6 +97,7 @@ pub struct DeviceReport {
     /// Final outcome.
     pub outcome: String,
     /// Explanation from the driver or the scheduler.
+    #[serde(default)]
     pub detail: String,
 }
 
@@ -107,6 +120,7 @@ impl Report {
                 let one_phase = r.info.support == ShutdownSupport::OnePhase;
                 DeviceReport {
                     address: r.info.address.to_string(),
+                    parent: r.info.parent.map(|p| p.to_string()),
                     driver: r.info.driver.clone(),
                     protocol: support_str(r.info.support).to_string(),
                     budget_ms: r.budget.map(ms),
@@ -197,6 +211,11 @@ impl Report {
         })
         .filter(|(_, n)| *n > 0)
         .collect()
+    }
+
+    /// Reads a report from its JSON form (unknown fields are ignored).
+    pub fn from_json(text: &str) -> Result<Self, serde_json::Error> {
+        serde_json::from_str(text)
     }
 
     /// JSON text of the report (pretty-printed).

@@ -52,6 +52,7 @@ use pcid_interface::protocol::{
 };
 use pcid_interface::transport::ControlListener;
 use serde::Serialize;
+use shutdown_tests::cli::lexopt;
 
 use shutdown_tests::sim::machine::MachineSpec;
 use shutdown_tests::sim::measure::{self, MEASURE_CHILD};
@@ -69,6 +70,10 @@ struct Args {
     scripted: bool,
 }
 
+const USAGE: &str = "usage: cargo bench -p shutdown_tests --bench shutdown -- \
+[--sizes N,N,...] [--latencies MS,MS,...] [--repeat N] [--sequential-repeat N] [--long-ms MS] \
+[--json FILE] [--skip-scale] [--skip-long] [--skip-scripted] [-h|--help] [-V|--version]";
+
 fn numbers<T: std::str::FromStr>(flag: &str, v: String) -> Result<Vec<T>, String> {
     v.split(',')
         .map(|s| s.trim().parse::<T>())
@@ -76,11 +81,10 @@ fn numbers<T: std::str::FromStr>(flag: &str, v: String) -> Result<Vec<T>, String
         .map_err(|_| format!("{flag} needs numbers like 16,64,256"))
 }
 
-fn number<T: std::str::FromStr>(flag: &str, v: String) -> Result<T, String> {
-    v.parse().map_err(|_| format!("{flag} needs a number"))
-}
-
-fn parse_args(args: Vec<String>) -> Result<Args, String> {
+/// `Ok(None)`: `--help` or `--version` was answered.
+fn parse_args(mut p: lexopt::Parser) -> Result<Option<Args>, String> {
+    use shutdown_tests::cli::lexopt::prelude::*;
+    use shutdown_tests::cli::{number, path, string, unexpected};
     let mut a = Args {
         sizes: vec![16, 64, 256],
         latencies: vec![300, 0],
@@ -92,22 +96,32 @@ fn parse_args(args: Vec<String>) -> Result<Args, String> {
         long: true,
         scripted: true,
     };
-    let mut it = args.into_iter();
-    while let Some(flag) = it.next() {
-        let mut value = || it.next().ok_or_else(|| format!("{flag} needs a value"));
-        match flag.as_str() {
+    while let Some(arg) = p.next().map_err(|e| e.to_string())? {
+        match arg {
             // cargo bench passes --bench to every benchmark binary.
-            "--bench" => {}
-            "--sizes" => a.sizes = numbers(&flag, value()?)?,
-            "--latencies" => a.latencies = numbers(&flag, value()?)?,
-            "--repeat" => a.repeat = number(&flag, value()?)?,
-            "--sequential-repeat" => a.sequential_repeat = number(&flag, value()?)?,
-            "--long-ms" => a.long_ms = number(&flag, value()?)?,
-            "--json" => a.json = Some(PathBuf::from(value()?)),
-            "--skip-scale" => a.scale = false,
-            "--skip-long" => a.long = false,
-            "--skip-scripted" => a.scripted = false,
-            other => return Err(format!("unknown argument `{other}`")),
+            Long("bench") => {}
+            Long("sizes") => a.sizes = numbers("--sizes", string(&mut p, "--sizes")?)?,
+            Long("latencies") => {
+                a.latencies = numbers("--latencies", string(&mut p, "--latencies")?)?
+            }
+            Long("repeat") => a.repeat = number(&mut p, "--repeat")?,
+            Long("sequential-repeat") => {
+                a.sequential_repeat = number(&mut p, "--sequential-repeat")?
+            }
+            Long("long-ms") => a.long_ms = number(&mut p, "--long-ms")?,
+            Long("json") => a.json = Some(path(&mut p)?),
+            Long("skip-scale") => a.scale = false,
+            Long("skip-long") => a.long = false,
+            Long("skip-scripted") => a.scripted = false,
+            Short('h') | Long("help") => {
+                println!("{USAGE}");
+                return Ok(None);
+            }
+            Short('V') | Long("version") => {
+                println!("{}", shutdown_tests::cli::version_line("shutdown bench"));
+                return Ok(None);
+            }
+            other => return Err(unexpected(other)),
         }
     }
     if a.repeat == 0
@@ -121,7 +135,7 @@ fn parse_args(args: Vec<String>) -> Result<Args, String> {
             MachineSpec::MAX_DEVICES
         ));
     }
-    Ok(a)
+    Ok(Some(a))
 }
 
 /// The figures of one run.
@@ -524,14 +538,16 @@ fn run(args: Args) -> Result<(), String> {
 }
 
 fn main() -> ExitCode {
+    // The wrapper that measures shutdownd is this binary too.
     let argv: Vec<String> = std::env::args().skip(1).collect();
     if argv.first().map(String::as_str) == Some(MEASURE_CHILD) {
         return measure::measure_child_main(&argv[1..]);
     }
-    let args = match parse_args(argv) {
-        Ok(a) => a,
+    let args = match parse_args(lexopt::Parser::from_env()) {
+        Ok(Some(a)) => a,
+        Ok(None) => return ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("shutdown bench: {e}");
+            eprintln!("shutdown bench: {e} (--help shows the usage)");
             return ExitCode::from(2);
         }
     };

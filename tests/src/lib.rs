@@ -6,7 +6,10 @@
 //! `nvmed-test` binary are (the Redox boot test runs the test build there);
 //! the rest drives the host and is gated to Linux, with its dependencies.
 
+pub mod cli;
 pub mod nvme;
+#[cfg(target_os = "linux")]
+pub mod picture;
 #[cfg(target_os = "linux")]
 pub mod sim;
 

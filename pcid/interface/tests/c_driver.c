@@ -1,5 +1,7 @@
 /*
- * A two-phase driver written in C from PROTOCOL.md alone (no Rust headers):
+ * A two-phase driver written in C from PROTOCOL.md and its C header
+ * (include/pcid_shutdown.h: wire constants and the header layout), with no
+ * Rust code:
  * Hello -> Welcome -> Ready -> Begin/BeginAck -> Finish/FinishAck.
  * - After Ready it sends an unsolicited Error(0, "c driver note: ready")
  *   (allowed by PROTOCOL.md 6.1).
@@ -11,31 +13,25 @@
  *   the channel, then exits 0.
  * - A frame of another header version gets Error(seq, "unsupported version"),
  *   then the driver exits 9 (§6.1, §8).
- * Prints the function address it was given on stdout, and every Error pcid
- * sends it as "pcid error <seq>: <text>".
+ * Prints the function address it was given on stderr, and every Error pcid
+ * sends it as "pcid error <seq>: <text>"; standard output stays quiet.
  */
 #include <errno.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
-#define HDR 16
-#define MAX_PAYLOAD 65520u
+#include "pcid_shutdown.h"
 
 static int fd = -1;
 
-static void put16(uint8_t *p, uint16_t v) { p[0] = v; p[1] = v >> 8; }
-static void put32(uint8_t *p, uint32_t v) { for (int i = 0; i < 4; i++) p[i] = v >> (8 * i); }
-static void put64(uint8_t *p, uint64_t v) { for (int i = 0; i < 8; i++) p[i] = v >> (8 * i); }
-static uint16_t le16(const uint8_t *p) { return p[0] | (uint16_t)p[1] << 8; }
-static uint32_t le32(const uint8_t *p) { return p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24; }
-static uint64_t le64(const uint8_t *p) { return (uint64_t)le32(p) | (uint64_t)le32(p + 4) << 32; }
-
 static int write_all(const uint8_t *b, size_t n) {
     while (n > 0) {
-        ssize_t w = write(fd, b, n);
+        /* MSG_NOSIGNAL: a closed channel is EPIPE, not SIGPIPE (§10). */
+        ssize_t w = send(fd, b, n, MSG_NOSIGNAL);
         if (w < 0 && errno == EINTR) continue;
         if (w <= 0) return -1;
         b += w; n -= (size_t)w;
@@ -54,70 +50,75 @@ static int read_exact(uint8_t *b, size_t n) {
 }
 
 static int send_frame(uint8_t type, uint32_t seq, const uint8_t *payload, uint32_t len) {
-    uint8_t f[HDR + 2048];
-    if (len > sizeof f - HDR) return -1;
-    memcpy(f, "PCID", 4);
-    put16(f + 4, 1);
-    f[6] = type;
-    f[7] = 0;
-    put32(f + 8, seq);
-    put32(f + 12, len);
-    memcpy(f + HDR, payload, len);
-    return write_all(f, HDR + len);
+    uint8_t f[PCID_HEADER_LEN + 2048];
+    if (len > sizeof f - PCID_HEADER_LEN) return -1;
+    pcid_put_header(f, type, seq, len);
+    if (len > 0) memcpy(f + PCID_HEADER_LEN, payload, len);
+    return write_all(f, PCID_HEADER_LEN + len);
 }
 
 static int send_error(uint32_t seq, const char *msg) {
     uint8_t p[2 + 256];
     size_t n = strlen(msg);
     if (n > 256) n = 256;
-    put16(p, (uint16_t)n);
+    pcid_put_u16(p, (uint16_t)n);
     memcpy(p + 2, msg, n);
-    return send_frame(0x09, seq, p, (uint32_t)(2 + n));
+    return send_frame(PCID_MSG_ERROR, seq, p, (uint32_t)(2 + n));
 }
 
 enum { OK, CLOSED, FATAL };
 
 static int recv_frame(uint8_t *type, uint8_t *flags, uint32_t *seq, uint8_t *payload, uint32_t *len) {
-    uint8_t h[HDR];
-    if (read_exact(h, HDR) != 0) return CLOSED;
-    if (memcmp(h, "PCID", 4) != 0) return FATAL;
-    if (le16(h + 4) != 1) { send_error(le32(h + 8), "unsupported version"); return FATAL; }
-    *type = h[6];
-    *flags = h[7];
-    *seq = le32(h + 8);
-    *len = le32(h + 12);
-    if (*len > MAX_PAYLOAD) return FATAL;
+    uint8_t b[PCID_HEADER_LEN];
+    struct pcid_header h;
+    if (read_exact(b, PCID_HEADER_LEN) != 0) return CLOSED;
+    switch (pcid_parse_header(b, &h)) {
+    case PCID_HEADER_OK: break;
+    case PCID_HEADER_BAD_VERSION: send_error(h.seq, "unsupported version"); return FATAL;
+    default: return FATAL; /* bad magic, oversize length: framing lost */
+    }
+    *type = h.type;
+    *flags = h.flags;
+    *seq = h.seq;
+    *len = h.length;
     if (read_exact(payload, *len) != 0) return CLOSED;
     return OK;
 }
 
 int main(void) {
-    const char *v = getenv("PCID_CLIENT_CHANNEL");
-    if (!v) { fprintf(stderr, "PCID_CLIENT_CHANNEL not set\n"); return 2; }
+    const char *v = getenv(PCID_CLIENT_CHANNEL_ENV);
+    if (!v) { fprintf(stderr, PCID_CLIENT_CHANNEL_ENV " not set\n"); return 2; }
     fd = atoi(v);
     if (fd <= 2) { fprintf(stderr, "bad channel fd %s\n", v); return 2; }
-    unsetenv("PCID_CLIENT_CHANNEL");
+    unsetenv(PCID_CLIENT_CHANNEL_ENV);
 
-    /* Hello: u16 version, u8 support (3 = two-phase), string name */
+    /* Hello: u16 version, u8 support, string name */
     static const char name[] = "cdriver";
-    uint8_t hello[5 + sizeof name];
-    put16(hello, 1);
-    hello[2] = 3;
-    put16(hello + 3, (uint16_t)(sizeof name - 1));
+    uint8_t hello[PCID_HELLO_MIN_LEN + sizeof name];
+    pcid_put_u16(hello, PCID_PROTOCOL_VERSION);
+    hello[2] = PCID_SUPPORT_TWO_PHASE;
+    pcid_put_u16(hello + 3, (uint16_t)(sizeof name - 1));
     memcpy(hello + 5, name, sizeof name - 1);
-    if (send_frame(0x01, 0, hello, (uint32_t)(5 + sizeof name - 1)) != 0) return 3;
+    if (send_frame(PCID_MSG_HELLO, 0, hello, (uint32_t)(PCID_HELLO_MIN_LEN + sizeof name - 1)) != 0)
+        return 3;
 
-    static uint8_t payload[MAX_PAYLOAD];
+    static uint8_t payload[PCID_MAX_PAYLOAD_LEN];
     uint8_t type, flags;
     uint32_t seq, len;
     if (recv_frame(&type, &flags, &seq, payload, &len) != OK) return 4;
     /* Welcome: u16 version, then function: address (u16 seg, u8 bus, u8 dev, u8 fn) ... */
-    if (type != 0x02 || flags != 0 || len < 7) { send_error(seq, "expected Welcome"); return 5; }
-    if (le16(payload) != 1) { send_error(0, "unsupported protocol version"); return 6; }
-    printf("%04x:%02x:%02x.%x\n", le16(payload + 2), payload[4], payload[5], payload[6]);
-    fflush(stdout);
+    if (type != PCID_MSG_WELCOME || flags != 0 || len < 2 + PCID_ADDRESS_LEN) {
+        send_error(seq, "expected Welcome");
+        return 5;
+    }
+    if (pcid_get_u16(payload) != PCID_PROTOCOL_VERSION) {
+        send_error(0, "unsupported protocol version");
+        return 6;
+    }
+    fprintf(stderr, "%04x:%02x:%02x.%x\n", pcid_get_u16(payload + 2), payload[4], payload[5],
+            payload[6]);
 
-    if (send_frame(0x03, 0, NULL, 0) != 0) return 7; /* Ready */
+    if (send_frame(PCID_MSG_READY, 0, NULL, PCID_READY_LEN) != 0) return 7;
     if (send_error(0, "c driver note: ready") != 0) return 7; /* unsolicited */
 
     int begun = 0, done = 0;
@@ -127,37 +128,43 @@ int main(void) {
         if (r == CLOSED) return done ? 0 : 8;
         if (r == FATAL) return 9;
         if (flags != 0) { send_error(seq, "unsupported flags"); continue; }
-        if (type == 0x09) { /* Error from pcid: string message */
-            uint16_t n = len >= 2 ? le16(payload) : 0;
+        if (type == PCID_MSG_ERROR) { /* string message */
+            uint16_t n = len >= PCID_ERROR_MIN_LEN ? pcid_get_u16(payload) : 0;
             if (n > len - 2) n = 0;
-            printf("pcid error %u: %.*s\n", (unsigned)seq, (int)n, (const char *)payload + 2);
-            fflush(stdout);
+            fprintf(stderr, "pcid error %u: %.*s\n", (unsigned)seq, (int)n,
+                    (const char *)payload + 2);
             continue;
         }
-        if (done && (type == 0x04 || type == 0x06 || type == 0x07)) {
+        if (done && (type == PCID_MSG_BEGIN || type == PCID_MSG_FINISH || type == PCID_MSG_SHUTDOWN)) {
             send_error(seq, "shutdown already finished");
             continue;
         }
-        if (type == 0x04) { /* Begin: u8 kind, u64 deadline_us */
-            if (len != 9 || payload[0] < 1 || payload[0] > 2) { send_error(seq, "malformed Begin"); continue; }
+        if (type == PCID_MSG_BEGIN) { /* kind, duration deadline */
+            if (len != PCID_BEGIN_LEN ||
+                (payload[0] != PCID_KIND_POWEROFF && payload[0] != PCID_KIND_REBOOT)) {
+                send_error(seq, "malformed Begin");
+                continue;
+            }
             if (begun) { send_error(seq, "duplicate Begin"); continue; }
             begun = 1;
             begin_seq = seq;
-            uint8_t ack[8];
-            put64(ack, le64(payload + 1) / 2); /* budget: half the deadline */
-            if (send_frame(0x05, seq, ack, 8) != 0) return 10;
-        } else if (type == 0x06) { /* Finish: u64 deadline_us */
-            if (len != 8) { send_error(seq, "malformed Finish"); continue; }
+            uint8_t ack[PCID_BEGIN_ACK_LEN];
+            pcid_put_u64(ack, pcid_get_u64(payload + 1) / 2); /* budget: half the deadline */
+            if (send_frame(PCID_MSG_BEGIN_ACK, seq, ack, PCID_BEGIN_ACK_LEN) != 0) return 10;
+        } else if (type == PCID_MSG_FINISH) { /* duration deadline */
+            if (len != PCID_FINISH_LEN) { send_error(seq, "malformed Finish"); continue; }
             if (!begun) { send_error(seq, "Finish before Begin"); continue; }
             uint32_t want = begin_seq == 0xffffffffu ? 1 : begin_seq + 1;
             if (seq != want) { send_error(seq, "Finish seq is not Begin seq + 1"); continue; }
             static const char detail[] = "c ok";
-            uint8_t ack[1 + 8 + 2 + sizeof detail];
-            ack[0] = 1; /* clean */
-            put64(ack + 1, 777);
-            put16(ack + 9, (uint16_t)(sizeof detail - 1));
+            uint8_t ack[PCID_FINISH_ACK_MIN_LEN + sizeof detail];
+            ack[0] = PCID_OUTCOME_CLEAN;
+            pcid_put_u64(ack + 1, 777); /* elapsed, µs */
+            pcid_put_u16(ack + 9, (uint16_t)(sizeof detail - 1));
             memcpy(ack + 11, detail, sizeof detail - 1);
-            if (send_frame(0x08, seq, ack, (uint32_t)(11 + sizeof detail - 1)) != 0) return 11;
+            if (send_frame(PCID_MSG_FINISH_ACK, seq, ack,
+                           (uint32_t)(PCID_FINISH_ACK_MIN_LEN + sizeof detail - 1)) != 0)
+                return 11;
             done = 1;
         } else {
             send_error(seq, "unexpected message type");

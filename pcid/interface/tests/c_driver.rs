@@ -1,5 +1,6 @@
-//! A driver written in C from PROTOCOL.md alone (`tests/c_driver.c`),
-//! spawned the way pcid spawns drivers, talks to this crate's pcid side.
+//! A driver written in C from PROTOCOL.md and its C header
+//! (`tests/c_driver.c`, `include/pcid_shutdown.h`), spawned the way pcid
+//! spawns drivers, talks to this crate's pcid side.
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -24,8 +25,10 @@ fn build_c_driver(tag: &str) -> PathBuf {
             "-Wall",
             "-Werror",
             "-O1",
-            "-o",
         ])
+        .arg("-I")
+        .arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("include"))
+        .arg("-o")
         .arg(&out)
         .arg(&src)
         .status()
@@ -39,7 +42,7 @@ fn driver_written_in_c_from_the_spec_completes_two_phase_shutdown() {
     let exe = build_c_driver("two-phase");
     let (mut pcid, theirs) = DriverChannel::pair().expect("pair");
     let mut cmd = Command::new(&exe);
-    cmd.stdout(Stdio::piped());
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
     let child = spawn_with_channel(&mut cmd, theirs).expect("spawn");
 
     assert_eq!(
@@ -162,9 +165,10 @@ fn driver_written_in_c_from_the_spec_completes_two_phase_shutdown() {
     let out = child.wait_with_output().expect("wait");
     assert!(out.status.success(), "C driver failed: {}", out.status);
     assert_eq!(
-        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
         "0012:03:1f.7\npcid error 0: from pcid\n"
     );
+    assert!(out.stdout.is_empty(), "standard output stays quiet");
     let _ = std::fs::remove_file(exe);
 }
 
@@ -175,7 +179,7 @@ fn the_c_driver_refuses_a_frame_of_another_header_version() {
     let exe = build_c_driver("version");
     let (mut pcid, theirs) = DriverChannel::pair().expect("pair");
     let mut cmd = Command::new(&exe);
-    cmd.stdout(Stdio::piped());
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
     let child = spawn_with_channel(&mut cmd, theirs).expect("spawn");
     assert!(matches!(
         pcid.recv(T).expect("hello"),

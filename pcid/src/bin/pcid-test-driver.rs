@@ -40,9 +40,18 @@ fn main() -> std::process::ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
         .format_target(false)
         .init();
-    let mode = std::env::args().nth(1).unwrap_or_default();
+    let (mode, socket) = match command_line() {
+        Ok(Some(m)) => m,
+        Ok(None) => return std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!(
+                "pcid-test-driver: {e} (usage: pcid-test-driver MODE | control-client SOCKET)"
+            );
+            return std::process::ExitCode::from(2);
+        }
+    };
     if mode == "control-client" {
-        return imp::control_client(std::env::args().nth(2).unwrap_or_default());
+        return imp::control_client(socket.unwrap_or_default());
     }
     let device = std::env::var("PCID_DEVICE").unwrap_or_else(|_| "?".into());
     match imp::run(&mode) {
@@ -52,6 +61,35 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::from(2)
         }
     }
+}
+
+/// `(MODE, SOCKET)`, or `None` after `--help`/`--version`.
+#[cfg(not(target_os = "redox"))]
+fn command_line() -> Result<Option<(String, Option<String>)>, String> {
+    use lexopt::prelude::*;
+    let mut p = lexopt::Parser::from_env();
+    let mut words = Vec::new();
+    while let Some(arg) = p.next().map_err(|e| e.to_string())? {
+        match arg {
+            Short('h') | Long("help") => {
+                println!(
+                    "usage: pcid-test-driver MODE | control-client SOCKET (modes: see the source)"
+                );
+                return Ok(None);
+            }
+            Short('V') | Long("version") => {
+                println!("pcid-test-driver {}", env!("CARGO_PKG_VERSION"));
+                return Ok(None);
+            }
+            Value(v) if words.len() < 2 => words.push(
+                v.into_string()
+                    .map_err(|v| format!("`{}` is not valid UTF-8", v.to_string_lossy()))?,
+            ),
+            other => return Err(other.unexpected().to_string()),
+        }
+    }
+    let mut it = words.into_iter();
+    Ok(Some((it.next().unwrap_or_default(), it.next())))
 }
 
 #[cfg(target_os = "redox")]

@@ -435,8 +435,10 @@ pub fn compile_c_driver(dir: &Path) -> PathBuf {
             "-Wall",
             "-Werror",
             "-O1",
-            "-o",
         ])
+        .arg("-I")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("interface/include"))
+        .arg("-o")
         .arg(&out)
         .arg(&src)
         .status()

@@ -26,6 +26,8 @@
 //! | `sends-duplicate-ack` | answers `Begin` with two identical `BeginAck`s |
 //! | `sends-out-of-phase-ack` | answers `Begin` with a `FinishAck` |
 //! | `sends-wrong-seq` | answers `Begin` with a `BeginAck` whose sequence number is 1000 past the right one |
+//! | `waits-in-begin` | waits in `Begin` until its device is done (the latency), then answers `BeginAck`: the serialisation two-phase shutdown exists to avoid |
+//! | `prints-to-stdout` | behaves, but prints a line on standard output after `Ready` |
 //! | `sends-second-hello` | says `Hello` again right after `Ready` — a protocol violation long before any shutdown — and stays alive after pcid closed its channel, until pcid is gone |
 //!
 //! ```toml
@@ -33,6 +35,12 @@
 //! latency_ms = 200
 //! misbehave = "ignores-finish"
 //! ```
+//!
+//! `waits-in-begin` and `prints-to-stdout` are not simulator fault kinds
+//! (shutdownd cannot tell them apart from a healthy driver); they exist for
+//! `pcid-conformance`, which must flag them. A frame from pcid that does not
+//! decode (but keeps the stream in sync) is answered with `Error(seq)`
+//! (PROTOCOL.md §8).
 //!
 //! It exits when pcid closes its channel.
 
@@ -66,6 +74,8 @@ enum Misbehave {
     SendsOutOfPhaseAck,
     SendsWrongSeq,
     SendsSecondHello,
+    WaitsInBegin,
+    PrintsToStdout,
 }
 
 /// Ends this process with `SIGKILL`, as an outside killer would.
@@ -153,6 +163,9 @@ fn run() -> Result<(), String> {
             std::process::exit(3);
         }
         Some(Misbehave::KilledBeforeShutdown) => kill_self(address, "killed-before-shutdown"),
+        Some(Misbehave::PrintsToStdout) => {
+            println!("faultyd: {address}: ready (misbehave = prints-to-stdout)");
+        }
         Some(Misbehave::SendsSecondHello) => {
             eprintln!("faultyd: {address}: saying Hello again (misbehave = sends-second-hello)");
             send(
@@ -180,10 +193,23 @@ fn run() -> Result<(), String> {
         _ => {}
     }
     let mut begun: Option<Instant> = None;
+    // waits-in-begin: how long the device took, measured inside Begin.
+    let mut waited: Option<Duration> = None;
     loop {
         let msg = match ch.recv(None) {
             Ok(m) => m,
             Err(TransportError::Closed) => return Ok(()),
+            Err(TransportError::Malformed { seq, error }) if !error.is_stream_fatal() => {
+                log::warn!("{address}: malformed frame from pcid (seq {seq}): {error}");
+                send(
+                    &ch,
+                    &DriverMessage::Error {
+                        seq,
+                        message: format!("malformed frame: {error}"),
+                    },
+                )?;
+                continue;
+            }
             Err(e) if !e.is_fatal() => {
                 log::warn!("{address}: {e}");
                 continue;
@@ -272,6 +298,22 @@ fn run() -> Result<(), String> {
                     }
                 }
             }
+            (DriverMessage::Begin { seq, .. }, Some(Misbehave::WaitsInBegin)) => {
+                let start = Instant::now();
+                log::warn!(
+                    "{address}: waiting for the device in Begin (misbehave = waits-in-begin)"
+                );
+                std::thread::sleep(latency);
+                begun = Some(start);
+                waited = Some(start.elapsed());
+                send(
+                    &ch,
+                    &DriverMessage::BeginAck {
+                        seq,
+                        budget: Duration::ZERO,
+                    },
+                )?;
+            }
             (DriverMessage::Begin { seq, .. }, _) => {
                 begun = Some(Instant::now());
                 send(
@@ -312,7 +354,9 @@ fn run() -> Result<(), String> {
                     &DriverMessage::FinishAck {
                         seq,
                         outcome,
-                        elapsed: begun.map_or(Duration::ZERO, |b| b.elapsed()),
+                        elapsed: waited
+                            .or_else(|| begun.map(|b| b.elapsed()))
+                            .unwrap_or_default(),
                         detail,
                     },
                 )?;
@@ -338,6 +382,12 @@ fn bad_ack(m: Misbehave) -> bool {
 }
 
 fn main() -> ExitCode {
+    if let Some(code) = shutdown_tests::cli::driver_without_options(
+        "faultyd",
+        "An example two-phase driver that misbehaves as its function's [function.sim]\n`misbehave` says, started by pcid; see the source's documentation.",
+    ) {
+        return code;
+    }
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     match run() {
         Ok(()) => ExitCode::SUCCESS,

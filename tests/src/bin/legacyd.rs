@@ -94,6 +94,12 @@ fn run() -> Result<(), String> {
 }
 
 fn main() -> ExitCode {
+    if let Some(code) = shutdown_tests::cli::driver_without_options(
+        "legacyd",
+        "An example driver with one-phase shutdown, started by pcid (its channel in\nPCID_CLIENT_CHANNEL); see the source's documentation.",
+    ) {
+        return code;
+    }
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     match run() {
         Ok(()) => ExitCode::SUCCESS,

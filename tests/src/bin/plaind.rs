@@ -43,13 +43,35 @@ fn run_silent() -> Result<(), String> {
     }
 }
 
+/// `Some(silent)`, or `None` after `--help`/`--version`.
+fn parse_args() -> Result<Option<bool>, String> {
+    use shutdown_tests::cli::lexopt::prelude::*;
+    let mut p = shutdown_tests::cli::lexopt::Parser::from_env();
+    let mut silent = false;
+    while let Some(arg) = p.next().map_err(|e| e.to_string())? {
+        match arg {
+            Long("silent") => silent = true,
+            Short('h') | Long("help") => {
+                println!("usage: plaind [--silent]\n\nAn example driver without shutdown support; --silent: one that never says Hello.");
+                return Ok(None);
+            }
+            Short('V') | Long("version") => {
+                println!("{}", shutdown_tests::cli::version_line("plaind"));
+                return Ok(None);
+            }
+            other => return Err(shutdown_tests::cli::unexpected(other)),
+        }
+    }
+    Ok(Some(silent))
+}
+
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
-    let silent = match std::env::args().nth(1).as_deref() {
-        None => false,
-        Some("--silent") => true,
-        Some(other) => {
-            eprintln!("plaind: unknown argument `{other}` (usage: plaind [--silent])");
+    let silent = match parse_args() {
+        Ok(Some(s)) => s,
+        Ok(None) => return ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("plaind: {e} (usage: plaind [--silent])");
             return ExitCode::from(2);
         }
     };

@@ -18,9 +18,9 @@ use std::time::Duration;
 use shutdown_tests::qemu::cmdline::Mode;
 use shutdown_tests::qemu::host::{self, E2eError, Options};
 
-const USAGE: &str = "usage: qemu-e2e [--controllers N] [--sequential] [--json FILE] \
+const USAGE: &str = "usage: qemu-e2e [--controllers N] [--sequential] [--json FILE] [--svg FILE] \
 [--root-port | --no-root-port] [--probe | --kernel-driver | --compare RUNS] [--timeout SECS] \
-[--memory MIB] [--cpus N] [--log FILTER] [--quiet]";
+[--memory MIB] [--cpus N] [--log FILTER] [--quiet] [-h|--help] [-V|--version]";
 
 /// What the command line asks for besides the run's options.
 #[derive(Debug, Default)]
@@ -31,68 +31,48 @@ struct Extra {
     log_given: bool,
 }
 
-fn parse_args(opts: &mut Options, extra: &mut Extra) -> Result<(), E2eError> {
-    let mut args = std::env::args().skip(1);
-    let usage = |msg: String| E2eError::Usage(format!("{msg}\n{USAGE}"));
-    while let Some(arg) = args.next() {
-        let mut value = |name: &str| {
-            args.next()
-                .ok_or_else(|| usage(format!("{name} needs a value")))
-        };
-        match arg.as_str() {
-            "--controllers" => {
-                let v = value("--controllers")?;
-                opts.controllers = v
-                    .parse()
-                    .map_err(|_| usage(format!("--controllers: {v:?} is not a count")))?;
-            }
-            "--sequential" => opts.sequential = true,
-            "--json" => opts.json = Some(PathBuf::from(value("--json")?)),
-            "--root-port" => opts.root_port = true,
-            "--no-root-port" => opts.root_port = false,
-            "--probe" => opts.mode = Mode::Probe,
-            "--kernel-driver" => opts.mode = Mode::Kernel,
-            "--compare" => {
-                let v = value("--compare")?;
-                let runs: usize = v
-                    .parse()
-                    .ok()
-                    .filter(|&n| n > 0)
-                    .ok_or_else(|| usage(format!("--compare: {v:?} is not a count of runs")))?;
+/// `Ok(false)`: `--help` or `--version` was answered.
+fn parse_args(opts: &mut Options, extra: &mut Extra) -> Result<bool, String> {
+    use shutdown_tests::cli::lexopt::prelude::*;
+    use shutdown_tests::cli::{number, path, string, unexpected};
+    let mut p = shutdown_tests::cli::lexopt::Parser::from_env();
+    while let Some(arg) = p.next().map_err(|e| e.to_string())? {
+        match arg {
+            Long("controllers") => opts.controllers = number(&mut p, "--controllers")?,
+            Long("sequential") => opts.sequential = true,
+            Long("json") => opts.json = Some(path(&mut p)?),
+            Long("svg") => opts.svg = Some(path(&mut p)?),
+            Long("root-port") => opts.root_port = true,
+            Long("no-root-port") => opts.root_port = false,
+            Long("probe") => opts.mode = Mode::Probe,
+            Long("kernel-driver") => opts.mode = Mode::Kernel,
+            Long("compare") => {
+                let runs: usize = number(&mut p, "--compare")?;
+                if runs == 0 {
+                    return Err("--compare needs at least one run".to_string());
+                }
                 extra.compare = Some(runs);
             }
-            "--timeout" => {
-                let v = value("--timeout")?;
-                let secs: u64 = v
-                    .parse()
-                    .map_err(|_| usage(format!("--timeout: {v:?} is not seconds")))?;
-                opts.timeout = Duration::from_secs(secs);
-            }
-            "--memory" => {
-                let v = value("--memory")?;
-                opts.memory_mib = v
-                    .parse()
-                    .map_err(|_| usage(format!("--memory: {v:?} is not MiB")))?;
-            }
-            "--cpus" => {
-                let v = value("--cpus")?;
-                opts.cpus = v
-                    .parse()
-                    .map_err(|_| usage(format!("--cpus: {v:?} is not a count")))?;
-            }
-            "--log" => {
-                opts.log = value("--log")?;
+            Long("timeout") => opts.timeout = Duration::from_secs(number(&mut p, "--timeout")?),
+            Long("memory") => opts.memory_mib = number(&mut p, "--memory")?,
+            Long("cpus") => opts.cpus = number(&mut p, "--cpus")?,
+            Long("log") => {
+                opts.log = string(&mut p, "--log")?;
                 extra.log_given = true;
             }
-            "--quiet" => opts.verbose = false,
-            "-h" | "--help" => {
+            Long("quiet") => opts.verbose = false,
+            Short('h') | Long("help") => {
                 println!("{USAGE}");
-                std::process::exit(0);
+                return Ok(false);
             }
-            other => return Err(usage(format!("unknown argument {other:?}"))),
+            Short('V') | Long("version") => {
+                println!("{}", shutdown_tests::cli::version_line("qemu-e2e"));
+                return Ok(false);
+            }
+            other => return Err(unexpected(other)),
         }
     }
-    Ok(())
+    Ok(true)
 }
 
 fn main() -> ExitCode {
@@ -103,9 +83,13 @@ fn main() -> ExitCode {
         .unwrap_or_else(|| PathBuf::from("."));
     let mut opts = Options::new(repo);
     let mut extra = Extra::default();
-    if let Err(e) = parse_args(&mut opts, &mut extra) {
-        eprintln!("qemu-e2e: {e}");
-        return ExitCode::from(2);
+    match parse_args(&mut opts, &mut extra) {
+        Ok(true) => {}
+        Ok(false) => return ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("qemu-e2e: {e} (qemu-e2e --help shows the usage)");
+            return ExitCode::from(2);
+        }
     }
     if let Some(runs) = extra.compare {
         if !extra.log_given {
@@ -208,6 +192,7 @@ fn compare(opts: &Options, runs: usize) -> Result<(), E2eError> {
         let mut kernel = opts.clone();
         kernel.mode = Mode::Kernel;
         kernel.json = None;
+        kernel.svg = None;
         let k = host::run(&kernel)?;
         let kernel_ms = k.console.kernel_poweroff_ms().ok_or_else(|| {
             E2eError::Check("kernel mode: no power-off time in the kernel log".to_string())
@@ -215,6 +200,7 @@ fn compare(opts: &Options, runs: usize) -> Result<(), E2eError> {
         let mut stack = opts.clone();
         stack.mode = Mode::Full;
         stack.json = None;
+        stack.svg = None;
         let s = host::run(&stack)?;
         let report = s
             .report

@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use shutdown_tests::redox::{self, Options, RedoxError};
 
-const USAGE: &str = "usage: redox-e2e [--controllers N] [--sequential] [--json FILE] [--keep] \
-[--timeout SECS] [--jobs N] [--log FILTER] [--verbose]
+const USAGE: &str =
+    "usage: redox-e2e [--controllers N] [--sequential] [--json FILE] [--svg FILE] [--keep] \
+[--timeout SECS] [--jobs N] [--log FILTER] [--verbose] [-h|--help] [-V|--version]
 
 Builds a minimal Redox from the sources pinned in tests/redox/pins.toml (cached in
 REDOX_E2E_CACHE, default ~/.cache/pcid-shutdown/redox-e2e), boots it under QEMU with
@@ -18,42 +19,35 @@ checks the result. Sources come from REDOX_SRC (default ../shared/redox-src besi
 checkout) or are downloaded. If sources or toolchains cannot be obtained it prints
 `REDOX E2E DID NOT RUN: <reason>` and exits 0 (2 with REDOX_E2E_REQUIRED=1).";
 
+/// `Ok(false)`: `--help` or `--version` was answered.
 fn parse_args(opts: &mut Options) -> Result<bool, String> {
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        let mut value = |name: &str| args.next().ok_or_else(|| format!("{name} needs a value"));
-        match arg.as_str() {
-            "--controllers" => {
-                let v = value("--controllers")?;
-                opts.controllers = v
-                    .parse()
-                    .map_err(|_| format!("--controllers: {v:?} is not a count"))?;
-            }
-            "--sequential" => opts.sequential = true,
-            "--json" => opts.json = Some(PathBuf::from(value("--json")?)),
-            "--keep" => opts.keep = true,
-            "--timeout" => {
-                let v = value("--timeout")?;
-                let secs: u64 = v
-                    .parse()
-                    .map_err(|_| format!("--timeout: {v:?} is not seconds"))?;
-                opts.timeout = Duration::from_secs(secs);
-            }
-            "--jobs" => {
-                let v = value("--jobs")?;
-                opts.jobs = v
-                    .parse()
-                    .ok()
+    use shutdown_tests::cli::lexopt::prelude::*;
+    use shutdown_tests::cli::{number, path, string, unexpected};
+    let mut p = shutdown_tests::cli::lexopt::Parser::from_env();
+    while let Some(arg) = p.next().map_err(|e| e.to_string())? {
+        match arg {
+            Long("controllers") => opts.controllers = number(&mut p, "--controllers")?,
+            Long("sequential") => opts.sequential = true,
+            Long("json") => opts.json = Some(path(&mut p)?),
+            Long("svg") => opts.svg = Some(path(&mut p)?),
+            Long("keep") => opts.keep = true,
+            Long("timeout") => opts.timeout = Duration::from_secs(number(&mut p, "--timeout")?),
+            Long("jobs") => {
+                opts.jobs = Some(number::<usize>(&mut p, "--jobs")?)
                     .filter(|&n| n > 0)
-                    .ok_or_else(|| format!("--jobs: {v:?} is not a positive count"))?;
+                    .ok_or("--jobs must be a positive count")?
             }
-            "--log" => opts.log = value("--log")?,
-            "--verbose" => opts.verbose = true,
-            "-h" | "--help" => {
+            Long("log") => opts.log = string(&mut p, "--log")?,
+            Long("verbose") => opts.verbose = true,
+            Short('h') | Long("help") => {
                 println!("{USAGE}");
                 return Ok(false);
             }
-            other => return Err(format!("unknown argument {other:?}")),
+            Short('V') | Long("version") => {
+                println!("{}", shutdown_tests::cli::version_line("redox-e2e"));
+                return Ok(false);
+            }
+            other => return Err(unexpected(other)),
         }
     }
     Ok(true)
@@ -69,7 +63,7 @@ fn main() -> ExitCode {
         Ok(true) => {}
         Ok(false) => return ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("redox-e2e: {e}\n{USAGE}");
+            eprintln!("redox-e2e: {e} (redox-e2e --help shows the usage)");
             return ExitCode::from(2);
         }
     }

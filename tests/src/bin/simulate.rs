@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! cargo run --release --bin simulate -- [--machine FILE] [--devices N] [--latency-ms MS]
-//!     [--sequential] [--json FILE] [--kind poweroff|reboot] [--deadline-ms MS]
+//!     [--sequential] [--json FILE] [--svg FILE] [--kind poweroff|reboot] [--deadline-ms MS]
 //!     [--fault INDEX:KIND]... [--driven-bridges-ms MS] [--keep] [--verbose] [--no-build]
 //! ```
 //!
@@ -11,7 +11,8 @@
 //! temporary directory) unless `--machine` names one, starts `pcid` on it with
 //! the repository's match table (`initfs/lib/pcid.d`), waits for pcid's
 //! readiness line, runs `shutdownd` (its progress and report go straight to
-//! the terminal), stops pcid and exits with shutdownd's status. When that is
+//! the terminal), stops pcid and exits with shutdownd's status. `--svg FILE`
+//! has shutdownd draw the report as a timeline picture. When that is
 //! not 0 it also prints the end of pcid's and the drivers' log; `--keep` keeps
 //! the temporary directory (machine, backing files, report, log).
 //!
@@ -49,8 +50,8 @@ use shutdown_tests::sim::stack::{wait_deadline, Binaries, Stack, StackOptions};
 
 const USAGE: &str =
     "usage: simulate [--machine FILE] [--devices N] [--latency-ms MS] [--sequential] \
-[--json FILE] [--kind poweroff|reboot] [--deadline-ms MS] [--fault INDEX:KIND]... [--driven-bridges-ms MS] \
-[--keep] [--verbose] [--no-build]";
+[--json FILE] [--svg FILE] [--kind poweroff|reboot] [--deadline-ms MS] [--fault INDEX:KIND]... [--driven-bridges-ms MS] \
+[--keep] [--verbose] [--no-build] [-h|--help] [-V|--version]";
 
 struct Args {
     machine: Option<PathBuf>,
@@ -58,6 +59,7 @@ struct Args {
     latency_ms: u64,
     sequential: bool,
     json: Option<PathBuf>,
+    svg: Option<PathBuf>,
     kind: String,
     deadline_ms: Option<u64>,
     faults: Vec<FaultSpec>,
@@ -67,19 +69,16 @@ struct Args {
     build: bool,
 }
 
-fn number<T: std::str::FromStr>(flag: &str, v: Option<String>) -> Result<T, String> {
-    let v = v.ok_or_else(|| format!("{flag} needs a value"))?;
-    v.parse()
-        .map_err(|_| format!("{flag}: `{v}` is not a valid number"))
-}
-
 fn parse_args() -> Result<Option<Args>, String> {
+    use shutdown_tests::cli::lexopt::prelude::*;
+    use shutdown_tests::cli::{number, path, string, unexpected};
     let mut a = Args {
         machine: None,
         devices: 16,
         latency_ms: 4500,
         sequential: false,
         json: None,
+        svg: None,
         kind: "poweroff".into(),
         deadline_ms: None,
         faults: Vec::new(),
@@ -88,33 +87,39 @@ fn parse_args() -> Result<Option<Args>, String> {
         verbose: false,
         build: true,
     };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        match flag.as_str() {
-            "-h" | "--help" => return Ok(None),
-            "--machine" => a.machine = Some(it.next().ok_or("--machine needs a file")?.into()),
-            "--devices" => a.devices = number(&flag, it.next())?,
-            "--latency-ms" => a.latency_ms = number(&flag, it.next())?,
-            "--sequential" => a.sequential = true,
-            "--json" => a.json = Some(it.next().ok_or("--json needs a file")?.into()),
-            "--kind" => {
-                a.kind = it.next().ok_or("--kind needs poweroff or reboot")?;
+    let mut p = shutdown_tests::cli::lexopt::Parser::from_env();
+    while let Some(arg) = p.next().map_err(|e| e.to_string())? {
+        match arg {
+            Short('h') | Long("help") => return Ok(None),
+            Short('V') | Long("version") => {
+                println!("{}", shutdown_tests::cli::version_line("simulate"));
+                std::process::exit(0);
+            }
+            Long("machine") => a.machine = Some(path(&mut p)?),
+            Long("devices") => a.devices = number(&mut p, "--devices")?,
+            Long("latency-ms") => a.latency_ms = number(&mut p, "--latency-ms")?,
+            Long("sequential") => a.sequential = true,
+            Long("json") => a.json = Some(path(&mut p)?),
+            Long("svg") => a.svg = Some(path(&mut p)?),
+            Long("kind") => {
+                a.kind = string(&mut p, "--kind")?;
                 if a.kind != "poweroff" && a.kind != "reboot" {
                     return Err(format!("--kind must be poweroff or reboot, not {}", a.kind));
                 }
             }
-            "--deadline-ms" => a.deadline_ms = Some(number(&flag, it.next())?),
-            "--fault" => a.faults.push(
-                it.next()
-                    .ok_or("--fault needs INDEX:KIND")?
+            Long("deadline-ms") => a.deadline_ms = Some(number(&mut p, "--deadline-ms")?),
+            Long("fault") => a.faults.push(
+                string(&mut p, "--fault")?
                     .parse()
                     .map_err(|e: shutdown_tests::sim::fault::FaultError| e.to_string())?,
             ),
-            "--driven-bridges-ms" => a.driven_bridges_ms = Some(number(&flag, it.next())?),
-            "--keep" => a.keep = true,
-            "--verbose" => a.verbose = true,
-            "--no-build" => a.build = false,
-            other => return Err(format!("unknown argument `{other}`")),
+            Long("driven-bridges-ms") => {
+                a.driven_bridges_ms = Some(number(&mut p, "--driven-bridges-ms")?)
+            }
+            Long("keep") => a.keep = true,
+            Long("verbose") => a.verbose = true,
+            Long("no-build") => a.build = false,
+            other => return Err(unexpected(other)),
         }
     }
     if a.machine.is_some() && (!a.faults.is_empty() || a.driven_bridges_ms.is_some()) {
@@ -203,6 +208,9 @@ fn run(args: Args) -> Result<u8, String> {
     if args.sequential {
         cmd.arg("--sequential");
     }
+    if let Some(svg) = &args.svg {
+        cmd.arg("--svg").arg(svg);
+    }
     // shutdownd's default global deadline (120 s) is too short for the
     // sequential baseline of a large generated machine: unless told
     // otherwise, allow every device its full finish deadline in turn.
@@ -238,6 +246,9 @@ fn run(args: Args) -> Result<u8, String> {
     let code = status.code().map_or(2, |c| u8::try_from(c).unwrap_or(2));
     if args.json.is_some() {
         println!("simulate: report written to {}", json.display());
+    }
+    if let Some(svg) = args.svg.as_ref().filter(|p| p.is_file()) {
+        println!("simulate: picture written to {}", svg.display());
     }
     if code != 0 && !args.verbose {
         // What pcid and the drivers logged explains most failures.
@@ -276,7 +287,7 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Err(e) => {
-            eprintln!("simulate: {e}\n{USAGE}");
+            eprintln!("simulate: {e} (simulate --help shows the usage)");
             return ExitCode::from(2);
         }
     };

@@ -47,7 +47,7 @@ use shutdown_tests::sim::stack::{
 
 const USAGE: &str =
     "usage: soak [--devices N] [--cycles N] [--latency-ms MS] [--json FILE] [--no-build] \
-[--inject-leak fd|process]";
+[--inject-leak fd|process] [-h|--help] [-V|--version]";
 /// Hidden mode: `soak --measure-child OUT -- PROGRAM ARGS...`.
 const MEASURE: &str = "--measure-child";
 
@@ -68,6 +68,8 @@ enum Leak {
 }
 
 fn parse_args(args: &[String]) -> Result<Option<Args>, String> {
+    use shutdown_tests::cli::lexopt::prelude::*;
+    use shutdown_tests::cli::{number, path, string, unexpected};
     let mut a = Args {
         devices: 256,
         cycles: 20,
@@ -76,28 +78,27 @@ fn parse_args(args: &[String]) -> Result<Option<Args>, String> {
         build: true,
         inject: None,
     };
-    let mut it = args.iter();
-    let number = |flag: &str, v: Option<&String>| -> Result<u64, String> {
-        let v = v.ok_or_else(|| format!("{flag} needs a value"))?;
-        v.parse()
-            .map_err(|_| format!("{flag}: `{v}` is not a valid number"))
-    };
-    while let Some(flag) = it.next() {
-        match flag.as_str() {
-            "-h" | "--help" => return Ok(None),
-            "--devices" => a.devices = number(flag, it.next())? as usize,
-            "--cycles" => a.cycles = number(flag, it.next())? as usize,
-            "--latency-ms" => a.latency_ms = number(flag, it.next())?,
-            "--json" => a.json = Some(it.next().ok_or("--json needs a file")?.into()),
-            "--no-build" => a.build = false,
-            "--inject-leak" => {
-                a.inject = match it.next().map(String::as_str) {
-                    Some("fd") => Some(Leak::Fd),
-                    Some("process") => Some(Leak::Process),
+    let mut p = shutdown_tests::cli::lexopt::Parser::from_args(args);
+    while let Some(arg) = p.next().map_err(|e| e.to_string())? {
+        match arg {
+            Short('h') | Long("help") => return Ok(None),
+            Short('V') | Long("version") => {
+                println!("{}", shutdown_tests::cli::version_line("soak"));
+                std::process::exit(0);
+            }
+            Long("devices") => a.devices = number(&mut p, "--devices")?,
+            Long("cycles") => a.cycles = number(&mut p, "--cycles")?,
+            Long("latency-ms") => a.latency_ms = number(&mut p, "--latency-ms")?,
+            Long("json") => a.json = Some(path(&mut p)?),
+            Long("no-build") => a.build = false,
+            Long("inject-leak") => {
+                a.inject = match string(&mut p, "--inject-leak")?.as_str() {
+                    "fd" => Some(Leak::Fd),
+                    "process" => Some(Leak::Process),
                     _ => return Err("--inject-leak needs fd or process".into()),
                 }
             }
-            other => return Err(format!("unknown argument `{other}`")),
+            other => return Err(unexpected(other)),
         }
     }
     if a.devices == 0 || a.devices > MachineSpec::MAX_DEVICES {
@@ -647,7 +648,7 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Err(e) => {
-            eprintln!("soak: {e}\n{USAGE}");
+            eprintln!("soak: {e} (soak --help shows the usage)");
             return ExitCode::from(2);
         }
     };

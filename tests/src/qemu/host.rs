@@ -51,6 +51,8 @@ pub struct Options {
     pub sequential: bool,
     /// Where to write the guest's report (JSON), if anywhere.
     pub json: Option<PathBuf>,
+    /// Where to draw the guest's report (SVG timeline), if anywhere.
+    pub svg: Option<PathBuf>,
     /// Put the last controller behind a PCIe root port.
     pub root_port: bool,
     /// What the guest does (probe registers only, or the whole stack).
@@ -90,6 +92,7 @@ impl Options {
             controllers: 16,
             sequential: false,
             json: None,
+            svg: None,
             root_port: true,
             mode: Mode::Full,
             timeout: Duration::from_secs(180),
@@ -1002,11 +1005,16 @@ fn check_canary(console: &ConsoleSummary, work: &Path) -> Result<(), E2eError> {
     Ok(())
 }
 
+/// Writes the guest's report with the run's figures (`--json`) and its
+/// picture (`--svg`), when asked and when the guest printed one.
 fn write_json(opts: &Options, console: &ConsoleSummary, qemu_ms: f64) -> Result<(), E2eError> {
-    let Some(path) = &opts.json else {
+    let Some(Ok((_, mut value))) = console.report() else {
         return Ok(());
     };
-    let Some(Ok((_, mut value))) = console.report() else {
+    if let Some(svg) = &opts.svg {
+        crate::picture::write_svg(&value, svg).map_err(E2eError::Setup)?;
+    }
+    let Some(path) = &opts.json else {
         return Ok(());
     };
     if let Some(obj) = value.as_object_mut() {

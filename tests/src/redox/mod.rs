@@ -115,6 +115,8 @@ pub struct Options {
     pub sequential: bool,
     /// Where to write the report (JSON) with the run's figures.
     pub json: Option<PathBuf>,
+    /// Where to draw the report (SVG timeline).
+    pub svg: Option<PathBuf>,
     /// Keep the image and print how to boot it again.
     pub keep: bool,
     /// QEMU's outer deadline.
@@ -151,6 +153,7 @@ impl Options {
             controllers: 16,
             sequential: false,
             json: None,
+            svg: None,
             keep: false,
             timeout: Duration::from_secs(240),
             verbose: false,
@@ -355,6 +358,9 @@ pub fn run(opts: &Options) -> Result<RunResult, RedoxError> {
     let outcome = check::all(opts, &booted, &work)?;
     if let Some(path) = &opts.json {
         check::write_json(path, opts, &booted, &outcome)?;
+    }
+    if let Some(path) = &opts.svg {
+        crate::picture::write_svg(&outcome.raw, path).map_err(RedoxError::setup)?;
     }
     if opts.keep {
         progress(format!(
