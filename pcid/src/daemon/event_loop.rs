@@ -74,11 +74,11 @@ pub const DRIVER_SEND_TIMEOUT: Duration = Duration::from_secs(1);
 /// Time a control client may leave bytes queued for it unread before pcid
 /// closes the connection.
 pub const CLIENT_SEND_TIMEOUT: Duration = Duration::from_secs(5);
-/// Frames taken from one driver channel per turn of the loop.
+/// Frames taken from one channel or connection per turn of the loop. A
+/// burst of 256 `Begin`s is relayed 64 at a time, the acks that arrived
+/// meanwhile passed on in between: the first devices' `Finish` is not held
+/// up behind the last devices' `Begin`.
 pub const FRAMES_PER_TURN: usize = 64;
-/// Frames taken from one control connection per turn of the loop: a
-/// shutdown's whole burst of `Begin`s is relayed at once.
-pub const CLIENT_FRAMES_PER_TURN: usize = 1024;
 /// Bytes read from one driver's output pipe per turn of the loop.
 pub const OUTPUT_CHUNK: usize = 16 * 1024;
 /// Events taken from `epoll_wait` at once.
@@ -339,6 +339,9 @@ impl<'a> EventLoop<'a> {
 
     /// Runs until an exit condition; returns why.
     pub(super) fn run(&mut self) -> Result<ExitReason, DaemonError> {
+        if std::env::var_os("PCID_NICE").is_some() {
+            let _ = rustix::process::setpriority_process(None, -5);
+        }
         let mut events: Vec<epoll::Event> = Vec::with_capacity(EVENTS);
         // Settle immediately when there are no drivers at all.
         let out = self.relay.handle(Input::Tick, Instant::now());
@@ -744,7 +747,7 @@ impl<'a> EventLoop<'a> {
     }
 
     fn client_readable(&mut self, client: ClientId) -> Result<Option<ExitReason>, DaemonError> {
-        for _ in 0..CLIENT_FRAMES_PER_TURN {
+        for _ in 0..FRAMES_PER_TURN {
             let Some(c) = self.clients.get_mut(&client) else {
                 return Ok(None);
             };
