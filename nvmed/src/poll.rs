@@ -12,7 +12,6 @@ use crate::NvmeError;
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Backoff {
     next: Duration,
-    initial: Duration,
     max: Duration,
 }
 
@@ -21,7 +20,6 @@ impl Backoff {
         let initial = initial.max(Duration::from_micros(1));
         Self {
             next: initial,
-            initial,
             max: max.max(initial),
         }
     }
@@ -32,11 +30,6 @@ impl Backoff {
         self.next = self.next.saturating_mul(2).min(self.max);
         d
     }
-
-    /// Starts again from the initial delay.
-    pub(crate) fn reset(&mut self) {
-        self.next = self.initial;
-    }
 }
 
 /// When [`Controller::finish`](crate::Controller::finish) looks at CSTS.SHST
@@ -46,9 +39,14 @@ impl Backoff {
 /// controller announced (RTD3E; 1 s when it reports none).
 ///
 /// The delay before the next look is the smallest of
-/// * **the start**: [`Options::poll_initial`](crate::Options::poll_initial)
-///   (50 µs), doubling with every look — a controller done within a
-///   millisecond is seen within a fraction of one;
+/// * **the start**: `B / start_ratio` (64) — or, when the controller
+///   reports no RTD3E (and `B` is only a guess),
+///   [`Options::poll_initial`](crate::Options::poll_initial) (50 µs) — at
+///   least 50 µs, doubling with every look: a controller that announced a
+///   short shutdown, or none, and is done within a millisecond is seen
+///   within a fraction of one, while hundreds of controllers that announced
+///   300 ms do not all look every few hundred microseconds while the rest
+///   are still being told to begin;
 /// * **the time waited and announced**: `max(floor, min(B / budget_ratio,
 ///   budget_cap), t / ratio)` (defaults 2 ms, 16, 250 ms, 16) — a
 ///   controller is seen at most a sixteenth of its own shutdown time, or of
@@ -56,10 +54,12 @@ impl Backoff {
 ///   logarithm of the wait, not with the wait (a controller done when it
 ///   said after 300 ms or 4.5 s: about 40 and 55 looks, where looking every
 ///   2 ms takes 150 and 2250);
-/// * **the budget**: `max(near, |B − t| / 2)` (near: 250 µs) — looks close
-///   in on the moment the controller said it would be done, and move away
-///   from it again as it is late, so a controller done when it said is
-///   seen within `near`;
+/// * **the budget**: `B − t` before the budget — one look exactly when the
+///   controller said it would be done (not a cluster of looks closing in,
+///   which hundreds of controllers with the same budget would all make at
+///   the same moment) — and `max(near, (t − B) / 2)` (near: 250 µs) after
+///   it, so a controller done when it said is seen then, and one a little
+///   late within `near` of it;
 ///
 /// and it is never shorter than `late_factor` (4) times the recent lateness
 /// of this process's own wake-ups (a moving average of how much longer
@@ -69,6 +69,9 @@ impl Backoff {
 /// with few drivers wake-ups are punctual and the schedule above holds.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ShutdownPolling {
+    /// The first delay is `B / start_ratio` (clamped to at least 1), at
+    /// least `Options::poll_initial`, when the controller reported RTD3E.
+    pub start_ratio: u32,
     /// Shortest interval of the "time waited and announced" rule.
     pub floor: Duration,
     /// That rule allows `B / budget_ratio` (clamped to at least 1) …
@@ -88,6 +91,7 @@ pub struct ShutdownPolling {
 impl Default for ShutdownPolling {
     fn default() -> Self {
         Self {
+            start_ratio: 64,
             floor: Duration::from_millis(2),
             budget_ratio: 16,
             budget_cap: Duration::from_millis(250),
@@ -105,6 +109,9 @@ pub(crate) struct ShutdownPoller {
     schedule: ShutdownPolling,
     budget: Duration,
     start: Backoff,
+    /// [`Options::poll_initial`](crate::Options::poll_initial), where a
+    /// restart begins.
+    initial: Duration,
     /// Moving average of wake-up lateness.
     late: Duration,
     /// After [`restart`](Self::restart): start delays up to `floor` only.
@@ -112,13 +119,26 @@ pub(crate) struct ShutdownPoller {
 }
 
 impl ShutdownPoller {
-    /// A wait for a controller that announced `budget`; the start delays
-    /// begin at `initial`.
-    pub(crate) fn new(schedule: ShutdownPolling, budget: Duration, initial: Duration) -> Self {
+    /// A wait for a controller that announced `budget` (`reported`: from its
+    /// RTD3E, not a default); the start delays begin at
+    /// `budget / start_ratio`, or at `initial` when the budget was not
+    /// reported, never below `initial`.
+    pub(crate) fn new(
+        schedule: ShutdownPolling,
+        budget: Duration,
+        reported: bool,
+        initial: Duration,
+    ) -> Self {
+        let first = if reported {
+            (budget / schedule.start_ratio.max(1)).max(initial)
+        } else {
+            initial
+        };
         Self {
             schedule,
             budget,
-            start: Backoff::new(initial, Duration::MAX),
+            start: Backoff::new(first, Duration::MAX),
+            initial,
             late: Duration::ZERO,
             restarted: false,
         }
@@ -133,7 +153,10 @@ impl ShutdownPoller {
         }
         let announced = (self.budget / s.budget_ratio.max(1)).min(s.budget_cap);
         let waited = s.floor.max(announced).max(elapsed / s.ratio.max(1));
-        let near = s.near.max(self.budget.abs_diff(elapsed) / 2);
+        let near = match self.budget.checked_sub(elapsed) {
+            Some(left) if !left.is_zero() => left,
+            _ => s.near.max((elapsed - self.budget) / 2),
+        };
         let base = start.min(waited).min(near);
         let pushed_back = self
             .late
@@ -153,7 +176,7 @@ impl ShutdownPoller {
     /// after escalating to an abrupt shutdown, which completes quickly and
     /// has only the deadline's reserve to do it in.
     pub(crate) fn restart(&mut self) {
-        self.start.reset();
+        self.start = Backoff::new(self.initial, Duration::MAX);
         self.restarted = true;
     }
 }
@@ -195,8 +218,6 @@ mod tests {
         let mut b = Backoff::new(Duration::from_micros(100), Duration::from_millis(2));
         let d: Vec<_> = (0..7).map(|_| b.next_delay().as_micros()).collect();
         assert_eq!(d, vec![100, 200, 400, 800, 1600, 2000, 2000]);
-        b.reset();
-        assert_eq!(b.next_delay(), Duration::from_micros(100));
     }
 
     #[test]
@@ -228,6 +249,17 @@ mod tests {
         ShutdownPoller::new(
             ShutdownPolling::default(),
             Duration::from_millis(budget_ms),
+            true,
+            Duration::from_micros(50),
+        )
+    }
+
+    /// A controller that reports no RTD3E: the 1 s assumed for it.
+    fn unreported() -> ShutdownPoller {
+        ShutdownPoller::new(
+            ShutdownPolling::default(),
+            Duration::from_secs(1),
+            false,
             Duration::from_micros(50),
         )
     }
@@ -259,13 +291,28 @@ mod tests {
     }
 
     #[test]
-    fn the_start_is_quick() {
-        let l = looks(&mut poller(300), Duration::from_millis(2));
-        let us: Vec<u128> = l.iter().take(5).map(|t| t.as_micros()).collect();
-        assert_eq!(us, [0, 50, 150, 350, 750]);
-        // Done after 0.3 ms: seen within 0.05 ms; after 1 ms: within 0.55 ms.
-        assert!(seen_at(&l, Duration::from_micros(300)) <= Duration::from_micros(350));
-        assert!(seen_at(&l, Duration::from_millis(1)) <= Duration::from_micros(1550));
+    fn the_start_is_quick_for_a_short_budget_or_none() {
+        for mut p in [poller(2), unreported()] {
+            let l = looks(&mut p, Duration::from_millis(2));
+            let us: Vec<u128> = l.iter().take(5).map(|t| t.as_micros()).collect();
+            assert_eq!(us, [0, 50, 150, 350, 750]);
+            // Done after 0.3 ms: seen within 0.05 ms; after 1 ms: within 0.55 ms.
+            assert!(seen_at(&l, Duration::from_micros(300)) <= Duration::from_micros(350));
+            assert!(seen_at(&l, Duration::from_millis(1)) <= Duration::from_micros(1550));
+        }
+    }
+
+    #[test]
+    fn a_long_budget_starts_less_eagerly() {
+        // 300 ms announced: the first delay is 300/64 ms, not 50 µs.
+        let l = looks(&mut poller(300), Duration::from_millis(20));
+        let us: Vec<u128> = l.iter().take(4).map(|t| t.as_micros()).collect();
+        assert_eq!(us, [0, 4687, 14062, 32812]);
+        let mut p = poller(4500);
+        assert_eq!(
+            p.next_delay(Duration::ZERO),
+            Duration::from_nanos(70_312_500)
+        );
     }
 
     #[test]

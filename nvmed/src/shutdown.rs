@@ -325,6 +325,7 @@ impl<R: RegisterIo, D: DmaAllocator, C: Clock> Controller<R, D, C> {
         let mut poller = ShutdownPoller::new(
             self.options.shutdown_polling,
             budget,
+            begun.rtd3e_us != 0,
             self.options.poll_initial,
         );
         let mut escalated = false;

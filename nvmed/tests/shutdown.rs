@@ -108,13 +108,23 @@ fn first_look_is_immediate() {
     assert_eq!(report.polls, 1);
     assert_eq!(report.duration, Duration::ZERO);
 
-    // A controller that needs 150 µs is seen within the first few looks.
-    let rig = Rig::new(config("shutdown_latency_ms = 1"));
+    // A controller that announced (RTD3E) and needs 1 ms is seen within the
+    // first few looks, a fraction of a millisecond late.
+    let rig = Rig::new(config("shutdown_latency_ms = 1\nrtd3e_us = 1000"));
     let ctrl = rig.bring_up().unwrap();
     ctrl.begin().unwrap();
     let report = ctrl.finish(Duration::from_secs(1)).unwrap();
     assert_eq!(report.outcome, ShutdownOutcome::Clean);
     assert!(report.duration < Duration::from_micros(1600), "{report:?}");
+
+    // One that reports no RTD3E (1 s assumed) and needs 1 ms: within the
+    // 2 ms the schedule starts with then.
+    let rig = Rig::new(config("shutdown_latency_ms = 1\nrtd3e_us = 0"));
+    let ctrl = rig.bring_up().unwrap();
+    ctrl.begin().unwrap();
+    let report = ctrl.finish(Duration::from_secs(1)).unwrap();
+    assert_eq!(report.outcome, ShutdownOutcome::Clean);
+    assert!(report.duration <= Duration::from_millis(2), "{report:?}");
 }
 
 #[test]

@@ -37,7 +37,9 @@ use crate::relay::{Relay, RelayConfig, StartDeadlines};
 mod event_loop;
 
 use event_loop::{DriverSlot, EventLoop, Sources};
-pub use event_loop::{CLIENT_SEND_TIMEOUT, DRIVER_SEND_TIMEOUT, FRAMES_PER_TURN, OUTPUT_CHUNK};
+pub use event_loop::{
+    CLIENT_SEND_TIMEOUT, DRIVER_SEND_TIMEOUT, FRAMES_PER_TURN, OUTPUT_CHUNK, PRIORITY,
+};
 
 /// Environment variable telling a driver which function it serves (for logs).
 pub const PCID_DEVICE: &str = "PCID_DEVICE";

@@ -401,12 +401,52 @@ fn threads_of(pid: u32) -> usize {
         .expect("a Threads line")
 }
 
+/// The nice value of process `pid` (field 19 of `/proc/<pid>/stat`).
+fn nice_of(pid: u32) -> i32 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+    let rest = &stat[stat.rfind(')').expect("comm") + 2..];
+    // Field 3 (state) is the first after the command name; nice is field 19.
+    rest.split_whitespace()
+        .nth(19 - 3)
+        .and_then(|v| v.parse().ok())
+        .expect("a nice value")
+}
+
+/// Live children of `pid`.
+fn children_of(pid: u32) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .expect("/proc")
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&p| {
+            std::fs::read_to_string(format!("/proc/{p}/stat"))
+                .ok()
+                .and_then(|s| {
+                    let rest = s.get(s.rfind(')')? + 2..)?.to_string();
+                    rest.split_whitespace().nth(1)?.parse::<u32>().ok()
+                })
+                == Some(pid)
+        })
+        .collect()
+}
+
 #[test]
 fn pcid_is_one_thread_however_many_drivers_it_serves() {
     for n in [1, 24] {
         let rig = start(&nvme_machine(n, 0));
         let pcid = rig.stack.pcid_pid().expect("pcid runs");
         assert_eq!(threads_of(pcid), 1, "{n} drivers, when ready");
+        // pcid raises its priority once its drivers are spawned, when it
+        // may (as root); the drivers keep the one they inherited (this
+        // process's).
+        if rustix::process::geteuid().is_root() {
+            assert_eq!(nice_of(pcid), pcid::daemon::PRIORITY);
+        }
+        let inherited = nice_of(std::process::id());
+        let drivers = children_of(pcid);
+        assert_eq!(drivers.len(), n);
+        for d in drivers {
+            assert_eq!(nice_of(d), inherited, "driver {d}");
+        }
         let (run, report) = rig.shutdown(&[]);
         assert_eq!(report.count("clean"), n, "{}", rig.explain(&run));
         assert_eq!(threads_of(pcid), 1, "{n} drivers, after the shutdown");
@@ -425,11 +465,7 @@ fn a_control_client_that_never_reads_delays_nobody_and_is_closed() {
     // reads an answer: more than pcid keeps queued for one peer.
     let hog = UnixStream::connect(rig.stack.control()).expect("connect");
     let requests: Vec<u8> = (1..=20_000u32)
-        .flat_map(|id| {
-            ControlMessage::ListDevices { id }
-                .encode()
-                .expect("encode")
-        })
+        .flat_map(|id| ControlMessage::ListDevices { id }.encode().expect("encode"))
         .collect();
     let mut writer = hog.try_clone().expect("clone");
     let flood = std::thread::spawn(move || {

@@ -49,6 +49,12 @@
 //! Children are reaped with `waitpid(-1, WNOHANG)` when `SIGCHLD` arrives
 //! (and when a channel reaches end of file): one call per exited child,
 //! however many drivers there are.
+//!
+//! Once the drivers are spawned pcid asks for a higher scheduling priority
+//! ([`PRIORITY`], nice −5; drivers keep the default): each driver pcid
+//! wakes would otherwise preempt it before the next one is told, and
+//! relaying a burst of 256 `Begin`s would take as long as the 256 drivers'
+//! own work. Without the right to do so pcid runs as it is.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
@@ -339,9 +345,7 @@ impl<'a> EventLoop<'a> {
 
     /// Runs until an exit condition; returns why.
     pub(super) fn run(&mut self) -> Result<ExitReason, DaemonError> {
-        if std::env::var_os("PCID_NICE").is_some() {
-            let _ = rustix::process::setpriority_process(None, -5);
-        }
+        raise_priority();
         let mut events: Vec<epoll::Event> = Vec::with_capacity(EVENTS);
         // Settle immediately when there are no drivers at all.
         let out = self.relay.handle(Input::Tick, Instant::now());
@@ -1034,6 +1038,21 @@ impl<'a> EventLoop<'a> {
     /// Drivers spawned.
     pub(super) fn driver_count(&self) -> usize {
         self.drivers.len()
+    }
+}
+
+/// pcid's scheduling priority while it serves (nice value).
+pub const PRIORITY: i32 = -5;
+
+/// Asks for [`PRIORITY`] once the drivers are spawned (they keep the
+/// default): pcid relays to hundreds of drivers, and each driver it wakes
+/// would otherwise preempt it before the next one is told — the relay of a
+/// burst of `Begin`s would take as long as the drivers' own work. Needs the
+/// right to raise a priority (root, or `CAP_SYS_NICE`); refused, pcid runs
+/// as it is, and says so at debug level.
+fn raise_priority() {
+    if let Err(e) = rustix::process::setpriority_process(None, PRIORITY) {
+        log::debug!("keeping the default scheduling priority (nice {PRIORITY}: {e})");
     }
 }
 
