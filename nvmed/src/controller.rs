@@ -40,7 +40,7 @@ use nvme_spec::status::GenericStatus;
 use nvme_spec::{Aqa, Cap, Cc, CommandSetSelect, Csts, NvmOpcode, ShutdownNotification, Version};
 use pcid_hw::{Clock, DmaAllocator, DmaBuffer, RegisterIo, PAGE_SIZE};
 
-use crate::poll::{wait_for, Backoff};
+use crate::poll::{wait_for, Backoff, ShutdownPolling};
 use crate::queue::{IoStatCounters, QueuePair, WaitCtx, MAX_ENTRIES_PER_PAGE};
 use crate::shutdown::ShutdownState;
 use crate::NvmeError;
@@ -62,8 +62,8 @@ pub struct Options {
     pub poll_initial: Duration,
     /// Longest delay between polls of a completion queue or CSTS.RDY.
     pub poll_max: Duration,
-    /// Longest delay between polls of CSTS.SHST in `finish`.
-    pub shutdown_poll_max: Duration,
+    /// When `finish` looks at CSTS.SHST (see [`ShutdownPolling`]).
+    pub shutdown_polling: ShutdownPolling,
     /// When a normal shutdown has not completed near the deadline, write
     /// CC.SHN=10b (abrupt) and report that it did.
     pub escalate_to_abrupt: bool,
@@ -105,7 +105,7 @@ impl Default for Options {
             max_transfer_bytes: 256 * 1024,
             poll_initial: Duration::from_micros(50),
             poll_max: Duration::from_millis(1),
-            shutdown_poll_max: Duration::from_millis(2),
+            shutdown_polling: ShutdownPolling::default(),
             escalate_to_abrupt: true,
             abrupt_reserve_fraction: 0.1,
             abrupt_reserve_max: Duration::from_secs(1),

@@ -52,4 +52,5 @@ mod shutdown;
 
 pub use controller::{Controller, ControllerInfo, IoSession, IoStats, Namespace, Options};
 pub use error::NvmeError;
+pub use poll::ShutdownPolling;
 pub use shutdown::{BeginReport, FinishReport, ShutdownOutcome};

@@ -5,9 +5,13 @@
 //!   queue, writes CC.SHN=01b and returns the time the controller says it
 //!   needs (RTD3E). It never waits for CSTS.SHST.
 //! * [`Controller::finish`] polls CSTS.SHST until it reads 10b or the
-//!   deadline passes, with a first look at once and exponential back-off
-//!   capped at a few milliseconds, and reports how it ended and how long the
-//!   controller took, measured from the CC.SHN write.
+//!   deadline passes — a first look at once, then on the schedule of
+//!   [`ShutdownPolling`](crate::ShutdownPolling): quick at first, never
+//!   more than a sixty-fourth of the time already waited apart, closing in
+//!   on the budget the controller announced, and spread out when the
+//!   process's wake-ups come late (a machine busy with many waiting
+//!   drivers) — and reports how it ended and how long the controller took,
+//!   measured from the CC.SHN write.
 
 use std::fmt;
 use std::sync::atomic::Ordering;
@@ -21,7 +25,7 @@ use nvme_spec::{Csts, ShutdownNotification, ShutdownStatus};
 use pcid_hw::{Clock, DmaAllocator, DmaBuffer, RegisterIo};
 
 use crate::controller::{lock, read_cc, read_csts, state, Controller, IoPath};
-use crate::poll::Backoff;
+use crate::poll::{Backoff, ShutdownPoller};
 use crate::NvmeError;
 
 /// Bookkeeping between `begin` and `finish`.
@@ -118,7 +122,11 @@ impl fmt::Display for FinishReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let secs = self.duration.as_secs_f64();
         match self.outcome {
-            ShutdownOutcome::Clean => write!(f, "CSTS.SHST=10b after {secs:.3} s"),
+            ShutdownOutcome::Clean => write!(
+                f,
+                "CSTS.SHST=10b after {secs:.3} s ({} looks)",
+                self.polls
+            ),
             ShutdownOutcome::Abrupt => write!(
                 f,
                 "normal shutdown did not complete; abrupt shutdown (CC.SHN=10b) completed after {secs:.3} s"
@@ -327,8 +335,9 @@ impl<R: RegisterIo, D: DmaAllocator, C: Clock> Controller<R, D, C> {
 
     /// Second phase of shutdown: polls CSTS.SHST until it reads 10b or
     /// `deadline` (relative to now) passes. The first look is immediate;
-    /// later looks back off exponentially up to
-    /// [`crate::Options::shutdown_poll_max`]. With
+    /// later looks follow [`crate::Options::shutdown_polling`] (see
+    /// [`ShutdownPolling`](crate::ShutdownPolling)), timed from the CC.SHN
+    /// write and informed by the budget `begin` reported. With
     /// [`crate::Options::escalate_to_abrupt`], a shutdown still incomplete
     /// when only the abrupt reserve of the deadline is left is escalated to
     /// CC.SHN=10b. Fails only with [`NvmeError::NotBegun`].
@@ -336,6 +345,7 @@ impl<R: RegisterIo, D: DmaAllocator, C: Clock> Controller<R, D, C> {
         let st = lock(&self.shutdown);
         let begun = st.begin.as_ref().ok_or(NvmeError::NotBegun)?;
         let notified_at = begun.notified_at;
+        let budget = begun.budget;
         let completed_in_begin = st.completed_at;
         let start = self.clock.now();
         let end = start.saturating_add(deadline);
@@ -354,7 +364,12 @@ impl<R: RegisterIo, D: DmaAllocator, C: Clock> Controller<R, D, C> {
         } else {
             None
         };
-        let mut backoff = Backoff::new(self.options.poll_initial, self.options.shutdown_poll_max);
+        let mut poller = ShutdownPoller::new(
+            self.options.shutdown_polling,
+            budget,
+            begun.rtd3e_us != 0,
+            self.options.poll_initial,
+        );
         let mut escalated = false;
         let mut polls: u32 = 0;
         let (outcome, observed) = loop {
@@ -400,15 +415,18 @@ impl<R: RegisterIo, D: DmaAllocator, C: Clock> Controller<R, D, C> {
                         .0,
                 );
                 escalated = true;
-                backoff.reset();
+                poller.restart();
                 continue;
             }
             let next_event = match escalate_at {
                 Some(at) if !escalated => at.min(end),
                 _ => end,
             };
-            self.clock
-                .sleep(backoff.next_delay().min(next_event.saturating_sub(now)));
+            let delay = poller
+                .next_delay(now.saturating_sub(notified_at))
+                .min(next_event.saturating_sub(now));
+            self.clock.sleep(delay);
+            poller.slept(delay, self.clock.now().saturating_sub(now));
         };
         let report = FinishReport {
             outcome,

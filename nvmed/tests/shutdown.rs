@@ -9,9 +9,20 @@ use nvme_sim::ShutdownKind;
 use nvmed::{NvmeError, Options, ShutdownOutcome};
 use pcid_hw::Clock;
 
-/// Within a few milliseconds of the model's latency: the poll back-off is
-/// capped at `Options::shutdown_poll_max` (2 ms).
+/// Within a few milliseconds of the model's latency, for waits under 64 ms
+/// and controllers done when they said: `Options::shutdown_polling` looks
+/// at least every 2 ms then, and within 250 µs of the budget.
 const SLACK: Duration = Duration::from_millis(3);
+
+/// How late `finish` may see a controller done `latency` after the CC.SHN
+/// write when that is not when its budget said (`ShutdownPolling::default()`):
+/// a sixteenth of the time waited or of the budget (at most 250 ms),
+/// whichever is longer, and at least 2 ms.
+fn lag_bound(latency: Duration, budget: Duration) -> Duration {
+    Duration::from_millis(2)
+        .max(latency / 16)
+        .max((budget / 16).min(Duration::from_millis(250)))
+}
 
 #[test]
 fn finish_reports_clean_with_the_controllers_latency() {
@@ -35,15 +46,42 @@ fn finish_reports_clean_with_the_controllers_latency() {
     assert_eq!(report.outcome, ShutdownOutcome::Clean);
     let latency = Duration::from_millis(4500);
     assert!(report.duration >= latency, "{report:?}");
-    assert!(report.duration <= latency + SLACK, "{report:?}");
-    // Polling backs off instead of spinning, but keeps looking often.
-    assert!(report.polls > 10 && report.polls < 4500, "{report:?}");
+    // Done half a second before its RTD3E said.
+    assert!(
+        report.duration <= latency + lag_bound(latency, begun.budget),
+        "{report:?}"
+    );
+    // Polling backs off instead of spinning, but keeps looking.
+    assert!(report.polls > 10 && report.polls < 60, "{report:?}");
     assert_eq!(
         rig.sim.stats().shutdown_completed_at,
         Some(t0 + latency),
         "the model completed at its latency"
     );
     assert!(report.to_string().contains("CSTS.SHST=10b"));
+}
+
+#[test]
+fn a_controller_done_when_its_rtd3e_said_is_seen_at_once() {
+    // (latency, most looks): one every 2 ms would be 150 and 2250.
+    for (ms, most) in [(300u64, 45u32), (4500, 60)] {
+        let rig = Rig::new(config(&format!(
+            "shutdown_latency_ms = {ms}\nrtd3e_us = {}",
+            ms * 1000
+        )));
+        let ctrl = rig.bring_up().unwrap();
+        let begun = ctrl.begin().unwrap();
+        assert_eq!(begun.budget, Duration::from_millis(ms));
+        let report = ctrl.finish(Duration::from_secs(10)).unwrap();
+        assert_eq!(report.outcome, ShutdownOutcome::Clean);
+        let latency = Duration::from_millis(ms);
+        assert!(report.duration >= latency, "{report:?}");
+        assert!(
+            report.duration <= latency + Duration::from_micros(250),
+            "{report:?}"
+        );
+        assert!(report.polls < most, "{report:?}");
+    }
 }
 
 #[test]
@@ -70,13 +108,23 @@ fn first_look_is_immediate() {
     assert_eq!(report.polls, 1);
     assert_eq!(report.duration, Duration::ZERO);
 
-    // A controller that needs 150 µs is seen within the first few looks.
-    let rig = Rig::new(config("shutdown_latency_ms = 1"));
+    // A controller that announced (RTD3E) and needs 1 ms is seen within the
+    // first few looks, a fraction of a millisecond late.
+    let rig = Rig::new(config("shutdown_latency_ms = 1\nrtd3e_us = 1000"));
     let ctrl = rig.bring_up().unwrap();
     ctrl.begin().unwrap();
     let report = ctrl.finish(Duration::from_secs(1)).unwrap();
     assert_eq!(report.outcome, ShutdownOutcome::Clean);
     assert!(report.duration < Duration::from_micros(1600), "{report:?}");
+
+    // One that reports no RTD3E (1 s assumed) and needs 1 ms: within the
+    // 2 ms the schedule starts with then.
+    let rig = Rig::new(config("shutdown_latency_ms = 1\nrtd3e_us = 0"));
+    let ctrl = rig.bring_up().unwrap();
+    ctrl.begin().unwrap();
+    let report = ctrl.finish(Duration::from_secs(1)).unwrap();
+    assert_eq!(report.outcome, ShutdownOutcome::Clean);
+    assert!(report.duration <= Duration::from_millis(2), "{report:?}");
 }
 
 #[test]

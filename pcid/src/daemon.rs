@@ -10,38 +10,36 @@
 //! output carries the readiness line only, and the `--ready-fd` descriptor is
 //! close-on-exec, so no driver can write to either.
 //!
-//! Threads:
-//! * one reader per driver channel and one per control connection, each
-//!   blocked in `recv` and forwarding what it reads to the event loop over an
-//!   mpsc channel — a slow or silent driver never delays another;
-//! * one writer per control connection (the event loop never blocks on a
-//!   client that does not read);
-//! * the accept loop, which refuses peers whose uid is not pcid's own;
-//! * a signal thread (`SIGCHLD` → reap children, `SIGTERM`/`SIGINT` → exit);
-//! * optionally a stdin watcher (`--exit-on-stdin-eof`);
-//! * one thread forwarding every driver's output lines to pcid's log.
-//!
-//! The event loop owns the child processes and the relay; it waits on the mpsc
-//! channel at most until the relay's next start deadline.
+//! One thread runs everything after the drivers are spawned: an `epoll`
+//! loop ([`event_loop`], where the choice of `epoll` is explained) over every
+//! driver's channel and output pipe, the control socket and its connections,
+//! a self-pipe for signals (`SIGCHLD` → reap children, `SIGTERM`/`SIGINT` →
+//! exit) and, with `--exit-on-stdin-eof`, standard input. It owns the child
+//! processes and the [`Relay`], feeds the relay what arrives and carries out
+//! what the relay decides; it waits at most until the relay's next deadline.
+//! Writes to drivers and control clients are queued, never waited for, so a
+//! slow or silent driver never delays another. pcid's thread count does not
+//! depend on the number of drivers.
 
-use std::collections::BTreeMap;
 use std::io::Write;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::path::PathBuf;
-use std::process::{Child, Command};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Instant;
 
 use pcid_interface::function::PciFunction;
-use pcid_interface::protocol::{ControlMessage, DriverMessage};
-use pcid_interface::transport::{
-    spawn_with_channel, Channel, ControlChannel, ControlError, ControlListener, DriverChannel,
-    Sender, TransportError,
-};
+use pcid_interface::transport::{spawn_with_channel, ControlError, ControlListener, DriverChannel};
 
 use crate::bus::{describe, Bus, BusError};
 use crate::matching::{MatchError, MatchTable};
-use crate::relay::{ClientId, DriverId, Input, Output, Relay, RelayConfig, StartDeadlines};
+use crate::relay::{Relay, RelayConfig, StartDeadlines};
+
+mod event_loop;
+
+use event_loop::{DriverSlot, EventLoop, Sources};
+pub use event_loop::{
+    CLIENT_SEND_TIMEOUT, DRIVER_SEND_TIMEOUT, FRAMES_PER_TURN, OUTPUT_CHUNK, PRIORITY,
+};
 
 /// Environment variable telling a driver which function it serves (for logs).
 pub const PCID_DEVICE: &str = "PCID_DEVICE";
@@ -51,11 +49,6 @@ pub const RUST_LOG: &str = "RUST_LOG";
 pub const RESERVED_DRIVER_ENV: [&str; 2] = [pcid_interface::PCID_CLIENT_CHANNEL, PCID_DEVICE];
 /// Longest line forwarded from a driver's output; longer lines are split.
 pub const MAX_OUTPUT_LINE: usize = 4096;
-
-/// Time a driver channel send may wait for the driver to read.
-const DRIVER_SEND_TIMEOUT: Duration = Duration::from_secs(1);
-/// Time a control client send may wait for the client to read.
-const CLIENT_SEND_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How pcid runs; built from the command line by [`crate::cli`].
 #[derive(Debug, Clone)]
@@ -103,9 +96,14 @@ pub enum DaemonError {
         /// The OS error.
         source: std::io::Error,
     },
-    /// A thread could not be started.
-    #[error("starting a thread: {0}")]
-    Thread(std::io::Error),
+    /// The event loop's `epoll` instance failed.
+    #[error("event loop: {what}: {source}")]
+    EventLoop {
+        /// What was being done.
+        what: &'static str,
+        /// The OS error.
+        source: std::io::Error,
+    },
 }
 
 /// The whole environment of a driver pcid spawns for `address` (besides
@@ -138,35 +136,6 @@ pub enum ExitReason {
     StdinClosed,
 }
 
-enum Event {
-    Relay(Input),
-    ClientAccepted {
-        client: ClientId,
-        writer: mpsc::Sender<ControlMessage>,
-    },
-    ParticipantAccepted {
-        channel: DriverChannel,
-        pid: u32,
-    },
-    Signal(i32),
-    StdinEof,
-}
-
-struct DriverProc {
-    child: Option<Child>,
-    /// Writing end of the driver's channel; dropped (closing its fd) once the
-    /// driver process has been reaped, so exited drivers hold no descriptors.
-    sender: Option<Sender<DriverMessage>>,
-}
-
-impl DriverProc {
-    fn shutdown_channel(&self) {
-        if let Some(sender) = &self.sender {
-            let _ = sender.shutdown();
-        }
-    }
-}
-
 /// Enumerate, match, spawn, then serve until told to exit. Kills remaining
 /// drivers before returning.
 pub fn run(options: &Options, bus: &dyn Bus) -> Result<ExitReason, DaemonError> {
@@ -179,6 +148,7 @@ pub fn run(options: &Options, bus: &dyn Bus) -> Result<ExitReason, DaemonError> 
     );
     let functions = bus.enumerate()?;
     log::info!("{} functions on the {} bus", functions.len(), bus.name());
+    raise_fd_limit();
 
     let listener = match &options.control {
         Some(path) => Some(ControlListener::bind(path)?),
@@ -189,230 +159,92 @@ pub fn run(options: &Options, bus: &dyn Bus) -> Result<ExitReason, DaemonError> 
         None => None,
     };
 
-    let (tx, rx) = mpsc::channel::<Event>();
-    start_signal_thread(tx.clone())?;
-    if options.exit_on_stdin_eof {
-        start_stdin_thread(tx.clone())?;
-    }
-
     let mut relay = Relay::new(RelayConfig {
         deadlines: options.deadlines,
         exit_after_shutdown: options.exit_after_shutdown,
     });
-    let mut drivers: Vec<DriverProc> = Vec::new();
+    let mut drivers: Vec<DriverSlot> = Vec::new();
     let mut outputs: Vec<DriverOutput> = Vec::new();
     for f in &functions {
         let Some(entry) = table.find(f) else {
             log::debug!("{}: no driver", describe(f));
             continue;
         };
-        match spawn_driver(f, entry, options, &tx, relay.driver_count()) {
-            Ok((child, sender, output)) => {
-                let pid = child.id();
+        match spawn_driver(f, entry, options) {
+            Ok((pid, channel, output)) => {
                 let program = entry.program();
                 let name = std::path::Path::new(program)
                     .file_name()
                     .map(|n| n.to_string_lossy().into_owned())
                     .unwrap_or_else(|| program.to_string());
-                log::info!("{}: spawned {name} (pid {pid})", describe(f));
+                log::info!(
+                    "{}: spawned {name} (pid {})",
+                    describe(f),
+                    pid.as_raw_nonzero()
+                );
                 outputs.push(DriverOutput::new(format!("{} {name}", f.address), output));
-                relay.add_driver(f.clone(), name, pid, Instant::now());
-                drivers.push(DriverProc {
-                    child: Some(child),
-                    sender: Some(sender),
-                });
+                relay.add_driver(
+                    f.clone(),
+                    name,
+                    pid.as_raw_nonzero().get() as u32,
+                    Instant::now(),
+                );
+                drivers.push(DriverSlot::new(pid, channel));
             }
             Err(e) => log::error!("{}: {e}", f.address),
         }
     }
     log::info!("{} drivers spawned", drivers.len());
-    if !outputs.is_empty() {
-        std::thread::Builder::new()
-            .name("driver-output".into())
-            .spawn(move || forward_output(outputs))
-            .map_err(DaemonError::Thread)?;
-    }
 
-    if let Some(listener) = listener {
-        start_accept_thread(listener, tx.clone())?;
-    }
-    if let Some(listener) = participant_listener {
-        let tx = tx.clone();
-        std::thread::Builder::new()
-            .name("participant-accept".into())
-            .spawn(move || participant_accept_loop(listener, tx))
-            .map_err(DaemonError::Thread)?;
-    }
-
-    let result = event_loop(&mut relay, &mut drivers, &rx, &tx, ready_file.as_ref());
+    let sources = Sources {
+        drivers,
+        outputs,
+        listener,
+        participants: participant_listener,
+        exit_on_stdin_eof: options.exit_on_stdin_eof,
+    };
+    let mut event_loop = match EventLoop::new(&mut relay, sources, ready_file.as_ref()) {
+        Ok(l) => l,
+        Err(e) => {
+            // The drivers were spawned already: stop them.
+            log::error!("{e}; stopping the drivers");
+            return Err(e);
+        }
+    };
+    let result = event_loop.run();
     match &result {
-        Ok(reason) => log::info!("exiting ({reason:?}); stopping {} drivers", drivers.len()),
-        Err(e) => log::error!("{e}; stopping {} drivers", drivers.len()),
+        Ok(reason) => log::info!(
+            "exiting ({reason:?}); stopping {} of {} drivers",
+            event_loop.running_drivers(),
+            event_loop.driver_count()
+        ),
+        Err(e) => log::error!(
+            "{e}; stopping {} of {} drivers",
+            event_loop.running_drivers(),
+            event_loop.driver_count()
+        ),
     }
-    for d in &mut drivers {
-        d.shutdown_channel();
-        if let Some(mut child) = d.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-    // The listeners live in the accept threads until the process ends:
-    // remove their socket files here so no client finds a dead endpoint.
-    for path in options.control.iter().chain(&options.participants) {
-        if let Err(e) = std::fs::remove_file(path) {
-            if e.kind() != std::io::ErrorKind::NotFound {
-                log::warn!("removing socket {}: {e}", path.display());
-            }
-        }
-    }
+    event_loop.stop_drivers();
+    // Removes the socket files, so no client finds a dead endpoint.
+    drop(event_loop);
     result
 }
 
-fn event_loop(
-    relay: &mut Relay,
-    drivers: &mut Vec<DriverProc>,
-    rx: &mpsc::Receiver<Event>,
-    tx_for_readers: &mpsc::Sender<Event>,
-    ready_file: Option<&std::fs::File>,
-) -> Result<ExitReason, DaemonError> {
-    let mut clients: BTreeMap<ClientId, mpsc::Sender<ControlMessage>> = BTreeMap::new();
-    // Settle immediately when there are no drivers at all.
-    let mut pending = relay.handle(Input::Tick, Instant::now());
-    loop {
-        for output in pending.drain(..) {
-            match output {
-                Output::ToDriver { driver, message } => {
-                    if let Some(sender) = drivers.get(driver).and_then(|d| d.sender.as_ref()) {
-                        if let Err(e) = sender.send(&message) {
-                            log::warn!(
-                                "{}: sending to driver failed: {e}",
-                                address_of(relay, driver)
-                            );
-                            let _ = sender.shutdown();
-                        }
-                    }
-                }
-                Output::CloseDriver { driver } => {
-                    if let Some(d) = drivers.get(driver) {
-                        d.shutdown_channel();
-                    }
-                }
-                Output::ToClient { client, message } => {
-                    if let Some(w) = clients.get(&client) {
-                        let _ = w.send(message);
-                    }
-                }
-                Output::CloseClient { client } => {
-                    clients.remove(&client);
-                }
-                Output::Ready { ready, total } => {
-                    announce_ready(ready, total, ready_file)?;
-                }
-                Output::Exit => return Ok(ExitReason::ShutdownDone),
-            }
-        }
-        let timeout = relay
-            .next_deadline()
-            .map(|d| d.saturating_duration_since(Instant::now()));
-        let event = match timeout {
-            Some(t) => match rx.recv_timeout(t) {
-                Ok(e) => Some(e),
-                Err(mpsc::RecvTimeoutError::Timeout) => None,
-                Err(mpsc::RecvTimeoutError::Disconnected) => return Ok(ExitReason::StdinClosed),
-            },
-            None => match rx.recv() {
-                Ok(e) => Some(e),
-                Err(mpsc::RecvError) => return Ok(ExitReason::StdinClosed),
-            },
+/// Raises the soft limit on open files to the hard limit: pcid holds two
+/// descriptors per driver (its channel and its output pipe), which for a
+/// thousand drivers is more than the usual soft limit of 1024.
+fn raise_fd_limit() {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let limit = getrlimit(Resource::Nofile);
+    if limit.current != limit.maximum {
+        let raised = rustix::process::Rlimit {
+            current: limit.maximum,
+            maximum: limit.maximum,
         };
-        let input = match event {
-            None => Input::Tick,
-            Some(Event::Relay(input)) => {
-                if let Input::DriverChannelClosed { driver } = input {
-                    // The process probably exited; reap it now if so.
-                    pending.extend(reap(relay, drivers, Some(driver)));
-                }
-                input
-            }
-            Some(Event::ClientAccepted { client, writer }) => {
-                clients.insert(client, writer);
-                Input::ClientConnected { client }
-            }
-            Some(Event::ParticipantAccepted { mut channel, pid }) => {
-                let id = relay.add_participant(pid, Instant::now());
-                channel.set_send_timeout(DRIVER_SEND_TIMEOUT);
-                // DriverIds index both the relay's channels and `drivers`.
-                while drivers.len() < id {
-                    drivers.push(DriverProc {
-                        child: None,
-                        sender: None,
-                    });
-                }
-                drivers.push(DriverProc {
-                    child: None,
-                    sender: Some(channel.sender()),
-                });
-                let reader_tx = tx_for_readers.clone();
-                let started = std::thread::Builder::new()
-                    .name(format!("participant-{id}"))
-                    .spawn(move || driver_reader(channel, id, reader_tx));
-                if let Err(e) = started {
-                    log::error!("participant channel: cannot start its reader: {e}");
-                    Input::DriverChannelClosed { driver: id }
-                } else {
-                    log::info!("participant channel #{id} opened (pid {pid})");
-                    Input::Tick
-                }
-            }
-            Some(Event::Signal(sig)) if sig == signal_hook::consts::SIGCHLD => {
-                pending.extend(reap(relay, drivers, None));
-                continue;
-            }
-            Some(Event::Signal(sig)) => return Ok(ExitReason::Signal(sig)),
-            Some(Event::StdinEof) => return Ok(ExitReason::StdinClosed),
-        };
-        if let Input::ClientClosed { client } = input {
-            clients.remove(&client);
-        }
-        pending.extend(relay.handle(input, Instant::now()));
-    }
-}
-
-fn address_of(relay: &Relay, driver: DriverId) -> String {
-    relay
-        .address(driver)
-        .map(|a| a.to_string())
-        .unwrap_or_else(|| format!("driver #{driver}"))
-}
-
-/// Reap exited children (all, or just `only`), feeding their exits to the relay.
-fn reap(relay: &mut Relay, drivers: &mut [DriverProc], only: Option<DriverId>) -> Vec<Output> {
-    let mut out = Vec::new();
-    for (id, d) in drivers.iter_mut().enumerate() {
-        if only.is_some_and(|o| o != id) {
-            continue;
-        }
-        let Some(child) = d.child.as_mut() else {
-            continue;
-        };
-        match child.try_wait() {
-            Ok(Some(status)) => {
-                d.child = None;
-                d.shutdown_channel();
-                d.sender = None;
-                out.extend(relay.handle(
-                    Input::DriverExited {
-                        driver: id,
-                        status: status.to_string(),
-                    },
-                    Instant::now(),
-                ));
-            }
-            Ok(None) => {}
-            Err(e) => log::warn!("{}: waiting for driver: {e}", address_of(relay, id)),
+        if let Err(e) = setrlimit(Resource::Nofile, raised) {
+            log::warn!("raising the open-file limit to {:?}: {e}", limit.maximum);
         }
     }
-    out
 }
 
 /// Prints the readiness line on standard output (which only pcid writes:
@@ -455,17 +287,15 @@ enum SpawnError {
         program: String,
         source: std::io::Error,
     },
-    #[error("starting the channel reader: {0}")]
-    Thread(std::io::Error),
 }
 
+/// Spawns the driver of `f`; returns its process id, pcid's end of its
+/// channel and the reading end of its output pipe.
 fn spawn_driver(
     f: &PciFunction,
     entry: &crate::matching::DriverEntry,
     options: &Options,
-    tx: &mpsc::Sender<Event>,
-    id: DriverId,
-) -> Result<(Child, Sender<DriverMessage>, OwnedFd), SpawnError> {
+) -> Result<(rustix::process::Pid, DriverChannel, OwnedFd), SpawnError> {
     let command = &entry.command;
     let program = entry.program();
     let path_var = std::env::var_os("PATH");
@@ -486,8 +316,7 @@ fn spawn_driver(
                 .collect::<Vec<_>>()
                 .join(":"),
         })?;
-    let (mut ours, theirs) = DriverChannel::pair().map_err(SpawnError::Channel)?;
-    ours.set_send_timeout(DRIVER_SEND_TIMEOUT);
+    let (ours, theirs) = DriverChannel::pair().map_err(SpawnError::Channel)?;
     // Both output streams into one close-on-exec pipe: the child gets the
     // write end as fds 1 and 2; pcid keeps only the read end, so it sees end
     // of file once the driver (and anything it started) is gone.
@@ -512,18 +341,17 @@ fn spawn_driver(
         program: resolved.display().to_string(),
         source,
     })?;
-    let sender = ours.sender();
-    let tx = tx.clone();
-    let started = std::thread::Builder::new()
-        .name(format!("drv-{}", f.address))
-        .spawn(move || driver_reader(ours, id, tx));
-    if let Err(e) = started {
-        let mut child = child;
-        let _ = child.kill();
-        let _ = child.wait();
-        return Err(SpawnError::Thread(e));
-    }
-    Ok((child, sender, output))
+    // pcid reaps its children itself (waitpid), so the handle is only
+    // needed for the process id; dropping it neither kills nor waits.
+    let pid = i32::try_from(child.id())
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+        .ok_or_else(|| SpawnError::Spawn {
+            program: resolved.display().to_string(),
+            source: std::io::Error::other(format!("unusable process id {}", child.id())),
+        })?;
+    drop(child);
+    Ok((pid, ours, output))
 }
 
 /// Takes the readiness descriptor `--ready-fd N` over: close-on-exec from
@@ -540,8 +368,11 @@ fn adopt_ready_fd(fd: u32) -> Result<std::fs::File, DaemonError> {
 
 /// One driver's output pipe and the partial line read from it.
 struct DriverOutput {
+    /// The driver's address and program name, put before each line.
     prefix: String,
+    /// The pipe's reading end.
     fd: OwnedFd,
+    /// Bytes read that do not end a line yet.
     pending: Vec<u8>,
 }
 
@@ -587,266 +418,6 @@ impl DriverOutput {
         }
         out
     }
-}
-
-/// Forwards every driver's output to pcid's standard error until each pipe
-/// reaches end of file.
-fn forward_output(mut outputs: Vec<DriverOutput>) {
-    use rustix::event::{poll, PollFd, PollFlags};
-    let mut chunk = vec![0u8; 16 * 1024];
-    while !outputs.is_empty() {
-        let ready: Vec<bool> = {
-            let mut fds: Vec<PollFd<'_>> = outputs
-                .iter()
-                .map(|o| PollFd::new(&o.fd, PollFlags::IN))
-                .collect();
-            match poll(&mut fds, None) {
-                Ok(_) => {}
-                Err(rustix::io::Errno::INTR) => continue,
-                Err(e) => {
-                    log::error!("reading driver output: {e}; no more driver output is logged");
-                    return;
-                }
-            }
-            fds.iter().map(|f| !f.revents().is_empty()).collect()
-        };
-        let mut closed = vec![false; outputs.len()];
-        for (i, o) in outputs.iter_mut().enumerate() {
-            if !ready[i] {
-                continue;
-            }
-            match rustix::io::read(o.fd.as_fd(), &mut chunk) {
-                Ok(0) => closed[i] = true,
-                Ok(n) => {
-                    o.pending.extend_from_slice(&chunk[..n]);
-                    o.emit(false);
-                }
-                Err(rustix::io::Errno::INTR | rustix::io::Errno::AGAIN) => {}
-                Err(e) => {
-                    log::warn!("{}: reading its output: {e}", o.prefix);
-                    closed[i] = true;
-                }
-            }
-            if closed[i] {
-                o.emit(true);
-            }
-        }
-        let mut i = 0;
-        outputs.retain(|_| {
-            i += 1;
-            !closed[i - 1]
-        });
-    }
-}
-
-fn driver_reader(mut channel: DriverChannel, driver: DriverId, tx: mpsc::Sender<Event>) {
-    loop {
-        let input = match channel.recv(None) {
-            Ok(message) => Input::DriverMessage { driver, message },
-            Err(TransportError::Malformed { seq, error }) => Input::DriverBadFrame {
-                driver,
-                error: format!("{error} (seq {seq})"),
-            },
-            Err(e @ TransportError::ClosedMidFrame { .. }) => Input::DriverBadFrame {
-                driver,
-                error: format!("truncated frame: {e}"),
-            },
-            Err(TransportError::Timeout(_)) => continue,
-            Err(_) => Input::DriverChannelClosed { driver },
-        };
-        let last = !matches!(input, Input::DriverMessage { .. });
-        if tx.send(Event::Relay(input)).is_err() {
-            return;
-        }
-        if last {
-            // After a bad frame the relay closes the channel; report the close too.
-            if tx
-                .send(Event::Relay(Input::DriverChannelClosed { driver }))
-                .is_err()
-            {
-                return;
-            }
-            return;
-        }
-    }
-}
-
-fn start_accept_thread(
-    listener: ControlListener,
-    tx: mpsc::Sender<Event>,
-) -> Result<(), DaemonError> {
-    std::thread::Builder::new()
-        .name("control-accept".into())
-        .spawn(move || accept_loop(listener, tx))
-        .map(drop)
-        .map_err(DaemonError::Thread)
-}
-
-fn accept_loop(listener: ControlListener, tx: mpsc::Sender<Event>) {
-    let own_uid = rustix::process::geteuid().as_raw();
-    let mut next_client: ClientId = 1;
-    loop {
-        let (channel, cred) = match listener.accept(None) {
-            Ok(c) => c,
-            Err(e) => {
-                log::error!("control endpoint {}: {e}", listener.path().display());
-                // Avoid a hot loop on a persistent error.
-                std::thread::sleep(Duration::from_millis(100));
-                continue;
-            }
-        };
-        if !cred.is_same_user() {
-            log::error!(
-                "control endpoint: refused connection from pid {} uid {}: only uid {own_uid} may control pcid",
-                cred.pid,
-                cred.uid
-            );
-            let _ = channel.shutdown();
-            continue;
-        }
-        let client = next_client;
-        next_client += 1;
-        log::info!("control client {client} connected (pid {})", cred.pid);
-        let (wtx, wrx) = mpsc::channel::<ControlMessage>();
-        if tx
-            .send(Event::ClientAccepted {
-                client,
-                writer: wtx,
-            })
-            .is_err()
-        {
-            return;
-        }
-        if let Err(e) = start_client_threads(channel, client, wrx, tx.clone()) {
-            log::error!("control client {client}: {e}");
-            let _ = tx.send(Event::Relay(Input::ClientClosed { client }));
-        }
-    }
-}
-
-/// Accepts participant connections (same uid only) and hands each channel
-/// to the event loop.
-fn participant_accept_loop(listener: ControlListener, tx: mpsc::Sender<Event>) {
-    let own_uid = rustix::process::geteuid().as_raw();
-    loop {
-        let (channel, cred) = match listener.accept_channel::<DriverMessage>(None) {
-            Ok(c) => c,
-            Err(e) => {
-                log::error!("participant endpoint {}: {e}", listener.path().display());
-                // Avoid a hot loop on a persistent error.
-                std::thread::sleep(Duration::from_millis(100));
-                continue;
-            }
-        };
-        if !cred.is_same_user() {
-            log::error!(
-                "participant endpoint: refused connection from pid {} uid {}: only uid {own_uid} may take part",
-                cred.pid,
-                cred.uid
-            );
-            let _ = channel.shutdown();
-            continue;
-        }
-        let pid = cred.pid;
-        if tx
-            .send(Event::ParticipantAccepted { channel, pid })
-            .is_err()
-        {
-            return;
-        }
-    }
-}
-
-fn start_client_threads(
-    mut channel: ControlChannel,
-    client: ClientId,
-    wrx: mpsc::Receiver<ControlMessage>,
-    tx: mpsc::Sender<Event>,
-) -> std::io::Result<()> {
-    channel.set_send_timeout(CLIENT_SEND_TIMEOUT);
-    let sender = channel.sender();
-    std::thread::Builder::new()
-        .name(format!("ctl-{client}-w"))
-        .spawn(move || client_writer(sender, client, wrx))?;
-    std::thread::Builder::new()
-        .name(format!("ctl-{client}-r"))
-        .spawn(move || client_reader(channel, client, tx))?;
-    Ok(())
-}
-
-fn client_writer(
-    sender: Sender<ControlMessage>,
-    client: ClientId,
-    wrx: mpsc::Receiver<ControlMessage>,
-) {
-    for message in wrx {
-        if let Err(e) = sender.send(&message) {
-            log::warn!("control client {client}: send failed: {e}");
-            break;
-        }
-    }
-    // The event loop dropped this client (or sending failed): close it.
-    let _ = sender.shutdown();
-}
-
-fn client_reader(mut channel: Channel<ControlMessage>, client: ClientId, tx: mpsc::Sender<Event>) {
-    loop {
-        let input = match channel.recv(None) {
-            Ok(message) => Input::ClientMessage { client, message },
-            Err(TransportError::Malformed { seq, error }) => Input::ClientBadFrame {
-                client,
-                fatal: error.is_stream_fatal(),
-                error: format!("{error} (seq {seq})"),
-            },
-            Err(TransportError::Timeout(_)) => continue,
-            Err(_) => Input::ClientClosed { client },
-        };
-        let stop = matches!(
-            input,
-            Input::ClientClosed { .. } | Input::ClientBadFrame { fatal: true, .. }
-        );
-        if tx.send(Event::Relay(input)).is_err() || stop {
-            if stop {
-                let _ = tx.send(Event::Relay(Input::ClientClosed { client }));
-            }
-            return;
-        }
-    }
-}
-
-fn start_signal_thread(tx: mpsc::Sender<Event>) -> Result<(), DaemonError> {
-    use signal_hook::consts::{SIGCHLD, SIGINT, SIGTERM};
-    let mut signals = signal_hook::iterator::Signals::new([SIGCHLD, SIGTERM, SIGINT])
-        .map_err(DaemonError::Signals)?;
-    std::thread::Builder::new()
-        .name("signals".into())
-        .spawn(move || {
-            for sig in signals.forever() {
-                if tx.send(Event::Signal(sig)).is_err() {
-                    return;
-                }
-            }
-        })
-        .map(drop)
-        .map_err(DaemonError::Thread)
-}
-
-fn start_stdin_thread(tx: mpsc::Sender<Event>) -> Result<(), DaemonError> {
-    std::thread::Builder::new()
-        .name("stdin".into())
-        .spawn(move || {
-            let mut buf = [0u8; 256];
-            let mut stdin = std::io::stdin().lock();
-            loop {
-                match std::io::Read::read(&mut stdin, &mut buf) {
-                    Ok(0) | Err(_) => break,
-                    Ok(_) => {}
-                }
-            }
-            let _ = tx.send(Event::StdinEof);
-        })
-        .map(drop)
-        .map_err(DaemonError::Thread)
 }
 
 #[cfg(test)]

@@ -5,7 +5,8 @@
 //!   matching rules;
 //! * [`relay`] — the state machine relaying shutdown requests between the
 //!   control endpoint and driver channels;
-//! * [`daemon`] — the runtime: spawning drivers, threads, signals, readiness;
+//! * [`daemon`] — the Linux runtime: spawning drivers, then one `epoll`
+//!   event loop (one thread) around the relay, signals, readiness;
 //! * [`redox`] — Redox: a drop-in for Redox's own pcid (configuration space,
 //!   Redox's driver interface, the `pci` scheme, the runtime); there pcid
 //!   starts no driver, Redox's pcid-spawner does;

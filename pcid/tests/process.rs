@@ -737,3 +737,19 @@ fn a_driver_killed_before_shutdown_is_reported_at_once() {
     let id = begin(&mut c, "0000:00:05.0");
     assert!(matches!(c.reply(id), ControlMessage::BeginAck { .. }));
 }
+
+#[test]
+fn exit_on_stdin_eof_with_stdin_that_cannot_be_watched() {
+    // /dev/null (like a regular file) cannot be registered with epoll: pcid
+    // reads it to its end at once and exits, stopping its driver.
+    let dir = tempfile::tempdir().unwrap();
+    let setup = Setup::new(&[f("0000:00:04.0", "two-phase")]).arg("--exit-on-stdin-eof");
+    write_setup(dir.path(), &setup);
+    let mut child = pcid_command(dir.path(), &setup.args)
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let status = wait_child(&mut child, WAIT).expect("pcid exits at once");
+    assert!(status.success(), "{status}");
+}

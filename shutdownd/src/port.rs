@@ -1,4 +1,12 @@
 //! pcid's control connection as a [`ControlPort`].
+//!
+//! Sending never waits: a message joins the connection's send queue
+//! ([`pcid_interface::transport::Channel::enqueue`]), and the queue is
+//! written when the loop next receives — as one write for everything the
+//! scheduler decided in one step (256 `Begin`s are one write, and pcid
+//! reads them in a few reads), and without the loop ever blocking on pcid
+//! while a deadline runs (`recv` keeps writing what is queued while it
+//! waits for an answer).
 
 use std::path::Path;
 use std::time::Duration;
@@ -24,7 +32,7 @@ fn port_error(e: TransportError) -> PortError {
 
 impl ControlPort for Port {
     fn send(&mut self, msg: &ControlMessage) -> Result<(), PortError> {
-        self.0.send(msg).map_err(port_error)
+        self.0.enqueue(msg).map_err(port_error)
     }
 
     fn recv(&mut self, timeout: Duration) -> Result<Option<ControlMessage>, PortError> {

@@ -1,9 +1,12 @@
 //! The thin I/O loop that drives a [`Scheduler`] over pcid's control connection.
 //!
-//! One thread, no helper threads: every `Begin`/`Shutdown` the scheduler wants
-//! is written to the connection before the loop reads anything, then the loop
-//! alternates between reading one message (with a timeout no later than the
-//! scheduler's next wake-up) and polling the scheduler.
+//! One thread, no helper threads, one wait: the loop polls the scheduler,
+//! hands every message it wants sent to the port (which queues them; see
+//! [`ControlPort`]), then waits for pcid's answers no later than the
+//! scheduler's next wake-up. Once an answer arrives it takes every other
+//! answer already there without waiting before it polls the scheduler
+//! again, so a burst of 256 `BeginAck`s becomes one step of the scheduler
+//! and one burst of `Finish`es.
 
 use std::time::{Duration, Instant};
 
@@ -31,11 +34,17 @@ pub enum PortError {
 
 /// The control connection to pcid, as the loop needs it.
 pub trait ControlPort {
-    /// Sends one message.
+    /// Sends one message, or queues it: a port may hold messages back until
+    /// the next [`recv`](Self::recv), which must write them before (or
+    /// while) it waits. Must not wait for pcid.
     fn send(&mut self, msg: &ControlMessage) -> Result<(), PortError>;
     /// Waits up to `timeout` for one message; `Ok(None)` when none arrived.
+    /// `Duration::ZERO` takes only what has already arrived.
     fn recv(&mut self, timeout: Duration) -> Result<Option<ControlMessage>, PortError>;
 }
+
+/// Most answers taken without waiting before the scheduler is polled again.
+const BATCH: usize = 1024;
 
 /// Errors that stop shutdownd before it has a report.
 #[derive(Debug, thiserror::Error)]
@@ -207,18 +216,24 @@ pub fn run_plan_with_clock(
         if timeout.is_zero() {
             continue;
         }
-        match port.recv(timeout) {
-            Ok(Some(msg)) => match s.handle(now(), msg) {
-                Handled::Applied => {}
-                Handled::Ignored(why) => log::warn!("{why}"),
-                Handled::AfterOutcome(what) => log::debug!("{what}"),
-            },
-            Ok(None) => {}
-            Err(e) => {
-                let reason = format!("lost the control connection to pcid: {e}");
-                log::error!("{reason}");
-                s.abort(now(), &reason);
+        let mut wait = timeout;
+        for _ in 0..BATCH {
+            match port.recv(wait) {
+                Ok(Some(msg)) => match s.handle(now(), msg) {
+                    Handled::Applied => {}
+                    Handled::Ignored(why) => log::warn!("{why}"),
+                    Handled::AfterOutcome(what) => log::debug!("{what}"),
+                },
+                Ok(None) => break,
+                Err(e) => {
+                    let reason = format!("lost the control connection to pcid: {e}");
+                    log::error!("{reason}");
+                    s.abort(now(), &reason);
+                    break;
+                }
             }
+            // The rest of what already arrived, without waiting.
+            wait = Duration::ZERO;
         }
     }
     emit_progress(&mut s, progress);

@@ -390,3 +390,113 @@ fn a_second_shutdown_while_one_is_in_flight_is_refused_per_device() {
     let first_report = ReportView::load(&first_json).expect("first report");
     assert_eq!(first_report.count("clean"), 3);
 }
+
+/// The number of threads of process `pid`, from `/proc/<pid>/status`.
+fn threads_of(pid: u32) -> usize {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("pcid's status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("a Threads line")
+}
+
+/// The nice value of process `pid` (field 19 of `/proc/<pid>/stat`).
+fn nice_of(pid: u32) -> i32 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+    let rest = &stat[stat.rfind(')').expect("comm") + 2..];
+    // Field 3 (state) is the first after the command name; nice is field 19.
+    rest.split_whitespace()
+        .nth(19 - 3)
+        .and_then(|v| v.parse().ok())
+        .expect("a nice value")
+}
+
+/// Live children of `pid`.
+fn children_of(pid: u32) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .expect("/proc")
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&p| {
+            std::fs::read_to_string(format!("/proc/{p}/stat"))
+                .ok()
+                .and_then(|s| {
+                    let rest = s.get(s.rfind(')')? + 2..)?.to_string();
+                    rest.split_whitespace().nth(1)?.parse::<u32>().ok()
+                })
+                == Some(pid)
+        })
+        .collect()
+}
+
+#[test]
+fn pcid_is_one_thread_however_many_drivers_it_serves() {
+    for n in [1, 24] {
+        let rig = start(&nvme_machine(n, 0));
+        let pcid = rig.stack.pcid_pid().expect("pcid runs");
+        assert_eq!(threads_of(pcid), 1, "{n} drivers, when ready");
+        // pcid raises its priority once its drivers are spawned, when it
+        // may (as root); the drivers keep the one they inherited (this
+        // process's).
+        if rustix::process::geteuid().is_root() {
+            assert_eq!(nice_of(pcid), pcid::daemon::PRIORITY);
+        }
+        let inherited = nice_of(std::process::id());
+        let drivers = children_of(pcid);
+        assert_eq!(drivers.len(), n);
+        for d in drivers {
+            assert_eq!(nice_of(d), inherited, "driver {d}");
+        }
+        let (run, report) = rig.shutdown(&[]);
+        assert_eq!(report.count("clean"), n, "{}", rig.explain(&run));
+        assert_eq!(threads_of(pcid), 1, "{n} drivers, after the shutdown");
+    }
+}
+
+#[test]
+fn a_control_client_that_never_reads_delays_nobody_and_is_closed() {
+    use pcid_interface::protocol::ControlMessage;
+    use pcid_interface::wire::WireMessage;
+    use std::io::{Read, Write};
+    use std::os::unix::net::UnixStream;
+
+    let rig = start(&nvme_machine(4, 0));
+    // A client that asks for the device list thousands of times and never
+    // reads an answer: more than pcid keeps queued for one peer.
+    let hog = UnixStream::connect(rig.stack.control()).expect("connect");
+    let requests: Vec<u8> = (1..=20_000u32)
+        .flat_map(|id| ControlMessage::ListDevices { id }.encode().expect("encode"))
+        .collect();
+    let mut writer = hog.try_clone().expect("clone");
+    let flood = std::thread::spawn(move || {
+        // pcid closes the connection at some point: the write may fail.
+        let _ = writer.write_all(&requests);
+    });
+
+    // Meanwhile a real shutdown goes through.
+    let (run, report) = rig.shutdown(&[]);
+    assert_eq!(report.count("clean"), 4, "{}", rig.explain(&run));
+    let _ = flood.join();
+
+    // pcid gave up on the hog: reading what was queued for it ends in end
+    // of file (bounded: pcid closes a peer that takes nothing for 5 s).
+    let mut hog = hog;
+    hog.set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("read timeout");
+    let mut total = 0usize;
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match hog.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => total += n,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
+            Err(e) => panic!("pcid never closed the client that does not read: {e}"),
+        }
+    }
+    assert!(total > 0, "pcid answered some requests before giving up");
+    let log = std::fs::read_to_string(rig.stack.log().expect("log")).unwrap_or_default();
+    assert!(
+        log.contains("control client 1") && log.contains("closing it"),
+        "pcid logs why it closed the client:\n{log}"
+    );
+}

@@ -9,6 +9,16 @@
 //!   announcing an oversize payload is rejected before anything is allocated.
 //! * [`Sender`] — a cloneable send-only handle, so one thread can block in
 //!   `recv` while others send.
+//! * For event loops (pcid's Linux runtime, shutdownd): [`Channel::try_recv`]
+//!   takes one frame without waiting (at most one read from the socket per
+//!   call), and [`Channel::queue`] (or [`Channel::enqueue`], which only
+//!   appends, for a burst written at once) / [`Channel::flush`] send without
+//!   ever waiting: what the peer cannot take yet stays in the channel's send
+//!   queue, in order, until a later `flush` (when the socket is writable)
+//!   writes it. [`Channel::queued`] tells a loop whether to wait for
+//!   writability, and since when the peer has taken nothing
+//!   ([`Channel::stalled_since`]) so it can give up on a peer that stopped
+//!   reading. A blocking [`Channel::send`] writes what is queued first.
 //! * [`spawn_with_channel`] — how pcid hands one end of a [`Channel::pair`] to a
 //!   driver process (fd number in `PCID_CLIENT_CHANNEL`);
 //!   [`Channel::from_env`] is how the driver adopts it.
@@ -68,6 +78,10 @@ pub type ControlChannel = Channel<ControlMessage>;
 /// Send timeout a new channel starts with.
 pub const DEFAULT_SEND_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Most bytes [`Channel::queue`] keeps for a peer that does not read; a
+/// message that would go beyond is refused with [`TransportError::Backlog`].
+pub const MAX_QUEUED: usize = 1 << 20;
+
 /// Errors of [`Channel`] operations.
 #[derive(Debug, thiserror::Error)]
 pub enum TransportError {
@@ -104,6 +118,13 @@ pub enum TransportError {
     /// An earlier error left the byte stream out of sync; the channel is unusable.
     #[error("channel unusable after an earlier framing or I/O error")]
     Broken,
+    /// [`Channel::queue`]: the peer has not taken [`MAX_QUEUED`] bytes sent
+    /// to it; the message was not queued.
+    #[error("peer is not reading: {queued} bytes already queued")]
+    Backlog {
+        /// Bytes waiting in the send queue.
+        queued: usize,
+    },
     /// Any other OS error.
     #[error("channel I/O error: {0}")]
     Io(#[from] io::Error),
@@ -121,10 +142,78 @@ impl TransportError {
 }
 
 /// State shared by every handle that writes to one socket.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 struct WriteSide {
     /// Set when a frame was only partly written: the stream is out of sync.
     broken: bool,
+    /// Bytes accepted by [`Channel::queue`] that the socket did not take
+    /// yet, whole frames in order (the first possibly partly written).
+    queued: Vec<u8>,
+    /// Since when `queued` has been waiting without the peer taking a byte.
+    stalled_since: Option<Instant>,
+}
+
+impl WriteSide {
+    /// Writes queued bytes without waiting. `Ok(true)` when the queue is empty.
+    fn flush(&mut self, stream: &UnixStream) -> Result<bool, TransportError> {
+        if self.broken {
+            return Err(TransportError::Broken);
+        }
+        let mut progress = false;
+        while !self.queued.is_empty() {
+            match sys::send_nonblocking(stream.as_fd(), &self.queued) {
+                Ok(n) => {
+                    self.queued.drain(..n);
+                    progress |= n > 0;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    self.broken = true;
+                    self.queued = Vec::new();
+                    self.stalled_since = None;
+                    return Err(send_error(e));
+                }
+            }
+        }
+        if self.queued.is_empty() {
+            self.stalled_since = None;
+            // Give back the memory a burst needed.
+            if self.queued.capacity() > 64 * 1024 {
+                self.queued = Vec::new();
+            }
+        } else if progress || self.stalled_since.is_none() {
+            self.stalled_since = Some(Instant::now());
+        }
+        Ok(self.queued.is_empty())
+    }
+
+    /// Appends `frame` to the queue, unless the queue is full.
+    fn push(&mut self, frame: &[u8]) -> Result<(), TransportError> {
+        if self.broken {
+            return Err(TransportError::Broken);
+        }
+        if self.queued.len() + frame.len() > MAX_QUEUED {
+            return Err(TransportError::Backlog {
+                queued: self.queued.len(),
+            });
+        }
+        self.queued.extend_from_slice(frame);
+        Ok(())
+    }
+
+    /// Appends `frame` to the queue and writes what the socket takes now.
+    fn queue(&mut self, stream: &UnixStream, frame: &[u8]) -> Result<(), TransportError> {
+        self.push(frame)?;
+        self.flush(stream).map(drop)
+    }
+}
+
+fn send_error(e: io::Error) -> TransportError {
+    match e.kind() {
+        io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset => TransportError::Closed,
+        _ => TransportError::Io(e),
+    }
 }
 
 /// One end of a framed, bidirectional channel carrying messages of type `M`.
@@ -180,7 +269,8 @@ fn lock(write: &Mutex<WriteSide>) -> MutexGuard<'_, WriteSide> {
     write.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Writes one whole frame, bounded by `timeout`.
+/// Writes one whole frame, bounded by `timeout`, after whatever
+/// [`Channel::queue`] left queued.
 fn send_frame(
     stream: &UnixStream,
     write: &Mutex<WriteSide>,
@@ -193,33 +283,31 @@ fn send_frame(
     }
     // A timeout too large to represent as an instant is as good as none.
     let deadline = Instant::now().checked_add(timeout);
-    let mut sent = 0;
-    while sent < frame.len() {
-        match sys::send_nonblocking(stream.as_fd(), &frame[sent..]) {
-            Ok(n) => sent += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                let now = Instant::now();
-                let left = deadline.map_or(Duration::MAX, |d| d.saturating_duration_since(now));
-                if left.is_zero() || !sys::wait_writable(stream.as_fd(), left)? {
-                    if sent > 0 {
-                        side.broken = true;
-                    }
-                    return Err(TransportError::SendTimeout(timeout));
+    side.queued.extend_from_slice(frame);
+    loop {
+        if side.flush(stream)? {
+            return Ok(());
+        }
+        let now = Instant::now();
+        let left = deadline.map_or(Duration::MAX, |d| d.saturating_duration_since(now));
+        if left.is_zero() || !sys::wait_writable(stream.as_fd(), left)? {
+            let unsent = side.queued.len();
+            if unsent >= frame.len() {
+                // None of this frame went out: take it back.
+                let keep = unsent - frame.len();
+                side.queued.truncate(keep);
+                if keep == 0 {
+                    side.stalled_since = None;
                 }
-            }
-            Err(e) => {
+            } else {
+                // Part of it did: the stream is out of sync.
                 side.broken = true;
-                return Err(match e.kind() {
-                    io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset => {
-                        TransportError::Closed
-                    }
-                    _ => TransportError::Io(e),
-                });
+                side.queued = Vec::new();
+                side.stalled_since = None;
             }
+            return Err(TransportError::SendTimeout(timeout));
         }
     }
-    Ok(())
 }
 
 impl<M: WireMessage> Channel<M> {
@@ -242,7 +330,7 @@ impl<M: WireMessage> Channel<M> {
         Self {
             stream: Arc::new(stream),
             waiter,
-            write: Arc::new(Mutex::new(WriteSide { broken: false })),
+            write: Arc::new(Mutex::new(WriteSide::default())),
             send_timeout: DEFAULT_SEND_TIMEOUT,
             rx: Vec::new(),
             rx_broken: false,
@@ -290,6 +378,40 @@ impl<M: WireMessage> Channel<M> {
     /// Sends raw bytes as they are (for tests of the peer's error handling).
     pub fn send_raw(&self, bytes: &[u8]) -> Result<(), TransportError> {
         send_frame(&self.stream, &self.write, bytes, self.send_timeout)
+    }
+
+    /// Encodes one message and sends it without waiting: what the socket
+    /// does not take now stays queued, after anything queued before, until
+    /// [`flush`](Self::flush) (or a blocking [`send`](Self::send)) writes it.
+    /// Refused with [`TransportError::Backlog`] when [`MAX_QUEUED`] bytes
+    /// would be waiting.
+    pub fn queue(&self, msg: &M) -> Result<(), TransportError> {
+        let frame = msg.encode()?;
+        lock(&self.write).queue(&self.stream, &frame)
+    }
+
+    /// Appends one message to the send queue without writing anything: a
+    /// burst of messages goes out in one write at the next
+    /// [`flush`](Self::flush). Refused as [`queue`](Self::queue) refuses.
+    pub fn enqueue(&self, msg: &M) -> Result<(), TransportError> {
+        let frame = msg.encode()?;
+        lock(&self.write).push(&frame)
+    }
+
+    /// Writes queued bytes without waiting; `Ok(true)` once none are left.
+    pub fn flush(&self) -> Result<bool, TransportError> {
+        lock(&self.write).flush(&self.stream)
+    }
+
+    /// Bytes queued and not yet taken by the socket.
+    pub fn queued(&self) -> usize {
+        lock(&self.write).queued.len()
+    }
+
+    /// Since when queued bytes have been waiting without the peer taking
+    /// any (`None` when nothing is queued).
+    pub fn stalled_since(&self) -> Option<Instant> {
+        lock(&self.write).stalled_since
     }
 
     /// A send-only handle sharing this channel's socket.
@@ -341,9 +463,12 @@ impl<M: WireMessage> Channel<M> {
                             Some(d - now)
                         }
                     };
+                    // Queued bytes go out while this waits, so a caller that
+                    // only queues and receives never leaves them behind.
+                    let writing = !lock(&self.write).flush(&self.stream).unwrap_or(true);
                     match &mut self.waiter {
                         Ok(waiter) => {
-                            waiter.wait_readable(self.stream.as_fd(), wait)?;
+                            waiter.wait(self.stream.as_fd(), writing, wait)?;
                         }
                         Err(why) => {
                             return Err(TransportError::Io(io::Error::other(format!(
@@ -361,6 +486,63 @@ impl<M: WireMessage> Channel<M> {
                     return Err(TransportError::Io(e));
                 }
             }
+        }
+    }
+
+    /// Takes one message without waiting: a complete frame already
+    /// buffered, or else what one read from the socket brings. `Ok(None)`
+    /// when no complete frame is there yet (bytes of a partial frame are
+    /// kept). Errors as [`recv`](Self::recv). An event loop calls it when
+    /// the socket is readable, and again while
+    /// [`has_buffered_frame`](Self::has_buffered_frame) says so.
+    pub fn try_recv(&mut self) -> Result<Option<M>, TransportError> {
+        if self.rx_broken {
+            return Err(TransportError::Broken);
+        }
+        if let Some(result) = self.take_buffered_frame() {
+            return result.map(Some);
+        }
+        let mut chunk = [0u8; 8192];
+        loop {
+            return match sys::recv_nonblocking(self.stream.as_fd(), &mut chunk) {
+                Ok(0) => {
+                    self.rx_broken = true;
+                    Err(if self.rx.is_empty() {
+                        TransportError::Closed
+                    } else {
+                        TransportError::ClosedMidFrame {
+                            buffered: self.rx.len(),
+                        }
+                    })
+                }
+                Ok(n) => {
+                    self.rx.extend_from_slice(&chunk[..n]);
+                    self.take_buffered_frame().transpose()
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
+                Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {
+                    self.rx_broken = true;
+                    Err(TransportError::Closed)
+                }
+                Err(e) => {
+                    self.rx_broken = true;
+                    Err(TransportError::Io(e))
+                }
+            };
+        }
+    }
+
+    /// Whether a complete frame (or a header that cannot be parsed) is
+    /// already buffered, so [`try_recv`](Self::try_recv) returns it without
+    /// reading from the socket.
+    pub fn has_buffered_frame(&self) -> bool {
+        if self.rx_broken || self.rx.len() < HEADER_LEN {
+            return false;
+        }
+        match FrameHeader::parse(&self.rx) {
+            Ok(h) => self.rx.len() >= h.frame_len(),
+            Err(_) => true,
         }
     }
 
@@ -429,6 +611,17 @@ impl<M: WireMessage> Sender<M> {
     pub fn send(&self, msg: &M) -> Result<(), TransportError> {
         let frame = msg.encode()?;
         send_frame(&self.stream, &self.write, &frame, self.send_timeout)
+    }
+
+    /// See [`Channel::queue`].
+    pub fn queue(&self, msg: &M) -> Result<(), TransportError> {
+        let frame = msg.encode()?;
+        lock(&self.write).queue(&self.stream, &frame)
+    }
+
+    /// See [`Channel::flush`].
+    pub fn flush(&self) -> Result<bool, TransportError> {
+        lock(&self.write).flush(&self.stream)
     }
 
     /// Shuts down both directions of the underlying socket.

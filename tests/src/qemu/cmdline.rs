@@ -21,6 +21,23 @@ pub enum Mode {
     /// Start pcid (which spawns nvmed per controller), run shutdownd, print
     /// the report, power off.
     Full,
+    /// No stack: the kernel's own nvme driver (left enabled by the host)
+    /// drives the controllers. Wait until it has every controller live,
+    /// write the self-test pattern through each namespace's block device,
+    /// then power off: the kernel shuts the controllers down itself, and the
+    /// host times that from the kernel log.
+    Kernel,
+}
+
+impl Mode {
+    /// The word on the kernel command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Probe => "probe",
+            Mode::Full => "full",
+            Mode::Kernel => "kernel",
+        }
+    }
 }
 
 /// Settings the guest reads from the kernel command line.
@@ -93,7 +110,8 @@ impl GuestConfig {
                     config.mode = match value {
                         "probe" => Mode::Probe,
                         "full" => Mode::Full,
-                        _ => return Err(err("expected probe or full")),
+                        "kernel" => Mode::Kernel,
+                        _ => return Err(err("expected probe, full or kernel")),
                     }
                 }
                 "sequential" => {
@@ -132,13 +150,7 @@ impl GuestConfig {
     /// Renders the settings as kernel command-line words.
     pub fn to_kernel_args(&self) -> Vec<String> {
         let mut words = vec![
-            format!(
-                "e2e.mode={}",
-                match self.mode {
-                    Mode::Probe => "probe",
-                    Mode::Full => "full",
-                }
-            ),
+            format!("e2e.mode={}", self.mode.as_str()),
             format!("e2e.sequential={}", u8::from(self.sequential)),
             format!("e2e.controllers={}", self.controllers),
             format!("e2e.ready_ms={}", self.ready_timeout.as_millis()),
@@ -172,6 +184,18 @@ mod tests {
             config.to_kernel_args().join(" ")
         );
         assert_eq!(GuestConfig::parse(&line).unwrap(), config);
+    }
+
+    #[test]
+    fn every_mode_round_trips() {
+        for mode in [Mode::Probe, Mode::Full, Mode::Kernel] {
+            let config = GuestConfig {
+                mode,
+                ..GuestConfig::default()
+            };
+            let line = config.to_kernel_args().join(" ");
+            assert_eq!(GuestConfig::parse(&line).unwrap().mode, mode);
+        }
     }
 
     #[test]

@@ -135,6 +135,10 @@ pub fn main() -> ! {
 fn power_off() -> ! {
     println!("{} uptime_ms={:.0}", markers::POWEROFF, uptime_ms());
     nix::unistd::sync();
+    // Into the kernel log, stamped by the kernel's clock like its own
+    // "reboot: Power down": the host times the kernel's power-off from here.
+    // Critical level, so that `quiet` still shows it on the console.
+    let _ = fs::write("/dev/kmsg", format!("<2>{}\n", markers::KMSG_POWEROFF));
     // reboot(2) returns only on failure; then the kernel panics when init
     // exits, and `panic=-1` with QEMU's `-no-reboot` still ends the guest.
     let err = nix::sys::reboot::reboot(nix::sys::reboot::RebootMode::RB_POWER_OFF);
@@ -181,6 +185,7 @@ fn run() -> Result<(), GuestError> {
     match config.mode {
         Mode::Probe => probe(&config),
         Mode::Full => full(&config, start),
+        Mode::Kernel => kernel_driver(&config, start),
     }
 }
 
@@ -271,6 +276,100 @@ fn probe(config: &GuestConfig) -> Result<(), GuestError> {
             config.controllers
         )));
     }
+    Ok(())
+}
+
+/// One controller bound to the kernel's nvme driver, from `/sys/class/nvme`.
+#[derive(Debug)]
+struct KernelController {
+    /// `nvme0`, …
+    name: String,
+    /// The PCI address (its `device` link).
+    address: String,
+    serial: String,
+    state: String,
+}
+
+fn read_trimmed(path: &Path) -> String {
+    fs::read_to_string(path)
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}
+
+fn kernel_controllers() -> Vec<KernelController> {
+    let Ok(dir) = fs::read_dir("/sys/class/nvme") else {
+        return Vec::new();
+    };
+    let mut v: Vec<KernelController> = dir
+        .filter_map(Result::ok)
+        .map(|e| {
+            let path = e.path();
+            KernelController {
+                name: e.file_name().to_string_lossy().into_owned(),
+                address: fs::canonicalize(path.join("device"))
+                    .ok()
+                    .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+                    .unwrap_or_default(),
+                serial: read_trimmed(&path.join("serial")),
+                state: read_trimmed(&path.join("state")),
+            }
+        })
+        .collect();
+    v.sort_by(|a, b| a.address.cmp(&b.address));
+    v
+}
+
+/// The kernel's nvme driver drives the controllers: wait until every one is
+/// live with its namespace's block device in /dev, write the self-test
+/// pattern through it (write, then fsync: the kernel sends a Flush), print
+/// one `===E2E-KNVME===` line per controller; then power off, which is
+/// where the kernel shuts them down.
+fn kernel_driver(config: &GuestConfig, start: Instant) -> Result<(), GuestError> {
+    print_functions(&list_functions()?);
+    let deadline = Instant::now() + config.ready_timeout;
+    let controllers = loop {
+        let found = kernel_controllers();
+        let live = found.iter().filter(|c| c.state == "live").count();
+        let disks = found
+            .iter()
+            .filter(|c| Path::new(&format!("/dev/{}n1", c.name)).exists())
+            .count();
+        if live == config.controllers && disks == config.controllers {
+            break found;
+        }
+        if Instant::now() >= deadline {
+            return Err(GuestError::Probe(format!(
+                "the kernel's nvme driver has {live} controllers live and {disks} namespaces                  in /dev, the host attached {}",
+                config.controllers
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let ready_ms = start.elapsed().as_secs_f64() * 1000.0;
+    for c in &controllers {
+        let dev = format!("/dev/{}n1", c.name);
+        let pattern = crate::qemu::selftest_pattern(&c.serial, crate::qemu::SELFTEST_PATTERN_LEN);
+        let written = (|| -> std::io::Result<usize> {
+            let mut f = fs::OpenOptions::new().write(true).open(&dev)?;
+            f.write_all(&pattern)?;
+            f.sync_all()?;
+            Ok(pattern.len())
+        })()
+        .map_err(io_err(format!("write the self-test pattern to {dev}")))?;
+        println!(
+            "{} name={} address={} serial={} state={} written={written}",
+            markers::KERNEL_NVME,
+            c.name,
+            c.address,
+            c.serial,
+            c.state
+        );
+    }
+    println!(
+        "{} kernel_ready_ms={ready_ms:.1} init_elapsed_ms={:.1}",
+        markers::TIMING,
+        start.elapsed().as_secs_f64() * 1000.0
+    );
     Ok(())
 }
 

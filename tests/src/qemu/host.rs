@@ -346,7 +346,7 @@ type GuestBinary = (&'static str, &'static str, &'static str);
 /// The binaries the guest needs for `mode`.
 fn guest_binaries(mode: Mode) -> &'static [GuestBinary] {
     match mode {
-        Mode::Probe => &[("shutdown_tests", "guest-init", "init")],
+        Mode::Probe | Mode::Kernel => &[("shutdown_tests", "guest-init", "init")],
         Mode::Full => &[
             ("shutdown_tests", "guest-init", "init"),
             ("pcid", "pcid", "bin/pcid"),
@@ -486,18 +486,19 @@ fn qemu_args(opts: &Options, kernel: &Path, initrd: &Path, work: &Path) -> Vec<S
         canary: (opts.mode == Mode::Full).then(|| canary::ADDRESS.to_string()),
         ..GuestConfig::default()
     };
-    let append = [
-        "console=ttyS0",
-        "panic=-1",
-        "initcall_blacklist=nvme_init",
-        "quiet",
-        "rdinit=/init",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .chain(guest.to_kernel_args())
-    .collect::<Vec<_>>()
-    .join(" ");
+    // The kernel's own nvme driver is kept off the controllers, except in
+    // kernel mode, where it is what is measured.
+    let blacklist = (opts.mode != Mode::Kernel).then_some("initcall_blacklist=nvme_init");
+    let append = ["console=ttyS0", "panic=-1"]
+        .into_iter()
+        .chain(blacklist)
+        // Timestamps on the kernel's console lines: the power-off is timed
+        // from them.
+        .chain(["printk.time=1", "quiet", "rdinit=/init"])
+        .map(|s| s.to_string())
+        .chain(guest.to_kernel_args())
+        .collect::<Vec<_>>()
+        .join(" ");
     let mut args: Vec<String> = [
         "-M",
         "q35",
@@ -716,7 +717,7 @@ pub fn run(opts: &Options) -> Result<RunResult, E2eError> {
     }
     let trace_log = work.join("qemu-trace.log");
     let mut args = qemu_args(opts, &kernel, &initrd, &work);
-    if opts.mode == Mode::Full {
+    if opts.mode != Mode::Probe {
         args.extend(super::trace::qemu_args(&trace_log));
     }
     progress(format!(
@@ -727,10 +728,10 @@ pub fn run(opts: &Options) -> Result<RunResult, E2eError> {
         } else {
             ""
         },
-        if opts.sequential {
-            "sequential"
-        } else {
-            "two-phase"
+        match opts.mode {
+            Mode::Kernel => "the kernel's nvme driver's",
+            _ if opts.sequential => "sequential",
+            _ => "two-phase",
         },
         opts.timeout.as_secs()
     ));
@@ -789,8 +790,16 @@ pub fn run(opts: &Options) -> Result<RunResult, E2eError> {
             check_images(opts, &work)?;
             check_participant(opts, &console, &work)?;
             check_canary(&console, &work)?;
-            check_trace(opts, &trace_log)?;
+            // The canary controller is shut down too (by the shipped nvmed).
+            check_trace(opts.controllers + 1, " (the canary included)", &trace_log)?;
             Some(report)
+        }
+        Mode::Kernel => {
+            write_kernel_json(opts, &console, qemu_ms)?;
+            check_kernel(opts, &console)?;
+            check_images(opts, &work)?;
+            check_trace(opts.controllers, "", &trace_log)?;
+            None
         }
     };
     Ok(RunResult {
@@ -998,26 +1007,55 @@ fn check_images(opts: &Options, work: &Path) -> Result<(), E2eError> {
     Ok(())
 }
 
-/// QEMU's own trace of its NVMe model must show every controller getting a
-/// normal shutdown notification (see [`super::trace`]).
-fn check_trace(opts: &Options, trace_log: &Path) -> Result<(), E2eError> {
+/// QEMU's own trace of its NVMe model must show `expected` controllers
+/// getting a normal shutdown notification (see [`super::trace`]).
+fn check_trace(expected: usize, which: &str, trace_log: &Path) -> Result<(), E2eError> {
     let text =
         fs::read_to_string(trace_log).map_err(io_err(format!("read {}", trace_log.display())))?;
     let trace = super::trace::NvmeTrace::parse(&text);
     let notified = trace.notified();
-    // The canary controller is shut down too (by the shipped nvmed).
-    let expected = opts.controllers + 1;
     if notified != expected {
         return Err(E2eError::Check(format!(
             "QEMU's trace shows a shutdown notification (CC.SHN=01b answered by \
-             pci_nvme_mmio_shutdown_set) for {notified} of {expected} controllers \
-             (the canary included)"
+             pci_nvme_mmio_shutdown_set) for {notified} of {expected} controllers{which}"
         )));
     }
     progress(format!(
-        "QEMU's trace: {notified} of {expected} controllers (the canary included) got \
+        "QEMU's trace: {notified} of {expected} controllers{which} got \
          CC.SHN=01b and started their shutdown"
     ));
+    Ok(())
+}
+
+/// Kernel mode: the kernel's nvme driver had every controller live and the
+/// guest wrote through each, and the kernel log times the power-off.
+fn check_kernel(opts: &Options, console: &ConsoleSummary) -> Result<(), E2eError> {
+    if console.kernel_nvme.len() != opts.controllers {
+        return Err(E2eError::Check(format!(
+            "the kernel's nvme driver drove {} controllers, expected {}",
+            console.kernel_nvme.len(),
+            opts.controllers
+        )));
+    }
+    for c in &console.kernel_nvme {
+        if field(c, "state") != "live" || field(c, "written").parse::<usize>().unwrap_or(0) == 0 {
+            return Err(E2eError::Check(format!(
+                "kernel controller {} ({}): state {:?}, {} bytes written",
+                field(c, "name"),
+                field(c, "address"),
+                field(c, "state"),
+                field(c, "written")
+            )));
+        }
+    }
+    if console.kernel_poweroff_ms().is_none() {
+        return Err(E2eError::Check(format!(
+            "the console shows no timed power-off (init's {} and the kernel's \
+             `{}`, both with timestamps)",
+            super::markers::KMSG_POWEROFF,
+            super::report::KERNEL_POWER_DOWN
+        )));
+    }
     Ok(())
 }
 
@@ -1065,6 +1103,9 @@ fn write_json(opts: &Options, console: &ConsoleSummary, qemu_ms: f64) -> Result<
         q.insert("controllers".into(), opts.controllers.into());
         q.insert("root_port".into(), opts.root_port.into());
         q.insert("boot_to_poweroff_ms".into(), qemu_ms.into());
+        if let Some(ms) = console.kernel_poweroff_ms() {
+            q.insert("kernel_poweroff_ms".into(), ms.into());
+        }
         for (k, _) in &console.timings {
             if let Some(v) = console.timing(k) {
                 q.insert(format!("guest_{k}"), v.into());
@@ -1077,9 +1118,91 @@ fn write_json(opts: &Options, console: &ConsoleSummary, qemu_ms: f64) -> Result<
     fs::write(path, text + "\n").map_err(io_err(format!("write {}", path.display())))
 }
 
+/// Kernel mode's JSON: the run and the kernel's power-off time.
+fn write_kernel_json(
+    opts: &Options,
+    console: &ConsoleSummary,
+    qemu_ms: f64,
+) -> Result<(), E2eError> {
+    let Some(path) = &opts.json else {
+        return Ok(());
+    };
+    let mut q = serde_json::Map::new();
+    q.insert("mode".into(), "kernel-driver".into());
+    q.insert("controllers".into(), opts.controllers.into());
+    q.insert("root_port".into(), opts.root_port.into());
+    q.insert("boot_to_poweroff_ms".into(), qemu_ms.into());
+    if let Some(ms) = console.kernel_poweroff_ms() {
+        q.insert("kernel_poweroff_ms".into(), ms.into());
+    }
+    for (k, _) in &console.timings {
+        if let Some(v) = console.timing(k) {
+            q.insert(format!("guest_{k}"), v.into());
+        }
+    }
+    let text = serde_json::to_string_pretty(&serde_json::Value::Object(q))
+        .map_err(|e| E2eError::Setup(format!("encode report: {e}")))?;
+    fs::write(path, text + "\n").map_err(io_err(format!("write {}", path.display())))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kernel_mode_leaves_the_kernels_driver_on_and_has_no_canary() {
+        let mut opts = Options::new(PathBuf::from("/repo"));
+        opts.controllers = 2;
+        opts.mode = Mode::Kernel;
+        let args = qemu_args(&opts, Path::new("/k"), Path::new("/i"), Path::new("/w"));
+        let append = &args[args.iter().position(|a| a == "-append").unwrap() + 1];
+        assert!(!append.contains("initcall_blacklist"), "{append}");
+        assert!(append.contains("printk.time=1"));
+        assert!(append.contains("e2e.mode=kernel"));
+        assert!(!args.iter().any(|a| a.contains("canary")), "{args:?}");
+        assert_eq!(args.iter().filter(|a| a.starts_with("nvme,")).count(), 2);
+        assert_eq!(guest_binaries(Mode::Kernel).len(), 1);
+    }
+
+    #[test]
+    fn kernel_mode_checks_every_controller_and_the_timing() {
+        let mut opts = Options::new(PathBuf::from("/repo"));
+        opts.controllers = 2;
+        let line = |name: &str, state: &str| {
+            format!(
+                "{} name={name} address=0000:00:02.0 serial=S state={state} written=4096",
+                super::super::markers::KERNEL_NVME
+            )
+        };
+        let timed = [
+            format!("[ 5.0] {}", super::super::markers::KMSG_POWEROFF),
+            "[ 5.5] reboot: Power down".to_string(),
+        ];
+        let scan = |lines: &[String]| ConsoleSummary::scan(lines.iter().map(String::as_str));
+        let good: Vec<String> = [line("nvme0", "live"), line("nvme1", "live")]
+            .into_iter()
+            .chain(timed.clone())
+            .collect();
+        assert!(check_kernel(&opts, &scan(&good)).is_ok());
+        let one: Vec<String> = [line("nvme0", "live")]
+            .into_iter()
+            .chain(timed.clone())
+            .collect();
+        assert!(check_kernel(&opts, &scan(&one))
+            .unwrap_err()
+            .to_string()
+            .contains("drove 1 controllers, expected 2"));
+        let dead: Vec<String> = [line("nvme0", "live"), line("nvme1", "dead")]
+            .into_iter()
+            .chain(timed)
+            .collect();
+        assert!(check_kernel(&opts, &scan(&dead)).is_err());
+        let untimed = vec![line("nvme0", "live"), line("nvme1", "live")];
+        assert!(check_kernel(&opts, &scan(&untimed))
+            .unwrap_err()
+            .to_string()
+            .contains("no timed power-off"));
+    }
 
     #[test]
     fn qemu_command_places_last_controller_behind_the_root_port() {

@@ -10,7 +10,9 @@
 //!   controller, starts pcid (which runs the test build of nvmed,
 //!   `nvmed-test`, packed as `/bin/nvmed`, on every other controller), waits
 //!   for it to be ready, runs shutdownd, prints the report between [`markers`]
-//!   and powers off.
+//!   and powers off. In kernel mode (`qemu-e2e --kernel-driver`, and
+//!   `--compare`) no stack runs: the kernel's own nvme driver drives the same
+//!   controllers and shuts them down at power-off, timed from the kernel log.
 //!
 //! Host and guest talk only through the kernel command line (dotted
 //! `e2e.*` arguments, see [`cmdline`]) and the serial console.
@@ -40,6 +42,13 @@ pub mod markers {
     pub const DEVICE: &str = "===E2E-DEVICE===";
     /// Last line before the guest powers off.
     pub const POWEROFF: &str = "===E2E-POWEROFF===";
+    /// Written into the kernel log (`/dev/kmsg`) right before init asks the
+    /// kernel to power off; the console shows it with the kernel's
+    /// timestamp, like the kernel's own `reboot: Power down` at the end.
+    pub const KMSG_POWEROFF: &str = "===E2E-KMSG-POWEROFF===";
+    /// `===E2E-KNVME=== key=value ...`: a controller bound to the kernel's
+    /// nvme driver (kernel mode).
+    pub const KERNEL_NVME: &str = "===E2E-KNVME===";
     /// `===E2E-CANARY=== key=value ...`: how the shipped nvmed fared on the
     /// canary controller.
     pub const CANARY: &str = "===E2E-CANARY===";

@@ -62,6 +62,25 @@ pub struct ConsoleSummary {
     pub powered_off: bool,
     /// The `===E2E-CANARY===` line as `key=value` pairs, if printed.
     pub canary: Option<Vec<(String, String)>>,
+    /// `===E2E-KNVME===` lines (kernel mode) as `key=value` pairs.
+    pub kernel_nvme: Vec<Vec<(String, String)>>,
+    /// Kernel timestamp (s) of init's power-off request in the kernel log.
+    pub poweroff_requested_s: Option<f64>,
+    /// Kernel timestamp (s) of the kernel's `reboot: Power down`.
+    pub power_down_s: Option<f64>,
+}
+
+/// The kernel's line at the end of a power-off, after every device's
+/// shutdown (`kernel_power_off`, prefixed `reboot: `).
+pub const KERNEL_POWER_DOWN: &str = "reboot: Power down";
+
+/// A console line printed by the kernel with a timestamp (`printk.time=1`):
+/// `[    5.123456] text` → (5.123456, "text").
+pub fn kernel_line(line: &str) -> Option<(f64, &str)> {
+    let rest = line.trim_start().strip_prefix('[')?;
+    let (stamp, text) = rest.split_once(']')?;
+    let seconds = stamp.trim().parse::<f64>().ok()?;
+    Some((seconds, text.trim_start()))
 }
 
 /// The console did not hold a usable report.
@@ -103,6 +122,13 @@ impl ConsoleSummary {
         let mut in_report: Option<String> = None;
         for line in lines {
             let line = line.trim_end_matches(['\r', '\n']);
+            if let Some((at, text)) = kernel_line(line) {
+                if text.contains(markers::KMSG_POWEROFF) {
+                    s.poweroff_requested_s = Some(at);
+                } else if text.starts_with(KERNEL_POWER_DOWN) {
+                    s.power_down_s = Some(at);
+                }
+            }
             if let Some(buf) = in_report.as_mut() {
                 if let Some(pos) = line.find(markers::REPORT_END) {
                     buf.push_str(&line[..pos]);
@@ -129,11 +155,23 @@ impl ConsoleSummary {
                 s.probes.push(pairs(&line[pos + markers::PROBE.len()..]));
             } else if let Some(pos) = line.find(markers::CANARY) {
                 s.canary = Some(pairs(&line[pos + markers::CANARY.len()..]));
+            } else if let Some(pos) = line.find(markers::KERNEL_NVME) {
+                s.kernel_nvme
+                    .push(pairs(&line[pos + markers::KERNEL_NVME.len()..]));
             } else if line.contains(markers::POWEROFF) {
                 s.powered_off = true;
             }
         }
         s
+    }
+
+    /// The kernel's power-off, from init's request to `reboot: Power down`
+    /// (every device's shutdown included), in ms, by the kernel's clock.
+    pub fn kernel_poweroff_ms(&self) -> Option<f64> {
+        match (self.poweroff_requested_s, self.power_down_s) {
+            (Some(a), Some(b)) if b >= a => Some((b - a) * 1000.0),
+            _ => None,
+        }
     }
 
     /// A timing value in milliseconds.
@@ -187,6 +225,41 @@ mod tests {
         assert_eq!(report.mode, "two-phase");
         assert_eq!(report.devices[0].outcome, "clean");
         assert_eq!(raw["devices"][0]["extra"], 1);
+    }
+
+    #[test]
+    fn the_kernels_power_off_is_timed_from_its_log() {
+        let request = format!("[    5.250000] {}", markers::KMSG_POWEROFF);
+        let s = ConsoleSummary::scan([
+            "[    1.000000] nvme nvme0: 1/0/0 default/read/poll queues",
+            "e2e: writing",
+            request.as_str(),
+            "[    5.900500] reboot: Power down",
+        ]);
+        assert_eq!(s.poweroff_requested_s, Some(5.25));
+        assert_eq!(s.power_down_s, Some(5.9005));
+        let ms = s.kernel_poweroff_ms().unwrap();
+        assert!((ms - 650.5).abs() < 1e-6, "{ms}");
+        assert_eq!(kernel_line("[12.5]x"), Some((12.5, "x")));
+        assert_eq!(kernel_line("[ abc] x"), None);
+        assert_eq!(kernel_line("no stamp"), None);
+        // Without both lines, or out of order: no figure.
+        let half = ConsoleSummary::scan(["[    5.9] reboot: Power down"]);
+        assert_eq!(half.kernel_poweroff_ms(), None);
+        let late_request = format!("[    6.0] {}", markers::KMSG_POWEROFF);
+        let backwards =
+            ConsoleSummary::scan([late_request.as_str(), "[    5.0] reboot: Power down"]);
+        assert_eq!(backwards.kernel_poweroff_ms(), None);
+        let knvme = format!(
+            "{} name=nvme0 address=0000:00:02.0 serial=E2E-NVME-00 state=live written=4096",
+            markers::KERNEL_NVME
+        );
+        let k = ConsoleSummary::scan([knvme.as_str()]);
+        assert_eq!(k.kernel_nvme.len(), 1);
+        assert_eq!(
+            k.kernel_nvme[0][3],
+            ("state".to_string(), "live".to_string())
+        );
     }
 
     #[test]

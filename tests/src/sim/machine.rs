@@ -3,7 +3,8 @@
 //! benchmark.
 //!
 //! Controllers sit behind PCIe root ports, 32 per port: root port `k` is
-//! `0000:00:{10+k}.0` and its controllers are `0000:{k+1}:DD.0`. The ids of the
+//! `0000:00:{10+k}.0` (ports 16 to 31 at `0000:00:{k-16}.0`) and its
+//! controllers are `0000:{k+1}:DD.0`. The ids of the
 //! example drivers are [`EXAMPLE_VENDOR`] with [`LEGACYD_DEVICE`],
 //! [`PLAIND_DEVICE`], [`SILENT_DEVICE`]; they must agree with the match table
 //! `initfs/lib/pcid.d/`.
@@ -103,9 +104,12 @@ pub fn device_address(index: usize) -> String {
     format!("0000:{:02x}:{:02x}.0", index / 32 + 1, index % 32)
 }
 
-/// Address of root port `port`.
+/// Address of root port `port`: device 0x10 + `port` on bus 0, the ports
+/// past the sixteenth wrapping round to devices 0x00–0x0f (a PCI device
+/// number has five bits), so that all 32 ports of a 1024-device machine
+/// have valid addresses.
 pub fn root_port_address(port: usize) -> String {
-    format!("0000:00:{:02x}.0", 0x10 + port)
+    format!("0000:00:{:02x}.0", (0x10 + port) % 32)
 }
 
 impl MachineSpec {
@@ -221,6 +225,19 @@ fn toml_str(v: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_largest_machine_is_one_pcid_accepts() {
+        let m = MachineSpec::nvme(MachineSpec::MAX_DEVICES, 0, None);
+        let parsed = pcid::machine::Machine::parse(std::path::Path::new("m.toml"), &m.to_toml())
+            .unwrap_or_else(|e| panic!("{e}"));
+        // 1024 controllers and their 32 root ports, every address distinct.
+        assert_eq!(parsed.functions.len(), 1024 + 32);
+        let mut addresses: Vec<_> = parsed.functions.iter().map(|f| f.address).collect();
+        addresses.sort();
+        addresses.dedup();
+        assert_eq!(addresses.len(), 1024 + 32);
+    }
 
     #[test]
     fn machine_toml_parses_and_has_expected_shape() {

@@ -4,8 +4,11 @@
 //! * [`machine`] writes machine descriptions;
 //! * [`fault`] parses `--fault INDEX:KIND` and applies it to a machine;
 //! * [`stack`] starts pcid on one, waits for readiness, runs shutdownd and
-//!   stops everything.
+//!   stops everything;
+//! * [`measure`] reads CPU time, peak RSS and thread counts of the stack's
+//!   processes for the benchmark.
 
 pub mod fault;
 pub mod machine;
+pub mod measure;
 pub mod stack;

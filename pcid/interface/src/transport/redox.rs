@@ -91,21 +91,33 @@ impl Waiter {
 
     /// Waits until the fd raises `EVENT_READ`, at most `timeout` (`None`: no
     /// limit). `Ok(false)` means the time ran out; the caller re-checks its
-    /// deadline. `_fd` is the fd subscribed in [`Waiter::new`].
-    pub(super) fn wait_readable(
+    /// deadline. `_fd` is the fd subscribed in [`Waiter::new`]. With
+    /// `writable` (bytes are queued for the peer) the wait is at most a
+    /// millisecond, after which the caller writes again (see
+    /// [`wait_writable`]).
+    pub(super) fn wait(
         &mut self,
         _fd: BorrowedFd<'_>,
+        writable: bool,
         timeout: Option<Duration>,
     ) -> io::Result<bool> {
+        let timeout = if writable {
+            Some(timeout.map_or(WRITE_RETRY, |t| t.min(WRITE_RETRY)))
+        } else {
+            timeout
+        };
         self.0.wait_readable(timeout)
     }
 }
+
+/// How long a wait for writability lasts before the caller writes again.
+const WRITE_RETRY: Duration = Duration::from_millis(1);
 
 /// pcid's scheme accepts every write at once (frames are processed as they
 /// arrive), so a channel handle is always writable. For a Unix socket this
 /// returns after a short pause and the caller retries until its deadline.
 pub(super) fn wait_writable(_fd: BorrowedFd<'_>, timeout: Duration) -> io::Result<bool> {
-    std::thread::sleep(timeout.min(Duration::from_millis(1)));
+    std::thread::sleep(timeout.min(WRITE_RETRY));
     Ok(true)
 }
 

@@ -59,13 +59,21 @@ impl Waiter {
         Ok(Self(()))
     }
 
-    /// See [`wait_readable`].
-    pub(super) fn wait_readable(
+    /// Waits until `fd` is readable (or hung up) — or, with `writable`,
+    /// also until it can take more bytes — at most `timeout`. `Ok(false)`:
+    /// the time ran out or a signal interrupted the wait.
+    pub(super) fn wait(
         &mut self,
         fd: BorrowedFd<'_>,
+        writable: bool,
         timeout: Option<Duration>,
     ) -> io::Result<bool> {
-        wait_readable(fd, timeout)
+        let flags = if writable {
+            PollFlags::IN | PollFlags::OUT
+        } else {
+            PollFlags::IN
+        };
+        wait(fd, flags, timeout)
     }
 }
 

@@ -429,3 +429,205 @@ fn huge_timeouts_do_not_overflow() {
     let _c = ControlClient::connect(&path).expect("connect");
     assert!(listener.accept(Some(Duration::MAX)).is_ok());
 }
+
+#[test]
+fn try_recv_takes_buffered_frames_then_reads_once() {
+    let (a, mut b) = DriverChannel::pair().expect("pair");
+    assert!(b.try_recv().expect("nothing yet").is_none());
+    let mut bytes = Vec::new();
+    for seq in 0..3 {
+        bytes.extend(begin(seq).encode().expect("encode"));
+    }
+    // Half of a fourth frame.
+    let fourth = begin(3).encode().expect("encode");
+    bytes.extend_from_slice(&fourth[..7]);
+    a.send_raw(&bytes).expect("send");
+    assert!(!b.has_buffered_frame());
+    assert_eq!(b.try_recv().expect("first"), Some(begin(0)));
+    assert!(b.has_buffered_frame(), "two more are in the buffer");
+    assert_eq!(b.try_recv().expect("second"), Some(begin(1)));
+    assert_eq!(b.try_recv().expect("third"), Some(begin(2)));
+    assert!(!b.has_buffered_frame(), "only part of the fourth");
+    assert_eq!(b.try_recv().expect("partial"), None);
+    a.send_raw(&fourth[7..]).expect("send");
+    assert_eq!(b.try_recv().expect("fourth"), Some(begin(3)));
+    drop(a);
+    assert!(matches!(b.try_recv(), Err(TransportError::Closed)));
+    assert!(matches!(b.try_recv(), Err(TransportError::Broken)));
+}
+
+#[test]
+fn try_recv_reports_a_bad_header_and_mid_frame_eof() {
+    let (raw, other) = UnixStream::pair().expect("pair");
+    let mut rx = DriverChannel::from_stream(other);
+    (&raw).write_all(&[0x55; HEADER_LEN]).expect("write");
+    let e = rx.try_recv().unwrap_err();
+    assert!(
+        matches!(e, TransportError::Malformed { seq: 0, .. }),
+        "{e:?}"
+    );
+    assert!(e.is_fatal());
+
+    let (raw, other) = UnixStream::pair().expect("pair");
+    let mut rx = DriverChannel::from_stream(other);
+    (&raw)
+        .write_all(&begin(1).encode().expect("encode")[..10])
+        .expect("write");
+    assert_eq!(rx.try_recv().expect("partial"), None);
+    drop(raw);
+    assert!(matches!(
+        rx.try_recv(),
+        Err(TransportError::ClosedMidFrame { buffered: 10 })
+    ));
+}
+
+/// Queues large frames on `a` until the peer's socket buffer is full and
+/// some bytes stay queued; returns how many frames were queued.
+fn fill_until_queued(a: &DriverChannel, frame: &DriverMessage) -> usize {
+    let mut n = 0;
+    while a.queued() == 0 {
+        a.queue(frame).expect("queue");
+        n += 1;
+        assert!(n < 100_000, "the socket never filled");
+    }
+    n
+}
+
+#[test]
+fn queue_never_waits_and_flush_delivers_everything_in_order() {
+    let (a, mut b) = DriverChannel::pair().expect("pair");
+    let big = |seq: u32| DriverMessage::Error {
+        seq,
+        message: "x".repeat(1000),
+    };
+    let mut sent = 0u32;
+    while a.queued() == 0 {
+        a.queue(&big(sent)).expect("queue");
+        sent += 1;
+        assert!(sent < 100_000, "the socket never filled");
+    }
+    assert!(a.stalled_since().is_some());
+    // More while the peer reads nothing: queued, not sent, no wait.
+    for _ in 0..10 {
+        a.queue(&big(sent)).expect("queue");
+        sent += 1;
+    }
+    assert!(!a.flush().expect("flush"), "the peer has not read");
+    // The peer reads; flushing whenever the socket takes more delivers every
+    // frame exactly once, in order.
+    for seq in 0..sent {
+        let _ = a.flush().expect("flush");
+        assert_eq!(b.recv(T).expect("recv"), big(seq));
+    }
+    assert!(a.flush().expect("flush"));
+    assert_eq!(a.queued(), 0);
+    assert_eq!(a.stalled_since(), None);
+}
+
+#[test]
+fn a_blocking_send_goes_after_what_is_queued() {
+    let (a, mut b) = DriverChannel::pair().expect("pair");
+    let big = DriverMessage::Error {
+        seq: 7,
+        message: "y".repeat(1000),
+    };
+    let queued = fill_until_queued(&a, &big);
+    let reader = std::thread::spawn(move || {
+        let mut seen = Vec::new();
+        for _ in 0..=queued {
+            seen.push(b.recv(T).expect("recv"));
+        }
+        seen
+    });
+    a.send(&DriverMessage::Ready).expect("send");
+    let seen = reader.join().expect("reader");
+    assert_eq!(seen.len(), queued + 1);
+    assert!(seen[..queued].iter().all(|m| *m == big));
+    assert_eq!(seen[queued], DriverMessage::Ready);
+    assert_eq!(a.queued(), 0);
+}
+
+#[test]
+fn a_blocking_send_that_times_out_behind_the_queue_is_taken_back() {
+    let (mut a, mut b) = DriverChannel::pair().expect("pair");
+    a.set_send_timeout(Duration::from_millis(20));
+    let big = DriverMessage::Error {
+        seq: 7,
+        message: "z".repeat(1000),
+    };
+    let queued = fill_until_queued(&a, &big);
+    let before = a.queued();
+    assert!(matches!(
+        a.send(&DriverMessage::Ready),
+        Err(TransportError::SendTimeout(_))
+    ));
+    assert_eq!(a.queued(), before, "the refused frame is not left queued");
+    // The channel still works: the queued frames arrive, and nothing else.
+    let mut got = 0;
+    while got < queued {
+        let _ = a.flush().expect("flush");
+        assert_eq!(b.recv(T).expect("recv"), big);
+        got += 1;
+    }
+    assert!(matches!(
+        b.recv(Some(Duration::from_millis(50))),
+        Err(TransportError::Timeout(_))
+    ));
+}
+
+#[test]
+fn the_queue_is_bounded() {
+    let (a, _b) = DriverChannel::pair().expect("pair");
+    let big = DriverMessage::Error {
+        seq: 1,
+        message: "w".repeat(crate::wire::MAX_TEXT_LEN),
+    };
+    let mut result = Ok(());
+    for _ in 0..(MAX_QUEUED / 1000 + 1000) {
+        result = a.queue(&big);
+        if result.is_err() {
+            break;
+        }
+    }
+    match result {
+        Err(TransportError::Backlog { queued }) => {
+            assert!(queued <= MAX_QUEUED);
+            assert!(queued > MAX_QUEUED / 2, "{queued}");
+        }
+        other => panic!("expected Backlog, got {other:?}"),
+    }
+    assert!(a.queued() <= MAX_QUEUED);
+}
+
+#[test]
+fn recv_writes_what_is_queued_while_it_waits() {
+    let (a, b) = DriverChannel::pair().expect("pair");
+    let mut a = a;
+    let big = DriverMessage::Error {
+        seq: 3,
+        message: "v".repeat(1000),
+    };
+    let queued = fill_until_queued(&a, &big);
+    // The peer reads everything and answers once; `a` only receives.
+    let peer = std::thread::spawn(move || {
+        let mut b = b;
+        for _ in 0..queued {
+            assert_eq!(b.recv(T).expect("recv"), big);
+        }
+        b.send(&DriverMessage::Ready).expect("answer");
+    });
+    assert_eq!(a.recv(T).expect("answer"), DriverMessage::Ready);
+    peer.join().expect("peer");
+    assert_eq!(a.queued(), 0);
+}
+
+#[test]
+fn queue_to_a_closed_peer_is_closed() {
+    let (a, b) = DriverChannel::pair().expect("pair");
+    drop(b);
+    assert!(matches!(
+        a.queue(&DriverMessage::Ready),
+        Err(TransportError::Closed)
+    ));
+    assert!(matches!(a.flush(), Err(TransportError::Broken)));
+}
