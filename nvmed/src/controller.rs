@@ -29,11 +29,9 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use log::{debug, error, info, warn};
-use nvme_spec::cmd::{
-    NumberOfQueues, RwDw12, SubmissionEntry, CQ_ENTRY_SIZE_LOG2, SQ_ENTRY_SIZE_LOG2,
-};
+use nvme_spec::cmd::{NumberOfQueues, SubmissionEntry, CQ_ENTRY_SIZE_LOG2, SQ_ENTRY_SIZE_LOG2};
 use nvme_spec::identify::{
-    parse_namespace_list, Cns, IdentifyController, IdentifyNamespace, IDENTIFY_SIZE,
+    Cns, IdentifyController, IdentifyNamespace, NamespaceList, IDENTIFY_SIZE,
 };
 use nvme_spec::regs::offset;
 use nvme_spec::status::GenericStatus;
@@ -256,7 +254,7 @@ pub(crate) fn read_csts<R: RegisterIo + ?Sized>(
     regs: &R,
     step: &'static str,
 ) -> Result<Csts, NvmeError> {
-    let csts = Csts(regs.read32(offset::CSTS));
+    let csts = Csts::from_bits(regs.read32(offset::CSTS));
     if csts.is_all_ones() {
         return Err(NvmeError::DeviceGone { step });
     }
@@ -272,7 +270,7 @@ pub(crate) fn read_cc<R: RegisterIo + ?Sized>(
     if v == u32::MAX {
         return Err(NvmeError::DeviceGone { step });
     }
-    Ok(Cc(v))
+    Ok(Cc::from_bits(v))
 }
 
 impl<R: RegisterIo, D: DmaAllocator, C: Clock> Controller<R, D, C> {
@@ -296,8 +294,8 @@ impl<R: RegisterIo, D: DmaAllocator, C: Clock> Controller<R, D, C> {
         if cap_raw == u64::MAX {
             return Err(NvmeError::DeviceGone { step: "read CAP" });
         }
-        let cap = Cap(cap_raw);
-        let version = Version(regs.read32(offset::VS));
+        let cap = Cap::from_bits(cap_raw);
+        let version = Version::from_bits(regs.read32(offset::VS));
         debug!("{name}: {cap:?}, version {version}");
         if cap.css() & Cap::CSS_NVM == 0 {
             return Err(NvmeError::Unsupported {
@@ -356,7 +354,7 @@ impl<R: RegisterIo, D: DmaAllocator, C: Clock> Controller<R, D, C> {
                 offset::CC,
                 cc.with_en(false)
                     .with_shutdown(ShutdownNotification::None)
-                    .0,
+                    .into_bits(),
             );
         }
         wait_for(
@@ -377,15 +375,14 @@ impl<R: RegisterIo, D: DmaAllocator, C: Clock> Controller<R, D, C> {
             .min(u16::try_from(cap.max_queue_entries()).unwrap_or(u16::MAX));
         let admin = QueuePair::new(&dma, 0, admin_entries, dstrd)?;
         let admin_entries = admin.entries();
-        regs.write32(
-            offset::AQA,
-            Aqa::for_entries(admin_entries, admin_entries).0,
-        );
+        let aqa = Aqa::for_entries(admin_entries, admin_entries)
+            .map_err(NvmeError::encode("program AQA"))?;
+        regs.write32(offset::AQA, aqa.into_bits());
         regs.write64(offset::ASQ, admin.sq_address()?);
         regs.write64(offset::ACQ, admin.cq_address()?);
 
         // Configure and enable (§7.6.1 steps 4-6).
-        let cc = Cc(0)
+        let cc = Cc::new()
             .with_command_set(CommandSetSelect::Nvm)
             .with_mps(0)
             .with_ams(0)
@@ -393,7 +390,7 @@ impl<R: RegisterIo, D: DmaAllocator, C: Clock> Controller<R, D, C> {
             .with_iosqes(SQ_ENTRY_SIZE_LOG2)
             .with_iocqes(CQ_ENTRY_SIZE_LOG2)
             .with_en(true);
-        regs.write32(offset::CC, cc.0);
+        regs.write32(offset::CC, cc.into_bits());
 
         // From here on the controller may access the admin queues: the memory
         // belongs to `this`, whose drop resets the controller before freeing
@@ -551,7 +548,7 @@ impl<R: RegisterIo, D: DmaAllocator, C: Clock> Controller<R, D, C> {
 
     fn identify_into(&mut self, buf: &D::Buffer) -> Result<(), NvmeError> {
         let raw = self.identify_raw("Identify Controller", Cns::Controller, 0, buf)?;
-        let id = IdentifyController::parse(&raw).map_err(|e| NvmeError::BadData {
+        let id = IdentifyController::from_bytes(&raw).map_err(|e| NvmeError::BadData {
             step: "Identify Controller",
             reason: e.to_string(),
         })?;
@@ -564,9 +561,9 @@ impl<R: RegisterIo, D: DmaAllocator, C: Clock> Controller<R, D, C> {
         }
         self.info = ControllerInfo {
             vendor_id: id.vid,
-            serial: id.serial.clone(),
-            model: id.model.clone(),
-            firmware: id.firmware.clone(),
+            serial: id.serial(),
+            model: id.model(),
+            firmware: id.firmware(),
             version: self.info.version,
             rtd3e_us: id.rtd3e,
             volatile_write_cache: id.volatile_write_cache(),
@@ -578,9 +575,9 @@ impl<R: RegisterIo, D: DmaAllocator, C: Clock> Controller<R, D, C> {
         info!(
             "{}: serial {:?}, model {:?}, firmware {:?}, RTD3E {} us, VWC {}, MDTS {}, {} namespace(s)",
             self.name,
-            id.serial,
-            id.model,
-            id.firmware,
+            id.serial(),
+            id.model(),
+            id.firmware(),
             id.rtd3e,
             id.volatile_write_cache(),
             id.mdts,
@@ -593,7 +590,12 @@ impl<R: RegisterIo, D: DmaAllocator, C: Clock> Controller<R, D, C> {
             0,
             buf,
         ) {
-            Ok(raw) => parse_namespace_list(&raw),
+            Ok(raw) => NamespaceList::from_bytes(&raw)
+                .map_err(|e| NvmeError::BadData {
+                    step: "Identify Active Namespace List",
+                    reason: e.to_string(),
+                })?
+                .active(),
             Err(NvmeError::CommandFailed { status, .. })
                 if status.as_generic() == Some(GenericStatus::InvalidField) =>
             {
@@ -605,7 +607,7 @@ impl<R: RegisterIo, D: DmaAllocator, C: Clock> Controller<R, D, C> {
         let mut namespaces = Vec::new();
         for nsid in ids {
             let raw = self.identify_raw("Identify Namespace", Cns::Namespace, nsid, buf)?;
-            let ns = IdentifyNamespace::parse(&raw).map_err(|e| NvmeError::BadData {
+            let ns = IdentifyNamespace::from_bytes(&raw).map_err(|e| NvmeError::BadData {
                 step: "Identify Namespace",
                 reason: e.to_string(),
             })?;
@@ -627,7 +629,7 @@ impl<R: RegisterIo, D: DmaAllocator, C: Clock> Controller<R, D, C> {
                 );
                 continue;
             }
-            if ns.current_format().ms != 0 && ns.flbas & 0x10 != 0 {
+            if ns.current_format().ms() != 0 && ns.flbas.extended() {
                 warn!(
                     "{}: namespace {nsid}: extended-LBA metadata is not supported; skipped",
                     self.name
@@ -653,9 +655,10 @@ impl<R: RegisterIo, D: DmaAllocator, C: Clock> Controller<R, D, C> {
     fn create_io_queues(&mut self) -> Result<(), NvmeError> {
         let c = self.admin_command(
             "Set Features (Number of Queues)",
-            SubmissionEntry::set_number_of_queues(0, 1, 1),
+            SubmissionEntry::set_number_of_queues(0, 1, 1)
+                .map_err(NvmeError::encode("Set Features (Number of Queues)"))?,
         )?;
-        let granted = NumberOfQueues(c.dw0);
+        let granted = NumberOfQueues::from(c.dw0);
         debug!(
             "{}: controller grants {} I/O SQs and {} I/O CQs",
             self.name,
@@ -707,17 +710,24 @@ impl<R: RegisterIo, D: DmaAllocator, C: Clock> Controller<R, D, C> {
     fn create_io_queue_pair(&self, queue: &QueuePair<D::Buffer>) -> Result<(), NvmeError> {
         self.admin_command(
             "Create I/O Completion Queue",
-            SubmissionEntry::create_io_cq(0, queue.qid(), queue.entries(), queue.cq_address()?),
+            SubmissionEntry::create_io_cq(
+                0,
+                queue.qid(),
+                queue.entries().into(),
+                queue.cq_address()?,
+            )
+            .map_err(NvmeError::encode("Create I/O Completion Queue"))?,
         )?;
         self.admin_command(
             "Create I/O Submission Queue",
             SubmissionEntry::create_io_sq(
                 0,
                 queue.qid(),
-                queue.entries(),
+                queue.entries().into(),
                 queue.sq_address()?,
                 queue.qid(),
-            ),
+            )
+            .map_err(NvmeError::encode("Create I/O Submission Queue"))?,
         )?;
         Ok(())
     }
@@ -807,16 +817,14 @@ impl<R: RegisterIo, D: DmaAllocator, C: Clock> Controller<R, D, C> {
         lba: u64,
         len: usize,
     ) -> Result<(), NvmeError> {
-        let blocks = len / ns.block_size as usize;
-        if blocks == 0 || blocks > 65536 {
-            return Err(NvmeError::InvalidRequest {
-                reason: format!("{blocks} blocks in one command"),
-            });
-        }
-        let (prp1, prp2) = build_prps(&io.data, &io.prp_list, len, command)?;
-        let mut entry = SubmissionEntry::read_write(op, 0, ns.nsid, lba, 1, prp1, prp2);
-        // NLB is 0's based: 65536 blocks encode as 0xFFFF.
-        entry.cdw12 = RwDw12(0).with_nlb((blocks - 1) as u16).0;
+        // The builder checks the count: one command moves 1..=65536 blocks.
+        let blocks =
+            u32::try_from(len / ns.block_size as usize).map_err(|_| NvmeError::InvalidRequest {
+                reason: format!("{len} bytes in one command"),
+            })?;
+        let mut entry = SubmissionEntry::read_write(op, 0, ns.nsid, lba, blocks, 0, 0)
+            .map_err(NvmeError::encode(command))?;
+        (entry.prp1, entry.prp2) = build_prps(&io.data, &io.prp_list, len, command)?;
         let ctx = self.wait_ctx();
         match io.queue.execute(&ctx, command, entry) {
             Ok(_) => Ok(()),
@@ -883,7 +891,7 @@ impl<R: RegisterIo, D: DmaAllocator, C: Clock> Controller<R, D, C> {
                 offset::CC,
                 cc.with_en(false)
                     .with_shutdown(ShutdownNotification::None)
-                    .0,
+                    .into_bits(),
             );
         }
         let backoff = Backoff::new(self.options.poll_initial, self.options.poll_max);

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use nvme_spec::Status;
+use nvme_spec::{SpecError, Status};
 use pcid_hw::HwError;
 
 /// Everything that can go wrong talking to an NVMe controller. Every variant
@@ -115,6 +115,14 @@ pub enum NvmeError {
 }
 
 impl NvmeError {
+    /// A command or register value `step` could not encode (a count outside
+    /// what its field holds): the request is invalid, nothing was submitted.
+    pub(crate) fn encode(step: &'static str) -> impl FnOnce(SpecError) -> NvmeError {
+        move |e| NvmeError::InvalidRequest {
+            reason: format!("{step}: {e}"),
+        }
+    }
+
     /// Wraps a DMA backend error with the step that hit it.
     pub(crate) fn dma(step: &'static str) -> impl FnOnce(HwError) -> NvmeError {
         move |source| NvmeError::Dma { step, source }

@@ -185,7 +185,7 @@ impl<B: DmaBuffer> QueuePair<B> {
             step,
             reason: e.to_string(),
         })?;
-        if entry.phase != self.phase {
+        if entry.phase() != self.phase {
             return Ok(None);
         }
         self.cq_head += 1;
@@ -245,12 +245,12 @@ impl<B: DmaBuffer> QueuePair<B> {
                         );
                         self.sq_head = self.sq_tail;
                     }
-                    if c.status.is_success() {
+                    if c.status().is_success() {
                         return Ok(c);
                     }
                     return Err(NvmeError::CommandFailed {
                         command,
-                        status: c.status,
+                        status: c.status(),
                     });
                 }
                 discarded = discarded.saturating_add(1);
@@ -267,7 +267,7 @@ impl<B: DmaBuffer> QueuePair<B> {
                 }
             }
             run_without_sleep = 0;
-            let csts = Csts(ctx.regs.read32(offset::CSTS));
+            let csts = Csts::from_bits(ctx.regs.read32(offset::CSTS));
             if csts.is_all_ones() {
                 return Err(NvmeError::DeviceGone { step: command });
             }

@@ -292,12 +292,14 @@ impl<R: RegisterIo, D: DmaAllocator, C: Clock> Controller<R, D, C> {
             );
         }
         let cc = read_cc(&self.regs, "write CC.SHN=01b")?;
-        self.regs
-            .write32(offset::CC, cc.with_shutdown(ShutdownNotification::Normal).0);
+        self.regs.write32(
+            offset::CC,
+            cc.with_shutdown(ShutdownNotification::Normal).into_bits(),
+        );
         let notified_at = self.clock.now();
         // One look (not a wait): a controller that completes at once is
         // timed from here rather than from whenever finish is called.
-        let csts = Csts(self.regs.read32(offset::CSTS));
+        let csts = Csts::from_bits(self.regs.read32(offset::CSTS));
         if !csts.is_all_ones() && csts.shutdown_status() == ShutdownStatus::Complete {
             st.completed_at = Some(self.clock.now());
         }
@@ -373,7 +375,7 @@ impl<R: RegisterIo, D: DmaAllocator, C: Clock> Controller<R, D, C> {
         let mut escalated = false;
         let mut polls: u32 = 0;
         let (outcome, observed) = loop {
-            let csts = Csts(self.regs.read32(offset::CSTS));
+            let csts = Csts::from_bits(self.regs.read32(offset::CSTS));
             polls = polls.saturating_add(1);
             let now = self.clock.now();
             if csts.is_all_ones() {
@@ -410,9 +412,9 @@ impl<R: RegisterIo, D: DmaAllocator, C: Clock> Controller<R, D, C> {
                 );
                 self.regs.write32(
                     offset::CC,
-                    nvme_spec::Cc(cc)
+                    nvme_spec::Cc::from_bits(cc)
                         .with_shutdown(ShutdownNotification::Abrupt)
-                        .0,
+                        .into_bits(),
                 );
                 escalated = true;
                 poller.restart();

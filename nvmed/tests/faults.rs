@@ -120,8 +120,8 @@ impl RegisterIo for CorruptCc {
         self.0.read32(offset)
     }
     fn write32(&self, off: usize, value: u32) {
-        let value = if off == offset::CC && Cc(value).en() {
-            Cc(value).with_iosqes(7).0
+        let value = if off == offset::CC && Cc::from_bits(value).en() {
+            Cc::from_bits(value).with_iosqes(7).into_bits()
         } else {
             value
         };

@@ -105,7 +105,7 @@ impl RegisterIo for Hostile {
         {
             let mut t = self.tracked.lock().unwrap();
             match off {
-                offset::AQA => t.admin_entries = Aqa(value).acqs() + 1,
+                offset::AQA => t.admin_entries = Aqa::from_bits(value).acqs() + 1,
                 offset::ASQ => t.asq = (t.asq & !0xFFFF_FFFF) | u64::from(value),
                 0x2C => t.asq = (t.asq & 0xFFFF_FFFF) | (u64::from(value) << 32),
                 offset::ACQ => t.acq = (t.acq & !0xFFFF_FFFF) | u64::from(value),
@@ -122,8 +122,8 @@ impl RegisterIo for Hostile {
                         let _ = b.read(o, &mut raw);
                     });
                 if let Ok(e) = SubmissionEntry::from_bytes(&raw) {
-                    if e.opcode() == AdminOpcode::CreateIoCq as u8 {
-                        t.io_cq = Some((e.prp1, QueueDw10(e.cdw10).qsize() + 1));
+                    if e.opcode() == AdminOpcode::CreateIoCq.0 {
+                        t.io_cq = Some((e.prp1, QueueDw10::from_bits(e.cdw10).qsize() + 1));
                         t.cq_head[1] = 0;
                     }
                 }
@@ -280,9 +280,9 @@ fn a_completion_for_an_unknown_command_is_discarded_and_reported() {
     let bogus = nvme_spec::CompletionEntry {
         sq_id: 1,
         cid: 0x7777,
-        phase: true,
         ..Default::default()
-    };
+    }
+    .with_phase(true);
     script.push_back(Some(Injection {
         ahead: 0,
         bytes: bogus.to_bytes(),

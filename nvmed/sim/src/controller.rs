@@ -8,16 +8,17 @@ use nvme_spec::cmd::{
     CreateCqDw11, CreateSqDw11, FeaturesDw10, IdentifyDw10, NumberOfQueues, QueueDw10, RwDw12,
     CQ_ENTRY_SIZE, CQ_ENTRY_SIZE_LOG2, SQ_ENTRY_SIZE, SQ_ENTRY_SIZE_LOG2,
 };
-use nvme_spec::features::FeatureId;
+use nvme_spec::features::{FeatureId, FeatureSelect};
 use nvme_spec::identify::{
-    namespace_list_bytes, Cns, IdentifyController, IdentifyNamespace, LbaFormat, IDENTIFY_SIZE,
+    AsciiString, Cns, Flbas, IdentifyController, IdentifyNamespace, LbaFormat, NamespaceList,
+    QueueEntrySize, VolatileWriteCache, IDENTIFY_SIZE,
 };
 use nvme_spec::regs::{decode_doorbell, offset, Doorbell, QUEUE_BASE_MASK};
 use nvme_spec::status::MediaStatus;
 use nvme_spec::{
     AdminOpcode, Aqa, Cap, Cc, CommandSetSelect, CommandSpecificStatus, CompletionEntry, Csts,
-    GenericStatus, NvmOpcode, ShutdownNotification, ShutdownStatus, Status, SubmissionEntry,
-    Version,
+    GenericStatus, NvmOpcode, ShutdownNotification, ShutdownStatus, SpecError, Status,
+    SubmissionEntry, Version,
 };
 use pcid_hw::{Clock, DmaAllocator, RegisterIo, PAGE_SIZE};
 
@@ -248,7 +249,7 @@ impl SimController {
     ) -> Result<Self, SimError> {
         config.validate()?;
         let store = Store::open(&config)?;
-        let cap = Cap(0)
+        let cap = Cap::new()
             .with_mqes(config.mqes)
             .with_cqr(true)
             .with_to(config.cap_to)
@@ -263,7 +264,7 @@ impl SimController {
         let memory = DmaMemory::new(config.dma_layout);
         let all = config.max_io_queues;
         let state = State {
-            cc: Cc(0),
+            cc: Cc::new(),
             intms: 0,
             aqa: 0,
             asq: 0,
@@ -319,11 +320,11 @@ impl SimController {
         };
         let (asq, acq, iosq, iocq) = (page_addr()?, page_addr()?, page_addr()?, page_addr()?);
         let mut st = sh.lock();
-        st.cc = Cc(0)
+        st.cc = Cc::new()
             .with_en(true)
             .with_iosqes(SQ_ENTRY_SIZE_LOG2)
             .with_iocqes(CQ_ENTRY_SIZE_LOG2);
-        st.aqa = Aqa::for_entries(32, 32).0;
+        st.aqa = Aqa::new().with_asqs(31).with_acqs(31).into_bits();
         st.asq = asq;
         st.acq = acq;
         st.enabled = Some(Enabled {
@@ -492,7 +493,7 @@ impl SimController {
         st.enabled = None;
         st.shutdown = None;
         st.cfs = false;
-        st.cc = Cc(0);
+        st.cc = Cc::new();
     }
 
     /// Power returns after [`SimController::power_cut`] (or a removal): the
@@ -508,7 +509,7 @@ impl SimController {
         st.enabled = None;
         st.shutdown = None;
         st.cfs = false;
-        st.cc = Cc(0);
+        st.cc = Cc::new();
         st.aqa = 0;
         st.asq = 0;
         st.acq = 0;
@@ -620,12 +621,12 @@ impl RegisterIo for SimController {
         }
         let now = sh.clock.now();
         match off {
-            0x00 => sh.cap.0 as u32,
-            0x04 => (sh.cap.0 >> 32) as u32,
-            offset::VS => Version::new(1, 4, 0).0,
+            0x00 => sh.cap.into_bits() as u32,
+            0x04 => (sh.cap.into_bits() >> 32) as u32,
+            offset::VS => Version::new(1, 4, 0).into_bits(),
             offset::INTMS | offset::INTMC => st.intms,
-            offset::CC => st.cc.0,
-            offset::CSTS => sh.csts(&st, now).0,
+            offset::CC => st.cc.into_bits(),
+            offset::CSTS => sh.csts(&st, now).into_bits(),
             offset::AQA => st.aqa,
             offset::ASQ => st.asq as u32,
             0x2C => (st.asq >> 32) as u32,
@@ -688,7 +689,7 @@ impl Shared {
             Some(s) if s.completed => ShutdownStatus::Complete,
             Some(_) => ShutdownStatus::Occurring,
         };
-        Csts(0)
+        Csts::new()
             .with_rdy(rdy)
             .with_cfs(st.cfs)
             .with_shutdown_status(shst)
@@ -818,7 +819,7 @@ impl Shared {
     fn write_cc(&self, st: &mut State, value: u32) {
         let now = self.clock.now();
         let old = st.cc;
-        let new = Cc(value & CC_WRITABLE);
+        let new = Cc::from_bits(value & CC_WRITABLE);
         st.cc = new;
         if old.en() && !new.en() {
             self.reset(st, now);
@@ -832,7 +833,8 @@ impl Shared {
             match shn {
                 ShutdownNotification::Normal => self.start_shutdown(st, ShutdownKind::Normal, now),
                 ShutdownNotification::Abrupt => self.start_shutdown(st, ShutdownKind::Abrupt, now),
-                ShutdownNotification::None | ShutdownNotification::Reserved => {}
+                // None, and the reserved 11b.
+                _ => {}
             }
         }
     }
@@ -859,9 +861,9 @@ impl Shared {
     fn enable(&self, st: &mut State, now: Duration) {
         st.stats.enables += 1;
         let cc = st.cc;
-        let aqa = Aqa(st.aqa);
+        let aqa = Aqa::from_bits(st.aqa);
         let problem = if cc.command_set() != CommandSetSelect::Nvm {
-            Some(format!("unsupported CC.CSS {:#b}", cc.css_raw()))
+            Some(format!("unsupported CC.CSS {:#b}", cc.command_set().0))
         } else if cc.mps() != 0 {
             Some(format!(
                 "unsupported CC.MPS {} (only 4 KiB pages)",
@@ -874,11 +876,17 @@ impl Shared {
         } else if cc.iocqes() != CQ_ENTRY_SIZE_LOG2 {
             Some(format!("unsupported CC.IOCQES {}", cc.iocqes()))
         } else if aqa.asqs() == 0 || aqa.acqs() == 0 {
-            Some(format!("admin queue sizes too small (AQA {:#x})", aqa.0))
+            Some(format!(
+                "admin queue sizes too small (AQA {:#x})",
+                aqa.into_bits()
+            ))
         } else if u32::from(aqa.asqs()) > u32::from(self.config.mqes)
             || u32::from(aqa.acqs()) > u32::from(self.config.mqes)
         {
-            Some(format!("admin queue sizes exceed MQES (AQA {:#x})", aqa.0))
+            Some(format!(
+                "admin queue sizes exceed MQES (AQA {:#x})",
+                aqa.into_bits()
+            ))
         } else {
             None
         };
@@ -1136,9 +1144,9 @@ impl Shared {
                     sq_head: sq_head as u16,
                     sq_id: sqid,
                     cid: cmd.cid(),
-                    phase: false,
-                    status,
-                };
+                    ..Default::default()
+                }
+                .with_status(status);
                 self.post(st, cqid, entry);
             }
             Outcome::NoCompletion => {}
@@ -1148,10 +1156,10 @@ impl Shared {
     /// The delay before an I/O command's execution (`read_latency_ms`,
     /// `write_latency_ms`), if it has one.
     fn latency_of(&self, cmd: &SubmissionEntry) -> Option<Duration> {
-        let ms = match NvmOpcode::from_u8(cmd.opcode())? {
+        let ms = match NvmOpcode(cmd.opcode()) {
             NvmOpcode::Read => self.config.read_latency_ms,
             NvmOpcode::Write => self.config.write_latency_ms,
-            NvmOpcode::Flush => 0,
+            _ => 0,
         };
         (ms > 0).then(|| Duration::from_millis(ms))
     }
@@ -1174,7 +1182,7 @@ impl Shared {
         let Some(latency) = self.latency_of(cmd) else {
             return false;
         };
-        let blocks = u64::from(RwDw12(cmd.cdw12).blocks());
+        let blocks = u64::from(RwDw12::from(cmd.cdw12).blocks());
         if cmd.nsid != NSID || !st.store.in_range(cmd.slba(), blocks) {
             return false;
         }
@@ -1244,7 +1252,7 @@ impl Shared {
         let Some(cq) = st.cqs.get_mut(&cqid) else {
             return;
         };
-        entry.phase = cq.phase;
+        entry.set_phase(cq.phase);
         // Wrapping: an address past the top of the bus is simply unmapped.
         let addr = cq
             .base
@@ -1397,10 +1405,7 @@ impl Shared {
         if cmd.cdw0.fuse() != 0 || cmd.cdw0.psdt() != 0 {
             return err(GenericStatus::InvalidField);
         }
-        let Some(op) = AdminOpcode::from_u8(cmd.opcode()) else {
-            return err(GenericStatus::InvalidOpcode);
-        };
-        match op {
+        match AdminOpcode(cmd.opcode()) {
             AdminOpcode::Identify => self.identify(st, cmd),
             AdminOpcode::SetFeatures => self.set_features(st, cmd),
             AdminOpcode::GetFeatures => self.get_features(st, cmd),
@@ -1420,67 +1425,76 @@ impl Shared {
                     Outcome::NoCompletion
                 }
             }
-            AdminOpcode::KeepAlive => err(GenericStatus::InvalidOpcode),
+            // Keep Alive and opcodes the model does not know.
+            _ => err(GenericStatus::InvalidOpcode),
         }
     }
 
-    fn identify_controller(&self) -> IdentifyController {
-        IdentifyController {
+    fn identify_controller(&self) -> Result<IdentifyController, SpecError> {
+        Ok(IdentifyController {
             vid: VENDOR_ID,
             ssvid: VENDOR_ID,
-            serial: self.config.serial.clone(),
-            model: self.config.model.clone(),
-            firmware: self.config.firmware.clone(),
+            sn: AsciiString::new("serial", &self.config.serial)?,
+            mn: AsciiString::new("model", &self.config.model)?,
+            fr: AsciiString::new("firmware", &self.config.firmware)?,
             mdts: self.config.mdts,
-            cntlid: 0,
-            ver: Version::new(1, 4, 0).0,
-            rtd3r: 0,
+            ver: Version::new(1, 4, 0).into_bits(),
             rtd3e: self.config.rtd3e_us,
-            sqes: (SQ_ENTRY_SIZE_LOG2 << 4) | SQ_ENTRY_SIZE_LOG2,
-            cqes: (CQ_ENTRY_SIZE_LOG2 << 4) | CQ_ENTRY_SIZE_LOG2,
-            maxcmd: 0,
+            // An I/O controller.
+            cntrltype: 1,
+            // Outstanding Asynchronous Event Requests, 0's based.
+            aerl: AERL,
+            sqes: QueueEntrySize::exactly(SQ_ENTRY_SIZE_LOG2)?,
+            cqes: QueueEntrySize::exactly(CQ_ENTRY_SIZE_LOG2)?,
             nn: 1,
-            oncs: 0,
             // VWC reports that a cache is present, not whether it is enabled.
-            vwc: u8::from(self.config.volatile_write_cache),
-        }
+            vwc: VolatileWriteCache::new().with_present(self.config.volatile_write_cache),
+            ..Default::default()
+        })
     }
 
     fn identify(&self, st: &mut State, cmd: &SubmissionEntry) -> Outcome {
-        let cns = IdentifyDw10(cmd.cdw10).cns();
-        let data = match Cns::from_u8(cns) {
-            Some(Cns::Controller) => {
-                let mut b = self.identify_controller().to_bytes();
-                // CNTRLTYPE (byte 111): I/O controller.
-                b[111] = 1;
-                // AERL (byte 259): outstanding Asynchronous Event Requests, 0's based.
-                b[259] = AERL;
-                b
-            }
-            Some(Cns::Namespace) => match cmd.nsid {
-                NSID => {
-                    let mut b = self.identify_namespace(st.store.blocks()).to_bytes();
-                    // NGUID (bytes 119:104).
-                    b[104..120].copy_from_slice(&self.nguid());
-                    b
+        let data = match IdentifyDw10::from(cmd.cdw10).cns() {
+            Cns::Controller => match self.identify_controller() {
+                Ok(id) => id.to_bytes(),
+                Err(e) => {
+                    log::error!("{}: Identify Controller: {e}", self.label);
+                    return err(GenericStatus::InternalError);
                 }
+            },
+            Cns::Namespace => match cmd.nsid {
+                NSID => IdentifyNamespace {
+                    nguid: self.nguid(),
+                    ..self.identify_namespace(st.store.blocks())
+                }
+                .to_bytes(),
                 // Capabilities common to all namespaces (§5.15.2): no size.
                 0xFFFF_FFFF => self.identify_namespace(0).to_bytes(),
                 _ => return err(GenericStatus::InvalidNamespace),
             },
-            Some(Cns::ActiveNamespaceList) => {
+            Cns::ActiveNamespaceList => {
                 if cmd.nsid >= 0xFFFF_FFFE {
                     return err(GenericStatus::InvalidNamespace);
                 }
-                let ids: Vec<u32> = if cmd.nsid < NSID { vec![NSID] } else { vec![] };
-                namespace_list_bytes(&ids)
+                let list = if cmd.nsid < NSID {
+                    NamespaceList::from_ids(&[NSID])
+                } else {
+                    Ok(NamespaceList::default())
+                };
+                match list {
+                    Ok(list) => list.to_bytes(),
+                    Err(e) => {
+                        log::error!("{}: Active Namespace ID list: {e}", self.label);
+                        return err(GenericStatus::InternalError);
+                    }
+                }
             }
-            Some(Cns::NamespaceDescriptorList) => {
+            Cns::NamespaceDescriptorList => {
                 if cmd.nsid != NSID {
                     return err(GenericStatus::InvalidNamespace);
                 }
                 // One descriptor (§5.15.2.3): NIDT 2 (NGUID), NIDL 16.
-                let mut b = vec![0u8; IDENTIFY_SIZE];
+                let mut b = [0u8; IDENTIFY_SIZE];
                 b[0] = 2;
                 b[1] = 16;
                 b[4..20].copy_from_slice(&self.nguid());
@@ -1488,7 +1502,6 @@ impl Shared {
             }
             _ => return err(GenericStatus::InvalidField),
         };
-        debug_assert_eq!(data.len(), IDENTIFY_SIZE);
         self.transfer_out(cmd, &data)
     }
 
@@ -1512,25 +1525,22 @@ impl Shared {
             nuse: blocks,
             nsfeat: 0,
             nlbaf: 0,
-            flbas: 0,
+            flbas: Flbas::new().with_format(0),
             ..Default::default()
         };
-        ns.lbaf[0] = LbaFormat {
-            ms: 0,
-            lbads: self.config.block_size.trailing_zeros() as u8,
-            rp: 0,
-        };
+        // 512 or 4096 (SimConfig::validate): LBADS 9 or 12.
+        ns.lbaf[0] = LbaFormat::new().with_lbads(self.config.block_size.trailing_zeros() as u8);
         ns
     }
 
     fn set_features(&self, st: &mut State, cmd: &SubmissionEntry) -> Outcome {
-        let dw10 = FeaturesDw10(cmd.cdw10);
+        let dw10 = FeaturesDw10::from(cmd.cdw10);
         if dw10.sv() {
             return err(CommandSpecificStatus::FeatureNotSaveable);
         }
-        match FeatureId::from_u8(dw10.fid()) {
-            Some(FeatureId::NumberOfQueues) => {
-                let req = NumberOfQueues(cmd.cdw11);
+        match dw10.fid() {
+            FeatureId::NumberOfQueues => {
+                let req = NumberOfQueues::from(cmd.cdw11);
                 if req.nsq() == 0xFFFF || req.ncq() == 0xFFFF {
                     return err(GenericStatus::InvalidField);
                 }
@@ -1541,9 +1551,9 @@ impl Shared {
                 let nsq = (req.nsq().saturating_add(1)).min(max);
                 let ncq = (req.ncq().saturating_add(1)).min(max);
                 st.queues_allocated = (nsq, ncq);
-                ok(NumberOfQueues::from_counts(nsq, ncq).0)
+                self.queue_counts(nsq, ncq)
             }
-            Some(FeatureId::VolatileWriteCache) if self.config.volatile_write_cache => {
+            FeatureId::VolatileWriteCache if self.config.volatile_write_cache => {
                 let enable = cmd.cdw11 & 1 != 0;
                 let dirty = st.store.dirty_blocks();
                 match st.store.set_cache_enabled(enable) {
@@ -1564,30 +1574,40 @@ impl Shared {
     }
 
     fn get_features(&self, st: &mut State, cmd: &SubmissionEntry) -> Outcome {
-        let fid = FeaturesDw10(cmd.cdw10).fid();
-        // SEL (bits 10:8): 0 current, 1 default, 2 saved, 3 supported capabilities.
-        let sel = (cmd.cdw10 >> 8) & 0x7;
-        if sel > 3 {
+        let dw10 = FeaturesDw10::from(cmd.cdw10);
+        let sel = dw10.select();
+        if sel.0 > FeatureSelect::SupportedCapabilities.0 {
             return err(GenericStatus::InvalidField);
         }
-        match FeatureId::from_u8(fid) {
-            Some(FeatureId::NumberOfQueues) => {
-                if sel == 3 {
-                    return ok(0b100);
+        // Supported capabilities: changeable (bit 2), neither saveable nor
+        // namespace specific.
+        const CHANGEABLE: u32 = 0b100;
+        match dw10.fid() {
+            FeatureId::NumberOfQueues => match sel {
+                FeatureSelect::SupportedCapabilities => ok(CHANGEABLE),
+                FeatureSelect::Current => {
+                    let (nsq, ncq) = st.queues_allocated;
+                    self.queue_counts(nsq, ncq)
                 }
-                let (nsq, ncq) = if sel == 0 {
-                    st.queues_allocated
-                } else {
-                    (self.config.max_io_queues, self.config.max_io_queues)
-                };
-                ok(NumberOfQueues::from_counts(nsq, ncq).0)
-            }
-            Some(FeatureId::VolatileWriteCache) if self.config.volatile_write_cache => match sel {
-                0 => ok(u32::from(st.store.cache_enabled())),
-                3 => ok(0b100),
+                _ => self.queue_counts(self.config.max_io_queues, self.config.max_io_queues),
+            },
+            FeatureId::VolatileWriteCache if self.config.volatile_write_cache => match sel {
+                FeatureSelect::Current => ok(u32::from(st.store.cache_enabled())),
+                FeatureSelect::SupportedCapabilities => ok(CHANGEABLE),
                 _ => ok(1),
             },
             _ => err(GenericStatus::InvalidField),
+        }
+    }
+
+    /// A Number of Queues completion value (§5.21.1.7) for 1's based counts.
+    fn queue_counts(&self, nsq: u16, ncq: u16) -> Outcome {
+        match NumberOfQueues::from_counts(nsq.into(), ncq.into()) {
+            Ok(counts) => ok(counts.into_bits()),
+            Err(e) => {
+                log::error!("{}: Number of Queues: {e}", self.label);
+                err(GenericStatus::InternalError)
+            }
         }
     }
 
@@ -1631,8 +1651,8 @@ impl Shared {
     }
 
     fn create_cq(&self, st: &mut State, cmd: &SubmissionEntry) -> Outcome {
-        let dw10 = QueueDw10(cmd.cdw10);
-        let dw11 = CreateCqDw11(cmd.cdw11);
+        let dw10 = QueueDw10::from(cmd.cdw10);
+        let dw11 = CreateCqDw11::from(cmd.cdw11);
         let qid = dw10.qid();
         if qid == 0 || qid > st.queues_allocated.1 || st.cqs.contains_key(&qid) {
             return err(CommandSpecificStatus::InvalidQueueId);
@@ -1669,8 +1689,8 @@ impl Shared {
     }
 
     fn create_sq(&self, st: &mut State, cmd: &SubmissionEntry) -> Outcome {
-        let dw10 = QueueDw10(cmd.cdw10);
-        let dw11 = CreateSqDw11(cmd.cdw11);
+        let dw10 = QueueDw10::from(cmd.cdw10);
+        let dw11 = CreateSqDw11::from(cmd.cdw11);
         let qid = dw10.qid();
         if qid == 0 || qid > st.queues_allocated.0 || st.sqs.contains_key(&qid) {
             return err(CommandSpecificStatus::InvalidQueueId);
@@ -1704,7 +1724,7 @@ impl Shared {
     }
 
     fn delete_sq(&self, st: &mut State, cmd: &SubmissionEntry) -> Outcome {
-        let qid = QueueDw10(cmd.cdw10).qid();
+        let qid = QueueDw10::from(cmd.cdw10).qid();
         if qid == 0 || !self.remove_sq(st, qid) {
             return err(CommandSpecificStatus::InvalidQueueId);
         }
@@ -1713,7 +1733,7 @@ impl Shared {
     }
 
     fn delete_cq(&self, st: &mut State, cmd: &SubmissionEntry) -> Outcome {
-        let qid = QueueDw10(cmd.cdw10).qid();
+        let qid = QueueDw10::from(cmd.cdw10).qid();
         if qid == 0 || !st.cqs.contains_key(&qid) {
             return err(CommandSpecificStatus::InvalidQueueId);
         }
@@ -1742,9 +1762,7 @@ impl Shared {
         if cmd.cdw0.fuse() != 0 || cmd.cdw0.psdt() != 0 {
             return err(GenericStatus::InvalidField);
         }
-        let Some(op) = NvmOpcode::from_u8(cmd.opcode()) else {
-            return err(GenericStatus::InvalidOpcode);
-        };
+        let op = NvmOpcode(cmd.opcode());
         match op {
             NvmOpcode::Flush => {
                 if cmd.nsid != NSID && cmd.nsid != 0xFFFF_FFFF {
@@ -1763,6 +1781,7 @@ impl Shared {
                 }
             }
             NvmOpcode::Read | NvmOpcode::Write => self.read_write(st, op, cmd, tag),
+            _ => err(GenericStatus::InvalidOpcode),
         }
     }
 
@@ -1776,7 +1795,7 @@ impl Shared {
         if cmd.nsid != NSID {
             return err(GenericStatus::InvalidNamespace);
         }
-        let dw12 = RwDw12(cmd.cdw12);
+        let dw12 = RwDw12::from(cmd.cdw12);
         let slba = cmd.slba();
         let blocks = u64::from(dw12.blocks());
         if !st.store.in_range(slba, blocks) {

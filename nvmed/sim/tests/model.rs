@@ -7,12 +7,13 @@ use std::time::Duration;
 
 use common::{pattern, Host, QueuePair};
 use nvme_sim::{DmaLayout, Fault, ShutdownKind, SimConfig, StartState};
-use nvme_spec::cmd::{Cdw0, FeaturesDw10, NumberOfQueues};
-use nvme_spec::identify::{parse_namespace_list, Cns, IdentifyController, IdentifyNamespace};
+use nvme_spec::cmd::{FeaturesDw10, NumberOfQueues};
+use nvme_spec::features::FeatureId;
+use nvme_spec::identify::{Cns, IdentifyController, IdentifyNamespace, NamespaceList};
 use nvme_spec::regs::offset;
 use nvme_spec::{
-    AdminOpcode, Cap, Cc, CommandSpecificStatus, CompletionEntry, GenericStatus, NvmOpcode,
-    ShutdownNotification as Shn, ShutdownStatus, Status, SubmissionEntry,
+    AdminOpcode, Cap, Cc, CommandSetSelect, CommandSpecificStatus, CompletionEntry, GenericStatus,
+    NvmOpcode, ShutdownNotification as Shn, ShutdownStatus, Status, SubmissionEntry,
 };
 use pcid_hw::{DmaAllocator, DmaBuffer, RegisterIo, PAGE_SIZE};
 
@@ -24,19 +25,19 @@ fn config() -> SimConfig {
 }
 
 fn generic(c: &CompletionEntry) -> Option<GenericStatus> {
-    c.status.as_generic()
+    c.status().as_generic()
 }
 
 fn specific(c: &CompletionEntry) -> Option<CommandSpecificStatus> {
-    c.status.as_command_specific()
+    c.status().as_command_specific()
 }
 
-fn write_cmd(nsid: u32, slba: u64, blocks: u16, prp1: u64, prp2: u64) -> SubmissionEntry {
-    SubmissionEntry::read_write(NvmOpcode::Write, 0, nsid, slba, blocks, prp1, prp2)
+fn write_cmd(nsid: u32, slba: u64, blocks: u32, prp1: u64, prp2: u64) -> SubmissionEntry {
+    SubmissionEntry::read_write(NvmOpcode::Write, 0, nsid, slba, blocks, prp1, prp2).unwrap()
 }
 
-fn read_cmd(nsid: u32, slba: u64, blocks: u16, prp1: u64, prp2: u64) -> SubmissionEntry {
-    SubmissionEntry::read_write(NvmOpcode::Read, 0, nsid, slba, blocks, prp1, prp2)
+fn read_cmd(nsid: u32, slba: u64, blocks: u32, prp1: u64, prp2: u64) -> SubmissionEntry {
+    SubmissionEntry::read_write(NvmOpcode::Read, 0, nsid, slba, blocks, prp1, prp2).unwrap()
 }
 
 /// Runs an I/O command on `q` and returns its completion.
@@ -56,7 +57,7 @@ fn registers_report_capabilities() {
         cap_to: 20,
         ..config()
     });
-    let cap = Cap(h.ctrl.read64(offset::CAP));
+    let cap = Cap::from_bits(h.ctrl.read64(offset::CAP));
     assert_eq!(cap.mqes(), 255);
     assert!(cap.cqr());
     assert_eq!(cap.to(), 20);
@@ -83,12 +84,13 @@ fn starts_enabled_like_firmware_left_it_and_needs_a_reset() {
     assert_ne!(fw_asq, 0);
     assert_ne!(fw_asq, h.admin.sq_addr());
     // Reset: RDY follows after the reset latency.
-    h.ctrl.write32(offset::CC, h.cc().with_en(false).0);
+    h.ctrl
+        .write32(offset::CC, h.cc().with_en(false).into_bits());
     assert!(h.csts().rdy(), "RDY cleared before the reset latency");
     h.advance_ms(5);
     assert!(!h.csts().rdy());
     // Enable: RDY rises after the ready latency, not before.
-    h.try_enable(Cc(0).with_iosqes(6).with_iocqes(4));
+    h.try_enable(Cc::new().with_iosqes(6).with_iocqes(4));
     h.advance_ms(19);
     assert!(!h.csts().rdy());
     h.advance_ms(1);
@@ -106,8 +108,8 @@ fn disabled_start_state() {
         start_state: StartState::Disabled,
         ..config()
     });
-    assert_eq!(h.cc().0, 0);
-    assert_eq!(h.csts().0, 0);
+    assert_eq!(h.cc().into_bits(), 0);
+    assert_eq!(h.csts().into_bits(), 0);
 }
 
 #[test]
@@ -118,7 +120,7 @@ fn cc_and_aqa_keep_only_writable_bits() {
     });
     // Everything but EN: no enable happens.
     h.ctrl.write32(offset::CC, 0xFFFF_FFFE);
-    assert_eq!(h.cc().0, 0x00FF_FFF0);
+    assert_eq!(h.cc().into_bits(), 0x00FF_FFF0);
     h.ctrl.write32(offset::AQA, 0xFFFF_FFFF);
     assert_eq!(h.ctrl.read32(offset::AQA), 0x0FFF_0FFF);
     h.ctrl.write64(offset::ASQ, 0x1234_5678_9ABC_DEFF);
@@ -130,20 +132,26 @@ fn cc_and_aqa_keep_only_writable_bits() {
     h.ctrl.write32(offset::CSTS, 0xF);
     assert_eq!(h.ctrl.read64(offset::CAP), cap);
     assert_eq!(h.ctrl.read32(offset::VS), 0x0001_0400);
-    assert_eq!(h.csts().0, 0);
+    assert_eq!(h.csts().into_bits(), 0);
 }
 
 #[test]
 fn invalid_settings_at_enable_raise_cfs() {
     for (name, cc) in [
-        ("MPS 8 KiB", Cc(0).with_iosqes(6).with_iocqes(4).with_mps(1)),
-        ("IOSQES 5", Cc(0).with_iosqes(5).with_iocqes(4)),
-        ("IOCQES 0", Cc(0).with_iosqes(6)),
+        (
+            "MPS 8 KiB",
+            Cc::new().with_iosqes(6).with_iocqes(4).with_mps(1),
+        ),
+        ("IOSQES 5", Cc::new().with_iosqes(5).with_iocqes(4)),
+        ("IOCQES 0", Cc::new().with_iosqes(6)),
         (
             "CSS admin only",
-            Cc(0).with_iosqes(6).with_iocqes(4).with_css_raw(0b111),
+            Cc::new()
+                .with_iosqes(6)
+                .with_iocqes(4)
+                .with_command_set(CommandSetSelect::AdminOnly),
         ),
-        ("AMS 1", Cc(0).with_iosqes(6).with_iocqes(4).with_ams(1)),
+        ("AMS 1", Cc::new().with_iosqes(6).with_iocqes(4).with_ams(1)),
     ] {
         let mut h = Host::unstarted(config());
         h.reset();
@@ -181,24 +189,24 @@ fn identify_values_round_trip() {
     let prp1 = buf.device_address(100 * 4).unwrap();
     let prp2 = buf.device_address(PAGE_SIZE).unwrap();
     let c = h.admin(SubmissionEntry::identify(0, Cns::Controller, 0, prp1, prp2));
-    assert!(c.status.is_success(), "{}", c.status);
+    assert!(c.status().is_success(), "{}", c.status());
     let mut raw = vec![0u8; 4096];
     buf.read(400, &mut raw).unwrap();
-    let id = IdentifyController::parse(&raw).unwrap();
-    assert_eq!(id.serial, "SN-42");
-    assert_eq!(id.model, "Model X");
-    assert_eq!(id.firmware, "FW9");
+    let id = IdentifyController::from_bytes(&raw).unwrap();
+    assert_eq!(id.serial(), "SN-42");
+    assert_eq!(id.model(), "Model X");
+    assert_eq!(id.firmware(), "FW9");
     assert_eq!(id.rtd3e, 4_500_000);
     assert!(id.volatile_write_cache());
     assert_eq!(id.mdts, 6);
     assert_eq!(id.ver, 0x0001_0400);
     assert_eq!(id.nn, 1);
-    assert_eq!((id.sqes_min(), id.cqes_min()), (6, 4));
+    assert_eq!((id.sqes.min(), id.cqes.min()), (6, 4));
 
     let c = h.admin(SubmissionEntry::identify(0, Cns::Namespace, 1, prp1, prp2));
-    assert!(c.status.is_success());
+    assert!(c.status().is_success());
     buf.read(400, &mut raw).unwrap();
-    let ns = IdentifyNamespace::parse(&raw).unwrap();
+    let ns = IdentifyNamespace::from_bytes(&raw).unwrap();
     assert_eq!(ns.nsze, 12345);
     assert_eq!(ns.block_size(), Some(4096));
 
@@ -209,9 +217,9 @@ fn identify_values_round_trip() {
         prp1,
         prp2,
     ));
-    assert!(c.status.is_success());
+    assert!(c.status().is_success());
     buf.read(400, &mut raw).unwrap();
-    assert_eq!(parse_namespace_list(&raw), vec![1]);
+    assert_eq!(NamespaceList::from_bytes(&raw).unwrap().active(), vec![1]);
     let c = h.admin(SubmissionEntry::identify(
         0,
         Cns::ActiveNamespaceList,
@@ -219,9 +227,12 @@ fn identify_values_round_trip() {
         prp1,
         prp2,
     ));
-    assert!(c.status.is_success());
+    assert!(c.status().is_success());
     buf.read(400, &mut raw).unwrap();
-    assert_eq!(parse_namespace_list(&raw), Vec::<u32>::new());
+    assert_eq!(
+        NamespaceList::from_bytes(&raw).unwrap().active(),
+        Vec::<u32>::new()
+    );
 
     for nsid in [0, 2] {
         let c = h.admin(SubmissionEntry::identify(
@@ -236,7 +247,7 @@ fn identify_values_round_trip() {
             Some(GenericStatus::InvalidNamespace),
             "nsid {nsid}"
         );
-        assert!(c.status.dnr());
+        assert!(c.status().dnr());
     }
     let mut e = SubmissionEntry::identify(0, Cns::Controller, 0, prp1, prp2);
     e.cdw10 = 0x55;
@@ -258,36 +269,38 @@ fn features_number_of_queues() {
         max_io_queues: 8,
         ..config()
     });
-    let c = h.admin(SubmissionEntry::set_number_of_queues(0, 4, 2));
-    assert!(c.status.is_success());
-    let got = NumberOfQueues(c.dw0);
+    let c = h.admin(SubmissionEntry::set_number_of_queues(0, 4, 2).unwrap());
+    assert!(c.status().is_success());
+    let got = NumberOfQueues::from_bits(c.dw0);
     assert_eq!((got.sq_count(), got.cq_count()), (4, 2));
-    let c = h.admin(SubmissionEntry::set_number_of_queues(0, 100, 100));
-    let got = NumberOfQueues(c.dw0);
+    let c = h.admin(SubmissionEntry::set_number_of_queues(0, 100, 100).unwrap());
+    let got = NumberOfQueues::from_bits(c.dw0);
     assert_eq!((got.sq_count(), got.cq_count()), (8, 8));
-    let mut e = SubmissionEntry::new(AdminOpcode::GetFeatures as u8, 0);
-    e.cdw10 = FeaturesDw10(0).with_fid(0x07).0;
+    let mut e = SubmissionEntry::new(AdminOpcode::GetFeatures.0, 0);
+    e.cdw10 = FeaturesDw10::new()
+        .with_fid(FeatureId::NumberOfQueues)
+        .into_bits();
     let c = h.admin(e);
-    assert!(c.status.is_success());
-    assert_eq!(NumberOfQueues(c.dw0).sq_count(), 8);
-    let mut e = SubmissionEntry::set_number_of_queues(0, 1, 1);
+    assert!(c.status().is_success());
+    assert_eq!(NumberOfQueues::from_bits(c.dw0).sq_count(), 8);
+    let mut e = SubmissionEntry::set_number_of_queues(0, 1, 1).unwrap();
     e.cdw11 = 0xFFFF;
     assert_eq!(generic(&h.admin(e)), Some(GenericStatus::InvalidField));
     // Only one I/O queue allocated: qid 2 is invalid.
-    let c = h.admin(SubmissionEntry::set_number_of_queues(0, 1, 1));
-    assert!(c.status.is_success());
+    let c = h.admin(SubmissionEntry::set_number_of_queues(0, 1, 1).unwrap());
+    assert!(c.status().is_success());
     let q = QueuePair::new(&h.dma, 2, 8, 8);
-    let c = h.admin(SubmissionEntry::create_io_cq(0, 2, 8, q.cq_addr()));
+    let c = h.admin(SubmissionEntry::create_io_cq(0, 2, 8, q.cq_addr()).unwrap());
     assert_eq!(specific(&c), Some(CommandSpecificStatus::InvalidQueueId));
     let _q1 = h.create_io(1, 8, 8);
     // Changing the count once queues exist is a sequence error.
-    let c = h.admin(SubmissionEntry::set_number_of_queues(0, 2, 2));
+    let c = h.admin(SubmissionEntry::set_number_of_queues(0, 2, 2).unwrap());
     assert_eq!(generic(&c), Some(GenericStatus::CommandSequenceError));
     // Unknown feature; saving is not supported.
-    let mut e = SubmissionEntry::new(AdminOpcode::SetFeatures as u8, 0);
+    let mut e = SubmissionEntry::new(AdminOpcode::SetFeatures.0, 0);
     e.cdw10 = 0x7E;
     assert_eq!(generic(&h.admin(e)), Some(GenericStatus::InvalidField));
-    let mut e = SubmissionEntry::set_number_of_queues(0, 1, 1);
+    let mut e = SubmissionEntry::set_number_of_queues(0, 1, 1).unwrap();
     e.cdw10 |= 1 << 31;
     assert_eq!(
         specific(&h.admin(e)),
@@ -307,33 +320,33 @@ fn queue_creation_and_deletion_checks() {
     let cases: Vec<(&str, SubmissionEntry, Status)> = vec![
         (
             "CQ qid 0",
-            SubmissionEntry::create_io_cq(0, 0, 8, cq),
+            SubmissionEntry::create_io_cq(0, 0, 8, cq).unwrap(),
             CommandSpecificStatus::InvalidQueueId.into(),
         ),
         (
             "CQ qid above allocated",
-            SubmissionEntry::create_io_cq(0, 5, 8, cq),
+            SubmissionEntry::create_io_cq(0, 5, 8, cq).unwrap(),
             CommandSpecificStatus::InvalidQueueId.into(),
         ),
         (
             "CQ size 1",
-            SubmissionEntry::create_io_cq(0, 1, 1, cq),
+            SubmissionEntry::create_io_cq(0, 1, 1, cq).unwrap(),
             CommandSpecificStatus::InvalidQueueSize.into(),
         ),
         (
             "CQ size above MQES",
-            SubmissionEntry::create_io_cq(0, 1, 65, cq),
+            SubmissionEntry::create_io_cq(0, 1, 65, cq).unwrap(),
             CommandSpecificStatus::InvalidQueueSize.into(),
         ),
         (
             "CQ not page aligned",
-            SubmissionEntry::create_io_cq(0, 1, 8, cq + 64),
+            SubmissionEntry::create_io_cq(0, 1, 8, cq + 64).unwrap(),
             GenericStatus::PrpOffsetInvalid.into(),
         ),
         (
             "CQ not contiguous",
             {
-                let mut e = SubmissionEntry::create_io_cq(0, 1, 8, cq);
+                let mut e = SubmissionEntry::create_io_cq(0, 1, 8, cq).unwrap();
                 e.cdw11 = 0;
                 e
             },
@@ -341,12 +354,12 @@ fn queue_creation_and_deletion_checks() {
         ),
         (
             "SQ with missing CQ",
-            SubmissionEntry::create_io_sq(0, 1, 8, sq, 1),
+            SubmissionEntry::create_io_sq(0, 1, 8, sq, 1).unwrap(),
             CommandSpecificStatus::CompletionQueueInvalid.into(),
         ),
         (
             "SQ completing to admin CQ",
-            SubmissionEntry::create_io_sq(0, 1, 8, sq, 0),
+            SubmissionEntry::create_io_sq(0, 1, 8, sq, 0).unwrap(),
             CommandSpecificStatus::CompletionQueueInvalid.into(),
         ),
         (
@@ -362,20 +375,20 @@ fn queue_creation_and_deletion_checks() {
     ];
     for (name, e, want) in cases {
         let c = h.admin(e);
-        assert_eq!(c.status.with_dnr(false), want, "{name}: {}", c.status);
-        assert!(c.status.dnr(), "{name}: DNR");
+        assert_eq!(c.status().with_dnr(false), want, "{name}: {}", c.status());
+        assert!(c.status().dnr(), "{name}: DNR");
     }
-    let c = h.admin(SubmissionEntry::create_io_cq(0, 1, 8, cq));
-    assert!(c.status.is_success());
-    let c = h.admin(SubmissionEntry::create_io_cq(0, 1, 8, cq));
+    let c = h.admin(SubmissionEntry::create_io_cq(0, 1, 8, cq).unwrap());
+    assert!(c.status().is_success());
+    let c = h.admin(SubmissionEntry::create_io_cq(0, 1, 8, cq).unwrap());
     assert_eq!(
         specific(&c),
         Some(CommandSpecificStatus::InvalidQueueId),
         "duplicate CQ"
     );
-    let c = h.admin(SubmissionEntry::create_io_sq(0, 1, 8, sq, 1));
-    assert!(c.status.is_success());
-    let c = h.admin(SubmissionEntry::create_io_sq(0, 1, 8, sq, 1));
+    let c = h.admin(SubmissionEntry::create_io_sq(0, 1, 8, sq, 1).unwrap());
+    assert!(c.status().is_success());
+    let c = h.admin(SubmissionEntry::create_io_sq(0, 1, 8, sq, 1).unwrap());
     assert_eq!(
         specific(&c),
         Some(CommandSpecificStatus::InvalidQueueId),
@@ -387,9 +400,9 @@ fn queue_creation_and_deletion_checks() {
         Some(CommandSpecificStatus::InvalidQueueDeletion)
     );
     let c = h.admin(SubmissionEntry::delete_io_sq(0, 1));
-    assert!(c.status.is_success());
+    assert!(c.status().is_success());
     let c = h.admin(SubmissionEntry::delete_io_cq(0, 1));
-    assert!(c.status.is_success());
+    assert!(c.status().is_success());
     let c = h.admin(SubmissionEntry::delete_io_sq(0, 1));
     assert_eq!(specific(&c), Some(CommandSpecificStatus::InvalidQueueId));
     assert_eq!(h.ctrl.stats().fatal_errors, 0);
@@ -468,8 +481,8 @@ fn write_then_read_back_through_prp_forms() {
         let data = pattern(len, seed as u8 + 1);
         buf.write(off, &data).unwrap();
         let (p1, p2) = prps(&buf, off, len, list_off);
-        let c = io(&mut h, &mut q, write_cmd(1, lba, blocks, p1, p2));
-        assert!(c.status.is_success(), "{name}: write {}", c.status);
+        let c = io(&mut h, &mut q, write_cmd(1, lba, blocks.into(), p1, p2));
+        assert!(c.status().is_success(), "{name}: write {}", c.status());
         assert_eq!(
             h.ctrl.read_visible(lba, u64::from(blocks)).unwrap(),
             data,
@@ -477,8 +490,8 @@ fn write_then_read_back_through_prp_forms() {
         );
         back.write(off, &vec![0u8; len]).unwrap();
         let (p1, p2) = prps(&back, off, len, list_off);
-        let c = io(&mut h, &mut q, read_cmd(1, lba, blocks, p1, p2));
-        assert!(c.status.is_success(), "{name}: read {}", c.status);
+        let c = io(&mut h, &mut q, read_cmd(1, lba, blocks.into(), p1, p2));
+        assert!(c.status().is_success(), "{name}: read {}", c.status());
         let mut got = vec![0u8; len];
         back.read(off, &mut got).unwrap();
         assert_eq!(got, data, "{name}: read back");
@@ -559,7 +572,7 @@ fn malformed_io_commands_get_spec_status() {
             "SGL requested",
             {
                 let mut e = read_cmd(1, 0, 1, a0, 0);
-                e.cdw0 = Cdw0(e.cdw0.0).with_psdt(1);
+                e.cdw0 = e.cdw0.with_psdt(1);
                 e
             },
             GenericStatus::InvalidField.into(),
@@ -568,7 +581,7 @@ fn malformed_io_commands_get_spec_status() {
             "fused",
             {
                 let mut e = read_cmd(1, 0, 1, a0, 0);
-                e.cdw0 = Cdw0(e.cdw0.0).with_fuse(1);
+                e.cdw0 = e.cdw0.with_fuse(1);
                 e
             },
             GenericStatus::InvalidField.into(),
@@ -576,7 +589,7 @@ fn malformed_io_commands_get_spec_status() {
     ];
     for (name, e, want) in cases {
         let c = io(&mut h, &mut q, e);
-        assert_eq!(c.status.with_dnr(false), want, "{name}: {}", c.status);
+        assert_eq!(c.status().with_dnr(false), want, "{name}: {}", c.status());
     }
     // Admin: unknown opcode.
     let c = h.admin(SubmissionEntry::new(0xEE, 0));
@@ -595,7 +608,7 @@ fn phase_tag_flips_across_wraps_and_full_cq_holds_commands() {
     for i in 0..30u64 {
         buf.write(0, &pattern(512, i as u8)).unwrap();
         let c = io(&mut h, &mut q, write_cmd(1, i, 1, a, 0));
-        assert!(c.status.is_success());
+        assert!(c.status().is_success());
     }
     // Submit 6 without consuming completions: a 4-entry CQ holds 3.
     for i in 0..6u64 {
@@ -640,7 +653,7 @@ fn invalid_doorbell_writes_are_ignored_and_counted() {
     assert!(!h.csts().cfs());
     // The queue still works.
     let c = io(&mut h, &mut q, SubmissionEntry::flush(0, 1));
-    assert!(c.status.is_success());
+    assert!(c.status().is_success());
 }
 
 #[test]
@@ -649,7 +662,7 @@ fn nonzero_doorbell_stride() {
         doorbell_stride: 2,
         ..config()
     });
-    assert_eq!(Cap(h.ctrl.read64(offset::CAP)).dstrd(), 2);
+    assert_eq!(Cap::from_bits(h.ctrl.read64(offset::CAP)).dstrd(), 2);
     assert_eq!(h.ctrl.sq_doorbell(1), 0x1000 + 2 * 16);
     assert_eq!(h.ctrl.cq_doorbell(1), 0x1000 + 3 * 16);
     let mut q = h.create_io(1, 8, 8);
@@ -657,7 +670,7 @@ fn nonzero_doorbell_stride() {
     let a = buf.device_address(0).unwrap();
     buf.write(0, &pattern(1024, 9)).unwrap();
     let c = io(&mut h, &mut q, write_cmd(1, 7, 2, a, 0));
-    assert!(c.status.is_success());
+    assert!(c.status().is_success());
     assert_eq!(h.ctrl.read_visible(7, 2).unwrap(), pattern(1024, 9));
     // The stride-0 location of SQ 1's doorbell is not a doorbell now.
     let before = h.ctrl.stats();
@@ -702,8 +715,8 @@ fn normal_shutdown_takes_the_configured_latency() {
     h.reset();
     assert_eq!(h.csts().shutdown_status(), ShutdownStatus::Normal);
     h.enable();
-    let c = h.admin(SubmissionEntry::set_number_of_queues(0, 1, 1));
-    assert!(c.status.is_success());
+    let c = h.admin(SubmissionEntry::set_number_of_queues(0, 1, 1).unwrap());
+    assert!(c.status().is_success());
 }
 
 #[test]
@@ -758,7 +771,7 @@ fn write_blocks(h: &mut Host, q: &mut QueuePair, lba: u64, seed: u8) -> Vec<u8> 
         q,
         write_cmd(1, lba, 8, buf.device_address(0).unwrap(), 0),
     );
-    assert!(c.status.is_success());
+    assert!(c.status().is_success());
     data
 }
 
@@ -786,7 +799,7 @@ fn power_cut_loses_cached_writes() {
         &mut q,
         read_cmd(1, 16, 8, buf.device_address(0).unwrap(), 0),
     );
-    assert!(c.status.is_success());
+    assert!(c.status().is_success());
     let mut got = vec![0u8; PAGE_SIZE];
     buf.read(0, &mut got).unwrap();
     assert_eq!(got, vec![0u8; PAGE_SIZE]);
@@ -798,7 +811,7 @@ fn flush_makes_cached_writes_durable() {
     let mut q = h.create_io(1, 8, 8);
     let data = write_blocks(&mut h, &mut q, 16, 4);
     let c = io(&mut h, &mut q, SubmissionEntry::flush(0, 1));
-    assert!(c.status.is_success());
+    assert!(c.status().is_success());
     assert_eq!(h.ctrl.dirty_blocks(), 0);
     h.ctrl.power_cut();
     assert_eq!(h.ctrl.read_durable(16, 8).unwrap(), data);
@@ -856,18 +869,18 @@ fn fua_and_disabling_the_cache_write_through() {
     buf.write(0, &pattern(512, 1)).unwrap();
     let mut e = write_cmd(1, 0, 1, buf.device_address(0).unwrap(), 0);
     e.cdw12 |= 1 << 30; // FUA
-    assert!(io(&mut h, &mut q, e).status.is_success());
+    assert!(io(&mut h, &mut q, e).status().is_success());
     assert_eq!(h.ctrl.read_durable(0, 1).unwrap(), pattern(512, 1));
     let data = write_blocks(&mut h, &mut q, 8, 2);
     assert_eq!(h.ctrl.dirty_blocks(), 8);
     // Get Features VWC: enabled.
-    let mut e = SubmissionEntry::new(AdminOpcode::GetFeatures as u8, 0);
+    let mut e = SubmissionEntry::new(AdminOpcode::GetFeatures.0, 0);
     e.cdw10 = 0x06;
     assert_eq!(h.admin(e).dw0, 1);
-    let mut e = SubmissionEntry::new(AdminOpcode::SetFeatures as u8, 0);
+    let mut e = SubmissionEntry::new(AdminOpcode::SetFeatures.0, 0);
     e.cdw10 = 0x06;
     e.cdw11 = 0;
-    assert!(h.admin(e).status.is_success());
+    assert!(h.admin(e).status().is_success());
     assert_eq!(h.ctrl.dirty_blocks(), 0);
     assert_eq!(h.ctrl.read_durable(8, 8).unwrap(), data);
     assert!(!h.ctrl.write_cache_enabled());
@@ -891,7 +904,7 @@ fn backing_file_holds_flushed_data() {
         &[0u8; PAGE_SIZE][..]
     );
     assert!(io(&mut h, &mut q, SubmissionEntry::flush(0, 1))
-        .status
+        .status()
         .is_success());
     assert_eq!(
         &std::fs::read(&path).unwrap()[at..at + PAGE_SIZE],
@@ -947,7 +960,7 @@ fn fault_surprise_removal_at_shutdown() {
     });
     let mut q = h.create_io(1, 8, 8);
     assert!(io(&mut h, &mut q, SubmissionEntry::flush(0, 1))
-        .status
+        .status()
         .is_success());
     assert_ne!(h.ctrl.read32(offset::CSTS), u32::MAX);
     h.request_shutdown(Shn::Normal);
@@ -988,7 +1001,7 @@ fn fault_slow_ready() {
         ..config()
     });
     h.reset();
-    h.try_enable(Cc(0).with_iosqes(6).with_iocqes(4));
+    h.try_enable(Cc::new().with_iosqes(6).with_iocqes(4));
     // CAP.TO = 2 s: not ready within it...
     assert!(!h.wait_csts(2000, |c| c.rdy()));
     // ...but eventually (CAP.TO + 1 s).
@@ -1010,7 +1023,7 @@ fn fault_drops_io_commands() {
     assert_eq!((s.io_commands, s.dropped_commands, s.flushes), (1, 1, 0));
     // Admin commands still complete, shutdown still works.
     let c = h.admin(SubmissionEntry::delete_io_sq(0, 1));
-    assert!(c.status.is_success());
+    assert!(c.status().is_success());
     h.request_shutdown(Shn::Normal);
     h.advance_ms(10);
     assert_eq!(h.csts().shutdown_status(), ShutdownStatus::Complete);
@@ -1020,20 +1033,17 @@ fn fault_drops_io_commands() {
 fn async_event_requests_are_held_and_limited() {
     let mut h = Host::new(config());
     for i in 0..4u16 {
-        let mut e = SubmissionEntry::new(AdminOpcode::AsyncEventRequest as u8, 200 + i);
+        let mut e = SubmissionEntry::new(AdminOpcode::AsyncEventRequest.0, 200 + i);
         e.set_cid(200 + i);
         assert!(h.admin.run(&h.ctrl, &e).is_none(), "AER {i} completed");
     }
-    let c = h.admin(SubmissionEntry::new(
-        AdminOpcode::AsyncEventRequest as u8,
-        0,
-    ));
+    let c = h.admin(SubmissionEntry::new(AdminOpcode::AsyncEventRequest.0, 0));
     assert_eq!(
         specific(&c),
         Some(CommandSpecificStatus::AsyncEventLimitExceeded)
     );
     let c = h.admin(SubmissionEntry::abort(0, 0, 200));
-    assert!(c.status.is_success());
+    assert!(c.status().is_success());
     assert_eq!(c.dw0 & 1, 1, "abort reports the command was not aborted");
 }
 
@@ -1044,12 +1054,12 @@ fn queue_memory_that_is_not_mapped_is_fatal() {
     let q = QueuePair::new(&h.dma, 1, 8, 8);
     let (sq, cq) = (q.sq_addr(), q.cq_addr());
     assert!(h
-        .admin(SubmissionEntry::create_io_cq(0, 1, 8, cq))
-        .status
+        .admin(SubmissionEntry::create_io_cq(0, 1, 8, cq).unwrap())
+        .status()
         .is_success());
     assert!(h
-        .admin(SubmissionEntry::create_io_sq(0, 1, 8, sq, 1))
-        .status
+        .admin(SubmissionEntry::create_io_sq(0, 1, 8, sq, 1).unwrap())
+        .status()
         .is_success());
     let QueuePair {
         sq: sqbuf,
@@ -1078,12 +1088,12 @@ fn queues_larger_than_a_page_need_contiguous_memory() {
         let sqa = sq.device_address(0).unwrap();
         let cqa = cq.device_address(0).unwrap();
         assert!(h
-            .admin(SubmissionEntry::create_io_cq(0, 1, 256, cqa))
-            .status
+            .admin(SubmissionEntry::create_io_cq(0, 1, 256, cqa).unwrap())
+            .status()
             .is_success());
         assert!(h
-            .admin(SubmissionEntry::create_io_sq(0, 1, 128, sqa, 1))
-            .status
+            .admin(SubmissionEntry::create_io_sq(0, 1, 128, sqa, 1).unwrap())
+            .status()
             .is_success());
         // Put a command in the 65th slot (second page) and ring up to it.
         for i in 0..65usize {
@@ -1143,20 +1153,20 @@ fn get_log_page_transfers_only_what_the_log_holds() {
     });
     let buf = h.dma.allocate(PAGE_SIZE).unwrap();
     buf.write(0, &[0xEE; PAGE_SIZE]).unwrap();
-    let mut e = SubmissionEntry::new(AdminOpcode::GetLogPage as u8, 0);
+    let mut e = SubmissionEntry::new(AdminOpcode::GetLogPage.0, 0);
     e.prp1 = buf.device_address(0).unwrap();
     // Firmware Slot log, NUMD = 0xFFFF_FFFF (16 GiB asked for).
     e.cdw10 = 0x03 | (0xFFFF << 16);
     e.cdw11 = 0xFFFF;
     let c = h.admin(e);
-    assert!(c.status.is_success(), "{}", c.status);
+    assert!(c.status().is_success(), "{}", c.status());
     let mut got = vec![0u8; PAGE_SIZE];
     buf.read(0, &mut got).unwrap();
     assert_eq!(got[0], 1);
     assert_eq!(&got[8..16], b"FW1.2   ");
     assert!(got[16..512].iter().all(|&b| b == 0));
     assert!(got[512..].iter().all(|&b| b == 0xEE), "wrote past the log");
-    let mut e = SubmissionEntry::new(AdminOpcode::GetLogPage as u8, 0);
+    let mut e = SubmissionEntry::new(AdminOpcode::GetLogPage.0, 0);
     e.prp1 = buf.device_address(0).unwrap();
     e.cdw10 = 0x42;
     assert_eq!(
@@ -1190,7 +1200,7 @@ fn handles_are_thread_safe() {
         });
         for i in 0..500u64 {
             let c = io(&mut h, &mut q, write_cmd(1, i % 64, 1, a, 0));
-            assert!(c.status.is_success());
+            assert!(c.status().is_success());
         }
     });
     assert_eq!(h.ctrl.stats().writes, 500);

@@ -7,7 +7,7 @@ mod common;
 use common::{Host, QueuePair, ADMIN_ENTRIES};
 use nvme_sim::{Fault, SimConfig, StartState};
 use nvme_spec::regs::offset;
-use nvme_spec::{Aqa, Cc, Csts};
+use nvme_spec::{Aqa, Cc, Csts, ShutdownStatus};
 use pcid_hw::{DmaAllocator, DmaBuffer, RegisterIo, PAGE_SIZE};
 use proptest::prelude::*;
 
@@ -161,8 +161,8 @@ impl World {
         let mut w = World { h, io, data };
         w.restart();
         // Best effort: create I/O queue pair 1 (faults may prevent it).
-        let cq = nvme_spec::SubmissionEntry::create_io_cq(1, 1, 16, w.io.cq_addr());
-        let sq = nvme_spec::SubmissionEntry::create_io_sq(2, 1, 16, w.io.sq_addr(), 1);
+        let cq = nvme_spec::SubmissionEntry::create_io_cq(1, 1, 16, w.io.cq_addr()).unwrap();
+        let sq = nvme_spec::SubmissionEntry::create_io_sq(2, 1, 16, w.io.sq_addr(), 1).unwrap();
         w.submit_admin(&cq.to_bytes());
         w.submit_admin(&sq.to_bytes());
         w.drain();
@@ -180,13 +180,19 @@ impl World {
         self.io.phase = true;
         h.ctrl.write32(
             offset::AQA,
-            Aqa::for_entries(ADMIN_ENTRIES as u16, ADMIN_ENTRIES as u16).0,
+            Aqa::for_entries(ADMIN_ENTRIES as u16, ADMIN_ENTRIES as u16)
+                .unwrap()
+                .into_bits(),
         );
         h.ctrl.write64(offset::ASQ, h.admin.sq_addr());
         h.ctrl.write64(offset::ACQ, h.admin.cq_addr());
         h.ctrl.write32(
             offset::CC,
-            Cc(0).with_en(true).with_iosqes(6).with_iocqes(4).0,
+            Cc::new()
+                .with_en(true)
+                .with_iosqes(6)
+                .with_iocqes(4)
+                .into_bits(),
         );
         h.advance_ms(100);
     }
@@ -270,9 +276,9 @@ proptest! {
             if w.h.ctrl.is_gone() {
                 prop_assert_eq!(raw, u32::MAX);
             } else {
-                let csts = Csts(raw);
+                let csts = Csts::from_bits(raw);
                 prop_assert_eq!(raw & !0x3F, 0, "reserved CSTS bits set: {:#x}", raw);
-                prop_assert_ne!(csts.shst_raw(), 0b11);
+                prop_assert_ne!(csts.shutdown_status(), ShutdownStatus::Reserved);
                 prop_assert_eq!(w.h.ctrl.read32(offset::CC) & !0x00FF_FFF1, 0);
                 prop_assert_eq!(w.h.ctrl.read32(offset::VS), 0x0001_0400);
             }
@@ -307,7 +313,7 @@ proptest! {
                 w.io.ring_sq(&w.h.ctrl.clone());
             }
             let after = w.h.ctrl.stats();
-            let fatal = Csts(w.h.ctrl.read32(offset::CSTS)).cfs();
+            let fatal = Csts::from_bits(w.h.ctrl.read32(offset::CSTS)).cfs();
             if !fatal && after.commands_processed > before.commands_processed {
                 // An AER without fuse/SGL bits is held, up to AERL + 1 = 4.
                 let held = *admin && b[0] == 0x0C && b[1] & 0xC3 == 0 && aers < 4;

@@ -1,9 +1,16 @@
 //! Queue entries and commands (NVMe Base Specification 1.4, §4.2 "Submission
 //! Queue Entry", §4.6 "Completion Queue Entry", §5 admin commands, §6 NVM commands).
 
+use std::mem::offset_of;
+
+use bitfield_struct::bitfield;
+use open_enum::open_enum;
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
+
+use crate::features::{FeatureId, FeatureSelect};
 use crate::identify::Cns;
 use crate::status::Status;
-use crate::{le16, le32, le64, need, SpecError};
+use crate::{read_prefix, zeros_based, SpecError};
 
 /// Size of a submission queue entry in bytes (§4.2).
 pub const SQ_ENTRY_SIZE: usize = 64;
@@ -14,9 +21,30 @@ pub const CQ_ENTRY_SIZE: usize = 16;
 /// `log2(CQ_ENTRY_SIZE)`, the value for CC.IOCQES and Identify CQES.
 pub const CQ_ENTRY_SIZE_LOG2: u8 = 4;
 
+const _: () = {
+    assert!(size_of::<SubmissionEntry>() == SQ_ENTRY_SIZE);
+    assert!(1 << SQ_ENTRY_SIZE_LOG2 == SQ_ENTRY_SIZE);
+    assert!(size_of::<CompletionEntry>() == CQ_ENTRY_SIZE);
+    assert!(1 << CQ_ENTRY_SIZE_LOG2 == CQ_ENTRY_SIZE);
+    // Dword positions of the common command format (§4.2).
+    assert!(offset_of!(SubmissionEntry, nsid) == 4);
+    assert!(offset_of!(SubmissionEntry, mptr) == 16);
+    assert!(offset_of!(SubmissionEntry, prp1) == 24);
+    assert!(offset_of!(SubmissionEntry, prp2) == 32);
+    assert!(offset_of!(SubmissionEntry, cdw10) == 40);
+    assert!(offset_of!(SubmissionEntry, cdw15) == 60);
+    // Completion queue entry (§4.6): DW2 = SQID:SQHD,
+    // DW3 = Status Field:P:CID.
+    assert!(offset_of!(CompletionEntry, sq_head) == 8);
+    assert!(offset_of!(CompletionEntry, sq_id) == 10);
+    assert!(offset_of!(CompletionEntry, cid) == 12);
+    assert!(offset_of!(CompletionEntry, status_phase) == 14);
+};
+
 /// Admin command opcodes (§5).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[open_enum]
 #[repr(u8)]
+#[derive(Debug, Clone, Copy, Hash)]
 pub enum AdminOpcode {
     /// 00h: Delete I/O Submission Queue (§5.6).
     DeleteIoSq = 0x00,
@@ -42,29 +70,10 @@ pub enum AdminOpcode {
     KeepAlive = 0x18,
 }
 
-impl AdminOpcode {
-    /// Decodes an opcode; `None` when this crate does not know it.
-    pub fn from_u8(op: u8) -> Option<Self> {
-        Some(match op {
-            0x00 => Self::DeleteIoSq,
-            0x01 => Self::CreateIoSq,
-            0x02 => Self::GetLogPage,
-            0x04 => Self::DeleteIoCq,
-            0x05 => Self::CreateIoCq,
-            0x06 => Self::Identify,
-            0x08 => Self::Abort,
-            0x09 => Self::SetFeatures,
-            0x0A => Self::GetFeatures,
-            0x0C => Self::AsyncEventRequest,
-            0x18 => Self::KeepAlive,
-            _ => return None,
-        })
-    }
-}
-
 /// NVM command set I/O opcodes (§6).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[open_enum]
 #[repr(u8)]
+#[derive(Debug, Clone, Copy, Hash)]
 pub enum NvmOpcode {
     /// 00h: Flush (§6.8): commit volatile write cache contents to media.
     Flush = 0x00,
@@ -74,35 +83,30 @@ pub enum NvmOpcode {
     Read = 0x02,
 }
 
-impl NvmOpcode {
-    /// Decodes an opcode; `None` when this crate does not know it.
-    pub fn from_u8(op: u8) -> Option<Self> {
-        Some(match op {
-            0x00 => Self::Flush,
-            0x01 => Self::Write,
-            0x02 => Self::Read,
-            _ => return None,
-        })
-    }
+/// Command Dword 0, common to all commands (§4.2).
+#[bitfield(u32)]
+#[derive(PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable)]
+pub struct Cdw0 {
+    /// OPC: opcode (bits 7:0).
+    pub opcode: u8,
+    /// FUSE: fused operation (bits 9:8); 00b = normal.
+    #[bits(2)]
+    pub fuse: u8,
+    /// Reserved (bits 13:10).
+    #[bits(4)]
+    __: u8,
+    /// PSDT: PRP or SGL for data transfer (bits 15:14); 00b = PRPs.
+    #[bits(2)]
+    pub psdt: u8,
+    /// CID: command identifier (bits 31:16).
+    pub cid: u16,
 }
 
-/// Command Dword 0, common to all commands (§4.2).
-#[derive(Clone, Copy, PartialEq, Eq, Default, Debug)]
-pub struct Cdw0(pub u32);
-
-bitfields!(Cdw0: u32 {
-    /// OPC: opcode (bits 7:0).
-    opcode, set_opcode, with_opcode: u8 @ 0..=7;
-    /// FUSE: fused operation (bits 9:8); 00b = normal.
-    fuse, set_fuse, with_fuse: u8 @ 8..=9;
-    /// PSDT: PRP or SGL for data transfer (bits 15:14); 00b = PRPs.
-    psdt, set_psdt, with_psdt: u8 @ 14..=15;
-    /// CID: command identifier (bits 31:16).
-    cid, set_cid, with_cid: u16 @ 16..=31;
-});
-
 /// A 64-byte submission queue entry (§4.2), PRP form.
-#[derive(Clone, Copy, PartialEq, Eq, Default, Debug)]
+#[repr(C)]
+#[derive(
+    Clone, Copy, PartialEq, Eq, Default, Debug, FromBytes, IntoBytes, KnownLayout, Immutable,
+)]
 pub struct SubmissionEntry {
     /// Command Dword 0: opcode, fuse, PSDT, command identifier.
     pub cdw0: Cdw0,
@@ -136,7 +140,7 @@ impl SubmissionEntry {
     /// A command with `opcode` and command identifier `cid`, all else zero.
     pub fn new(opcode: u8, cid: u16) -> Self {
         Self {
-            cdw0: Cdw0(0).with_opcode(opcode).with_cid(cid),
+            cdw0: Cdw0::new().with_opcode(opcode).with_cid(cid),
             ..Self::default()
         }
     }
@@ -154,43 +158,14 @@ impl SubmissionEntry {
         self.cdw0.set_cid(cid);
     }
 
-    /// Serialises to the 64-byte little-endian wire layout.
+    /// The 64-byte little-endian wire layout.
     pub fn to_bytes(&self) -> [u8; SQ_ENTRY_SIZE] {
-        let mut b = [0u8; SQ_ENTRY_SIZE];
-        b[0..4].copy_from_slice(&self.cdw0.0.to_le_bytes());
-        b[4..8].copy_from_slice(&self.nsid.to_le_bytes());
-        b[8..12].copy_from_slice(&self.cdw2.to_le_bytes());
-        b[12..16].copy_from_slice(&self.cdw3.to_le_bytes());
-        b[16..24].copy_from_slice(&self.mptr.to_le_bytes());
-        b[24..32].copy_from_slice(&self.prp1.to_le_bytes());
-        b[32..40].copy_from_slice(&self.prp2.to_le_bytes());
-        b[40..44].copy_from_slice(&self.cdw10.to_le_bytes());
-        b[44..48].copy_from_slice(&self.cdw11.to_le_bytes());
-        b[48..52].copy_from_slice(&self.cdw12.to_le_bytes());
-        b[52..56].copy_from_slice(&self.cdw13.to_le_bytes());
-        b[56..60].copy_from_slice(&self.cdw14.to_le_bytes());
-        b[60..64].copy_from_slice(&self.cdw15.to_le_bytes());
-        b
+        zerocopy::transmute!(*self)
     }
 
-    /// Parses the first 64 bytes of `b`.
-    pub fn from_bytes(b: &[u8]) -> Result<Self, SpecError> {
-        need("submission queue entry", b, SQ_ENTRY_SIZE)?;
-        Ok(Self {
-            cdw0: Cdw0(le32(b, 0)),
-            nsid: le32(b, 4),
-            cdw2: le32(b, 8),
-            cdw3: le32(b, 12),
-            mptr: le64(b, 16),
-            prp1: le64(b, 24),
-            prp2: le64(b, 32),
-            cdw10: le32(b, 40),
-            cdw11: le32(b, 44),
-            cdw12: le32(b, 48),
-            cdw13: le32(b, 52),
-            cdw14: le32(b, 56),
-            cdw15: le32(b, 60),
-        })
+    /// Decodes the first 64 bytes of `bytes`.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, SpecError> {
+        read_prefix("submission queue entry", bytes)
     }
 
     // ---- admin command builders -------------------------------------------------
@@ -198,189 +173,228 @@ impl SubmissionEntry {
     /// Identify (§5.15): `cns` selects the data structure, written to `prp1`
     /// (and `prp2` if the 4 KiB buffer crosses a page).
     pub fn identify(cid: u16, cns: Cns, nsid: u32, prp1: u64, prp2: u64) -> Self {
-        let mut e = Self::new(AdminOpcode::Identify as u8, cid);
-        e.nsid = nsid;
-        e.prp1 = prp1;
-        e.prp2 = prp2;
-        e.cdw10 = IdentifyDw10(0).with_cns(cns as u8).0;
-        e
+        Self {
+            nsid,
+            prp1,
+            prp2,
+            cdw10: IdentifyDw10::new().with_cns(cns).into(),
+            ..Self::new(AdminOpcode::Identify.0, cid)
+        }
     }
 
     /// Create I/O Completion Queue (§5.3): physically contiguous queue of
-    /// `entries` entries at `base`, interrupts disabled.
-    pub fn create_io_cq(cid: u16, qid: u16, entries: u16, base: u64) -> Self {
-        let mut e = Self::new(AdminOpcode::CreateIoCq as u8, cid);
-        e.prp1 = base;
-        e.cdw10 = QueueDw10(0)
-            .with_qid(qid)
-            .with_qsize(entries.saturating_sub(1))
-            .0;
-        e.cdw11 = CreateCqDw11(0).with_pc(true).0;
-        e
+    /// `entries` entries (1..=65536) at `base`, interrupts disabled.
+    pub fn create_io_cq(cid: u16, qid: u16, entries: u32, base: u64) -> Result<Self, SpecError> {
+        Ok(Self {
+            prp1: base,
+            cdw10: QueueDw10::for_create(qid, entries)?.into(),
+            cdw11: CreateCqDw11::new().with_pc(true).into(),
+            ..Self::new(AdminOpcode::CreateIoCq.0, cid)
+        })
     }
 
     /// Create I/O Submission Queue (§5.4): physically contiguous queue of
-    /// `entries` entries at `base`, completing to queue `cqid`.
-    pub fn create_io_sq(cid: u16, qid: u16, entries: u16, base: u64, cqid: u16) -> Self {
-        let mut e = Self::new(AdminOpcode::CreateIoSq as u8, cid);
-        e.prp1 = base;
-        e.cdw10 = QueueDw10(0)
-            .with_qid(qid)
-            .with_qsize(entries.saturating_sub(1))
-            .0;
-        e.cdw11 = CreateSqDw11(0).with_pc(true).with_cqid(cqid).0;
-        e
+    /// `entries` entries (1..=65536) at `base`, completing to queue `cqid`.
+    pub fn create_io_sq(
+        cid: u16,
+        qid: u16,
+        entries: u32,
+        base: u64,
+        cqid: u16,
+    ) -> Result<Self, SpecError> {
+        Ok(Self {
+            prp1: base,
+            cdw10: QueueDw10::for_create(qid, entries)?.into(),
+            cdw11: CreateSqDw11::new().with_pc(true).with_cqid(cqid).into(),
+            ..Self::new(AdminOpcode::CreateIoSq.0, cid)
+        })
     }
 
     /// Delete I/O Submission Queue (§5.6).
     pub fn delete_io_sq(cid: u16, qid: u16) -> Self {
-        let mut e = Self::new(AdminOpcode::DeleteIoSq as u8, cid);
-        e.cdw10 = QueueDw10(0).with_qid(qid).0;
-        e
+        Self {
+            cdw10: QueueDw10::new().with_qid(qid).into(),
+            ..Self::new(AdminOpcode::DeleteIoSq.0, cid)
+        }
     }
 
     /// Delete I/O Completion Queue (§5.5).
     pub fn delete_io_cq(cid: u16, qid: u16) -> Self {
-        let mut e = Self::new(AdminOpcode::DeleteIoCq as u8, cid);
-        e.cdw10 = QueueDw10(0).with_qid(qid).0;
-        e
+        Self {
+            cdw10: QueueDw10::new().with_qid(qid).into(),
+            ..Self::new(AdminOpcode::DeleteIoCq.0, cid)
+        }
     }
 
     /// Set Features / Number of Queues (§5.21.1.7): request `sq` submission and
-    /// `cq` completion I/O queues (1's based here, 0's based on the wire).
-    pub fn set_number_of_queues(cid: u16, sq: u16, cq: u16) -> Self {
-        let mut e = Self::new(AdminOpcode::SetFeatures as u8, cid);
-        e.cdw10 = FeaturesDw10(0)
-            .with_fid(crate::features::FeatureId::NumberOfQueues as u8)
-            .0;
-        e.cdw11 = NumberOfQueues::from_counts(sq, cq).0;
-        e
+    /// `cq` completion I/O queues (1's based here, 1..=65536; 0's based on the
+    /// wire).
+    pub fn set_number_of_queues(cid: u16, sq: u32, cq: u32) -> Result<Self, SpecError> {
+        Ok(Self {
+            cdw10: FeaturesDw10::new()
+                .with_fid(FeatureId::NumberOfQueues)
+                .into(),
+            cdw11: NumberOfQueues::from_counts(sq, cq)?.into(),
+            ..Self::new(AdminOpcode::SetFeatures.0, cid)
+        })
     }
 
     /// Abort (§5.1): abort command `target_cid` on submission queue `sqid`.
     pub fn abort(cid: u16, sqid: u16, target_cid: u16) -> Self {
-        let mut e = Self::new(AdminOpcode::Abort as u8, cid);
-        e.cdw10 = u32::from(sqid) | (u32::from(target_cid) << 16);
-        e
+        Self {
+            cdw10: AbortDw10::new().with_sqid(sqid).with_cid(target_cid).into(),
+            ..Self::new(AdminOpcode::Abort.0, cid)
+        }
     }
 
     // ---- NVM command builders ---------------------------------------------------
 
     /// Read (§6.9) or Write (§6.15) of `blocks` logical blocks (1's based
-    /// here, 0's based NLB on the wire) starting at `slba`.
+    /// here, 1..=65536; 0's based NLB on the wire) starting at `slba`.
     pub fn read_write(
         op: NvmOpcode,
         cid: u16,
         nsid: u32,
         slba: u64,
-        blocks: u16,
+        blocks: u32,
         prp1: u64,
         prp2: u64,
-    ) -> Self {
-        let mut e = Self::new(op as u8, cid);
-        e.nsid = nsid;
-        e.prp1 = prp1;
-        e.prp2 = prp2;
+    ) -> Result<Self, SpecError> {
+        let nlb = zeros_based("Read/Write blocks (NLB)", blocks, RwDw12::NLB_BITS)?;
+        let mut e = Self {
+            nsid,
+            prp1,
+            prp2,
+            cdw12: RwDw12::new().with_nlb(nlb).into(),
+            ..Self::new(op.0, cid)
+        };
         e.set_slba(slba);
-        e.cdw12 = RwDw12(0).with_nlb(blocks.saturating_sub(1)).0;
-        e
+        Ok(e)
     }
 
     /// Flush (§6.8) of namespace `nsid`.
     pub fn flush(cid: u16, nsid: u32) -> Self {
-        let mut e = Self::new(NvmOpcode::Flush as u8, cid);
-        e.nsid = nsid;
-        e
+        Self {
+            nsid,
+            ..Self::new(NvmOpcode::Flush.0, cid)
+        }
     }
 
-    /// Starting LBA of a Read/Write (Dwords 11:10).
+    /// Starting LBA of a Read/Write: Dword 10 holds bits 31:0, Dword 11
+    /// bits 63:32 (§6.9).
     pub fn slba(&self) -> u64 {
         u64::from(self.cdw10) | (u64::from(self.cdw11) << 32)
     }
     /// Sets the starting LBA of a Read/Write.
     pub fn set_slba(&mut self, slba: u64) {
+        // Low and high halves of the 64-bit LBA.
         self.cdw10 = slba as u32;
         self.cdw11 = (slba >> 32) as u32;
     }
 }
 
 /// Command Dword 10 of Create/Delete I/O queue commands (§5.3–§5.6).
-#[derive(Clone, Copy, PartialEq, Eq, Default, Debug)]
-pub struct QueueDw10(pub u32);
-
-bitfields!(QueueDw10: u32 {
+#[bitfield(u32)]
+#[derive(PartialEq, Eq)]
+pub struct QueueDw10 {
     /// QID: queue identifier (bits 15:0).
-    qid, set_qid, with_qid: u16 @ 0..=15;
+    pub qid: u16,
     /// QSIZE: queue size, 0's based (bits 31:16; create commands only).
-    qsize, set_qsize, with_qsize: u16 @ 16..=31;
-});
+    pub qsize: u16,
+}
+
+impl QueueDw10 {
+    /// Dword 10 of a create command for queue `qid` of `entries` entries
+    /// (1's based, 1..=65536).
+    pub fn for_create(qid: u16, entries: u32) -> Result<Self, SpecError> {
+        let qsize = zeros_based("queue entries (QSIZE)", entries, Self::QSIZE_BITS)?;
+        Ok(Self::new().with_qid(qid).with_qsize(qsize))
+    }
+    /// Queue entries, 1's based.
+    pub fn entries(&self) -> u32 {
+        u32::from(self.qsize()) + 1
+    }
+}
 
 /// Command Dword 11 of Create I/O Completion Queue (§5.3).
-#[derive(Clone, Copy, PartialEq, Eq, Default, Debug)]
-pub struct CreateCqDw11(pub u32);
-
-bitfields!(CreateCqDw11: u32 {
+#[bitfield(u32)]
+#[derive(PartialEq, Eq)]
+pub struct CreateCqDw11 {
     /// PC: physically contiguous (bit 0).
-    pc, set_pc, with_pc: bool @ 0..=0;
+    pub pc: bool,
     /// IEN: interrupts enabled (bit 1).
-    ien, set_ien, with_ien: bool @ 1..=1;
+    pub ien: bool,
+    /// Reserved (bits 15:2).
+    #[bits(14)]
+    __: u16,
     /// IV: interrupt vector (bits 31:16).
-    iv, set_iv, with_iv: u16 @ 16..=31;
-});
+    pub iv: u16,
+}
 
 /// Command Dword 11 of Create I/O Submission Queue (§5.4).
-#[derive(Clone, Copy, PartialEq, Eq, Default, Debug)]
-pub struct CreateSqDw11(pub u32);
-
-bitfields!(CreateSqDw11: u32 {
+#[bitfield(u32)]
+#[derive(PartialEq, Eq)]
+pub struct CreateSqDw11 {
     /// PC: physically contiguous (bit 0).
-    pc, set_pc, with_pc: bool @ 0..=0;
+    pub pc: bool,
     /// QPRIO: queue priority (bits 2:1).
-    qprio, set_qprio, with_qprio: u8 @ 1..=2;
+    #[bits(2)]
+    pub qprio: u8,
+    /// Reserved (bits 15:3).
+    #[bits(13)]
+    __: u16,
     /// CQID: completion queue identifier (bits 31:16).
-    cqid, set_cqid, with_cqid: u16 @ 16..=31;
-});
+    pub cqid: u16,
+}
 
 /// Command Dword 10 of Identify (§5.15.1).
-#[derive(Clone, Copy, PartialEq, Eq, Default, Debug)]
-pub struct IdentifyDw10(pub u32);
-
-bitfields!(IdentifyDw10: u32 {
+#[bitfield(u32)]
+#[derive(PartialEq, Eq)]
+pub struct IdentifyDw10 {
     /// CNS: controller or namespace structure (bits 7:0).
-    cns, set_cns, with_cns: u8 @ 0..=7;
+    #[bits(8)]
+    pub cns: Cns,
+    /// Reserved (bits 15:8).
+    __: u8,
     /// CNTID: controller identifier (bits 31:16).
-    cntid, set_cntid, with_cntid: u16 @ 16..=31;
-});
+    pub cntid: u16,
+}
 
-/// Command Dword 10 of Set/Get Features (§5.21).
-#[derive(Clone, Copy, PartialEq, Eq, Default, Debug)]
-pub struct FeaturesDw10(pub u32);
-
-bitfields!(FeaturesDw10: u32 {
+/// Command Dword 10 of Set Features (§5.21) and Get Features
+/// (§5.9).
+#[bitfield(u32)]
+#[derive(PartialEq, Eq)]
+pub struct FeaturesDw10 {
     /// FID: feature identifier (bits 7:0).
-    fid, set_fid, with_fid: u8 @ 0..=7;
-    /// SV: save (bit 31).
-    sv, set_sv, with_sv: bool @ 31..=31;
-});
+    #[bits(8)]
+    pub fid: FeatureId,
+    /// SEL: select, Get Features only (bits 10:8).
+    #[bits(3)]
+    pub select: FeatureSelect,
+    /// Reserved (bits 30:11).
+    #[bits(20)]
+    __: u32,
+    /// SV: save, Set Features only (bit 31).
+    pub sv: bool,
+}
 
-/// Number of Queues value (§5.21.1.7): Command Dword 11 of
-/// Set Features and Dword 0 of its completion. Both counts are 0's based.
-#[derive(Clone, Copy, PartialEq, Eq, Default, Debug)]
-pub struct NumberOfQueues(pub u32);
-
-bitfields!(NumberOfQueues: u32 {
+/// Number of Queues value (§5.21.1.7): Command Dword 11
+/// of Set Features and Dword 0 of its completion. Both counts are 0's based.
+#[bitfield(u32)]
+#[derive(PartialEq, Eq)]
+pub struct NumberOfQueues {
     /// NSQR/NSQA: number of I/O submission queues, 0's based (bits 15:0).
-    nsq, set_nsq, with_nsq: u16 @ 0..=15;
+    pub nsq: u16,
     /// NCQR/NCQA: number of I/O completion queues, 0's based (bits 31:16).
-    ncq, set_ncq, with_ncq: u16 @ 16..=31;
-});
+    pub ncq: u16,
+}
 
 impl NumberOfQueues {
-    /// From 1's based counts.
-    pub fn from_counts(sq: u16, cq: u16) -> Self {
-        NumberOfQueues(0)
-            .with_nsq(sq.saturating_sub(1))
-            .with_ncq(cq.saturating_sub(1))
+    /// From 1's based counts, each 1..=65536.
+    pub fn from_counts(sq: u32, cq: u32) -> Result<Self, SpecError> {
+        let nsq = zeros_based("I/O submission queues (NSQ)", sq, Self::NSQ_BITS)?;
+        let ncq = zeros_based("I/O completion queues (NCQ)", cq, Self::NCQ_BITS)?;
+        Ok(Self::new().with_nsq(nsq).with_ncq(ncq))
     }
     /// Number of I/O submission queues, 1's based.
     pub fn sq_count(&self) -> u32 {
@@ -392,18 +406,30 @@ impl NumberOfQueues {
     }
 }
 
-/// Command Dword 12 of Read/Write (§6.9, §6.15).
-#[derive(Clone, Copy, PartialEq, Eq, Default, Debug)]
-pub struct RwDw12(pub u32);
+/// Command Dword 10 of Abort (§5.1).
+#[bitfield(u32)]
+#[derive(PartialEq, Eq)]
+pub struct AbortDw10 {
+    /// SQID: submission queue of the command to abort (bits 15:0).
+    pub sqid: u16,
+    /// CID: identifier of the command to abort (bits 31:16).
+    pub cid: u16,
+}
 
-bitfields!(RwDw12: u32 {
+/// Command Dword 12 of Read/Write (§6.9, §6.15).
+#[bitfield(u32)]
+#[derive(PartialEq, Eq)]
+pub struct RwDw12 {
     /// NLB: number of logical blocks, 0's based (bits 15:0).
-    nlb, set_nlb, with_nlb: u16 @ 0..=15;
+    pub nlb: u16,
+    /// Bits 29:16: DTYPE, PRINFO and reserved bits, not used here.
+    #[bits(14)]
+    __: u16,
     /// FUA: force unit access (bit 30).
-    fua, set_fua, with_fua: bool @ 30..=30;
+    pub fua: bool,
     /// LR: limited retry (bit 31).
-    lr, set_lr, with_lr: bool @ 31..=31;
-});
+    pub lr: bool,
+}
 
 impl RwDw12 {
     /// Number of blocks, 1's based.
@@ -412,8 +438,23 @@ impl RwDw12 {
     }
 }
 
+/// The upper half of completion Dword 3 (§4.6): the phase tag
+/// (bit 16 of the dword) and the Status Field (bits 31:17).
+#[bitfield(u16)]
+#[derive(PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable)]
+pub struct StatusAndPhase {
+    /// P: phase tag.
+    pub phase: bool,
+    /// SF: status field.
+    #[bits(15)]
+    pub status: Status,
+}
+
 /// A 16-byte completion queue entry (§4.6).
-#[derive(Clone, Copy, PartialEq, Eq, Default, Debug)]
+#[repr(C)]
+#[derive(
+    Clone, Copy, PartialEq, Eq, Default, Debug, FromBytes, IntoBytes, KnownLayout, Immutable,
+)]
 pub struct CompletionEntry {
     /// Dword 0: command specific result.
     pub dw0: u32,
@@ -425,39 +466,53 @@ pub struct CompletionEntry {
     pub sq_id: u16,
     /// CID: command identifier (Dword 3 bits 15:0).
     pub cid: u16,
-    /// P: phase tag (Dword 3 bit 16).
-    pub phase: bool,
-    /// Status field (Dword 3 bits 31:17).
-    pub status: Status,
+    /// Phase tag and Status Field (Dword 3 bits 31:16).
+    pub status_phase: StatusAndPhase,
 }
 
 impl CompletionEntry {
-    /// Serialises to the 16-byte little-endian wire layout.
-    pub fn to_bytes(&self) -> [u8; CQ_ENTRY_SIZE] {
-        let mut b = [0u8; CQ_ENTRY_SIZE];
-        b[0..4].copy_from_slice(&self.dw0.to_le_bytes());
-        b[4..8].copy_from_slice(&self.dw1.to_le_bytes());
-        b[8..10].copy_from_slice(&self.sq_head.to_le_bytes());
-        b[10..12].copy_from_slice(&self.sq_id.to_le_bytes());
-        b[12..14].copy_from_slice(&self.cid.to_le_bytes());
-        let hi = u16::from(self.phase) | ((self.status.0 & 0x7FFF) << 1);
-        b[14..16].copy_from_slice(&hi.to_le_bytes());
-        b
+    /// Byte offset of [`CompletionEntry::status_phase`], the two bytes a host
+    /// reads first to see whether the entry is new.
+    pub const STATUS_PHASE_OFFSET: usize = offset_of!(CompletionEntry, status_phase);
+
+    /// P: the phase tag.
+    pub fn phase(&self) -> bool {
+        self.status_phase.phase()
+    }
+    /// Sets the phase tag.
+    pub fn set_phase(&mut self, phase: bool) {
+        self.status_phase.set_phase(phase);
+    }
+    /// SF: the status field.
+    pub fn status(&self) -> Status {
+        self.status_phase.status()
+    }
+    /// Sets the status field.
+    pub fn set_status(&mut self, status: Status) {
+        // A Status is at most 15 bits wide (Status::into_bits): it fits.
+        self.status_phase.set_status(status);
+    }
+    /// Returns a copy with the status field set.
+    #[must_use]
+    pub fn with_status(mut self, status: Status) -> Self {
+        self.set_status(status);
+        self
+    }
+    /// Returns a copy with the phase tag set.
+    #[must_use]
+    pub fn with_phase(mut self, phase: bool) -> Self {
+        self.set_phase(phase);
+        self
     }
 
-    /// Parses the first 16 bytes of `b`.
-    pub fn from_bytes(b: &[u8]) -> Result<Self, SpecError> {
-        need("completion queue entry", b, CQ_ENTRY_SIZE)?;
-        let hi = le16(b, 14);
-        Ok(Self {
-            dw0: le32(b, 0),
-            dw1: le32(b, 4),
-            sq_head: le16(b, 8),
-            sq_id: le16(b, 10),
-            cid: le16(b, 12),
-            phase: hi & 1 != 0,
-            status: Status(hi >> 1),
-        })
+    /// The 16-byte little-endian wire layout.
+    pub fn to_bytes(&self) -> [u8; CQ_ENTRY_SIZE] {
+        zerocopy::transmute!(*self)
+    }
+
+    /// Decodes the first 16 bytes of `bytes`.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, SpecError> {
+        read_prefix("completion queue entry", bytes)
     }
 }
 
@@ -476,7 +531,8 @@ mod tests {
             8,
             0xAAAA_0000,
             0xBBBB_0000,
-        );
+        )
+        .unwrap();
         let b = e.to_bytes();
         assert_eq!(b[0], 0x01);
         assert_eq!(&b[2..4], &[0x34, 0x12]);
@@ -489,57 +545,91 @@ mod tests {
         let back = SubmissionEntry::from_bytes(&b).unwrap();
         assert_eq!(back, e);
         assert_eq!(back.slba(), 0x1_0000_0002);
-        assert_eq!(RwDw12(back.cdw12).blocks(), 8);
+        assert_eq!(RwDw12::from(back.cdw12).blocks(), 8);
+    }
+
+    #[test]
+    fn read_write_block_counts_are_checked() {
+        let max = SubmissionEntry::read_write(NvmOpcode::Read, 0, 1, 0, 65536, 0, 0).unwrap();
+        assert_eq!(RwDw12::from(max.cdw12).nlb(), 0xFFFF);
+        assert_eq!(RwDw12::from(max.cdw12).blocks(), 65536);
+        for bad in [0, 65537] {
+            assert!(matches!(
+                SubmissionEntry::read_write(NvmOpcode::Read, 0, 1, 0, bad, 0, 0),
+                Err(SpecError::OutOfRange {
+                    min: 1,
+                    max: 65536,
+                    ..
+                })
+            ));
+        }
     }
 
     #[test]
     fn admin_builders() {
-        let e = SubmissionEntry::create_io_sq(3, 1, 64, 0x5000, 1);
-        assert_eq!(e.opcode(), AdminOpcode::CreateIoSq as u8);
-        assert_eq!(QueueDw10(e.cdw10).qid(), 1);
-        assert_eq!(QueueDw10(e.cdw10).qsize(), 63);
-        assert_eq!(CreateSqDw11(e.cdw11).cqid(), 1);
-        assert!(CreateSqDw11(e.cdw11).pc());
-        let e = SubmissionEntry::set_number_of_queues(4, 1, 1);
-        assert_eq!(FeaturesDw10(e.cdw10).fid(), 0x07);
+        let e = SubmissionEntry::create_io_sq(3, 1, 64, 0x5000, 1).unwrap();
+        assert_eq!(AdminOpcode(e.opcode()), AdminOpcode::CreateIoSq);
+        assert_eq!(QueueDw10::from(e.cdw10).qid(), 1);
+        assert_eq!(QueueDw10::from(e.cdw10).qsize(), 63);
+        assert_eq!(CreateSqDw11::from(e.cdw11).cqid(), 1);
+        assert!(CreateSqDw11::from(e.cdw11).pc());
+        assert!(SubmissionEntry::create_io_cq(3, 1, 0, 0x5000).is_err());
+        let e = SubmissionEntry::create_io_cq(3, 1, 65536, 0x5000).unwrap();
+        assert_eq!(QueueDw10::from(e.cdw10).entries(), 65536);
+        let e = SubmissionEntry::set_number_of_queues(4, 1, 1).unwrap();
+        assert_eq!(FeaturesDw10::from(e.cdw10).fid(), FeatureId::NumberOfQueues);
+        assert_eq!(e.cdw10, 0x07);
         assert_eq!(e.cdw11, 0);
+        assert!(SubmissionEntry::set_number_of_queues(4, 0, 1).is_err());
         let e = SubmissionEntry::identify(5, Cns::Controller, 0, 0x1000, 0);
         assert_eq!(e.cdw10, 1);
-        assert_eq!(
-            AdminOpcode::from_u8(e.opcode()),
-            Some(AdminOpcode::Identify)
-        );
-        assert_eq!(AdminOpcode::from_u8(0x7F), None);
-        assert_eq!(NvmOpcode::from_u8(0x00), Some(NvmOpcode::Flush));
+        assert_eq!(AdminOpcode(e.opcode()), AdminOpcode::Identify);
+        let e = SubmissionEntry::abort(6, 2, 0x1234);
+        assert_eq!(e.cdw10, 0x1234_0002);
+        // Open enums keep values they do not name.
+        assert_eq!(format!("{:?}", AdminOpcode(0x7F)), "AdminOpcode(127)");
+        assert_eq!(NvmOpcode(0x00), NvmOpcode::Flush);
+    }
+
+    #[test]
+    fn features_dword_fields() {
+        let dw10 = FeaturesDw10::from(0x8000_0306);
+        assert_eq!(dw10.fid(), FeatureId::VolatileWriteCache);
+        assert_eq!(dw10.select(), FeatureSelect::SupportedCapabilities);
+        assert!(dw10.sv());
+        assert_eq!(FeaturesDw10::from(0x700).select(), FeatureSelect(7));
     }
 
     #[test]
     fn cqe_layout_and_round_trip() {
         let c = CompletionEntry {
             dw0: 0xDEAD_BEEF,
-            dw1: 0,
             sq_head: 5,
             sq_id: 1,
             cid: 0x42,
-            phase: true,
-            status: Status::from(CommandSpecificStatus::InvalidQueueId).with_dnr(true),
-        };
+            ..Default::default()
+        }
+        .with_phase(true)
+        .with_status(Status::from(CommandSpecificStatus::InvalidQueueId).with_dnr(true));
         let b = c.to_bytes();
         // Dword 3 = SF << 17 | P << 16 | CID.
         let dw3 = u32::from_le_bytes([b[12], b[13], b[14], b[15]]);
         assert_eq!(dw3, (0x4101u32 << 17) | (1 << 16) | 0x42);
         assert_eq!(CompletionEntry::from_bytes(&b).unwrap(), c);
+        assert_eq!(CompletionEntry::STATUS_PHASE_OFFSET, 14);
         let ok = CompletionEntry::from_bytes(&[0u8; 16]).unwrap();
-        assert!(ok.status.is_success());
-        assert!(!ok.phase);
+        assert!(ok.status().is_success());
+        assert!(!ok.phase());
+        let ones = CompletionEntry::from_bytes(&[0xFF; 16]).unwrap();
+        assert!(ones.phase());
+        assert_eq!(ones.status().into_bits(), 0x7FFF);
+        assert_eq!(ones.status().as_generic(), None);
+        let generic = ok.with_status(GenericStatus::AbortedSqDeletion.into());
         assert_eq!(
-            CompletionEntry::from_bytes(&[0xFF; 16])
-                .unwrap()
-                .status
-                .as_generic(),
-            None
+            generic.status().as_generic(),
+            Some(GenericStatus::AbortedSqDeletion)
         );
-        let _ = GenericStatus::Success;
+        assert!(!generic.phase());
     }
 
     #[test]

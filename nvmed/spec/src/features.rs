@@ -1,9 +1,12 @@
-//! Feature identifiers for Set Features / Get Features (NVMe Base Specification
-//! 1.4, §5.21.1).
+//! Feature identifiers and selectors for Set Features / Get Features (NVMe
+//! Base Specification 1.4, §5.9 and §5.21.1).
 
-/// Feature identifiers (FID, Command Dword 10 bits 7:0).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+use open_enum::open_enum;
+
+/// Feature identifiers (FID, Command Dword 10 bits 7:0; §5.21.1).
+#[open_enum]
 #[repr(u8)]
+#[derive(Debug, Clone, Copy, Hash)]
 pub enum FeatureId {
     /// 01h: Arbitration (§5.21.1.1).
     Arbitration = 0x01,
@@ -21,18 +24,40 @@ pub enum FeatureId {
     AsyncEventConfiguration = 0x0B,
 }
 
+/// SEL: which value Get Features returns (Command Dword 10 bits 10:8;
+/// §5.9). A 3-bit field; 100b–111b are reserved.
+#[open_enum]
+#[repr(u8)]
+#[derive(Debug, Clone, Copy, Hash)]
+pub enum FeatureSelect {
+    /// 000b: the current value.
+    Current = 0b000,
+    /// 001b: the default value.
+    Default = 0b001,
+    /// 010b: the saved value.
+    Saved = 0b010,
+    /// 011b: the supported capabilities of the feature.
+    SupportedCapabilities = 0b011,
+}
+
 impl FeatureId {
-    /// Decodes a feature identifier; `None` when this crate does not know it.
-    pub fn from_u8(fid: u8) -> Option<Self> {
-        Some(match fid {
-            0x01 => Self::Arbitration,
-            0x02 => Self::PowerManagement,
-            0x04 => Self::TemperatureThreshold,
-            0x06 => Self::VolatileWriteCache,
-            0x07 => Self::NumberOfQueues,
-            0x08 => Self::InterruptCoalescing,
-            0x0B => Self::AsyncEventConfiguration,
-            _ => return None,
-        })
+    /// From the raw field value.
+    pub const fn from_bits(bits: u8) -> Self {
+        Self(bits)
+    }
+    /// The raw field value.
+    pub const fn into_bits(self) -> u8 {
+        self.0
+    }
+}
+
+impl FeatureSelect {
+    /// From the raw field value.
+    pub const fn from_bits(bits: u8) -> Self {
+        Self(bits)
+    }
+    /// The raw field value.
+    pub const fn into_bits(self) -> u8 {
+        self.0
     }
 }

@@ -1,10 +1,16 @@
 //! Controller registers (NVMe Base Specification 1.4, §3.1 "Register Definition").
 //!
-//! Each register is a newtype over its raw value with typed field accessors.
-//! Reserved bits are preserved by the setters, so a read–modify–write keeps
-//! whatever the controller reported in them.
+//! Each register is a [`bitfield_struct`] type over its raw value: every bit
+//! is a named field or reserved padding. `from_bits`/`into_bits` (and `From`)
+//! convert to and from the raw value; the setters keep reserved bits as they
+//! were, so a read–modify–write preserves whatever the controller reported.
 
 use std::time::Duration;
+
+use bitfield_struct::bitfield;
+use open_enum::open_enum;
+
+use crate::{zeros_based, SpecError};
 
 /// Register offsets within BAR0 (§3.1).
 pub mod offset {
@@ -33,6 +39,7 @@ pub mod offset {
 }
 
 /// Stride between doorbell registers in bytes: `4 << CAP.DSTRD` (§3.1.1).
+/// DSTRD is a 4-bit field; bits above it are not part of the value.
 pub fn doorbell_stride(dstrd: u8) -> usize {
     4usize << (dstrd & 0xF)
 }
@@ -81,37 +88,50 @@ pub fn is_all_ones32(value: u32) -> bool {
     value == u32::MAX
 }
 
-/// Controller Capabilities (CAP, offset 0x00, 64-bit; §3.1.1).
-#[derive(Clone, Copy, PartialEq, Eq, Default)]
-pub struct Cap(pub u64);
-
-bitfields!(Cap: u64 {
+/// Controller Capabilities (CAP, offset 00h, 64-bit; §3.1.1).
+#[bitfield(u64)]
+#[derive(PartialEq, Eq)]
+pub struct Cap {
     /// MQES: Maximum Queue Entries Supported, 0's based (bits 15:0).
-    mqes, set_mqes, with_mqes: u16 @ 0..=15;
+    pub mqes: u16,
     /// CQR: Contiguous Queues Required (bit 16).
-    cqr, set_cqr, with_cqr: bool @ 16..=16;
+    pub cqr: bool,
     /// AMS: Arbitration Mechanism Supported (bits 18:17).
-    ams, set_ams, with_ams: u8 @ 17..=18;
+    #[bits(2)]
+    pub ams: u8,
+    /// Reserved (bits 23:19).
+    #[bits(5)]
+    __: u8,
     /// TO: Timeout, worst-case time to wait for CSTS.RDY to change after
     /// CC.EN changes, in 500 ms units (bits 31:24).
-    to, set_to, with_to: u8 @ 24..=31;
+    pub to: u8,
     /// DSTRD: Doorbell Stride, the stride is `2 ^ (2 + DSTRD)` bytes (bits 35:32).
-    dstrd, set_dstrd, with_dstrd: u8 @ 32..=35;
+    #[bits(4)]
+    pub dstrd: u8,
     /// NSSRS: NVM Subsystem Reset Supported (bit 36).
-    nssrs, set_nssrs, with_nssrs: bool @ 36..=36;
-    /// CSS: Command Sets Supported, bit 0 = NVM command set (bits 44:37).
-    css, set_css, with_css: u8 @ 37..=44;
+    pub nssrs: bool,
+    /// CSS: Command Sets Supported, bit 0 = NVM command set (bits 44:37);
+    /// see [`Cap::CSS_NVM`].
+    pub css: u8,
     /// BPS: Boot Partition Support (bit 45).
-    bps, set_bps, with_bps: bool @ 45..=45;
+    pub bps: bool,
+    /// Reserved (bits 47:46).
+    #[bits(2)]
+    __: u8,
     /// MPSMIN: Memory Page Size Minimum, `2 ^ (12 + MPSMIN)` bytes (bits 51:48).
-    mpsmin, set_mpsmin, with_mpsmin: u8 @ 48..=51;
+    #[bits(4)]
+    pub mpsmin: u8,
     /// MPSMAX: Memory Page Size Maximum, `2 ^ (12 + MPSMAX)` bytes (bits 55:52).
-    mpsmax, set_mpsmax, with_mpsmax: u8 @ 52..=55;
+    #[bits(4)]
+    pub mpsmax: u8,
     /// PMRS: Persistent Memory Region Supported (bit 56).
-    pmrs, set_pmrs, with_pmrs: bool @ 56..=56;
+    pub pmrs: bool,
     /// CMBS: Controller Memory Buffer Supported (bit 57).
-    cmbs, set_cmbs, with_cmbs: bool @ 57..=57;
-});
+    pub cmbs: bool,
+    /// Reserved (bits 63:58).
+    #[bits(6)]
+    __: u8,
+}
 
 impl Cap {
     /// CAP.CSS bit 0: the NVM command set is supported.
@@ -140,38 +160,22 @@ impl Cap {
     }
 }
 
-impl std::fmt::Debug for Cap {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Cap")
-            .field("raw", &format_args!("{:#018x}", self.0))
-            .field("mqes", &self.mqes())
-            .field("cqr", &self.cqr())
-            .field("to", &self.to())
-            .field("dstrd", &self.dstrd())
-            .field("css", &self.css())
-            .field("mpsmin", &self.mpsmin())
-            .field("mpsmax", &self.mpsmax())
-            .finish()
-    }
-}
-
-/// Version (VS, offset 0x08; §3.1.2).
-#[derive(Clone, Copy, PartialEq, Eq, Default, Debug)]
-pub struct Version(pub u32);
-
-bitfields!(Version: u32 {
+/// Version (VS, offset 08h; §3.1.2).
+#[bitfield(u32, new = false)]
+#[derive(PartialEq, Eq)]
+pub struct Version {
     /// TER: Tertiary version number (bits 7:0).
-    tertiary, set_tertiary, with_tertiary: u8 @ 0..=7;
+    pub tertiary: u8,
     /// MNR: Minor version number (bits 15:8).
-    minor, set_minor, with_minor: u8 @ 8..=15;
+    pub minor: u8,
     /// MJR: Major version number (bits 31:16).
-    major, set_major, with_major: u16 @ 16..=31;
-});
+    pub major: u16,
+}
 
 impl Version {
     /// Builds a version value from its parts.
-    pub fn new(major: u16, minor: u8, tertiary: u8) -> Self {
-        Version(0)
+    pub const fn new(major: u16, minor: u8, tertiary: u8) -> Self {
+        Version::from_bits(0)
             .with_major(major)
             .with_minor(minor)
             .with_tertiary(tertiary)
@@ -184,236 +188,177 @@ impl std::fmt::Display for Version {
     }
 }
 
-/// Controller Configuration (CC, offset 0x14; §3.1.5).
-#[derive(Clone, Copy, PartialEq, Eq, Default)]
-pub struct Cc(pub u32);
-
-bitfields!(Cc: u32 {
+/// Controller Configuration (CC, offset 14h; §3.1.5).
+#[bitfield(u32)]
+#[derive(PartialEq, Eq)]
+pub struct Cc {
     /// EN: Enable (bit 0).
-    en, set_en, with_en: bool @ 0..=0;
-    /// CSS: I/O Command Set Selected, raw (bits 6:4); see [`Cc::command_set`].
-    css_raw, set_css_raw, with_css_raw: u8 @ 4..=6;
+    pub en: bool,
+    /// Reserved (bits 3:1).
+    #[bits(3)]
+    __: u8,
+    /// CSS: I/O Command Set Selected (bits 6:4).
+    #[bits(3)]
+    pub command_set: CommandSetSelect,
     /// MPS: Memory Page Size, `2 ^ (12 + MPS)` bytes (bits 10:7).
-    mps, set_mps, with_mps: u8 @ 7..=10;
+    #[bits(4)]
+    pub mps: u8,
     /// AMS: Arbitration Mechanism Selected (bits 13:11); 000b = round robin.
-    ams, set_ams, with_ams: u8 @ 11..=13;
-    /// SHN: Shutdown Notification, raw (bits 15:14); see [`Cc::shutdown`].
-    shn_raw, set_shn_raw, with_shn_raw: u8 @ 14..=15;
+    #[bits(3)]
+    pub ams: u8,
+    /// SHN: Shutdown Notification (bits 15:14; procedure in §7.6.2).
+    #[bits(2)]
+    pub shutdown: ShutdownNotification,
     /// IOSQES: I/O Submission Queue Entry Size, `2 ^ n` bytes (bits 19:16).
-    iosqes, set_iosqes, with_iosqes: u8 @ 16..=19;
+    #[bits(4)]
+    pub iosqes: u8,
     /// IOCQES: I/O Completion Queue Entry Size, `2 ^ n` bytes (bits 23:20).
-    iocqes, set_iocqes, with_iocqes: u8 @ 20..=23;
-});
-
-impl Cc {
-    /// The shutdown notification field.
-    pub fn shutdown(&self) -> ShutdownNotification {
-        ShutdownNotification::from_bits(self.shn_raw())
-    }
-    /// Sets the shutdown notification field.
-    pub fn set_shutdown(&mut self, shn: ShutdownNotification) {
-        self.set_shn_raw(shn.bits());
-    }
-    /// Returns a copy with the shutdown notification field set.
-    #[must_use]
-    pub fn with_shutdown(mut self, shn: ShutdownNotification) -> Self {
-        self.set_shutdown(shn);
-        self
-    }
-    /// The I/O command set selected.
-    pub fn command_set(&self) -> CommandSetSelect {
-        CommandSetSelect::from_bits(self.css_raw())
-    }
-    /// Returns a copy with the I/O command set selected.
-    #[must_use]
-    pub fn with_command_set(self, css: CommandSetSelect) -> Self {
-        self.with_css_raw(css.bits())
-    }
+    #[bits(4)]
+    pub iocqes: u8,
+    /// Reserved (bits 31:24).
+    __: u8,
 }
 
-impl std::fmt::Debug for Cc {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Cc")
-            .field("raw", &format_args!("{:#010x}", self.0))
-            .field("en", &self.en())
-            .field("css", &self.command_set())
-            .field("mps", &self.mps())
-            .field("shn", &self.shutdown())
-            .field("iosqes", &self.iosqes())
-            .field("iocqes", &self.iocqes())
-            .finish()
-    }
-}
-
-/// CC.CSS values (§3.1.5).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// CC.CSS: I/O Command Set Selected (§3.1.5). A 3-bit field.
+#[open_enum]
+#[repr(u8)]
+#[derive(Debug, Clone, Copy, Hash)]
 pub enum CommandSetSelect {
     /// 000b: NVM command set.
-    Nvm,
+    Nvm = 0b000,
     /// 110b: all supported I/O command sets (NVMe 2.0).
-    AllSupported,
+    AllSupported = 0b110,
     /// 111b: admin command set only.
-    AdminOnly,
-    /// Any other (reserved) value.
-    Reserved(u8),
-}
-
-impl CommandSetSelect {
-    /// Decodes the 3-bit field.
-    pub fn from_bits(bits: u8) -> Self {
-        match bits & 0x7 {
-            0b000 => Self::Nvm,
-            0b110 => Self::AllSupported,
-            0b111 => Self::AdminOnly,
-            other => Self::Reserved(other),
-        }
-    }
-    /// Encodes the 3-bit field.
-    pub fn bits(self) -> u8 {
-        match self {
-            Self::Nvm => 0b000,
-            Self::AllSupported => 0b110,
-            Self::AdminOnly => 0b111,
-            Self::Reserved(b) => b & 0x7,
-        }
-    }
+    AdminOnly = 0b111,
 }
 
 /// CC.SHN: Shutdown Notification (§3.1.5; shutdown procedure in §7.6.2).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A 2-bit field.
+#[open_enum]
+#[repr(u8)]
+#[derive(Debug, Clone, Copy, Hash)]
 pub enum ShutdownNotification {
     /// 00b: no notification, no effect.
-    None,
+    None = 0b00,
     /// 01b: normal shutdown notification.
-    Normal,
+    Normal = 0b01,
     /// 10b: abrupt shutdown notification.
-    Abrupt,
+    Abrupt = 0b10,
     /// 11b: reserved.
-    Reserved,
+    Reserved = 0b11,
+}
+
+/// Controller Status (CSTS, offset 1Ch; §3.1.6).
+#[bitfield(u32)]
+#[derive(PartialEq, Eq)]
+pub struct Csts {
+    /// RDY: Ready (bit 0).
+    pub rdy: bool,
+    /// CFS: Controller Fatal Status (bit 1).
+    pub cfs: bool,
+    /// SHST: Shutdown Status (bits 3:2).
+    #[bits(2)]
+    pub shutdown_status: ShutdownStatus,
+    /// NSSRO: NVM Subsystem Reset Occurred (bit 4).
+    pub nssro: bool,
+    /// PP: Processing Paused (bit 5).
+    pub pp: bool,
+    /// Reserved (bits 31:6).
+    #[bits(26)]
+    __: u32,
+}
+
+impl Csts {
+    /// True when the register read all-ones: the device is gone.
+    pub fn is_all_ones(&self) -> bool {
+        is_all_ones32(self.into_bits())
+    }
+}
+
+/// CSTS.SHST: Shutdown Status (§3.1.6). A 2-bit field.
+#[open_enum]
+#[repr(u8)]
+#[derive(Debug, Clone, Copy, Hash)]
+pub enum ShutdownStatus {
+    /// 00b: normal operation, no shutdown requested.
+    Normal = 0b00,
+    /// 01b: shutdown processing occurring.
+    Occurring = 0b01,
+    /// 10b: shutdown processing complete.
+    Complete = 0b10,
+    /// 11b: reserved.
+    Reserved = 0b11,
+}
+
+// The conversions `bitfield_struct` uses for fields of these types. A value
+// wider than its field is refused by the `*_checked` setters (and makes the
+// plain setters panic), never truncated.
+impl CommandSetSelect {
+    /// From the raw field value.
+    pub const fn from_bits(bits: u8) -> Self {
+        Self(bits)
+    }
+    /// The raw field value.
+    pub const fn into_bits(self) -> u8 {
+        self.0
+    }
 }
 
 impl ShutdownNotification {
-    /// Decodes the 2-bit field.
-    pub fn from_bits(bits: u8) -> Self {
-        match bits & 0x3 {
-            0b00 => Self::None,
-            0b01 => Self::Normal,
-            0b10 => Self::Abrupt,
-            _ => Self::Reserved,
-        }
+    /// From the raw field value.
+    pub const fn from_bits(bits: u8) -> Self {
+        Self(bits)
     }
-    /// Encodes the 2-bit field.
-    pub fn bits(self) -> u8 {
-        match self {
-            Self::None => 0b00,
-            Self::Normal => 0b01,
-            Self::Abrupt => 0b10,
-            Self::Reserved => 0b11,
-        }
+    /// The raw field value.
+    pub const fn into_bits(self) -> u8 {
+        self.0
     }
-}
-
-/// Controller Status (CSTS, offset 0x1C; §3.1.6).
-#[derive(Clone, Copy, PartialEq, Eq, Default)]
-pub struct Csts(pub u32);
-
-bitfields!(Csts: u32 {
-    /// RDY: Ready (bit 0).
-    rdy, set_rdy, with_rdy: bool @ 0..=0;
-    /// CFS: Controller Fatal Status (bit 1).
-    cfs, set_cfs, with_cfs: bool @ 1..=1;
-    /// SHST: Shutdown Status, raw (bits 3:2); see [`Csts::shutdown_status`].
-    shst_raw, set_shst_raw, with_shst_raw: u8 @ 2..=3;
-    /// NSSRO: NVM Subsystem Reset Occurred (bit 4).
-    nssro, set_nssro, with_nssro: bool @ 4..=4;
-    /// PP: Processing Paused (bit 5).
-    pp, set_pp, with_pp: bool @ 5..=5;
-});
-
-impl Csts {
-    /// The shutdown status field.
-    pub fn shutdown_status(&self) -> ShutdownStatus {
-        ShutdownStatus::from_bits(self.shst_raw())
-    }
-    /// Sets the shutdown status field.
-    pub fn set_shutdown_status(&mut self, shst: ShutdownStatus) {
-        self.set_shst_raw(shst.bits());
-    }
-    /// Returns a copy with the shutdown status field set.
-    #[must_use]
-    pub fn with_shutdown_status(mut self, shst: ShutdownStatus) -> Self {
-        self.set_shutdown_status(shst);
-        self
-    }
-    /// True when the register read all-ones: the device is gone.
-    pub fn is_all_ones(&self) -> bool {
-        is_all_ones32(self.0)
-    }
-}
-
-impl std::fmt::Debug for Csts {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Csts")
-            .field("raw", &format_args!("{:#010x}", self.0))
-            .field("rdy", &self.rdy())
-            .field("cfs", &self.cfs())
-            .field("shst", &self.shutdown_status())
-            .finish()
-    }
-}
-
-/// CSTS.SHST: Shutdown Status (§3.1.6).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ShutdownStatus {
-    /// 00b: normal operation, no shutdown requested.
-    Normal,
-    /// 01b: shutdown processing occurring.
-    Occurring,
-    /// 10b: shutdown processing complete.
-    Complete,
-    /// 11b: reserved.
-    Reserved,
 }
 
 impl ShutdownStatus {
-    /// Decodes the 2-bit field.
-    pub fn from_bits(bits: u8) -> Self {
-        match bits & 0x3 {
-            0b00 => Self::Normal,
-            0b01 => Self::Occurring,
-            0b10 => Self::Complete,
-            _ => Self::Reserved,
-        }
+    /// From the raw field value.
+    pub const fn from_bits(bits: u8) -> Self {
+        Self(bits)
     }
-    /// Encodes the 2-bit field.
-    pub fn bits(self) -> u8 {
-        match self {
-            Self::Normal => 0b00,
-            Self::Occurring => 0b01,
-            Self::Complete => 0b10,
-            Self::Reserved => 0b11,
-        }
+    /// The raw field value.
+    pub const fn into_bits(self) -> u8 {
+        self.0
     }
 }
 
-/// Admin Queue Attributes (AQA, offset 0x24; §3.1.8).
-#[derive(Clone, Copy, PartialEq, Eq, Default, Debug)]
-pub struct Aqa(pub u32);
-
-bitfields!(Aqa: u32 {
+/// Admin Queue Attributes (AQA, offset 24h; §3.1.8).
+#[bitfield(u32)]
+#[derive(PartialEq, Eq)]
+pub struct Aqa {
     /// ASQS: Admin Submission Queue Size, 0's based (bits 11:0).
-    asqs, set_asqs, with_asqs: u16 @ 0..=11;
+    #[bits(12)]
+    pub asqs: u16,
+    /// Reserved (bits 15:12).
+    #[bits(4)]
+    __: u8,
     /// ACQS: Admin Completion Queue Size, 0's based (bits 27:16).
-    acqs, set_acqs, with_acqs: u16 @ 16..=27;
-});
+    #[bits(12)]
+    pub acqs: u16,
+    /// Reserved (bits 31:28).
+    #[bits(4)]
+    __: u8,
+}
 
 impl Aqa {
-    /// Builds AQA for admin queues of `sq_entries` and `cq_entries` entries
-    /// (1's based; stored 0's based). Values are clamped to the field width.
-    pub fn for_entries(sq_entries: u16, cq_entries: u16) -> Self {
-        Aqa(0)
-            .with_asqs(sq_entries.saturating_sub(1))
-            .with_acqs(cq_entries.saturating_sub(1))
+    /// AQA for admin queues of `sq_entries` and `cq_entries` entries (1's
+    /// based, stored 0's based): each must be 1..=4096.
+    pub fn for_entries(sq_entries: u16, cq_entries: u16) -> Result<Self, SpecError> {
+        let asqs = zeros_based("AQA.ASQS entries", sq_entries.into(), Self::ASQS_BITS)?;
+        let acqs = zeros_based("AQA.ACQS entries", cq_entries.into(), Self::ACQS_BITS)?;
+        Ok(Self::new().with_asqs(asqs).with_acqs(acqs))
+    }
+    /// Admin submission queue entries (1's based).
+    pub fn sq_entries(&self) -> u32 {
+        u32::from(self.asqs()) + 1
+    }
+    /// Admin completion queue entries (1's based).
+    pub fn cq_entries(&self) -> u32 {
+        u32::from(self.acqs()) + 1
     }
 }
 
@@ -428,66 +373,125 @@ mod tests {
     #[test]
     fn cap_fields_decode_qemu_value() {
         // MQES=2047, CQR=1, TO=15, DSTRD=0, CSS=NVM, MPSMIN=0, MPSMAX=4.
-        let cap = Cap(0)
+        let cap = Cap::new()
             .with_mqes(2047)
             .with_cqr(true)
             .with_to(15)
             .with_css(Cap::CSS_NVM)
             .with_mpsmax(4);
-        assert_eq!(cap.0, 0x0040_0020_0F01_07FF);
+        assert_eq!(cap.into_bits(), 0x0040_0020_0F01_07FF);
         assert_eq!(cap.max_queue_entries(), 2048);
         assert_eq!(cap.timeout(), Duration::from_millis(7500));
         assert_eq!(cap.doorbell_stride(), 4);
         assert_eq!(cap.min_page_size(), 4096);
         assert_eq!(cap.max_page_size(), 65536);
-        assert_eq!(Cap(u64::MAX).dstrd(), 0xF);
+        let all = Cap::from_bits(u64::MAX);
+        assert_eq!(all.dstrd(), 0xF);
+        assert_eq!(all.css(), 0xFF);
+        assert_eq!(all.max_page_size(), 1 << 27);
+    }
+
+    #[test]
+    fn field_positions_match_the_spec() {
+        // Bit positions as §3.1 numbers them.
+        assert_eq!(
+            (Cap::TO_OFFSET, Cap::DSTRD_OFFSET, Cap::CSS_OFFSET),
+            (24, 32, 37)
+        );
+        assert_eq!(
+            (Cap::MPSMIN_OFFSET, Cap::MPSMAX_OFFSET, Cap::CMBS_OFFSET),
+            (48, 52, 57)
+        );
+        assert_eq!(
+            (Cc::COMMAND_SET_OFFSET, Cc::MPS_OFFSET, Cc::AMS_OFFSET),
+            (4, 7, 11)
+        );
+        assert_eq!(
+            (Cc::SHUTDOWN_OFFSET, Cc::IOSQES_OFFSET, Cc::IOCQES_OFFSET),
+            (14, 16, 20)
+        );
+        assert_eq!((Csts::SHUTDOWN_STATUS_OFFSET, Csts::PP_OFFSET), (2, 5));
+        assert_eq!(
+            (Aqa::ASQS_BITS, Aqa::ACQS_OFFSET, Aqa::ACQS_BITS),
+            (12, 16, 12)
+        );
+        assert_eq!((Version::MINOR_OFFSET, Version::MAJOR_OFFSET), (8, 16));
     }
 
     #[test]
     fn cc_fields_round_trip() {
-        let cc = Cc(0)
+        let cc = Cc::new()
             .with_en(true)
             .with_command_set(CommandSetSelect::Nvm)
             .with_mps(0)
             .with_iosqes(6)
             .with_iocqes(4)
             .with_shutdown(ShutdownNotification::Normal);
-        assert_eq!(cc.0, 0x0046_4001);
+        assert_eq!(cc.into_bits(), 0x0046_4001);
         assert!(cc.en());
         assert_eq!(cc.shutdown(), ShutdownNotification::Normal);
         let cc = cc.with_shutdown(ShutdownNotification::Abrupt);
-        assert_eq!(cc.shn_raw(), 0b10);
+        assert_eq!(cc.shutdown().into_bits(), 0b10);
         assert_eq!(cc.iosqes(), 6);
-        assert_eq!(Cc(0x70).command_set(), CommandSetSelect::AdminOnly);
-        assert_eq!(Cc(0x10).command_set(), CommandSetSelect::Reserved(1));
+        assert_eq!(
+            Cc::from_bits(0x70).command_set(),
+            CommandSetSelect::AdminOnly
+        );
+        // A reserved value is kept as it is.
+        assert_eq!(Cc::from_bits(0x10).command_set(), CommandSetSelect(1));
     }
 
     #[test]
-    fn setters_mask_and_preserve_other_bits() {
-        let mut cc = Cc(0xFF00_0000);
-        cc.set_iosqes(0xFF);
+    fn setters_refuse_wide_values_and_preserve_other_bits() {
+        let mut cc = Cc::from_bits(0xFF00_0000);
+        assert!(cc.set_iosqes_checked(0xFF).is_err());
+        assert!(cc
+            .set_command_set_checked(CommandSetSelect(0b1000))
+            .is_err());
+        assert_eq!(cc.into_bits(), 0xFF00_0000);
+        cc.set_iosqes(0xF);
         assert_eq!(cc.iosqes(), 0xF);
-        assert_eq!(cc.0 & 0xFF00_0000, 0xFF00_0000);
+        assert_eq!(cc.into_bits() & 0xFF00_0000, 0xFF00_0000);
         assert_eq!(cc.iocqes(), 0);
     }
 
     #[test]
     fn csts_shutdown_status() {
-        let c = Csts(0)
+        let c = Csts::new()
             .with_rdy(true)
             .with_shutdown_status(ShutdownStatus::Complete);
-        assert_eq!(c.0, 0b1001);
-        assert_eq!(Csts(0b0100).shutdown_status(), ShutdownStatus::Occurring);
-        assert_eq!(Csts(0b1100).shutdown_status(), ShutdownStatus::Reserved);
-        assert!(Csts(0b10).cfs());
-        assert!(Csts(u32::MAX).is_all_ones());
+        assert_eq!(c.into_bits(), 0b1001);
+        assert_eq!(
+            Csts::from_bits(0b0100).shutdown_status(),
+            ShutdownStatus::Occurring
+        );
+        assert_eq!(
+            Csts::from_bits(0b1100).shutdown_status(),
+            ShutdownStatus::Reserved
+        );
+        assert!(Csts::from_bits(0b10).cfs());
+        assert!(Csts::from_bits(u32::MAX).is_all_ones());
+        assert!(!Csts::from_bits(u32::MAX - 1).is_all_ones());
     }
 
     #[test]
-    fn aqa_is_zeros_based() {
-        let a = Aqa::for_entries(32, 32);
-        assert_eq!(a.0, 0x001F_001F);
+    fn aqa_is_zeros_based_and_checked() {
+        let a = Aqa::for_entries(32, 32).unwrap();
+        assert_eq!(a.into_bits(), 0x001F_001F);
         assert_eq!(a.asqs(), 31);
+        assert_eq!(a.sq_entries(), 32);
+        let a = Aqa::for_entries(4096, 1).unwrap();
+        assert_eq!(a.into_bits(), 0x0000_0FFF);
+        assert_eq!(
+            Aqa::for_entries(4097, 2),
+            Err(SpecError::OutOfRange {
+                what: "AQA.ASQS entries",
+                value: 4097,
+                min: 1,
+                max: 4096
+            })
+        );
+        assert!(Aqa::for_entries(2, 0).is_err());
     }
 
     #[test]
@@ -517,7 +521,8 @@ mod tests {
     #[test]
     fn version_display() {
         let v = Version::new(1, 4, 0);
-        assert_eq!(v.0, 0x0001_0400);
+        assert_eq!(v.into_bits(), 0x0001_0400);
         assert_eq!(v.to_string(), "1.4.0");
+        assert_eq!(Version::from_bits(0x0002_0100).to_string(), "2.1.0");
     }
 }

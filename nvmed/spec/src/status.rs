@@ -1,62 +1,100 @@
 //! Completion status (NVMe Base Specification 1.4, §4.6.1 "Status Field Definition").
 
+use bitfield_struct::bitfield;
+use open_enum::open_enum;
+
+use crate::SpecError;
+
 /// The 15-bit Status Field of a completion queue entry (Dword 3 bits 31:17,
 /// §4.6.1), without the phase tag.
-#[derive(Clone, Copy, PartialEq, Eq, Default, Hash)]
-pub struct Status(pub u16);
-
-bitfields!(Status: u16 {
-    /// SC: Status Code (bits 7:0 of the status field).
-    sc, set_sc, with_sc: u8 @ 0..=7;
-    /// SCT: Status Code Type, raw (bits 10:8); see [`Status::code_type`].
-    sct_raw, set_sct_raw, with_sct_raw: u8 @ 8..=10;
-    /// CRD: Command Retry Delay (bits 12:11).
-    crd, set_crd, with_crd: u8 @ 11..=12;
+///
+/// The type is 16 bits wide; its top bit is not part of the field and is
+/// always zero ([`Status::from_bits`] clears it), so a `Status` always fits
+/// the 15 bits it occupies in a completion entry.
+#[bitfield(u16, new = false, conversion = false, debug = false, hash = true)]
+#[derive(PartialEq, Eq)]
+pub struct Status {
+    /// SC: Status Code (bits 7:0 of the field).
+    pub sc: u8,
+    /// SCT: Status Code Type (bits 10:8 of the field).
+    #[bits(3)]
+    pub code_type: StatusCodeType,
+    /// CRD: Command Retry Delay (bits 12:11 of the field).
+    #[bits(2)]
+    pub crd: u8,
     /// M: More status information in the Error Information log (bit 13).
-    more, set_more, with_more: bool @ 13..=13;
+    pub more: bool,
     /// DNR: Do Not Retry (bit 14).
-    dnr, set_dnr, with_dnr: bool @ 14..=14;
-});
+    pub dnr: bool,
+    /// Not part of the Status Field.
+    #[bits(1)]
+    __: u8,
+}
 
 impl Status {
     /// Successful completion.
     pub const SUCCESS: Status = Status(0);
+    /// Width of the Status Field in bits.
+    pub const FIELD_BITS: usize = Self::DNR_OFFSET + Self::DNR_BITS;
+    const FIELD_MASK: u16 = (1 << Self::FIELD_BITS) - 1;
 
-    /// Builds a status from a type and code.
-    pub fn new(sct: StatusCodeType, sc: u8) -> Self {
-        Status(0).with_sct_raw(sct.bits()).with_sc(sc)
+    /// From the 15-bit field value; a 16th bit is not part of the field and
+    /// is dropped.
+    pub const fn from_bits(bits: u16) -> Self {
+        Self(bits & Self::FIELD_MASK)
+    }
+    /// The 15-bit field value.
+    pub const fn into_bits(self) -> u16 {
+        self.0 & Self::FIELD_MASK
+    }
+    /// Builds a status from a type and code; SCT is a 3-bit field, so a
+    /// type above 7 is [`SpecError::OutOfRange`].
+    pub fn new(sct: StatusCodeType, sc: u8) -> Result<Self, SpecError> {
+        Status::SUCCESS
+            .with_sc(sc)
+            .with_code_type_checked(sct)
+            .map_err(|()| SpecError::OutOfRange {
+                what: "status code type",
+                value: u64::from(sct.0),
+                min: 0,
+                max: (1 << Self::CODE_TYPE_BITS) - 1,
+            })
     }
     /// A generic command status (SCT 0).
-    pub fn generic(code: GenericStatus) -> Self {
-        Self::new(StatusCodeType::Generic, code as u8)
+    pub const fn generic(code: GenericStatus) -> Self {
+        Status::SUCCESS
+            .with_code_type(StatusCodeType::Generic)
+            .with_sc(code.0)
     }
     /// A command specific status (SCT 1).
-    pub fn command_specific(code: CommandSpecificStatus) -> Self {
-        Self::new(StatusCodeType::CommandSpecific, code as u8)
+    pub const fn command_specific(code: CommandSpecificStatus) -> Self {
+        Status::SUCCESS
+            .with_code_type(StatusCodeType::CommandSpecific)
+            .with_sc(code.0)
     }
-    /// The status code type.
-    pub fn code_type(&self) -> StatusCodeType {
-        StatusCodeType::from_bits(self.sct_raw())
+    /// A media and data integrity error (SCT 2).
+    pub const fn media(code: MediaStatus) -> Self {
+        Status::SUCCESS
+            .with_code_type(StatusCodeType::MediaError)
+            .with_sc(code.0)
     }
     /// True for SCT 0 / SC 0 (§4.6.1.2.1).
     pub fn is_success(&self) -> bool {
-        self.sct_raw() == 0 && self.sc() == 0
+        self.code_type() == StatusCodeType::Generic && self.sc() == 0
     }
-    /// The generic status code, when SCT is 0 and the code is one this crate knows.
+    /// The generic status code, when SCT is 0 (the code may be one this
+    /// crate does not name).
     pub fn as_generic(&self) -> Option<GenericStatus> {
-        if self.code_type() == StatusCodeType::Generic {
-            GenericStatus::from_code(self.sc())
-        } else {
-            None
-        }
+        (self.code_type() == StatusCodeType::Generic).then_some(GenericStatus(self.sc()))
     }
-    /// The command specific status code, when SCT is 1 and known.
+    /// The command specific status code, when SCT is 1.
     pub fn as_command_specific(&self) -> Option<CommandSpecificStatus> {
-        if self.code_type() == StatusCodeType::CommandSpecific {
-            CommandSpecificStatus::from_code(self.sc())
-        } else {
-            None
-        }
+        (self.code_type() == StatusCodeType::CommandSpecific)
+            .then_some(CommandSpecificStatus(self.sc()))
+    }
+    /// The media and data integrity error code, when SCT is 2.
+    pub fn as_media(&self) -> Option<MediaStatus> {
+        (self.code_type() == StatusCodeType::MediaError).then_some(MediaStatus(self.sc()))
     }
 }
 
@@ -72,6 +110,12 @@ impl From<CommandSpecificStatus> for Status {
     }
 }
 
+impl From<MediaStatus> for Status {
+    fn from(code: MediaStatus) -> Self {
+        Status::media(code)
+    }
+}
+
 impl std::fmt::Debug for Status {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Status({self})")
@@ -84,10 +128,12 @@ impl std::fmt::Display for Status {
             write!(f, "{g:?}")?;
         } else if let Some(c) = self.as_command_specific() {
             write!(f, "{c:?}")?;
+        } else if let Some(m) = self.as_media() {
+            write!(f, "{m:?}")?;
         } else {
             write!(f, "{:?} code {:#04x}", self.code_type(), self.sc())?;
         }
-        write!(f, " (sct={}, sc={:#04x}", self.sct_raw(), self.sc())?;
+        write!(f, " (sct={}, sc={:#04x}", self.code_type().0, self.sc())?;
         if self.dnr() {
             write!(f, ", dnr")?;
         }
@@ -95,51 +141,39 @@ impl std::fmt::Display for Status {
     }
 }
 
-/// SCT: Status Code Type (§4.6.1.1).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// SCT: Status Code Type (§4.6.1.1). A 3-bit field; 4h–6h are
+/// reserved.
+#[open_enum]
+#[repr(u8)]
+#[derive(Debug, Clone, Copy, Hash)]
 pub enum StatusCodeType {
     /// 0h: Generic Command Status.
-    Generic,
+    Generic = 0,
     /// 1h: Command Specific Status.
-    CommandSpecific,
+    CommandSpecific = 1,
     /// 2h: Media and Data Integrity Errors.
-    MediaError,
+    MediaError = 2,
     /// 3h: Path Related Status.
-    PathRelated,
+    PathRelated = 3,
     /// 7h: Vendor Specific.
-    VendorSpecific,
-    /// 4h–6h: reserved.
-    Reserved(u8),
+    VendorSpecific = 7,
 }
 
 impl StatusCodeType {
-    /// Decodes the 3-bit field.
-    pub fn from_bits(bits: u8) -> Self {
-        match bits & 0x7 {
-            0 => Self::Generic,
-            1 => Self::CommandSpecific,
-            2 => Self::MediaError,
-            3 => Self::PathRelated,
-            7 => Self::VendorSpecific,
-            other => Self::Reserved(other),
-        }
+    /// From the raw field value.
+    pub const fn from_bits(bits: u8) -> Self {
+        Self(bits)
     }
-    /// Encodes the 3-bit field.
-    pub fn bits(self) -> u8 {
-        match self {
-            Self::Generic => 0,
-            Self::CommandSpecific => 1,
-            Self::MediaError => 2,
-            Self::PathRelated => 3,
-            Self::VendorSpecific => 7,
-            Self::Reserved(b) => b & 0x7,
-        }
+    /// The raw field value.
+    pub const fn into_bits(self) -> u8 {
+        self.0
     }
 }
 
 /// Generic Command Status values, SCT 0 (§4.6.1.2.1).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[open_enum]
 #[repr(u8)]
+#[derive(Debug, Clone, Copy, Hash)]
 pub enum GenericStatus {
     /// 00h: Successful Completion.
     Success = 0x00,
@@ -197,46 +231,10 @@ pub enum GenericStatus {
     FormatInProgress = 0x84,
 }
 
-impl GenericStatus {
-    const ALL: [GenericStatus; 27] = [
-        Self::Success,
-        Self::InvalidOpcode,
-        Self::InvalidField,
-        Self::CommandIdConflict,
-        Self::DataTransferError,
-        Self::AbortedPowerLoss,
-        Self::InternalError,
-        Self::AbortRequested,
-        Self::AbortedSqDeletion,
-        Self::AbortedFailedFused,
-        Self::AbortedMissingFused,
-        Self::InvalidNamespace,
-        Self::CommandSequenceError,
-        Self::InvalidSglSegment,
-        Self::InvalidSglCount,
-        Self::DataSglLengthInvalid,
-        Self::MetadataSglLengthInvalid,
-        Self::SglDescriptorTypeInvalid,
-        Self::InvalidCmbUse,
-        Self::PrpOffsetInvalid,
-        Self::AtomicWriteUnitExceeded,
-        Self::OperationDenied,
-        Self::LbaOutOfRange,
-        Self::CapacityExceeded,
-        Self::NamespaceNotReady,
-        Self::ReservationConflict,
-        Self::FormatInProgress,
-    ];
-
-    /// Decodes a status code; `None` for codes this crate does not name.
-    pub fn from_code(sc: u8) -> Option<Self> {
-        Self::ALL.iter().copied().find(|s| *s as u8 == sc)
-    }
-}
-
 /// Command Specific Status values, SCT 1 (§4.6.1.2.2).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[open_enum]
 #[repr(u8)]
+#[derive(Debug, Clone, Copy, Hash)]
 pub enum CommandSpecificStatus {
     /// 00h: Completion Queue Invalid (Create I/O SQ).
     CompletionQueueInvalid = 0x00,
@@ -274,36 +272,11 @@ pub enum CommandSpecificStatus {
     WriteToReadOnlyRange = 0x82,
 }
 
-impl CommandSpecificStatus {
-    const ALL: [CommandSpecificStatus; 17] = [
-        Self::CompletionQueueInvalid,
-        Self::InvalidQueueId,
-        Self::InvalidQueueSize,
-        Self::AbortLimitExceeded,
-        Self::AsyncEventLimitExceeded,
-        Self::InvalidFirmwareSlot,
-        Self::InvalidFirmwareImage,
-        Self::InvalidInterruptVector,
-        Self::InvalidLogPage,
-        Self::InvalidFormat,
-        Self::InvalidQueueDeletion,
-        Self::FeatureNotSaveable,
-        Self::FeatureNotChangeable,
-        Self::FeatureNotNamespaceSpecific,
-        Self::ConflictingAttributes,
-        Self::InvalidProtectionInformation,
-        Self::WriteToReadOnlyRange,
-    ];
-
-    /// Decodes a status code; `None` for codes this crate does not name.
-    pub fn from_code(sc: u8) -> Option<Self> {
-        Self::ALL.iter().copied().find(|s| *s as u8 == sc)
-    }
-}
-
-/// Media and Data Integrity Errors, SCT 2 (§4.6.1.2.3), NVM command set subset.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// Media and Data Integrity Errors, SCT 2 (§4.6.1.2.3),
+/// the values this project uses.
+#[open_enum]
 #[repr(u8)]
+#[derive(Debug, Clone, Copy, Hash)]
 pub enum MediaStatus {
     /// 80h: Write Fault.
     WriteFault = 0x80,
@@ -313,41 +286,70 @@ pub enum MediaStatus {
     AccessDenied = 0x86,
 }
 
-impl From<MediaStatus> for Status {
-    fn from(code: MediaStatus) -> Self {
-        Status::new(StatusCodeType::MediaError, code as u8)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn codes_round_trip() {
-        for g in GenericStatus::ALL {
-            let s = Status::from(g);
-            assert_eq!(s.as_generic(), Some(g));
-            assert_eq!(s.as_command_specific(), None);
-        }
-        for c in CommandSpecificStatus::ALL {
-            let s = Status::from(c);
-            assert_eq!(s.as_command_specific(), Some(c));
-            assert_eq!(s.as_generic(), None);
+    fn every_code_round_trips_under_its_type() {
+        for sc in 0..=u8::MAX {
+            let g = Status::from(GenericStatus(sc));
+            assert_eq!(g.as_generic(), Some(GenericStatus(sc)));
+            assert_eq!(g.as_command_specific(), None);
+            let c = Status::from(CommandSpecificStatus(sc));
+            assert_eq!(c.as_command_specific(), Some(CommandSpecificStatus(sc)));
+            assert_eq!(c.as_generic(), None);
+            let m = Status::from(MediaStatus(sc));
+            assert_eq!(m.as_media(), Some(MediaStatus(sc)));
+            assert_eq!(m.code_type(), StatusCodeType::MediaError);
         }
         assert!(Status::SUCCESS.is_success());
         assert!(!Status::from(GenericStatus::InvalidField).is_success());
+        assert!(!Status::from(CommandSpecificStatus::CompletionQueueInvalid).is_success());
     }
 
     #[test]
     fn field_layout() {
         let s = Status::from(CommandSpecificStatus::InvalidQueueDeletion).with_dnr(true);
-        assert_eq!(s.0, 0x4000 | 0x0100 | 0x0C);
+        assert_eq!(s.into_bits(), 0x4000 | 0x0100 | 0x0C);
         assert_eq!(
-            Status::from(MediaStatus::WriteFault).code_type(),
-            StatusCodeType::MediaError
+            (
+                Status::CODE_TYPE_OFFSET,
+                Status::CRD_OFFSET,
+                Status::FIELD_BITS
+            ),
+            (8, 11, 15)
         );
-        assert_eq!(Status(0x0500).code_type(), StatusCodeType::Reserved(5));
-        assert!(format!("{}", Status(0x7FFF)).contains("dnr"));
+        assert_eq!(Status::from_bits(0x0500).code_type(), StatusCodeType(5));
+        assert_eq!(
+            Status::new(StatusCodeType(5), 3).unwrap().into_bits(),
+            0x0503
+        );
+        assert!(Status::new(StatusCodeType(8), 0).is_err());
+        assert_eq!(Status::from_bits(0xFFFF).into_bits(), 0x7FFF);
+        assert!(format!("{}", Status::from_bits(0x7FFF)).contains("dnr"));
+    }
+
+    #[test]
+    fn display_names_known_and_unknown_codes() {
+        assert_eq!(
+            Status::from(GenericStatus::InvalidField).to_string(),
+            "InvalidField (sct=0, sc=0x02)"
+        );
+        assert_eq!(
+            Status::from(MediaStatus::WriteFault)
+                .with_dnr(true)
+                .to_string(),
+            "WriteFault (sct=2, sc=0x80, dnr)"
+        );
+        let unknown = Status::from(GenericStatus(0x55)).to_string();
+        assert!(
+            unknown.contains("85") && unknown.contains("sc=0x55"),
+            "{unknown}"
+        );
+        let path = Status::new(StatusCodeType::PathRelated, 1)
+            .unwrap()
+            .to_string();
+        assert!(path.starts_with("PathRelated code 0x01"), "{path}");
     }
 }

@@ -72,7 +72,7 @@ impl QueuePair {
             .read(self.cq_head as usize * CQ_ENTRY_SIZE, &mut b)
             .unwrap();
         let e = CompletionEntry::from_bytes(&b).unwrap();
-        if e.phase != self.phase {
+        if e.phase() != self.phase {
             return None;
         }
         self.cq_head += 1;
@@ -138,11 +138,11 @@ impl Host {
     }
 
     pub fn csts(&self) -> Csts {
-        Csts(self.ctrl.read32(offset::CSTS))
+        Csts::from_bits(self.ctrl.read32(offset::CSTS))
     }
 
     pub fn cc(&self) -> Cc {
-        Cc(self.ctrl.read32(offset::CC))
+        Cc::from_bits(self.ctrl.read32(offset::CC))
     }
 
     pub fn now(&self) -> Duration {
@@ -166,7 +166,7 @@ impl Host {
 
     pub fn reset(&mut self) {
         let cc = self.cc();
-        self.ctrl.write32(offset::CC, cc.with_en(false).0);
+        self.ctrl.write32(offset::CC, cc.with_en(false).into_bits());
         let to = self.ctrl.cap().timeout().as_millis() as u64;
         assert!(self.wait_csts(to, |c| !c.rdy()), "RDY did not clear");
         self.admin = QueuePair::new(&self.dma, 0, ADMIN_ENTRIES, ADMIN_ENTRIES);
@@ -174,7 +174,7 @@ impl Host {
 
     /// Programs the admin queue and sets CC.EN; waits for RDY within CAP.TO.
     pub fn enable(&mut self) {
-        self.try_enable(Cc(0).with_iosqes(6).with_iocqes(4));
+        self.try_enable(Cc::new().with_iosqes(6).with_iocqes(4));
         let to = self.ctrl.cap().timeout().as_millis() as u64;
         assert!(
             self.wait_csts(to, |c| c.rdy() || c.cfs()),
@@ -187,11 +187,13 @@ impl Host {
     pub fn try_enable(&mut self, cc: Cc) {
         self.ctrl.write32(
             offset::AQA,
-            Aqa::for_entries(ADMIN_ENTRIES as u16, ADMIN_ENTRIES as u16).0,
+            Aqa::for_entries(ADMIN_ENTRIES as u16, ADMIN_ENTRIES as u16)
+                .unwrap()
+                .into_bits(),
         );
         self.ctrl.write64(offset::ASQ, self.admin.sq_addr());
         self.ctrl.write64(offset::ACQ, self.admin.cq_addr());
-        self.ctrl.write32(offset::CC, cc.with_en(true).0);
+        self.ctrl.write32(offset::CC, cc.with_en(true).into_bits());
     }
 
     pub fn cid(&mut self) -> u16 {
@@ -215,28 +217,19 @@ impl Host {
     /// Creates I/O queue pair `qid` with the given sizes; asserts success.
     pub fn create_io(&mut self, qid: u16, sq_size: u32, cq_size: u32) -> QueuePair {
         let q = QueuePair::new(&self.dma, qid, sq_size, cq_size);
-        let c = self.admin(SubmissionEntry::create_io_cq(
-            0,
-            qid,
-            cq_size as u16,
-            q.cq_addr(),
-        ));
-        assert!(c.status.is_success(), "create CQ: {}", c.status);
-        let c = self.admin(SubmissionEntry::create_io_sq(
-            0,
-            qid,
-            sq_size as u16,
-            q.sq_addr(),
-            qid,
-        ));
-        assert!(c.status.is_success(), "create SQ: {}", c.status);
+        let c = self.admin(SubmissionEntry::create_io_cq(0, qid, cq_size, q.cq_addr()).unwrap());
+        assert!(c.status().is_success(), "create CQ: {}", c.status());
+        let c =
+            self.admin(SubmissionEntry::create_io_sq(0, qid, sq_size, q.sq_addr(), qid).unwrap());
+        assert!(c.status().is_success(), "create SQ: {}", c.status());
         q
     }
 
     /// Writes CC.SHN (keeping EN and the rest of CC).
     pub fn request_shutdown(&self, shn: nvme_spec::ShutdownNotification) {
         let cc = self.cc();
-        self.ctrl.write32(offset::CC, cc.with_shutdown(shn).0);
+        self.ctrl
+            .write32(offset::CC, cc.with_shutdown(shn).into_bits());
     }
 }
 
