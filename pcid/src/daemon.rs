@@ -206,8 +206,9 @@ pub fn run(options: &Options, bus: &dyn Bus) -> Result<ExitReason, DaemonError> 
     let mut event_loop = match EventLoop::new(&mut relay, sources, ready_file.as_ref()) {
         Ok(l) => l,
         Err(e) => {
-            // The drivers were spawned already: stop them.
-            log::error!("{e}; stopping the drivers");
+            // The drivers were spawned already; dropping their slots (with
+            // the sources) has stopped them.
+            log::error!("{e}; the drivers were stopped");
             return Err(e);
         }
     };

@@ -155,6 +155,28 @@ impl DriverSlot {
             channel: Some(channel),
         }
     }
+
+    /// Closes the channel, and kills (SIGKILL) and reaps the process if it
+    /// has not been reaped yet.
+    fn stop(&mut self) {
+        if let Some(ch) = self.channel.take() {
+            let _ = ch.shutdown();
+        }
+        if let Some(pid) = self.pid.take() {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+            while let Err(rustix::io::Errno::INTR) =
+                rustix::process::waitpid(Some(pid), WaitOptions::empty())
+            {}
+        }
+    }
+}
+
+/// A driver is never left running without pcid: whatever path drops its
+/// slot (the loop failing to start included) stops it.
+impl Drop for DriverSlot {
+    fn drop(&mut self) {
+        self.stop();
+    }
 }
 
 /// Per-driver bookkeeping of the loop.
@@ -1079,15 +1101,7 @@ impl<'a> EventLoop<'a> {
             self.drop_client(client, false);
         }
         for slot in &mut self.drivers {
-            if let Some(ch) = slot.channel.take() {
-                let _ = ch.shutdown();
-            }
-            if let Some(pid) = slot.pid.take() {
-                let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
-                while let Err(rustix::io::Errno::INTR) =
-                    rustix::process::waitpid(Some(pid), WaitOptions::empty())
-                {}
-            }
+            slot.stop();
         }
         // The drivers' last lines, as far as they are already there.
         for o in self.outputs.iter_mut().flatten() {
