@@ -30,8 +30,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use shutdown_tests::sim::fault::{FaultSpec, KINDS};
 use nvme_sim::{Fault, SimConfig};
+use shutdown_tests::sim::fault::{FaultSpec, KINDS};
 use shutdown_tests::sim::machine::{device_address, DeviceSpec, MachineSpec};
 use shutdown_tests::sim::stack::{
     run_captured, Binaries, DeviceView, ReportView, ShutdowndRun, Stack, StackOptions,

@@ -400,7 +400,10 @@ mod tests {
             ..SimConfig::default()
         };
         let text = c.to_toml_string().unwrap();
-        assert!(text.contains("faults = [\"fatal-status\", \"drops-commands\"]"), "{text}");
+        assert!(
+            text.contains("faults = [\"fatal-status\", \"drops-commands\"]"),
+            "{text}"
+        );
         assert_eq!(SimConfig::from_toml_str(&text).unwrap(), c);
         // No backing file: the key is left out, and reads back as none.
         let d = SimConfig::default();

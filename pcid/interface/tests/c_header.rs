@@ -325,10 +325,7 @@ fn enumerations_match_the_document_and_the_rust_encoder() {
     // u16 version, address (5), ids (4), class bytes (4), opt_address (1).
     let backend_at = 2 + 5 + 4 + 4 + 1;
     for (backend, name) in [
-        (
-            FunctionBackend::Simulated,
-            "PCID_BACKEND_SIMULATED",
-        ),
+        (FunctionBackend::Simulated, "PCID_BACKEND_SIMULATED"),
         (
             FunctionBackend::LinuxSysfs {
                 sysfs_path: "/sys".into(),

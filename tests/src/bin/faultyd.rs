@@ -54,7 +54,6 @@ use pcid_interface::transport::{DriverChannel, TransportError};
 use pcid_interface::wire::WireMessage;
 use shutdown_tests::sim::models::{read_model, FaultyModel, Misbehave};
 
-
 /// Ends this process with `SIGKILL`, as an outside killer would.
 fn kill_self(address: impl std::fmt::Display, why: &str) -> ! {
     eprintln!("faultyd: {address}: killing itself with SIGKILL (misbehave = {why})");

@@ -164,23 +164,21 @@ fn run() -> Result<(), Fatal> {
 
 /// The simulated controller in-process, with its DMA lifetime checks.
 #[cfg(target_os = "linux")]
-fn simulated(
-    conn: driver::DriverConnection,
-    function: &PciFunction,
-) -> Result<(), Fatal> {
+fn simulated(conn: driver::DriverConnection, function: &PciFunction) -> Result<(), Fatal> {
     let address = function.address.to_string();
     let sim_error = |message: String| Fatal::Sim {
         address: address.clone(),
         message,
     };
-    let config = match crate::sim::models::read_model_text().map_err(|e| sim_error(e.to_string()))? {
-        Some((path, text)) => nvme_sim::SimConfig::from_toml_str(&text)
-            .map_err(|e| sim_error(format!("device model {}: {e}", path.display())))?,
-        None => {
-            log::info!("{address}: no device model named, simulating the default controller");
-            nvme_sim::SimConfig::default()
-        }
-    };
+    let config =
+        match crate::sim::models::read_model_text().map_err(|e| sim_error(e.to_string()))? {
+            Some((path, text)) => nvme_sim::SimConfig::from_toml_str(&text)
+                .map_err(|e| sim_error(format!("device model {}: {e}", path.display())))?,
+            None => {
+                log::info!("{address}: no device model named, simulating the default controller");
+                nvme_sim::SimConfig::default()
+            }
+        };
     let clock = SystemClock::new();
     let sim_clock: Arc<dyn Clock> = Arc::new(clock);
     let sim = nvme_sim::SimController::with_label(config, sim_clock, &address)

@@ -296,7 +296,10 @@ mod tests {
         assert_eq!(parsed.functions.len(), 38);
         let f = &parsed.functions;
         assert_eq!(f[2].address.to_string(), "0000:01:00.0");
-        assert_eq!(f[2].parent.map(|a| a.to_string()).as_deref(), Some("0000:00:10.0"));
+        assert_eq!(
+            f[2].parent.map(|a| a.to_string()).as_deref(),
+            Some("0000:00:10.0")
+        );
         assert_eq!(f[34].address.to_string(), "0000:02:00.0");
         assert_eq!(f[35].device, LEGACYD_DEVICE);
         let model_of = |i: usize| {

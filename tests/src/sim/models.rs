@@ -206,7 +206,10 @@ mod tests {
         };
         write_model(&p, &faulty).unwrap();
         let text = std::fs::read_to_string(&p).unwrap();
-        assert!(text.contains("misbehave = \"sends-out-of-phase-ack\""), "{text}");
+        assert!(
+            text.contains("misbehave = \"sends-out-of-phase-ack\""),
+            "{text}"
+        );
         assert_eq!(parse_model::<FaultyModel>(&p, &text).unwrap(), faulty);
         let plain = FaultyModel::default();
         write_model(&p, &plain).unwrap();

@@ -8,10 +8,10 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use shutdown_tests::sim::models::TestDriverModel;
 use pcid_interface::protocol::{
     ControlMessage, DeviceErrorKind, DriverState, FinishOutcome, ShutdownKind, ShutdownSupport,
 };
+use shutdown_tests::sim::models::TestDriverModel;
 
 const DEADLINE: Duration = Duration::from_secs(10);
 
@@ -463,13 +463,13 @@ fn drivers_get_a_minimal_environment_and_not_the_ready_fd() {
             "show-env",
             TestDriverModel::default(),
         )])
-            .arg("--ready-fd")
-            .arg(&fd.to_string())
-            .arg("--driver-env")
-            .arg("EXTRA=yes")
-            .env("NVMED_SELFTEST", "1")
-            .env("NVMED_WORKLOAD", "/tmp/should-not-reach-drivers")
-            .env("PCID_TEST_SECRET", "s3cret"),
+        .arg("--ready-fd")
+        .arg(&fd.to_string())
+        .arg("--driver-env")
+        .arg("EXTRA=yes")
+        .env("NVMED_SELFTEST", "1")
+        .env("NVMED_WORKLOAD", "/tmp/should-not-reach-drivers")
+        .env("PCID_TEST_SECRET", "s3cret"),
     );
     drop(w);
     let mut buf = [0u8; 64];
@@ -649,7 +649,12 @@ fn bad_configuration_is_one_clear_error_naming_file_and_line() {
     let first = line_of(&setup.machine, "0000:00:04.0");
     let second = first
         + line_of(
-            &setup.machine.lines().skip(first).collect::<Vec<_>>().join("\n"),
+            &setup
+                .machine
+                .lines()
+                .skip(first)
+                .collect::<Vec<_>>()
+                .join("\n"),
             "0000:00:04.0",
         );
     let (code, err, _) = run(&setup);

@@ -83,12 +83,27 @@ mod tests {
 
     #[test]
     fn only_decimal_numbers_above_stdio_name_a_channel() {
-        for (value, want) in [("3", Some(3)), (" 17\n", Some(17)), ("2147483647", Some(i32::MAX))]
-        {
+        for (value, want) in [
+            ("3", Some(3)),
+            (" 17\n", Some(17)),
+            ("2147483647", Some(i32::MAX)),
+        ] {
             assert_eq!(parse_fd(VAR, value).ok(), want, "{value:?}");
         }
         for bad in [
-            "", " ", "abc", "3x", "0x10", "-1", "-3", "0", "1", "2", "+", "2147483648", "1e3",
+            "",
+            " ",
+            "abc",
+            "3x",
+            "0x10",
+            "-1",
+            "-3",
+            "0",
+            "1",
+            "2",
+            "+",
+            "2147483648",
+            "1e3",
             "3.0",
         ] {
             match parse_fd(VAR, bad) {
@@ -117,7 +132,10 @@ mod tests {
             },
             |_, _| unreachable!("flags are set only on an owned fd"),
         );
-        assert!(matches!(r, Err(AdoptError::NotOpen { fd: 41, .. })), "{r:?}");
+        assert!(
+            matches!(r, Err(AdoptError::NotOpen { fd: 41, .. })),
+            "{r:?}"
+        );
         assert_eq!(seen, Some(41));
         assert_eq!(std::env::var(var).as_deref(), Ok("41"));
         assert!(!guard.load(Ordering::SeqCst));
