@@ -73,16 +73,37 @@ pub fn device_id(mode: &str) -> u16 {
     0x100 + i as u16
 }
 
+/// One `[[drivers]]` entry of a match table (Redox's `pcid.d` format).
+#[derive(serde::Serialize)]
+pub struct DriverEntry {
+    pub name: String,
+    pub vendor: u16,
+    pub device: u16,
+    pub command: Vec<String>,
+}
+
+/// A match table of `drivers`, as TOML written by `toml`.
+pub fn match_table_text(drivers: Vec<DriverEntry>) -> String {
+    #[derive(serde::Serialize)]
+    struct Table {
+        drivers: Vec<DriverEntry>,
+    }
+    toml::to_string(&Table { drivers }).expect("match table as TOML")
+}
+
 /// Match table mapping each test device id to `pcid-test-driver MODE`.
 pub fn match_table() -> String {
-    let mut t = String::from("# pcid-test-driver modes by device id\n");
-    for m in MODES {
-        t.push_str(&format!(
-            "[[drivers]]\nname = \"test {m}\"\nvendor = {TEST_VENDOR:#06x}\ndevice = {:#06x}\ncommand = [\"pcid-test-driver\", \"{m}\"]\n\n",
-            device_id(m)
-        ));
-    }
-    t
+    match_table_text(
+        MODES
+            .iter()
+            .map(|m| DriverEntry {
+                name: format!("test {m}"),
+                vendor: TEST_VENDOR,
+                device: device_id(m),
+                command: vec!["pcid-test-driver".into(), m.to_string()],
+            })
+            .collect(),
+    )
 }
 
 /// One function of a test machine.

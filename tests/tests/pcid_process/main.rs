@@ -557,10 +557,12 @@ fn drivers_written_from_the_spec_see_sequence_numbers_counted_per_channel() {
         entry("0000:00:04.0", 0x0200),
         entry("0000:00:05.0", 0x0200),
     ]);
-    let table = format!(
-        "[[drivers]]\nvendor = {TEST_VENDOR:#06x}\ndevice = 0x0200\ncommand = [{:?}]\n",
-        exe.display().to_string()
-    );
+    let table = match_table_text(vec![DriverEntry {
+        name: "C driver".into(),
+        vendor: TEST_VENDOR,
+        device: 0x0200,
+        command: vec![exe.display().to_string()],
+    }]);
     let pcid = Pcid::start(Setup {
         machine,
         models: Vec::new(),
