@@ -146,7 +146,7 @@ fn run() -> Result<(), Fatal> {
         source,
     };
     match &function.backend {
-        FunctionBackend::Simulated { .. } => Err(Fatal::BackendUnavailable {
+        FunctionBackend::Simulated => Err(Fatal::BackendUnavailable {
             address,
             what: "a simulated function is served by a test build of nvmed (nvmed-test); \
                    this driver drives hardware only"
@@ -173,7 +173,7 @@ fn run() -> Result<(), Fatal> {
 /// What a backend is called in messages.
 fn backend_name(backend: &FunctionBackend) -> &'static str {
     match backend {
-        FunctionBackend::Simulated { .. } => "the simulated backend",
+        FunctionBackend::Simulated => "the simulated backend",
         FunctionBackend::LinuxSysfs { .. } => "the Linux sysfs backend",
         FunctionBackend::Redox { .. } => "the Redox backend",
     }

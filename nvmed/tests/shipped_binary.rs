@@ -86,13 +86,20 @@ fn the_shipped_driver_refuses_a_simulated_function_and_writes_nothing() {
     let image = dir.path().join("ns.img");
     let logs = dir.path().join("workload");
     std::fs::create_dir(&logs).unwrap();
-    let properties = format!(
-        "serial = \"SHIPPED-1\"\nnamespace_blocks = 1024\nbacking_file = {:?}\n",
-        image.display().to_string()
-    );
+    // A device model as pcid's simulated bus would name it: the shipped
+    // driver must not read it, let alone create its backing file.
+    let model = dir.path().join("model.toml");
+    let config = nvme_sim::SimConfig {
+        serial: "SHIPPED-1".into(),
+        namespace_blocks: 1024,
+        backing_file: Some(image.clone()),
+        ..nvme_sim::SimConfig::default()
+    };
+    std::fs::write(&model, config.to_toml_string().unwrap()).unwrap();
     let (ok, stderr) = run_with(
-        FunctionBackend::Simulated { properties },
+        FunctionBackend::Simulated,
         &[
+            (pcid_interface::PCID_SIM_MODEL, model.to_str().unwrap()),
             ("NVMED_SELFTEST", "1"),
             ("NVMED_WORKLOAD", logs.to_str().unwrap()),
         ],
@@ -138,6 +145,7 @@ fn the_shipped_executable_contains_no_test_hook() {
         ["nvmed-", "selftest serial="].concat(),
         ["NVMED", "WL1"].concat(),
         ["nvme_sim simulated ", "controller"].concat(),
+        ["PCID_SIM", "_MODEL"].concat(),
     ] {
         assert!(
             !contains(needle.as_bytes()),

@@ -42,6 +42,13 @@ pub trait Bus {
     /// All functions on the bus, bridges included, parents before children
     /// where the backend knows the topology.
     fn enumerate(&self) -> Result<Vec<PciFunction>, BusError>;
+    /// Environment the bus gives the driver of `address` besides pcid's
+    /// own variables: where a simulated function's device model is
+    /// ([`pcid_interface::PCID_SIM_MODEL`]). Real buses give nothing.
+    fn driver_env(&self, address: PciAddress) -> Vec<(String, std::ffi::OsString)> {
+        let _ = address;
+        Vec::new()
+    }
 }
 
 /// The simulated bus: the functions of a machine description.
@@ -71,6 +78,22 @@ impl Bus for SimulatedBus {
 
     fn enumerate(&self) -> Result<Vec<PciFunction>, BusError> {
         Ok(self.machine.functions.clone())
+    }
+
+    fn driver_env(&self, address: PciAddress) -> Vec<(String, std::ffi::OsString)> {
+        self.machine
+            .models
+            .get(&address)
+            .map(|model| {
+                (
+                    pcid_interface::PCID_SIM_MODEL.to_string(),
+                    std::path::absolute(model)
+                        .unwrap_or_else(|_| model.clone())
+                        .into_os_string(),
+                )
+            })
+            .into_iter()
+            .collect()
     }
 }
 
@@ -351,8 +374,34 @@ mod tests {
         .unwrap();
         let bus = SimulatedBus::from_file(&p).unwrap();
         assert_eq!(bus.enumerate().unwrap().len(), 1);
+        // No `model`: the driver is told nothing more; a real bus neither.
+        let address: PciAddress = "0000:00:04.0".parse().unwrap();
+        assert!(bus.driver_env(address).is_empty());
+        assert!(LinuxSysfsBus::new().driver_env(address).is_empty());
         std::fs::write(&p, "[[function]]\naddress = 1\n").unwrap();
         let e = SimulatedBus::from_file(&p).unwrap_err().to_string();
         assert!(e.contains("m.toml:2:"), "{e}");
+    }
+
+    #[test]
+    fn simulated_bus_hands_the_model_path_to_the_driver() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("m.toml");
+        std::fs::write(
+            &p,
+            "[[function]]\naddress = \"0000:00:04.0\"\nvendor = 1\ndevice = 2\nclass = 1\nsubclass = 8\ninterface = 2\nmodel = \"models/a.toml\"\n\n\
+             [[function]]\naddress = \"0000:00:05.0\"\nvendor = 1\ndevice = 2\nclass = 1\nsubclass = 8\ninterface = 2\n",
+        )
+        .unwrap();
+        let bus = SimulatedBus::from_file(&p).unwrap();
+        let env = bus.driver_env("0000:00:04.0".parse().unwrap());
+        assert_eq!(
+            env,
+            vec![(
+                pcid_interface::PCID_SIM_MODEL.to_string(),
+                dir.path().join("models/a.toml").into_os_string()
+            )]
+        );
+        assert!(bus.driver_env("0000:00:05.0".parse().unwrap()).is_empty());
     }
 }

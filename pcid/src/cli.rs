@@ -31,7 +31,9 @@ usage: pcid --bus sim --machine FILE | --bus linux [--sysfs DIR]
                          (repeatable). Drivers get nothing else of pcid's
                          environment: PCID_CLIENT_CHANNEL (their channel's fd),
                          PCID_DEVICE (their function's address), RUST_LOG when
-                         pcid has it, and these
+                         pcid has it, PCID_SIM_MODEL (--bus sim: their
+                         function's device model file, if it has one), and
+                         these
   --control PATH         control socket for shutdownd (mode 0600, same uid only)
   --participants PATH    socket where daemons that are not PCI drivers (a file
                          system, ...) register to take part in shutdown ahead
@@ -289,8 +291,16 @@ fn env_pair(option: &str, v: String) -> Result<(String, String), CliError> {
     if name.is_empty() || name.contains('\0') || value.contains('\0') {
         return Err(bad("expected NAME=VALUE with a non-empty NAME and no NUL"));
     }
-    if ["PCID_CLIENT_CHANNEL", "PCID_DEVICE"].contains(&name) {
-        return Err(bad("PCID_CLIENT_CHANNEL and PCID_DEVICE are set by pcid"));
+    if [
+        pcid_interface::PCID_CLIENT_CHANNEL,
+        "PCID_DEVICE",
+        pcid_interface::PCID_SIM_MODEL,
+    ]
+    .contains(&name)
+    {
+        return Err(bad(
+            "PCID_CLIENT_CHANNEL, PCID_DEVICE and PCID_SIM_MODEL are set by pcid",
+        ));
     }
     Ok((name.to_string(), value.to_string()))
 }

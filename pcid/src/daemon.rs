@@ -2,8 +2,10 @@
 //! endpoint and drives the [`Relay`] state machine.
 //!
 //! Drivers start with a minimal environment (see [`driver_environment`]):
-//! `PCID_CLIENT_CHANNEL`, `PCID_DEVICE`, `RUST_LOG` when pcid has it, and what
-//! `--driver-env` adds — nothing else of pcid's environment. Their standard
+//! `PCID_CLIENT_CHANNEL`, `PCID_DEVICE`, `RUST_LOG` when pcid has it, what
+//! the bus adds (the simulated bus: `PCID_SIM_MODEL` for a function with a
+//! device model) and what `--driver-env` adds — nothing else of pcid's
+//! environment. Their standard
 //! output and standard error go to one pipe per driver, read by pcid and
 //! written to pcid's standard error (its log) one line at a time, each line
 //! prefixed with the driver's PCI address and program name; pcid's standard
@@ -46,7 +48,11 @@ pub const PCID_DEVICE: &str = "PCID_DEVICE";
 /// pcid's log filter, passed on to drivers when pcid has it.
 pub const RUST_LOG: &str = "RUST_LOG";
 /// Variables a driver always gets from pcid and `--driver-env` may not set.
-pub const RESERVED_DRIVER_ENV: [&str; 2] = [pcid_interface::PCID_CLIENT_CHANNEL, PCID_DEVICE];
+pub const RESERVED_DRIVER_ENV: [&str; 3] = [
+    pcid_interface::PCID_CLIENT_CHANNEL,
+    PCID_DEVICE,
+    pcid_interface::PCID_SIM_MODEL,
+];
 /// Longest line forwarded from a driver's output; longer lines are split.
 pub const MAX_OUTPUT_LINE: usize = 4096;
 
@@ -109,18 +115,21 @@ pub enum DaemonError {
 /// The whole environment of a driver pcid spawns for `address` (besides
 /// `PCID_CLIENT_CHANNEL`, which the spawn adds with the channel's fd number):
 /// `PCID_DEVICE=<address>`, pcid's own `RUST_LOG` if it has one (`rust_log`),
-/// then the `--driver-env` pairs in order. Nothing else of pcid's environment
-/// reaches a driver: a variable meant for one program (say, a test switch)
-/// cannot leak into every driver on the machine.
+/// what the bus gives this function's driver (`bus_env`, see
+/// [`Bus::driver_env`]), then the `--driver-env` pairs in order. Nothing else
+/// of pcid's environment reaches a driver: a variable meant for one program
+/// (say, a test switch) cannot leak into every driver on the machine.
 pub fn driver_environment(
     address: &str,
     rust_log: Option<std::ffi::OsString>,
+    bus_env: Vec<(String, std::ffi::OsString)>,
     extra: &[(String, String)],
 ) -> Vec<(std::ffi::OsString, std::ffi::OsString)> {
     let mut env = vec![(PCID_DEVICE.into(), address.into())];
     if let Some(v) = rust_log {
         env.push((RUST_LOG.into(), v));
     }
+    env.extend(bus_env.into_iter().map(|(k, v)| (k.into(), v)));
     env.extend(extra.iter().map(|(k, v)| (k.into(), v.into())));
     env
 }
@@ -170,7 +179,7 @@ pub fn run(options: &Options, bus: &dyn Bus) -> Result<ExitReason, DaemonError> 
             log::debug!("{}: no driver", describe(f));
             continue;
         };
-        match spawn_driver(f, entry, options) {
+        match spawn_driver(f, entry, bus.driver_env(f.address), options) {
             Ok((pid, channel, output)) => {
                 let program = entry.program();
                 let name = std::path::Path::new(program)
@@ -295,6 +304,7 @@ enum SpawnError {
 fn spawn_driver(
     f: &PciFunction,
     entry: &crate::matching::DriverEntry,
+    bus_env: Vec<(String, std::ffi::OsString)>,
     options: &Options,
 ) -> Result<(rustix::process::Pid, DriverChannel, OwnedFd), SpawnError> {
     let command = &entry.command;
@@ -330,6 +340,7 @@ fn spawn_driver(
         .envs(driver_environment(
             &f.address.to_string(),
             std::env::var_os(RUST_LOG),
+            bus_env,
             &options.driver_env,
         ))
         .stdin(std::process::Stdio::null())
@@ -468,6 +479,7 @@ mod tests {
         let env = driver_environment(
             "0000:00:04.0",
             Some("debug".into()),
+            vec![("PCID_SIM_MODEL".into(), "/m/a.toml".into())],
             &[("A".into(), "1".into())],
         );
         let env: Vec<(String, String)> = env
@@ -479,9 +491,10 @@ mod tests {
             [
                 ("PCID_DEVICE".to_string(), "0000:00:04.0".to_string()),
                 ("RUST_LOG".to_string(), "debug".to_string()),
+                ("PCID_SIM_MODEL".to_string(), "/m/a.toml".to_string()),
                 ("A".to_string(), "1".to_string()),
             ]
         );
-        assert_eq!(driver_environment("x", None, &[]).len(), 1);
+        assert_eq!(driver_environment("x", None, Vec::new(), &[]).len(), 1);
     }
 }

@@ -20,8 +20,10 @@
 //!    pcid with one line naming the file and line.
 //! 2. Spawn one driver per matched function with a minimal environment: the
 //!    channel's fd number in `PCID_CLIENT_CHANNEL`, the function's address in
-//!    `PCID_DEVICE`, pcid's `RUST_LOG` if set, and the `--driver-env` pairs
-//!    (nothing else of pcid's environment); stdin from `/dev/null`; stdout and
+//!    `PCID_DEVICE`, pcid's `RUST_LOG` if set, on the simulated bus the
+//!    function's device model file in `PCID_SIM_MODEL` (when the machine
+//!    names one), and the `--driver-env` pairs (nothing else of pcid's
+//!    environment); stdin from `/dev/null`; stdout and
 //!    stderr into a pipe whose lines pcid writes to its own stderr, prefixed
 //!    with the driver's address. The driver says `Hello`, pcid answers
 //!    `Welcome` with the function, the driver says `Ready`.

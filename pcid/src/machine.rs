@@ -18,21 +18,22 @@
 //! interface = 0x02
 //! revision = 2                  # optional, default 0
 //! parent = "0000:00:1c.0"       # optional: the bridge this function sits behind
-//!
-//! [function.sim]                # optional: passed verbatim to the driver
-//! shutdown_latency_ms = 4500
+//! model = "nvme-00.toml"        # optional: the device model's description
 //! ```
 //!
 //! Every `[[function]]` becomes a [`PciFunction`] whose backend is
-//! [`FunctionBackend::Simulated`]; its `properties` are the `[function.sim]`
-//! table re-serialized as TOML text (empty when absent). pcid does not interpret
-//! them: they belong to the driver and its device model.
+//! [`FunctionBackend::Simulated`]. `model` names a file describing the
+//! simulated device (relative paths are taken from the machine file's
+//! directory); pcid neither reads nor sends it: it hands the file's path to
+//! the function's driver in [`pcid_interface::PCID_SIM_MODEL`], as a real bus
+//! tells a driver where its registers are. The file belongs to the driver's
+//! test build and its device model (for NVMe, `nvme_sim::SimConfig`).
 //!
 //! Checks: unknown keys, wrong types and out-of-range values are reported by
-//! toml with the offending line; `[function.sim]` tables too large for the
-//! protocol's `Welcome` message, duplicate addresses, a `parent` that is not
-//! listed, a `parent` that is not a PCI-to-PCI bridge (class 06, subclass 04)
-//! and parent cycles are reported with the line of the function concerned.
+//! toml with the offending line; empty `model` paths, duplicate addresses, a
+//! `parent` that is not listed, a `parent` that is not a PCI-to-PCI bridge
+//! (class 06, subclass 04) and parent cycles are reported with the line of
+//! the function concerned.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -42,7 +43,6 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use pcid_interface::function::{FunctionBackend, PciAddress, PciFunction};
-use pcid_interface::wire::MAX_PROPERTIES_LEN;
 
 use crate::location::{one_line, Location};
 
@@ -163,7 +163,7 @@ struct FunctionEntry {
     #[serde(default)]
     parent: Option<Spanned<String>>,
     #[serde(default)]
-    sim: Option<toml::Table>,
+    model: Option<Spanned<PathBuf>>,
 }
 
 /// Lenient view used only to say which function a syntax error is in.
@@ -178,6 +178,9 @@ struct LooseMachine {
 pub struct Machine {
     /// The functions, in file order.
     pub functions: Vec<PciFunction>,
+    /// The device model file of each function that has one (`model`),
+    /// resolved against the machine file's directory.
+    pub models: BTreeMap<PciAddress, PathBuf>,
 }
 
 impl Machine {
@@ -210,6 +213,7 @@ impl Machine {
         let mut functions = Vec::with_capacity(file.function.len());
         let mut lines: Vec<Location> = Vec::with_capacity(file.function.len());
         let mut first_seen: BTreeMap<PciAddress, usize> = BTreeMap::new();
+        let mut models = BTreeMap::new();
 
         for entry in &file.function {
             let f = entry.get_ref();
@@ -239,23 +243,16 @@ impl Machine {
                     }
                 })?),
             };
-            let properties = match &f.sim {
-                None => String::new(),
-                Some(t) => toml::to_string(t).map_err(|e| MachineError::Syntax {
-                    location: addr_loc.clone(),
-                    context: format!("function {address}: "),
-                    message: format!("cannot re-serialize [function.sim]: {e}"),
-                })?,
-            };
-            if properties.len() > MAX_PROPERTIES_LEN {
-                return Err(MachineError::Syntax {
-                    location: addr_loc,
-                    context: format!("function {address}: "),
-                    message: format!(
-                        "[function.sim] is {} bytes as TOML, the protocol carries at most {MAX_PROPERTIES_LEN}",
-                        properties.len()
-                    ),
-                });
+            if let Some(model) = &f.model {
+                if model.get_ref().as_os_str().is_empty() {
+                    return Err(MachineError::Syntax {
+                        location: loc(model.span()),
+                        context: format!("function {address}: "),
+                        message: "empty `model` path".to_string(),
+                    });
+                }
+                let dir = path.parent().unwrap_or(Path::new(""));
+                models.insert(address, dir.join(model.get_ref()));
             }
             functions.push(PciFunction {
                 address,
@@ -266,7 +263,7 @@ impl Machine {
                 interface: f.interface,
                 revision: f.revision,
                 parent,
-                backend: FunctionBackend::Simulated { properties },
+                backend: FunctionBackend::Simulated,
             });
             lines.push(match &f.parent {
                 Some(p) => loc(p.span()),
@@ -275,7 +272,7 @@ impl Machine {
         }
 
         check_topology(&functions, &lines)?;
-        Ok(Self { functions })
+        Ok(Self { functions, models })
     }
 }
 
@@ -374,16 +371,12 @@ subclass = 8
 interface = 2
 revision = 2
 parent = "0000:00:1c.0"
-
-[function.sim]
-serial = "SIM0001"
-shutdown_latency_ms = 4500
-faults = { shutdown_never_completes = true }
+model = "models/nvme-00.toml"
 "#;
 
     #[test]
-    fn parses_functions_and_sim_properties() {
-        let m = parse(NVME).unwrap();
+    fn parses_functions_and_model_paths() {
+        let m = Machine::parse(Path::new("/run/sim/machine.toml"), NVME).unwrap();
         assert_eq!(m.functions.len(), 2);
         let nvme = &m.functions[1];
         assert_eq!(nvme.address.to_string(), "0000:01:00.0");
@@ -391,34 +384,37 @@ faults = { shutdown_never_completes = true }
         assert_eq!((nvme.class, nvme.subclass, nvme.interface), (1, 8, 2));
         assert_eq!(nvme.revision, 2);
         assert_eq!(nvme.parent, Some("0000:00:1c.0".parse().unwrap()));
-        let FunctionBackend::Simulated { properties } = &nvme.backend else {
-            panic!("backend {:?}", nvme.backend)
-        };
-        let t: toml::Table = toml::from_str(properties).unwrap();
-        assert_eq!(t["serial"].as_str(), Some("SIM0001"));
-        assert_eq!(t["shutdown_latency_ms"].as_integer(), Some(4500));
+        assert_eq!(nvme.backend, FunctionBackend::Simulated);
+        // The model path is the machine file's directory joined with `model`;
+        // the root port has none.
         assert_eq!(
-            t["faults"]["shutdown_never_completes"].as_bool(),
-            Some(true)
+            m.models.get(&nvme.address).map(PathBuf::as_path),
+            Some(Path::new("/run/sim/models/nvme-00.toml"))
         );
+        assert_eq!(m.models.len(), 1);
+        let absolute = NVME.replace("models/nvme-00.toml", "/elsewhere/n.toml");
+        let m = Machine::parse(Path::new("/run/sim/machine.toml"), &absolute).unwrap();
         assert_eq!(
-            m.functions[0].backend,
-            FunctionBackend::Simulated {
-                properties: String::new()
-            }
+            m.models.values().next().map(PathBuf::as_path),
+            Some(Path::new("/elsewhere/n.toml"))
         );
     }
 
     #[test]
-    fn sim_properties_must_fit_in_a_welcome() {
-        let big = "x".repeat(MAX_PROPERTIES_LEN);
-        let text = format!("{NVME}blob = \"{big}\"\n");
+    fn empty_model_path_names_line() {
+        let text = NVME.replace("models/nvme-00.toml", "");
         let e = parse(&text).unwrap_err().to_string();
-        assert!(
-            e.starts_with("machine.toml:11: function 0000:01:00.0: [function.sim] is"),
-            "{}",
-            &e[..e.len().min(200)]
+        assert_eq!(
+            e,
+            "machine.toml:19: function 0000:01:00.0: empty `model` path"
         );
+    }
+
+    #[test]
+    fn the_old_inline_sim_table_is_an_unknown_key() {
+        let text = format!("{NVME}[function.sim]\nserial = \"A\"\n");
+        let e = parse(&text).unwrap_err().to_string();
+        assert!(e.contains("unknown field `sim`"), "{e}");
     }
 
     #[test]

@@ -193,7 +193,7 @@ fn run_once(
 ) -> Result<Run, String> {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let path = dir.path().join("machine.toml");
-    std::fs::write(&path, machine.to_toml()).map_err(|e| e.to_string())?;
+    machine.write(&path).map_err(|e| e.to_string())?;
     let opts = StackOptions {
         machine: path,
         work_dir: dir.path().to_path_buf(),

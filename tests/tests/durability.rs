@@ -187,7 +187,7 @@ impl Rig {
             }
         }
         let path = dir.path().join("machine.toml");
-        std::fs::write(&path, machine.to_toml()).expect("write machine");
+        machine.write(&path).expect("write machine");
         let opts = StackOptions {
             machine: path,
             work_dir: dir.path().to_path_buf(),

@@ -30,8 +30,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use nvme_sim::{Fault, SimConfig};
 use shutdown_tests::sim::fault::{FaultSpec, KINDS};
-use shutdown_tests::sim::machine::{device_address, DeviceSpec, MachineSpec, NvmeSpec};
+use shutdown_tests::sim::machine::{device_address, DeviceSpec, MachineSpec};
 use shutdown_tests::sim::stack::{
     run_captured, Binaries, DeviceView, ReportView, ShutdowndRun, Stack, StackOptions,
 };
@@ -80,7 +81,7 @@ fn start(machine: &MachineSpec) -> Rig {
     let bins = bins();
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("machine.toml");
-    std::fs::write(&path, machine.to_toml()).expect("write machine");
+    machine.write(&path).expect("write machine");
     let opts = StackOptions {
         machine: path,
         work_dir: dir.path().to_path_buf(),
@@ -480,9 +481,9 @@ fn a_live_protocol_violator_is_reported_failed_with_its_violation_every_time() {
 fn shutdownd_ends_within_its_global_deadline_when_a_device_would_take_longer() {
     let mut m = MachineSpec::nvme(3, 200, None);
     if let DeviceSpec::Nvme(n) = &mut m.devices[0] {
-        *n = NvmeSpec {
+        *n = SimConfig {
             rtd3e_us: 10_000_000,
-            faults: vec!["shutdown-never-completes".into()],
+            faults: vec![Fault::ShutdownNeverCompletes],
             ..n.clone()
         };
     }
@@ -664,7 +665,9 @@ fn repo_match_dir() -> PathBuf {
 #[test]
 fn a_malformed_machine_description_is_one_error_naming_file_and_line() {
     let dir = tempfile::tempdir().unwrap();
-    let good = MachineSpec::nvme(2, 100, None).to_toml();
+    let good_path = dir.path().join("good.toml");
+    MachineSpec::nvme(2, 100, None).write(&good_path).unwrap();
+    let good = std::fs::read_to_string(&good_path).unwrap();
     let cases: [(&str, String, &str); 3] = [
         // TOML syntax error.
         (
@@ -706,7 +709,7 @@ fn a_malformed_machine_description_is_one_error_naming_file_and_line() {
 fn a_malformed_match_table_is_one_error_naming_file_and_line() {
     let dir = tempfile::tempdir().unwrap();
     let machine = dir.path().join("machine.toml");
-    std::fs::write(&machine, MachineSpec::nvme(1, 100, None).to_toml()).unwrap();
+    MachineSpec::nvme(1, 100, None).write(&machine).unwrap();
     let cases: [(&str, &str, usize, &str); 3] = [
         (
             "syntax",
@@ -752,7 +755,7 @@ fn the_control_endpoint_refuses_another_uid() {
 
     if !rustix::process::geteuid().is_root() {
         let why = "not root: cannot start a peer under another uid, so pcid's refusal of \
-                   one is not tested (pcid/tests/process.rs checks the socket's 0600 mode)";
+                   one is not tested (tests/tests/pcid_process checks the socket's 0600 mode)";
         if std::env::var_os("SHUTDOWN_TESTS_UNPRIVILEGED").is_some_and(|v| v == "1") {
             eprintln!("SKIPPED the_control_endpoint_refuses_another_uid: {why}");
             return;

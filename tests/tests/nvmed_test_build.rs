@@ -2,11 +2,17 @@
 //! simulated controller and the data checks) as pcid sees it: spawned with an
 //! inherited channel, Hello → Welcome (simulated backend) → Ready →
 //! Begin/BeginAck → Finish/FinishAck, with the self-test's data durable in
-//! the backing file.
+//! the backing file. The controller's description reaches it as pcid's
+//! simulated bus hands it over: a device model file named in
+//! `PCID_SIM_MODEL`.
 
 use std::io::Read;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
+
+use nvme_sim::{Fault, SimConfig};
+use pcid_interface::PCID_SIM_MODEL;
 
 use pcid_interface::function::{FunctionBackend, PciAddress, PciFunction};
 use pcid_interface::protocol::{
@@ -17,7 +23,7 @@ use pcid_interface::transport::{spawn_with_channel, DriverChannel};
 /// Every wait in this test is bounded by this.
 const WAIT: Duration = Duration::from_secs(20);
 
-fn function(properties: String) -> PciFunction {
+fn function() -> PciFunction {
     PciFunction {
         address: PciAddress {
             segment: 0,
@@ -32,22 +38,37 @@ fn function(properties: String) -> PciFunction {
         interface: 2,
         revision: 2,
         parent: None,
-        backend: FunctionBackend::Simulated { properties },
+        backend: FunctionBackend::Simulated,
     }
+}
+
+/// `config` written as a device model file in `dir`.
+fn model(dir: &Path, config: &SimConfig) -> PathBuf {
+    let path = dir.join("model.toml");
+    std::fs::write(&path, config.to_toml_string().unwrap()).unwrap();
+    path
 }
 
 #[test]
 fn nvmed_serves_two_phase_shutdown_on_the_simulated_backend() {
     let dir = tempfile::tempdir().unwrap();
     let image = dir.path().join("ns.img");
-    let properties = format!(
-        "serial = \"BIN-SERIAL-7\"\nrtd3e_us = 300000\nshutdown_latency_ms = 200\n\
-         volatile_write_cache = true\nnamespace_blocks = 1024\nbacking_file = {:?}\n",
-        image.display().to_string()
+    let model = model(
+        dir.path(),
+        &SimConfig {
+            serial: "BIN-SERIAL-7".into(),
+            rtd3e_us: 300_000,
+            shutdown_latency_ms: 200,
+            volatile_write_cache: true,
+            namespace_blocks: 1024,
+            backing_file: Some(image.clone()),
+            ..SimConfig::default()
+        },
     );
     let (mut pcid, child_end) = DriverChannel::pair().unwrap();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_nvmed-test"));
-    cmd.env("NVMED_SELFTEST", "1")
+    cmd.env(PCID_SIM_MODEL, &model)
+        .env("NVMED_SELFTEST", "1")
         .env("RUST_LOG", "info")
         .stderr(std::process::Stdio::piped());
     let mut child = spawn_with_channel(&mut cmd, child_end).unwrap();
@@ -59,7 +80,7 @@ fn nvmed_serves_two_phase_shutdown_on_the_simulated_backend() {
     ));
     pcid.send(&DriverMessage::Welcome {
         version: PROTOCOL_VERSION,
-        function: function(properties),
+        function: function(),
     })
     .unwrap();
     assert!(matches!(
@@ -136,15 +157,37 @@ fn nvmed_serves_two_phase_shutdown_on_the_simulated_backend() {
 
 #[test]
 fn nvmed_reports_a_bad_description_in_one_line_and_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let invalid = model(
+        dir.path(),
+        &SimConfig {
+            block_size: 1000,
+            ..SimConfig::default()
+        },
+    );
+    let stderr = refused(&invalid);
+    assert!(stderr.contains("block_size"), "{stderr}");
+    let missing = dir.path().join("missing.toml");
+    let stderr = refused(&missing);
+    assert!(
+        stderr.contains(&format!("device model {}", missing.display())),
+        "{stderr}"
+    );
+}
+
+/// Runs nvmed-test with the device model at `model` up to Welcome; checks
+/// it fails with one line naming the function, and returns that line.
+fn refused(model: &Path) -> String {
     let (mut pcid, child_end) = DriverChannel::pair().unwrap();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_nvmed-test"));
     cmd.env("RUST_LOG", "off")
+        .env(PCID_SIM_MODEL, model)
         .stderr(std::process::Stdio::piped());
     let mut child = spawn_with_channel(&mut cmd, child_end).unwrap();
     let _hello = pcid.recv(Some(WAIT)).unwrap();
     pcid.send(&DriverMessage::Welcome {
         version: PROTOCOL_VERSION,
-        function: function("block_size = 1000".to_string()),
+        function: function(),
     })
     .unwrap();
     let start = Instant::now();
@@ -169,20 +212,25 @@ fn nvmed_reports_a_bad_description_in_one_line_and_fails() {
         lines[0].starts_with("nvmed: error: 0000:00:04.0"),
         "{stderr}"
     );
+    stderr
 }
 
-/// Runs nvmed through Hello/Welcome/Ready/Begin/Finish with `properties`
-/// and returns the FinishAck's outcome and detail, and the exit status.
-fn run_shutdown(properties: &str, finish_deadline: Duration) -> (FinishOutcome, String, bool) {
+/// Runs nvmed through Hello/Welcome/Ready/Begin/Finish on the controller
+/// `config` describes and returns the FinishAck's outcome and detail, and
+/// the exit status.
+fn run_shutdown(config: SimConfig, finish_deadline: Duration) -> (FinishOutcome, String, bool) {
+    let dir = tempfile::tempdir().unwrap();
+    let model = model(dir.path(), &config);
     let (mut pcid, child_end) = DriverChannel::pair().unwrap();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_nvmed-test"));
     cmd.env("RUST_LOG", "off")
+        .env(PCID_SIM_MODEL, &model)
         .stderr(std::process::Stdio::null());
     let mut child = spawn_with_channel(&mut cmd, child_end).unwrap();
     let _hello = pcid.recv(Some(WAIT)).unwrap();
     pcid.send(&DriverMessage::Welcome {
         version: PROTOCOL_VERSION,
-        function: function(properties.to_string()),
+        function: function(),
     })
     .unwrap();
     assert!(matches!(
@@ -226,24 +274,32 @@ fn run_shutdown(properties: &str, finish_deadline: Duration) -> (FinishOutcome, 
 
 #[test]
 fn nvmed_reports_faults_as_protocol_outcomes() {
+    let faulty = |fault| SimConfig {
+        faults: vec![fault],
+        ..SimConfig::default()
+    };
     let (o, detail, ok) = run_shutdown(
-        "faults = [\"shutdown-never-completes\"]",
+        faulty(Fault::ShutdownNeverCompletes),
         Duration::from_millis(300),
     );
     assert_eq!(o, FinishOutcome::TimedOut, "{detail}");
     assert!(detail.contains("escalated"), "{detail}");
     assert!(ok);
 
-    let (o, detail, _) = run_shutdown("faults = [\"fatal-status\"]", Duration::from_secs(2));
+    let (o, detail, _) = run_shutdown(faulty(Fault::FatalStatus), Duration::from_secs(2));
     assert_eq!(o, FinishOutcome::Failed);
     assert!(detail.contains("CFS"), "{detail}");
 
-    let (o, detail, _) = run_shutdown("faults = [\"surprise-removal\"]", Duration::from_secs(2));
+    let (o, detail, _) = run_shutdown(faulty(Fault::SurpriseRemoval), Duration::from_secs(2));
     assert_eq!(o, FinishOutcome::Failed);
     assert!(detail.contains("all-ones"), "{detail}");
 
     let (o, detail, _) = run_shutdown(
-        "shutdown_latency_ms = 60000\nabrupt_latency_ms = 0",
+        SimConfig {
+            shutdown_latency_ms: 60_000,
+            abrupt_latency_ms: 0,
+            ..SimConfig::default()
+        },
         Duration::from_millis(500),
     );
     assert_eq!(o, FinishOutcome::Abrupt, "{detail}");

@@ -11,7 +11,8 @@
 
 use std::time::Duration;
 
-use shutdown_tests::sim::machine::{DeviceSpec, MachineSpec, NvmeSpec};
+use nvme_sim::{Fault, SimConfig};
+use shutdown_tests::sim::machine::{DeviceSpec, MachineSpec};
 use shutdown_tests::sim::stack::{
     Binaries, DeviceView, ReportView, ShutdowndRun, Stack, StackOptions,
 };
@@ -31,7 +32,7 @@ fn start(machine: &MachineSpec) -> Rig {
         .unwrap_or_else(|e| panic!("{e} (the tests use the real binaries)"));
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("machine.toml");
-    std::fs::write(&path, machine.to_toml()).expect("write machine");
+    machine.write(&path).expect("write machine");
     let opts = StackOptions {
         machine: path,
         work_dir: dir.path().to_path_buf(),
@@ -191,7 +192,7 @@ fn one_phase_and_no_support_drivers_are_handled() {
 fn controller_that_never_completes_times_out_at_its_deadline_while_others_finish_clean() {
     let mut m = nvme_machine(4, 200);
     if let DeviceSpec::Nvme(n) = &mut m.devices[0] {
-        n.faults = vec!["shutdown-never-completes".into()];
+        n.faults = vec![Fault::ShutdownNeverCompletes];
     }
     let rig = start(&m);
     let (run, report) = rig.shutdown(&[]);
@@ -224,9 +225,9 @@ fn shutdownd_ends_within_its_global_deadline() {
     if let DeviceSpec::Nvme(n) = &mut m.devices[0] {
         // Claims to need 10 s (finish deadline 15.5 s) and never finishes: only
         // the global deadline can end its wait.
-        *n = NvmeSpec {
+        *n = SimConfig {
             rtd3e_us: 10_000_000,
-            faults: vec!["shutdown-never-completes".into()],
+            faults: vec![Fault::ShutdownNeverCompletes],
             ..n.clone()
         };
     }

@@ -1,18 +1,21 @@
-//! Configuration of one simulated controller: the `[function.sim]` table of an
-//! NVMe function in a simulated machine description.
+//! Configuration of one simulated controller: the device model file a
+//! simulated machine description names for an NVMe function (`model = ...`;
+//! pcid hands its path to the driver's test build in `PCID_SIM_MODEL`). The
+//! file is this type written by `toml` ([`SimConfig::to_toml_string`]) and
+//! read back by [`SimConfig::from_toml_str`].
 //!
-//! Every key is optional; unknown keys are rejected so that a typo in a machine
-//! description is an error rather than a silently ignored setting.
+//! Every key is optional; unknown keys are rejected so that a typo in a model
+//! file is an error rather than a silently ignored setting.
 
 use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// An injected fault. In TOML these are written as kebab-case strings, e.g.
 /// `faults = ["shutdown-never-completes"]`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Fault {
     /// A shutdown request (CC.SHN = 01b or 10b) is accepted and CSTS.SHST reads
@@ -77,7 +80,7 @@ impl FromStr for Fault {
 }
 
 /// State of the controller when the model is created.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum StartState {
     /// As firmware (e.g. SeaBIOS) leaves QEMU's controllers: CC.EN = 1,
@@ -91,7 +94,7 @@ pub enum StartState {
 }
 
 /// How [`crate::SimDma`] assigns bus addresses to the pages of a buffer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum DmaLayout {
     /// Pages of one buffer get non-adjacent bus addresses, in descending order,
@@ -136,7 +139,7 @@ pub const MAX_COMMAND_LATENCY_MS: u64 = 3_600_000;
 /// | `start_state` | `"enabled"` | `"enabled"` (as firmware leaves it) or `"disabled"` |
 /// | `dma_layout` | `"scattered"` | `"scattered"` or `"contiguous"` bus addresses |
 /// | `faults` | `[]` | list of [`Fault`] names |
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SimConfig {
     /// Serial number (Identify Controller bytes 4–23).
@@ -267,12 +270,23 @@ fn describe_toml(
 }
 
 impl SimConfig {
-    /// Parses and validates a configuration from TOML text (the body of a
-    /// `[function.sim]` table, without the header).
+    /// Parses and validates a configuration from TOML text (a device model
+    /// file).
     pub fn from_toml_str(text: &str) -> Result<Self, ConfigError> {
         let config: SimConfig = toml::from_str(text).map_err(|e| toml_error(text, &e))?;
         config.validate()?;
         Ok(config)
+    }
+
+    /// The configuration as a device model file: TOML written by `toml`,
+    /// which [`SimConfig::from_toml_str`] reads back unchanged.
+    pub fn to_toml_string(&self) -> Result<String, ConfigError> {
+        toml::to_string(self).map_err(|e| ConfigError::Toml {
+            line: None,
+            column: None,
+            key: None,
+            message: format!("cannot write the configuration as TOML: {e}"),
+        })
     }
 
     /// Whether `fault` is injected.
@@ -374,6 +388,29 @@ fn toml_error(text: &str, e: &toml::de::Error) -> ConfigError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_written_configuration_reads_back_unchanged() {
+        let c = SimConfig {
+            serial: "SIM \"quoted\" \\".into(),
+            backing_file: Some(PathBuf::from("/tmp/a \"b\"\n.img")),
+            faults: vec![Fault::FatalStatus, Fault::DropsCommands],
+            start_state: StartState::Disabled,
+            dma_layout: DmaLayout::Contiguous,
+            ..SimConfig::default()
+        };
+        let text = c.to_toml_string().unwrap();
+        assert!(
+            text.contains("faults = [\"fatal-status\", \"drops-commands\"]"),
+            "{text}"
+        );
+        assert_eq!(SimConfig::from_toml_str(&text).unwrap(), c);
+        // No backing file: the key is left out, and reads back as none.
+        let d = SimConfig::default();
+        let text = d.to_toml_string().unwrap();
+        assert!(!text.contains("backing_file"), "{text}");
+        assert_eq!(SimConfig::from_toml_str(&text).unwrap(), d);
+    }
 
     #[test]
     fn empty_gives_defaults() {

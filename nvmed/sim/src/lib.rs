@@ -15,7 +15,7 @@
 //! use nvme_sim::{SimConfig, SimController};
 //! use pcid_hw::{DmaAllocator, FakeClock, RegisterIo};
 //!
-//! // The `[function.sim]` table of a simulated machine description.
+//! // A device model file, as pcid's simulated bus names it in PCID_SIM_MODEL.
 //! let config = SimConfig::from_toml_str("serial = \"SIM0001\"\nshutdown_latency_ms = 4500\n")?;
 //! let clock = Arc::new(FakeClock::new());
 //! let bar0 = SimController::with_label(config, clock.clone(), "0000:00:04.0")?;

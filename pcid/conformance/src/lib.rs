@@ -23,6 +23,7 @@
 //! verdict passes when no check failed.
 
 use std::io::Read;
+use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -136,8 +137,10 @@ pub struct Options {
     pub ids: (u16, u16),
     /// Class, subclass, programming interface.
     pub class: (u8, u8, u8),
-    /// The simulated function's description (`PROPS`, TOML text).
-    pub properties: String,
+    /// The simulated function's device model file, handed to the driver in
+    /// `PCID_SIM_MODEL` as pcid's simulated bus does (outside the protocol:
+    /// `Welcome` says only that the function is simulated).
+    pub model: Option<PathBuf>,
     /// How long `Hello` may take (pcid's default: 5 s).
     pub hello_timeout: Duration,
     /// How long `Ready` may take after `Welcome`.
@@ -175,7 +178,7 @@ impl Options {
             },
             ids: (0x1b36, 0x0010),
             class: (0x01, 0x08, 0x02),
-            properties: String::new(),
+            model: None,
             hello_timeout: Duration::from_secs(5),
             ready_timeout: Duration::from_secs(30),
             begin_deadline: Duration::from_secs(2),
@@ -198,9 +201,7 @@ impl Options {
             interface: self.class.2,
             revision: 0,
             parent: None,
-            backend: FunctionBackend::Simulated {
-                properties: self.properties.clone(),
-            },
+            backend: FunctionBackend::Simulated,
         }
     }
 }
@@ -373,6 +374,10 @@ impl Run {
             .stderr(Stdio::piped());
         if let Some(log) = std::env::var_os("RUST_LOG") {
             cmd.env("RUST_LOG", log);
+        }
+        if let Some(model) = &opts.model {
+            let model = std::path::absolute(model).unwrap_or_else(|_| model.clone());
+            cmd.env(pcid_interface::PCID_SIM_MODEL, model);
         }
         for (k, v) in &opts.env {
             cmd.env(k, v);

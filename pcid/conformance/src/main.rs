@@ -20,10 +20,10 @@ measured. Exit status: 0 when no check failed, 1 when one did, 2 when the tool
 could not run (bad arguments, the driver cannot be started).
 
 Options:
-  --props TOML           the simulated function's description sent in Welcome
-                         (PROPS: what the driver's device model reads, e.g.
+  --model FILE           the simulated function's device model file, handed
+                         to the driver in PCID_SIM_MODEL as pcid's simulated
+                         bus does (e.g. an nvme_sim::SimConfig file with
                          'shutdown_latency_ms = 300' for nvmed-test)
-  --props-file FILE      the same, read from FILE
   --env NAME=VALUE       add to the driver's environment (repeatable)
   --address SSSS:BB:DD.F the function's address (default 0000:00:04.0)
   --ids VVVV:DDDD        vendor and device id, hex (default 1b36:0010)
@@ -84,17 +84,12 @@ fn parse() -> Result<Option<Args>, String> {
                 println!("pcid-conformance {}", env!("CARGO_PKG_VERSION"));
                 return Ok(None);
             }
-            Long("props") => {
-                opts.properties = text(parser.value().map_err(|e| e.to_string())?, "--props")?
-            }
-            Long("props-file") => {
-                let path = parser.value().map_err(|e| e.to_string())?;
-                opts.properties = std::fs::read_to_string(&path).map_err(|e| {
-                    format!(
-                        "--props-file {}: {e}",
-                        std::path::Path::new(&path).display()
-                    )
-                })?;
+            Long("model") => {
+                let path = std::path::PathBuf::from(parser.value().map_err(|e| e.to_string())?);
+                if !path.is_file() {
+                    return Err(format!("--model {}: not a readable file", path.display()));
+                }
+                opts.model = Some(path);
             }
             Long("env") => {
                 let v = text(parser.value().map_err(|e| e.to_string())?, "--env")?;

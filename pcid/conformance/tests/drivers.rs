@@ -8,7 +8,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use nvme_sim::SimConfig;
 use pcid_conformance::{check, Options, Status, Verdict, CHECKS};
+use serde::Serialize;
+use shutdown_tests::sim::models::{write_model, FaultyModel, Misbehave};
 
 /// `target/<profile>`, where the workspace's binaries are.
 fn bin_dir() -> PathBuf {
@@ -33,13 +36,21 @@ fn driver(name: &str) -> String {
 /// Options with room for a loaded machine: a longer watch after Ready, so
 /// a driver exiting right after it is seen as such; a shorter wait for the
 /// exit of drivers that linger on purpose.
-fn options(program: String, args: &[&str], props: &str) -> Options {
+fn options(program: String, args: &[&str], model: Option<&Path>) -> Options {
     let mut o = Options::new(program, args.iter().map(|s| s.to_string()).collect());
-    o.properties = props.to_string();
+    o.model = model.map(Path::to_path_buf);
     o.settle = Duration::from_secs(1);
     // Drivers that linger on purpose (faultyd's truncated frame) cost this.
     o.exit_timeout = Duration::from_secs(3);
     o
+}
+
+/// `model` written into a fresh directory (kept as long as the result).
+fn model_file(model: &impl Serialize) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("model.toml");
+    write_model(&path, model).unwrap();
+    (dir, path)
 }
 
 fn show(v: &Verdict) -> String {
@@ -81,12 +92,12 @@ const ALWAYS: [&str; 11] = [
 
 #[test]
 fn nvmed_test_build_passes_on_a_simulated_controller() {
-    let v = check(&options(
-        driver("nvmed-test"),
-        &[],
-        "shutdown_latency_ms = 300\nrtd3e_us = 300000\n",
-    ))
-    .unwrap();
+    let (_dir, model) = model_file(&SimConfig {
+        shutdown_latency_ms: 300,
+        rtd3e_us: 300_000,
+        ..SimConfig::default()
+    });
+    let v = check(&options(driver("nvmed-test"), &[], Some(&model))).unwrap();
     assert_passes(&v, &ALWAYS);
     assert_passes(
         &v,
@@ -102,7 +113,7 @@ fn nvmed_test_build_passes_on_a_simulated_controller() {
 
 #[test]
 fn legacyd_passes_as_a_one_phase_driver() {
-    let v = check(&options(driver("legacyd"), &[], "")).unwrap();
+    let v = check(&options(driver("legacyd"), &[], None)).unwrap();
     assert_passes(&v, &ALWAYS);
     assert_passes(&v, &["refusal", "shutdown"]);
     assert_eq!(v.get("begin-ack").unwrap().status, Status::Skip);
@@ -110,7 +121,7 @@ fn legacyd_passes_as_a_one_phase_driver() {
 
 #[test]
 fn plaind_passes_as_a_driver_without_shutdown_support() {
-    let v = check(&options(driver("plaind"), &[], "")).unwrap();
+    let v = check(&options(driver("plaind"), &[], None)).unwrap();
     assert_passes(&v, &ALWAYS);
     assert_passes(&v, &["refusal", "shutdown"]);
 }
@@ -137,14 +148,18 @@ fn the_c_driver_passes() {
         .status()
         .unwrap_or_else(|e| panic!("cannot run the C compiler {cc:?} (set CC): {e}"));
     assert!(status.success());
-    let v = check(&options(exe.to_string_lossy().into_owned(), &[], "")).unwrap();
+    let v = check(&options(exe.to_string_lossy().into_owned(), &[], None)).unwrap();
     assert_passes(&v, &ALWAYS);
     assert_passes(&v, &["begin-ack", "finish-ack", "unsupported-version"]);
 }
 
 #[test]
 fn a_well_behaved_faultyd_passes() {
-    let v = check(&options(driver("faultyd"), &[], "latency_ms = 300\n")).unwrap();
+    let (_dir, model) = model_file(&FaultyModel {
+        latency_ms: 300,
+        misbehave: None,
+    });
+    let v = check(&options(driver("faultyd"), &[], Some(&model))).unwrap();
     assert_passes(&v, &ALWAYS);
     assert_passes(&v, &["begin-ack", "begin-no-wait", "finish-ack"]);
 }
@@ -183,13 +198,14 @@ fn every_faultyd_misbehaviour_is_flagged_by_its_check() {
             let handles: Vec<_> = pair
                 .iter()
                 .map(|&(mode, want)| {
-                    let o = options(
-                        faultyd.clone(),
-                        &[],
-                        &format!("latency_ms = 100\nmisbehave = \"{mode}\"\n"),
-                    );
+                    let (dir, model) = model_file(&FaultyModel {
+                        latency_ms: 100,
+                        misbehave: Some(mode.parse::<Misbehave>().unwrap()),
+                    });
+                    let o = options(faultyd.clone(), &[], Some(&model));
                     std::thread::spawn(move || {
                         let v = check(&o).unwrap();
+                        drop(dir);
                         let mut bad = Vec::new();
                         if v.get(want).map(|r| r.status) != Some(Status::Fail) {
                             bad.push(format!("{mode}: {want} did not fail\n{}", show(&v)));
@@ -219,8 +235,14 @@ fn every_faultyd_misbehaviour_is_flagged_by_its_check() {
 #[test]
 fn the_command_line_prints_a_line_per_check_and_exits_by_the_verdict() {
     let tool = env!("CARGO_BIN_EXE_pcid-conformance");
+    let (_dir, model) = model_file(&FaultyModel {
+        latency_ms: 100,
+        misbehave: Some(Misbehave::IgnoresFinish),
+    });
     let out = Command::new(tool)
-        .args(["--props", "misbehave = \"ignores-finish\"", "--"])
+        .arg("--model")
+        .arg(&model)
+        .arg("--")
         .arg(driver("faultyd"))
         .output()
         .unwrap();

@@ -50,7 +50,6 @@
 #define PCID_MAX_NAME_LEN 255        /* string(NAME): driver names */
 #define PCID_MAX_TEXT_LEN 1024       /* string(TEXT): detail and error texts */
 #define PCID_MAX_PATH_LEN 4096       /* string(PATH): filesystem paths */
-#define PCID_MAX_PROPS_LEN 32768     /* string(PROPS): a simulated function */
 
 /* --- §3: message types (header byte 6) ------------------------------------ */
 

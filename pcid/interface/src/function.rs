@@ -57,12 +57,12 @@ impl FromStr for PciAddress {
 /// How the driver reaches the function's registers and DMA.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FunctionBackend {
-    /// A simulated device: the driver runs the device model in-process.
-    /// `properties` is the TOML table describing the device in the machine file.
-    Simulated {
-        /// TOML text of the device's table from the machine description.
-        properties: String,
-    },
+    /// A simulated device: there is no hardware to reach. A test build of a
+    /// driver may run a device model in-process; pcid's simulated bus tells
+    /// it where the model's description is outside the protocol, in the
+    /// driver's environment ([`crate::PCID_SIM_MODEL`]), the way a real bus
+    /// tells a driver where its BARs are. A driver for real hardware refuses it.
+    Simulated,
     /// A real function on Linux, reached through sysfs
     /// (`sysfs_path` is e.g. `/sys/bus/pci/devices/0000:00:04.0`).
     LinuxSysfs {

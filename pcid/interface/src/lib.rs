@@ -22,7 +22,12 @@ pub mod redox;
 pub mod transport;
 pub mod wire;
 
-pub use pcid_hw as hw;
-
 /// Environment variable naming the inherited channel fd (Redox's convention).
 pub const PCID_CLIENT_CHANNEL: &str = "PCID_CLIENT_CHANNEL";
+
+/// Environment variable pcid's simulated bus sets for a driver whose function
+/// has a device model: the absolute path of the model's description file.
+/// Not part of the protocol (`Welcome` says only [`function::FunctionBackend::Simulated`]);
+/// what the file holds belongs to the driver's test build and its device model
+/// (for NVMe, `nvme_sim::SimConfig` as TOML). pcid never sets it on a real bus.
+pub const PCID_SIM_MODEL: &str = "PCID_SIM_MODEL";

@@ -50,6 +50,7 @@ use std::time::{Duration, Instant};
 use crate::protocol::{ControlMessage, DriverMessage};
 use crate::wire::{DecodeError, EncodeError, FrameHeader, WireMessage, HEADER_LEN};
 
+mod adopt;
 #[cfg(not(target_os = "redox"))]
 mod control;
 #[cfg(not(target_os = "redox"))]

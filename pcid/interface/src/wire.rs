@@ -48,8 +48,6 @@ pub const MAX_NAME_LEN: usize = 255;
 pub const MAX_TEXT_LEN: usize = 1024;
 /// Maximum byte length of a filesystem path.
 pub const MAX_PATH_LEN: usize = 4096;
-/// Maximum byte length of a simulated function's TOML properties.
-pub const MAX_PROPERTIES_LEN: usize = 32 * 1024;
 /// Most providers one participant may name.
 pub const MAX_PROVIDERS: usize = 256;
 
@@ -518,9 +516,7 @@ impl<'a> Reader<'a> {
         let revision = self.u8("revision")?;
         let parent = self.opt_address("parent")?;
         let backend = match self.u8("backend")? {
-            1 => FunctionBackend::Simulated {
-                properties: self.string("properties", MAX_PROPERTIES_LEN)?,
-            },
+            1 => FunctionBackend::Simulated,
             2 => FunctionBackend::LinuxSysfs {
                 sysfs_path: self.string("sysfs_path", MAX_PATH_LEN)?,
             },
@@ -737,10 +733,7 @@ impl Writer {
         self.u8(f.revision);
         self.opt_address(&f.parent)?;
         match &f.backend {
-            FunctionBackend::Simulated { properties } => {
-                self.u8(1);
-                self.string("properties", properties, MAX_PROPERTIES_LEN)?;
-            }
+            FunctionBackend::Simulated => self.u8(1),
             FunctionBackend::LinuxSysfs { sysfs_path } => {
                 self.u8(2);
                 self.string("sysfs_path", sysfs_path, MAX_PATH_LEN)?;

@@ -69,8 +69,9 @@ fn driver_written_in_c_from_the_spec_completes_two_phase_shutdown() {
             interface: 2,
             revision: 2,
             parent: None,
-            backend: FunctionBackend::Simulated {
-                properties: "latency_ms = 1\n".repeat(500),
+            // A long path: the driver reads a Welcome of several KiB.
+            backend: FunctionBackend::LinuxSysfs {
+                sysfs_path: format!("/sys/{}", "d/".repeat(2000)),
             },
         },
     })

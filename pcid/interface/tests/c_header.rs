@@ -325,12 +325,7 @@ fn enumerations_match_the_document_and_the_rust_encoder() {
     // u16 version, address (5), ids (4), class bytes (4), opt_address (1).
     let backend_at = 2 + 5 + 4 + 4 + 1;
     for (backend, name) in [
-        (
-            FunctionBackend::Simulated {
-                properties: String::new(),
-            },
-            "PCID_BACKEND_SIMULATED",
-        ),
+        (FunctionBackend::Simulated, "PCID_BACKEND_SIMULATED"),
         (
             FunctionBackend::LinuxSysfs {
                 sysfs_path: "/sys".into(),
@@ -401,7 +396,6 @@ fn header_layout_limits_and_sizes_match_the_document_and_the_rust_code() {
         ("PCID_MAX_NAME_LEN", wire::MAX_NAME_LEN as u64),
         ("PCID_MAX_TEXT_LEN", wire::MAX_TEXT_LEN as u64),
         ("PCID_MAX_PATH_LEN", wire::MAX_PATH_LEN as u64),
-        ("PCID_MAX_PROPS_LEN", wire::MAX_PROPERTIES_LEN as u64),
     ] {
         assert_eq!(int(&defs, name), rust, "{name} vs the Rust code");
     }

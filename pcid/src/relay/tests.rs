@@ -19,9 +19,7 @@ fn function(dev: u8) -> PciFunction {
         interface: 2,
         revision: 0,
         parent: None,
-        backend: FunctionBackend::Simulated {
-            properties: String::new(),
-        },
+        backend: FunctionBackend::Simulated,
     }
 }
 

@@ -3,8 +3,10 @@
 //! does with a broken driver.
 //!
 //! It speaks the protocol by hand over the inherited channel. Its simulated
-//! device takes `latency_ms` to shut down (announced as the budget);
-//! `misbehave` picks the fault:
+//! device, described by its device model file
+//! (`shutdown_tests::sim::models::FaultyModel`, named by pcid's simulated bus
+//! in `PCID_SIM_MODEL`), takes `latency_ms` to shut down (default 100,
+//! announced as the budget); `misbehave` picks the fault:
 //!
 //! | `misbehave` | what the driver does |
 //! |---|---|
@@ -31,7 +33,6 @@
 //! | `sends-second-hello` | says `Hello` again right after `Ready` — a protocol violation long before any shutdown — and stays alive after pcid closed its channel, until pcid is gone |
 //!
 //! ```toml
-//! [function.sim]
 //! latency_ms = 200
 //! misbehave = "ignores-finish"
 //! ```
@@ -51,32 +52,7 @@ use pcid_interface::function::FunctionBackend;
 use pcid_interface::protocol::{DriverMessage, FinishOutcome, ShutdownSupport, PROTOCOL_VERSION};
 use pcid_interface::transport::{DriverChannel, TransportError};
 use pcid_interface::wire::WireMessage;
-use serde::Deserialize;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-enum Misbehave {
-    IgnoresBegin,
-    IgnoresFinish,
-    ExitsInBegin,
-    ExitsInFinish,
-    SendsGarbage,
-    KilledInBegin,
-    KilledInFinish,
-    ExitsBeforeShutdown,
-    KilledBeforeShutdown,
-    PanicsInBegin,
-    SendsTruncatedFrame,
-    SendsOversizeLength,
-    SendsUnknownVersion,
-    SendsUnknownType,
-    SendsDuplicateAck,
-    SendsOutOfPhaseAck,
-    SendsWrongSeq,
-    SendsSecondHello,
-    WaitsInBegin,
-    PrintsToStdout,
-}
+use shutdown_tests::sim::models::{read_model, FaultyModel, Misbehave};
 
 /// Ends this process with `SIGKILL`, as an outside killer would.
 fn kill_self(address: impl std::fmt::Display, why: &str) -> ! {
@@ -108,19 +84,6 @@ fn linger_while_parent_lives() {
     }
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Properties {
-    #[serde(default = "default_latency")]
-    latency_ms: u64,
-    #[serde(default)]
-    misbehave: Option<Misbehave>,
-}
-
-fn default_latency() -> u64 {
-    100
-}
-
 /// How long to wait for pcid's `Welcome`.
 const WELCOME_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -144,9 +107,10 @@ fn run() -> Result<(), String> {
         Err(e) => return Err(format!("no Welcome from pcid: {e}")),
     };
     let address = function.address;
-    let props: Properties = match &function.backend {
-        FunctionBackend::Simulated { properties } => toml::from_str(properties)
-            .map_err(|e| format!("{address}: bad [function.sim] properties: {e}"))?,
+    let props: FaultyModel = match &function.backend {
+        FunctionBackend::Simulated => read_model()
+            .map_err(|e| format!("{address}: {e}"))?
+            .unwrap_or_default(),
         _ => {
             return Err(format!(
                 "{address}: faultyd only drives simulated functions"
@@ -384,7 +348,7 @@ fn bad_ack(m: Misbehave) -> bool {
 fn main() -> ExitCode {
     if let Some(code) = shutdown_tests::cli::driver_without_options(
         "faultyd",
-        "An example two-phase driver that misbehaves as its function's [function.sim]\n`misbehave` says, started by pcid; see the source's documentation.",
+        "An example two-phase driver that misbehaves as its device model's `misbehave`\nsays, started by pcid; see the source's documentation.",
     ) {
         return code;
     }

@@ -2,12 +2,12 @@
 //!
 //! It declares [`ShutdownSupport::OnePhase`], so pcid sends it a single
 //! `Shutdown` and shutdownd sends it no `Begin`/`Finish`. Its simulated device
-//! takes `shutdown_ms` (from the function's `[function.sim]` table, default
-//! 50) to shut down; when that exceeds the deadline it gives up at the
-//! deadline and reports `timed-out`.
+//! takes `shutdown_ms` (from its device model file,
+//! `shutdown_tests::sim::models::LegacyModel`, which pcid's simulated bus
+//! names in `PCID_SIM_MODEL`; default 50) to shut down; when that exceeds the
+//! deadline it gives up at the deadline and reports `timed-out`.
 //!
 //! ```toml
-//! [function.sim]
 //! shutdown_ms = 200
 //! ```
 
@@ -17,19 +17,7 @@ use std::time::{Duration, Instant};
 use pcid_interface::driver::{self, Deadline, FinishReport, OnePhase, OnePhaseShutdown};
 use pcid_interface::function::{FunctionBackend, PciAddress};
 use pcid_interface::protocol::{FinishOutcome, ShutdownKind, ShutdownSupport};
-use serde::Deserialize;
-
-#[derive(Debug, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-struct Properties {
-    shutdown_ms: u64,
-}
-
-impl Default for Properties {
-    fn default() -> Self {
-        Self { shutdown_ms: 50 }
-    }
-}
+use shutdown_tests::sim::models::{read_model, LegacyModel};
 
 struct Legacy {
     address: PciAddress,
@@ -74,9 +62,10 @@ fn run() -> Result<(), String> {
         .map_err(|e| format!("cannot connect to pcid: {e}"))?;
     let address = function.address;
     let props = match &function.backend {
-        FunctionBackend::Simulated { properties } => toml::from_str::<Properties>(properties)
-            .map_err(|e| format!("{address}: bad [function.sim] properties: {e}"))?,
-        _ => Properties::default(),
+        FunctionBackend::Simulated => read_model::<LegacyModel>()
+            .map_err(|e| format!("{address}: {e}"))?
+            .unwrap_or_default(),
+        _ => LegacyModel::default(),
     };
     conn.ready()
         .map_err(|e| format!("{address}: cannot send Ready: {e}"))?;

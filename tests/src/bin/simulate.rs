@@ -188,8 +188,7 @@ fn run(args: Args) -> Result<u8, String> {
             }
             spec.driven_root_ports_ms = args.driven_bridges_ms;
             let path = work.path().join("machine.toml");
-            std::fs::write(&path, spec.to_toml())
-                .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+            spec.write(&path).map_err(|e| e.to_string())?;
             println!(
                 "simulate: {} NVMe controllers, {} ms shutdown latency each (RTD3E {} ms), \
                  volatile write cache on; machine {}",

@@ -527,8 +527,7 @@ fn run(args: Args) -> Result<bool, String> {
         .map_err(|e| format!("cannot create a temporary directory: {e}"))?;
     let spec = MachineSpec::nvme(args.devices, args.latency_ms, None);
     let machine = work.path().join("machine.toml");
-    std::fs::write(&machine, spec.to_toml())
-        .map_err(|e| format!("cannot write {}: {e}", machine.display()))?;
+    spec.write(&machine).map_err(|e| e.to_string())?;
     let own_fds_before = fd_count("self").unwrap_or(0);
     let own_rss_before = status_kb(std::process::id(), "VmRSS").unwrap_or(0);
     println!(

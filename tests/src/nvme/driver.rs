@@ -2,8 +2,10 @@
 //!
 //! 1. Connects to pcid (`Hello` as `nvmed`, two-phase) and receives the function.
 //! 2. Opens the controller: on Linux the simulated controller model
-//!    in-process for a simulated function (its TOML description parsed as
-//!    `nvme_sim::SimConfig`), or the sysfs function as `nvmed` does; on
+//!    in-process for a simulated function (the device model file pcid's
+//!    simulated bus names in `PCID_SIM_MODEL`, parsed as
+//!    `nvme_sim::SimConfig`; the defaults when it names none), or the sysfs
+//!    function as `nvmed` does; on
 //!    Redox the function's BAR0 (from `Welcome`) through physmap, as `nvmed`
 //!    does (`nvmed::redox`).
 //! 3. Brings it up with `nvmed::service::bring_up`.
@@ -141,7 +143,7 @@ fn run() -> Result<(), Fatal> {
     };
     match &function.backend {
         #[cfg(target_os = "linux")]
-        FunctionBackend::Simulated { properties } => simulated(conn, &function, properties),
+        FunctionBackend::Simulated => simulated(conn, &function),
         #[cfg(target_os = "linux")]
         FunctionBackend::LinuxSysfs { sysfs_path } => {
             let (regs, dma) = service::open_linux(sysfs_path).map_err(hardware)?;
@@ -162,18 +164,21 @@ fn run() -> Result<(), Fatal> {
 
 /// The simulated controller in-process, with its DMA lifetime checks.
 #[cfg(target_os = "linux")]
-fn simulated(
-    conn: driver::DriverConnection,
-    function: &PciFunction,
-    properties: &str,
-) -> Result<(), Fatal> {
+fn simulated(conn: driver::DriverConnection, function: &PciFunction) -> Result<(), Fatal> {
     let address = function.address.to_string();
     let sim_error = |message: String| Fatal::Sim {
         address: address.clone(),
         message,
     };
     let config =
-        nvme_sim::SimConfig::from_toml_str(properties).map_err(|e| sim_error(e.to_string()))?;
+        match crate::sim::models::read_model_text().map_err(|e| sim_error(e.to_string()))? {
+            Some((path, text)) => nvme_sim::SimConfig::from_toml_str(&text)
+                .map_err(|e| sim_error(format!("device model {}: {e}", path.display())))?,
+            None => {
+                log::info!("{address}: no device model named, simulating the default controller");
+                nvme_sim::SimConfig::default()
+            }
+        };
     let clock = SystemClock::new();
     let sim_clock: Arc<dyn Clock> = Arc::new(clock);
     let sim = nvme_sim::SimController::with_label(config, sim_clock, &address)

@@ -176,16 +176,22 @@ impl FaultSpec {
             DeviceSpec::Faulty { latency_ms, .. } => *latency_ms,
             _ => 100,
         };
+        let unknown = || FaultError::UnknownKind {
+            given: self.to_string(),
+            kind: self.kind.clone(),
+            known: KINDS.map(|(k, _)| k).join(", "),
+        };
         if let Some(misbehave) = self.kind.strip_prefix("driver-") {
             *device = DeviceSpec::Faulty {
                 latency_ms,
-                misbehave: Some(misbehave.to_string()),
+                misbehave: Some(misbehave.parse().map_err(|_| unknown())?),
             };
             return Ok(());
         }
+        let fault: nvme_sim::Fault = self.kind.parse().map_err(|_| unknown())?;
         match device {
             DeviceSpec::Nvme(n) => {
-                n.faults.push(self.kind.clone());
+                n.faults.push(fault);
                 Ok(())
             }
             _ => Err(FaultError::NotNvme {
@@ -201,6 +207,18 @@ mod tests {
     use super::*;
 
     #[test]
+    fn every_kind_is_a_typed_controller_fault_or_driver_misbehaviour() {
+        for (kind, _) in KINDS {
+            let mut m = MachineSpec::nvme(1, 10, None);
+            format!("0:{kind}")
+                .parse::<FaultSpec>()
+                .unwrap()
+                .apply(&mut m)
+                .unwrap_or_else(|e| panic!("{kind}: {e}"));
+        }
+    }
+
+    #[test]
     fn parse_and_apply() {
         let mut m = MachineSpec::nvme(3, 200, None);
         "1:fatal-status"
@@ -214,14 +232,14 @@ mod tests {
             .apply(&mut m)
             .unwrap();
         match &m.devices[1] {
-            DeviceSpec::Nvme(n) => assert_eq!(n.faults, vec!["fatal-status".to_string()]),
+            DeviceSpec::Nvme(n) => assert_eq!(n.faults, vec![nvme_sim::Fault::FatalStatus]),
             other => panic!("{other:?}"),
         }
         assert_eq!(
             m.devices[2],
             DeviceSpec::Faulty {
                 latency_ms: 200,
-                misbehave: Some("ignores-finish".into())
+                misbehave: Some(crate::sim::models::Misbehave::IgnoresFinish)
             }
         );
         let err = "2:fatal-status".parse::<FaultSpec>().unwrap().apply(&mut m);

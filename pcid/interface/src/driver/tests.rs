@@ -22,9 +22,7 @@ fn function() -> PciFunction {
         interface: 2,
         revision: 2,
         parent: None,
-        backend: FunctionBackend::Simulated {
-            properties: "serial = \"x\"".into(),
-        },
+        backend: FunctionBackend::Simulated,
     }
 }
 

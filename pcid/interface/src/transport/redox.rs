@@ -29,7 +29,6 @@ use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -150,46 +149,38 @@ pub fn spawn_with_fd(cmd: &mut Command, fd: usize) -> io::Result<Child> {
     child
 }
 
-static ADOPTED: AtomicBool = AtomicBool::new(false);
-
 /// Takes ownership of the channel fd named by `var` (a handle to pcid's
-/// scheme, or any open fd pcid chose): checks it is open, makes it
-/// close-on-exec and non-blocking, and removes `var` from the environment.
+/// scheme, or any open fd pcid chose) through [`super::adopt`]: checks it is
+/// open, then makes it close-on-exec and non-blocking.
 pub(super) fn adopt_from_env(var: &'static str) -> Result<OwnedFd, AdoptError> {
-    let value = std::env::var(var).map_err(|e| match e {
-        std::env::VarError::NotPresent => AdoptError::NotSet { var },
-        std::env::VarError::NotUnicode(v) => AdoptError::InvalidValue {
-            var,
-            value: v.to_string_lossy().into_owned(),
+    super::adopt::adopt_from_env(
+        var,
+        |fd| {
+            if let Err(e) = libredox::call::fstat(fd as usize) {
+                return Err(if e.errno() == syscall::EBADF {
+                    AdoptError::NotOpen { var, fd }
+                } else {
+                    AdoptError::Io {
+                        var,
+                        fd,
+                        source: e.into(),
+                    }
+                });
+            }
+            // SAFETY: `fd` was just shown to be open; pcid passed it to this
+            // process for exactly this purpose (named by `var`). The
+            // once-per-process guard of `super::adopt` and the removal of
+            // `var` there make this the only owner in the process.
+            Ok(unsafe { OwnedFd::from_raw_fd(fd) })
         },
-    })?;
-    let fd: i32 = match value.trim().parse() {
-        // 0, 1 and 2 are stdio, never a channel.
-        Ok(fd) if fd > 2 => fd,
-        _ => return Err(AdoptError::InvalidValue { var, value }),
-    };
-    if ADOPTED.swap(true, Ordering::SeqCst) {
-        return Err(AdoptError::AlreadyAdopted);
-    }
-    let io_err = |source: io::Error| AdoptError::Io { var, fd, source };
-    let ufd = fd as usize;
-    if let Err(e) = libredox::call::fstat(ufd) {
-        ADOPTED.store(false, Ordering::SeqCst);
-        return Err(if e.errno() == syscall::EBADF {
-            AdoptError::NotOpen { var, fd }
-        } else {
-            io_err(e.into())
-        });
-    }
-    // SAFETY: `fd` was just shown to be open; pcid passed it to this process
-    // for exactly this purpose (named by `var`). The ADOPTED flag and the
-    // removal of `var` below make this the only owner in the process.
-    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
-    std::env::remove_var(var);
-    syscall::fcntl(ufd, syscall::F_SETFD, syscall::O_CLOEXEC)
-        .map_err(|e| io_err(io::Error::from_raw_os_error(e.errno)))?;
-    set_nonblocking(ufd).map_err(io_err)?;
-    Ok(owned)
+        |_, fd| {
+            let io_err = |source: io::Error| AdoptError::Io { var, fd, source };
+            let ufd = fd as usize;
+            syscall::fcntl(ufd, syscall::F_SETFD, syscall::O_CLOEXEC)
+                .map_err(|e| io_err(io::Error::from_raw_os_error(e.errno)))?;
+            set_nonblocking(ufd).map_err(io_err)
+        },
+    )
 }
 
 impl<M: WireMessage> Channel<M> {

@@ -5,7 +5,6 @@
 
 use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 use rustix::io::FdFlags;
@@ -13,38 +12,20 @@ use rustix::net::SocketType;
 
 use super::AdoptError;
 
-static ADOPTED: AtomicBool = AtomicBool::new(false);
-
-/// Reads the fd number from `var`, checks that it is an open stream socket,
-/// takes ownership of it, makes it close-on-exec and removes `var`.
+/// Adopts the channel fd named by `var` ([`super::adopt`]): it must be an
+/// open stream socket; it is made close-on-exec.
 pub(super) fn adopt_from_env(var: &'static str) -> Result<UnixStream, AdoptError> {
-    let value = std::env::var(var).map_err(|e| match e {
-        std::env::VarError::NotPresent => AdoptError::NotSet { var },
-        std::env::VarError::NotUnicode(v) => AdoptError::InvalidValue {
-            var,
-            value: v.to_string_lossy().into_owned(),
-        },
-    })?;
-    let fd: i32 = match value.trim().parse() {
-        // 0, 1 and 2 are stdio, never a channel.
-        Ok(fd) if fd > 2 => fd,
-        _ => return Err(AdoptError::InvalidValue { var, value }),
-    };
-    if ADOPTED.swap(true, Ordering::SeqCst) {
-        return Err(AdoptError::AlreadyAdopted);
-    }
-    let result = check_and_adopt(var, fd);
-    if result.is_err() {
-        ADOPTED.store(false, Ordering::SeqCst);
-    }
-    let owned = result?;
-    // Only now that the fd is ours: it must not be adopted a second time.
-    std::env::remove_var(var);
-    rustix::io::fcntl_setfd(&owned, FdFlags::CLOEXEC).map_err(|e| AdoptError::Io {
+    let owned = super::adopt::adopt_from_env(
         var,
-        fd,
-        source: e.into(),
-    })?;
+        |fd| check_and_adopt(var, fd),
+        |owned, fd| {
+            rustix::io::fcntl_setfd(owned, FdFlags::CLOEXEC).map_err(|e| AdoptError::Io {
+                var,
+                fd,
+                source: e.into(),
+            })
+        },
+    )?;
     Ok(UnixStream::from(owned))
 }
 
@@ -70,8 +51,9 @@ fn check_and_adopt(var: &'static str, fd: i32) -> Result<OwnedFd, AdoptError> {
         return Err(AdoptError::NotASocket { var, fd });
     }
     // SAFETY: `fd` is an open stream socket that pcid passed to this process
-    // for exactly this purpose (named by `var`). The ADOPTED flag and the
-    // removal of `var` by the caller make this the only owner in the process.
+    // for exactly this purpose (named by `var`). The once-per-process guard
+    // of `super::adopt` and the removal of `var` there make this the only
+    // owner in the process.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 

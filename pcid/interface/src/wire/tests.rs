@@ -67,16 +67,14 @@ fn golden_welcome() {
                 interface: 0x02,
                 revision: 0x02,
                 parent: Some(addr(0, 0, 0x1c, 0)),
-                backend: FunctionBackend::Simulated {
-                    properties: "a=1".into(),
-                },
+                backend: FunctionBackend::Simulated,
             },
         },
-        "50434944 0100 02 00 00000000 1b000000
+        "50434944 0100 02 00 00000000 16000000
          0100
          0000 00 04 00  361b 1000  01 08 02 02
          01 0000 00 1c 00
-         01 0300 613d31",
+         01",
     );
 }
 
@@ -814,7 +812,7 @@ fn encode_rejects_long_strings_and_bad_addresses() {
 }
 
 #[test]
-fn properties_of_maximum_length_fit_a_frame() {
+fn sysfs_path_of_maximum_length_fits_a_frame() {
     let msg = DriverMessage::Welcome {
         version: 1,
         function: PciFunction {
@@ -826,8 +824,8 @@ fn properties_of_maximum_length_fit_a_frame() {
             interface: 2,
             revision: 2,
             parent: None,
-            backend: FunctionBackend::Simulated {
-                properties: "x".repeat(MAX_PROPERTIES_LEN),
+            backend: FunctionBackend::LinuxSysfs {
+                sysfs_path: "x".repeat(MAX_PATH_LEN),
             },
         },
     };
@@ -929,7 +927,7 @@ fn text() -> impl Strategy<Value = String> {
 
 fn backend() -> impl Strategy<Value = FunctionBackend> {
     prop_oneof![
-        "[ -~\n]{0,3000}".prop_map(|properties| FunctionBackend::Simulated { properties }),
+        Just(FunctionBackend::Simulated),
         text().prop_map(|sysfs_path| FunctionBackend::LinuxSysfs { sysfs_path }),
         (
             proptest::collection::vec((0u8..6, 1u8..6, any::<u64>(), any::<u64>()), 0..=6),

@@ -14,9 +14,25 @@ use std::time::{Duration, Instant};
 use pcid_interface::function::PciAddress;
 use pcid_interface::protocol::ControlMessage;
 use pcid_interface::transport::{ControlChannel, ControlClient};
+use shutdown_tests::sim::machine::{FunctionEntry, MachineFile};
+use shutdown_tests::sim::models::{write_model, TestDriverModel};
+use shutdown_tests::sim::stack::Binaries;
 
-pub const PCID: &str = env!("CARGO_BIN_EXE_pcid");
 pub const TEST_DRIVER: &str = env!("CARGO_BIN_EXE_pcid-test-driver");
+
+/// The `pcid` binary (another package's: beside this crate's binaries,
+/// built by `cargo build --workspace` / `cargo test --workspace`).
+pub fn pcid_exe() -> PathBuf {
+    let p = Binaries::beside_current_exe()
+        .expect("locate binaries")
+        .path("pcid");
+    assert!(
+        p.is_file(),
+        "{} missing: build the workspace first",
+        p.display()
+    );
+    p
+}
 
 /// Generous bound for anything to happen; never reached when things work.
 pub const WAIT: Duration = Duration::from_secs(20);
@@ -57,55 +73,111 @@ pub fn device_id(mode: &str) -> u16 {
     0x100 + i as u16
 }
 
+/// One `[[drivers]]` entry of a match table (Redox's `pcid.d` format).
+#[derive(serde::Serialize)]
+pub struct DriverEntry {
+    pub name: String,
+    pub vendor: u16,
+    pub device: u16,
+    pub command: Vec<String>,
+}
+
+/// A match table of `drivers`, as TOML written by `toml`.
+pub fn match_table_text(drivers: Vec<DriverEntry>) -> String {
+    #[derive(serde::Serialize)]
+    struct Table {
+        drivers: Vec<DriverEntry>,
+    }
+    toml::to_string(&Table { drivers }).expect("match table as TOML")
+}
+
 /// Match table mapping each test device id to `pcid-test-driver MODE`.
 pub fn match_table() -> String {
-    let mut t = String::from("# pcid-test-driver modes by device id\n");
-    for m in MODES {
-        t.push_str(&format!(
-            "[[drivers]]\nname = \"test {m}\"\nvendor = {TEST_VENDOR:#06x}\ndevice = {:#06x}\ncommand = [\"pcid-test-driver\", \"{m}\"]\n\n",
-            device_id(m)
-        ));
-    }
-    t
+    match_table_text(
+        MODES
+            .iter()
+            .map(|m| DriverEntry {
+                name: format!("test {m}"),
+                vendor: TEST_VENDOR,
+                device: device_id(m),
+                command: vec!["pcid-test-driver".into(), m.to_string()],
+            })
+            .collect(),
+    )
 }
 
 /// One function of a test machine.
 pub struct Func {
     pub address: String,
     pub mode: &'static str,
-    pub sim: String,
+    pub model: Option<TestDriverModel>,
 }
 
 pub fn f(address: &str, mode: &'static str) -> Func {
     Func {
         address: address.into(),
         mode,
-        sim: String::new(),
+        model: None,
     }
 }
 
-pub fn f_sim(address: &str, mode: &'static str, sim: &str) -> Func {
+/// A function whose driver gets `model` as its device model.
+pub fn f_model(address: &str, mode: &'static str, model: TestDriverModel) -> Func {
     Func {
         address: address.into(),
         mode,
-        sim: sim.into(),
+        model: Some(model),
     }
 }
 
-pub fn machine(functions: &[Func]) -> String {
-    let mut m = String::new();
-    for f in functions {
-        m.push_str(&format!(
-            "[[function]]\naddress = \"{}\"\nvendor = {TEST_VENDOR:#06x}\ndevice = {:#06x}\nclass = 0xff\nsubclass = 0\ninterface = 0\n",
-            f.address,
-            device_id(f.mode)
-        ));
-        if !f.sim.is_empty() {
-            m.push_str(&format!("[function.sim]\n{}\n", f.sim));
-        }
-        m.push('\n');
+/// A function of the test vendor with device id `device`, without a model.
+pub fn entry(address: &str, device: u16) -> FunctionEntry {
+    FunctionEntry {
+        address: address.into(),
+        vendor: TEST_VENDOR,
+        device,
+        class: 0xff,
+        subclass: 0,
+        interface: 0,
+        parent: None,
+        model: None,
     }
-    m
+}
+
+/// The machine description of `functions` (TOML written by `toml`) and
+/// their device models, by file name relative to the machine file.
+pub fn machine(functions: &[Func]) -> (String, Vec<(PathBuf, TestDriverModel)>) {
+    let mut models = Vec::new();
+    let function = functions
+        .iter()
+        .map(|f| {
+            let mut e = entry(&f.address, device_id(f.mode));
+            if let Some(m) = &f.model {
+                let rel = PathBuf::from(format!("models/{}.toml", f.address.replace(':', "-")));
+                models.push((rel.clone(), m.clone()));
+                e.model = Some(rel);
+            }
+            e
+        })
+        .collect();
+    (machine_text(function), models)
+}
+
+/// A machine description of `function` as TOML.
+pub fn machine_text(function: Vec<FunctionEntry>) -> String {
+    toml::to_string(&MachineFile {
+        name: "pcid process test".into(),
+        function,
+    })
+    .expect("machine as TOML")
+}
+
+/// 1-based line of `text` on which `needle` first occurs.
+pub fn line_of(text: &str, needle: &str) -> usize {
+    text.lines()
+        .position(|l| l.contains(needle))
+        .unwrap_or_else(|| panic!("{needle:?} not in {text}"))
+        + 1
 }
 
 pub fn addr(s: &str) -> PciAddress {
@@ -172,6 +244,8 @@ pub struct Pcid {
 
 pub struct Setup {
     pub machine: String,
+    /// Device model files to write, relative to the machine file.
+    pub models: Vec<(PathBuf, TestDriverModel)>,
     pub table: String,
     pub args: Vec<String>,
     /// Extra environment of pcid.
@@ -180,8 +254,10 @@ pub struct Setup {
 
 impl Setup {
     pub fn new(functions: &[Func]) -> Self {
+        let (machine, models) = machine(functions);
         Self {
-            machine: machine(functions),
+            machine,
+            models,
             table: match_table(),
             args: vec!["--hello-timeout-ms".into(), "3000".into()],
             env: Vec::new(),
@@ -220,7 +296,7 @@ pub fn pcid_command(dir: &Path, args: &[String]) -> Command {
 
 /// pcid with the given bus arguments, match tables and control socket in `dir`.
 pub fn pcid_command_on(bus: &[String], dir: &Path, args: &[String]) -> Command {
-    let mut cmd = Command::new(PCID);
+    let mut cmd = Command::new(pcid_exe());
     cmd.args(bus)
         .arg("--match-dir")
         .arg(dir.join("pcid.d"))
@@ -240,6 +316,11 @@ pub fn pcid_command_on(bus: &[String], dir: &Path, args: &[String]) -> Command {
 pub fn write_setup(dir: &Path, setup: &Setup) {
     std::fs::create_dir_all(dir.join("pcid.d")).unwrap();
     std::fs::write(dir.join("machine.toml"), &setup.machine).unwrap();
+    for (rel, model) in &setup.models {
+        let path = dir.join(rel);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        write_model(&path, model).unwrap();
+    }
     std::fs::write(dir.join("pcid.d").join("test.toml"), &setup.table).unwrap();
 }
 
@@ -425,7 +506,7 @@ pub fn reply_id(m: &ControlMessage) -> Option<u32> {
 /// Compiles the C driver written from PROTOCOL.md alone
 /// (`pcid/interface/tests/c_driver.c`) into `dir`.
 pub fn compile_c_driver(dir: &Path) -> PathBuf {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("interface/tests/c_driver.c");
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../pcid/interface/tests/c_driver.c");
     let out = dir.join("c-driver");
     let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
     let status = Command::new(&cc)
@@ -437,7 +518,7 @@ pub fn compile_c_driver(dir: &Path) -> PathBuf {
             "-O1",
         ])
         .arg("-I")
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("interface/include"))
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../pcid/interface/include"))
         .arg("-o")
         .arg(&out)
         .arg(&src)

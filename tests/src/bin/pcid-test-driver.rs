@@ -4,9 +4,10 @@
 //! the tests can check how pcid copes. Modes:
 //!
 //! * `two-phase`, `one-phase`, `none` — well-behaved, through
-//!   `pcid_interface::driver` (begin answers the budget from the function's
-//!   `[function.sim]` `budget_ms`; finish waits `finish_ms`, bounded by the
-//!   deadline);
+//!   `pcid_interface::driver` (begin answers the budget from its device
+//!   model's `budget_ms`; finish waits `finish_ms`, bounded by the deadline;
+//!   the model is a `shutdown_tests::sim::models::TestDriverModel` file that
+//!   pcid's simulated bus names in `PCID_SIM_MODEL`);
 //! * `no-hello` — never speaks (a driver not linking the protocol);
 //! * `exit-before-ready` — exits with status 1 after `Welcome`;
 //! * `ignore-begin`, `ignore-finish` — reads the request and never answers;
@@ -111,37 +112,29 @@ mod imp {
     };
     use pcid_interface::transport::{DriverChannel, TransportError};
     use pcid_interface::wire::WireMessage;
+    use shutdown_tests::sim::models::{read_model, TestDriverModel};
 
     type Error = Box<dyn std::error::Error>;
 
     const NAME: &str = "pcid-test-driver";
 
-    /// Timing taken from the function's sim properties.
+    /// Timing taken from the function's device model
+    /// (`shutdown_tests::sim::models::TestDriverModel`).
     #[derive(Clone, Copy)]
     struct Timing {
         budget: Duration,
         finish: Duration,
     }
 
-    fn timing(f: &PciFunction) -> Timing {
-        let props = match &f.backend {
-            FunctionBackend::Simulated { properties } => {
-                properties.parse::<toml::Table>().unwrap_or_default()
-            }
-            _ => toml::Table::new(),
+    fn timing(f: &PciFunction) -> Result<Timing, Error> {
+        let model = match &f.backend {
+            FunctionBackend::Simulated => read_model::<TestDriverModel>()?.unwrap_or_default(),
+            _ => TestDriverModel::default(),
         };
-        let ms = |k: &str| {
-            props
-                .get(k)
-                .and_then(|v| v.as_integer())
-                .and_then(|v| u64::try_from(v).ok())
-                .map(Duration::from_millis)
-                .unwrap_or(Duration::ZERO)
-        };
-        Timing {
-            budget: ms("budget_ms"),
-            finish: ms("finish_ms"),
-        }
+        Ok(Timing {
+            budget: Duration::from_millis(model.budget_ms),
+            finish: Duration::from_millis(model.finish_ms),
+        })
     }
 
     struct Device(Timing);
@@ -208,12 +201,12 @@ mod imp {
         match mode {
             "two-phase" => {
                 let (conn, f) = driver::connect(NAME, ShutdownSupport::TwoPhase)?;
-                conn.serve(Device(timing(&f)))?;
+                conn.serve(Device(timing(&f)?))?;
                 Ok(())
             }
             "one-phase" => {
                 let (conn, f) = driver::connect(NAME, ShutdownSupport::OnePhase)?;
-                conn.serve(OnePhase::new(Device(timing(&f))))?;
+                conn.serve(OnePhase::new(Device(timing(&f)?)))?;
                 Ok(())
             }
             "none" => {
@@ -235,7 +228,7 @@ mod imp {
                 out.flush()?;
                 eprintln!("chatty stderr line");
                 let (conn, f) = driver::connect(NAME, ShutdownSupport::TwoPhase)?;
-                conn.serve(Device(timing(&f)))?;
+                conn.serve(Device(timing(&f)?))?;
                 Ok(())
             }
             "show-env" => {
@@ -257,7 +250,7 @@ mod imp {
                     }
                 }
                 let (conn, f) = driver::connect(NAME, ShutdownSupport::TwoPhase)?;
-                conn.serve(Device(timing(&f)))?;
+                conn.serve(Device(timing(&f)?))?;
                 Ok(())
             }
             "second-hello" => second_hello(),

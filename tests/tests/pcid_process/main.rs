@@ -1,7 +1,7 @@
 //! Process-level tests: the real `pcid` binary, real driver processes
 //! (`pcid-test-driver`), the real control socket.
 
-#![cfg(not(target_os = "redox"))]
+#![cfg(target_os = "linux")]
 
 mod common;
 
@@ -11,6 +11,7 @@ use common::*;
 use pcid_interface::protocol::{
     ControlMessage, DeviceErrorKind, DriverState, FinishOutcome, ShutdownKind, ShutdownSupport,
 };
+use shutdown_tests::sim::models::TestDriverModel;
 
 const DEADLINE: Duration = Duration::from_secs(10);
 
@@ -57,7 +58,14 @@ fn device_error(m: &ControlMessage) -> (DeviceErrorKind, String) {
 fn lists_drivers_and_relays_each_kind_of_shutdown() {
     let pcid = Pcid::start(
         Setup::new(&[
-            f_sim("0000:00:04.0", "two-phase", "budget_ms = 1234"),
+            f_model(
+                "0000:00:04.0",
+                "two-phase",
+                TestDriverModel {
+                    budget_ms: 1234,
+                    finish_ms: 0,
+                },
+            ),
             f("0000:00:05.0", "one-phase"),
             f("0000:00:06.0", "none"),
             f("0000:00:07.0", "no-hello"),
@@ -130,7 +138,14 @@ fn drivers_are_never_serialised_behind_each_other() {
     // the others: every answer that can arrive does, in causal order.
     let pcid = Pcid::start(Setup::new(&[
         f("0000:00:04.0", "ignore-begin"),
-        f_sim("0000:00:05.0", "two-phase", "finish_ms = 5000"),
+        f_model(
+            "0000:00:05.0",
+            "two-phase",
+            TestDriverModel {
+                budget_ms: 0,
+                finish_ms: 5000,
+            },
+        ),
         f("0000:00:06.0", "two-phase"),
         f("0000:00:07.0", "two-phase"),
     ]));
@@ -443,14 +458,18 @@ fn drivers_get_a_minimal_environment_and_not_the_ready_fd() {
     let fd = std::os::fd::AsRawFd::as_raw_fd(&w);
     let pipe_inode = rustix::fs::fstat(&r).unwrap().st_ino;
     let pcid = Pcid::start(
-        Setup::new(&[f("0000:00:04.0", "show-env")])
-            .arg("--ready-fd")
-            .arg(&fd.to_string())
-            .arg("--driver-env")
-            .arg("EXTRA=yes")
-            .env("NVMED_SELFTEST", "1")
-            .env("NVMED_WORKLOAD", "/tmp/should-not-reach-drivers")
-            .env("PCID_TEST_SECRET", "s3cret"),
+        Setup::new(&[f_model(
+            "0000:00:04.0",
+            "show-env",
+            TestDriverModel::default(),
+        )])
+        .arg("--ready-fd")
+        .arg(&fd.to_string())
+        .arg("--driver-env")
+        .arg("EXTRA=yes")
+        .env("NVMED_SELFTEST", "1")
+        .env("NVMED_WORKLOAD", "/tmp/should-not-reach-drivers")
+        .env("PCID_TEST_SECRET", "s3cret"),
     );
     drop(w);
     let mut buf = [0u8; 64];
@@ -468,9 +487,20 @@ fn drivers_get_a_minimal_environment_and_not_the_ready_fd() {
     names.sort();
     assert_eq!(
         names,
-        ["EXTRA", "PCID_CLIENT_CHANNEL", "PCID_DEVICE", "RUST_LOG"],
+        [
+            "EXTRA",
+            "PCID_CLIENT_CHANNEL",
+            "PCID_DEVICE",
+            "PCID_SIM_MODEL",
+            "RUST_LOG"
+        ],
         "{log}"
     );
+    // The simulated bus named the function's model file by its absolute path.
+    assert!(log.contains(&format!(
+        "{p}env PCID_SIM_MODEL={}",
+        pcid.dir.path().join("models/0000-00-04.0.toml").display()
+    )));
     assert!(log.contains(&format!("{p}env PCID_DEVICE=0000:00:04.0")));
     assert!(log.contains(&format!("{p}env EXTRA=yes")));
     assert!(log.contains(&format!("{p}env RUST_LOG=debug")));
@@ -523,21 +553,19 @@ fn a_live_protocol_violator_is_told_why_and_reported_as_a_violation() {
 fn drivers_written_from_the_spec_see_sequence_numbers_counted_per_channel() {
     let build = tempfile::tempdir().unwrap();
     let exe = compile_c_driver(build.path());
-    let machine = ["0000:00:04.0", "0000:00:05.0"]
-        .iter()
-        .map(|a| {
-            format!(
-                "[[function]]\naddress = \"{a}\"\nvendor = {TEST_VENDOR:#06x}\ndevice = 0x0200\n\
-                 class = 0xff\nsubclass = 0\ninterface = 0\n\n"
-            )
-        })
-        .collect();
-    let table = format!(
-        "[[drivers]]\nvendor = {TEST_VENDOR:#06x}\ndevice = 0x0200\ncommand = [{:?}]\n",
-        exe.display().to_string()
-    );
+    let machine = machine_text(vec![
+        entry("0000:00:04.0", 0x0200),
+        entry("0000:00:05.0", 0x0200),
+    ]);
+    let table = match_table_text(vec![DriverEntry {
+        name: "C driver".into(),
+        vendor: TEST_VENDOR,
+        device: 0x0200,
+        command: vec![exe.display().to_string()],
+    }]);
     let pcid = Pcid::start(Setup {
         machine,
+        models: Vec::new(),
         table,
         args: vec!["--hello-timeout-ms".into(), "3000".into()],
         env: Vec::new(),
@@ -601,11 +629,12 @@ fn bad_configuration_is_one_clear_error_naming_file_and_line() {
         (status.code(), err, dir)
     };
     let mut setup = Setup::new(&[f("0000:00:04.0", "two-phase")]);
-    setup.machine = setup.machine.replace("class = 0xff", "clas = 0xff");
+    setup.machine = setup.machine.replace("class = 255", "clas = 255");
+    let line = line_of(&setup.machine, "clas = 255");
     let (code, err, dir) = run(&setup);
     assert_eq!(code, Some(1));
     let want = format!(
-        "pcid: {}:5: function 0000:00:04.0: unknown field `clas`",
+        "pcid: {}:{line}: function 0000:00:04.0: unknown field `clas`",
         dir.path().join("machine.toml").display()
     );
     assert!(err.lines().any(|l| l.starts_with(&want)), "{err}");
@@ -619,10 +648,23 @@ fn bad_configuration_is_one_clear_error_naming_file_and_line() {
 
     let mut setup = Setup::new(&[f("0000:00:04.0", "two-phase"), f("0000:00:04.0", "none")]);
     setup.args.clear();
+    let first = line_of(&setup.machine, "0000:00:04.0");
+    let second = first
+        + line_of(
+            &setup
+                .machine
+                .lines()
+                .skip(first)
+                .collect::<Vec<_>>()
+                .join("\n"),
+            "0000:00:04.0",
+        );
     let (code, err, _) = run(&setup);
     assert_eq!(code, Some(1));
     assert!(
-        err.contains(":10: function 0000:00:04.0: duplicate address (first defined at line 2)"),
+        err.contains(&format!(
+            ":{second}: function 0000:00:04.0: duplicate address (first defined at line {first})"
+        )),
         "{err}"
     );
 }
