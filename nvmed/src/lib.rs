@@ -56,7 +56,7 @@ pub use controller::{Controller, ControllerInfo, IoSession, IoStats, Namespace, 
 pub use error::NvmeError;
 pub use lifecycle::BeginReport;
 pub use poll::ShutdownPolling;
-pub use shutdown::{FinishReport, ShutdownOutcome};
+pub use shutdown::{FinishObservation, ShutdownOutcome};
 
 /// Locks a mutex, recovering the data if another thread panicked with it.
 pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -57,7 +57,7 @@ impl ShutdownOutcome {
 
 /// What [`Controller::finish`] observed.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FinishReport {
+pub struct FinishObservation {
     /// How the shutdown ended.
     pub outcome: ShutdownOutcome,
     /// From the CC.SHN=01b write in `begin` to the observation that ended
@@ -69,7 +69,7 @@ pub struct FinishReport {
     pub polls: u32,
 }
 
-impl fmt::Display for FinishReport {
+impl fmt::Display for FinishObservation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let secs = self.duration.as_secs_f64();
         match self.outcome {
@@ -293,7 +293,7 @@ impl<R: RegisterIo, D: DmaAllocator, C: Clock> Controller<R, D, C> {
     /// [`crate::Options::escalate_to_abrupt`], a shutdown still incomplete
     /// when only the abrupt reserve of the deadline is left is escalated to
     /// CC.SHN=10b. Fails only with [`NvmeError::NotBegun`].
-    pub fn finish(&self, deadline: Duration) -> Result<FinishReport, NvmeError> {
+    pub fn finish(&self, deadline: Duration) -> Result<FinishObservation, NvmeError> {
         let st = lock(&self.shutdown);
         let begun = st.begin.as_ref().ok_or(NvmeError::NotBegun)?;
         let notified_at = begun.notified_at;
@@ -376,7 +376,7 @@ impl<R: RegisterIo, D: DmaAllocator, C: Clock> Controller<R, D, C> {
             self.clock.sleep(delay);
             poller.slept(delay, self.clock.now().saturating_sub(now));
         };
-        let report = FinishReport {
+        let report = FinishObservation {
             outcome,
             duration: observed.saturating_sub(notified_at),
             waited: self.clock.now().saturating_sub(start),

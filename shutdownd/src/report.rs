@@ -54,7 +54,8 @@ use std::time::Duration;
 use pcid_interface::protocol::ShutdownSupport;
 use serde::{Deserialize, Serialize};
 
-use crate::scheduler::{kind_str, support_str, Outcome, Scheduler};
+use crate::ms;
+use crate::scheduler::{Outcome, Scheduler};
 
 /// The whole report. It reads back from its JSON form ([`Report::from_json`]),
 /// so a report saved on another machine can be drawn ([`crate::svg`]).
@@ -146,11 +147,6 @@ impl DeviceReport {
     }
 }
 
-fn ms(d: Duration) -> f64 {
-    // Microsecond resolution, rounded to 0.001 ms.
-    (d.as_micros() as f64) / 1000.0
-}
-
 impl Report {
     /// Builds the report from the scheduler's state; `now` is used for
     /// `total_ms` when not every device has an outcome yet.
@@ -179,7 +175,7 @@ impl Report {
                         .iter()
                         .map(|&c| plan.subjects()[c].label())
                         .collect(),
-                    protocol: support_str(r.subject.support()).to_string(),
+                    protocol: r.subject.support().name().to_string(),
                     budget_ms: r.budget.map(ms),
                     begin_sent_ms: rel(r.begin_sent),
                     begin_ack_ms: rel(r.begin_ack),
@@ -199,7 +195,7 @@ impl Report {
             .collect();
         Self {
             mode: s.config().mode.as_str().to_string(),
-            kind: kind_str(s.config().kind).to_string(),
+            kind: s.config().kind.name().to_string(),
             total_ms: ms(end.saturating_sub(origin)),
             global_deadline_ms: ms(s.config().global_deadline),
             deadline_at_ms: ms(s.global_end().saturating_sub(origin)),

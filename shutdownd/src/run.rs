@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use pcid_interface::protocol::{ControlMessage, DeviceInfo, ParticipantInfo};
 
+use crate::ms;
 use crate::plan::{Plan, PlanError};
 use crate::report::Report;
 use crate::scheduler::{Config, Handled, Progress, ProgressKind, Scheduler};
@@ -321,10 +322,6 @@ fn emit_progress(s: &mut Scheduler, progress: &mut dyn FnMut(&str)) {
         };
         progress(&line);
     }
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_micros() as f64 / 1000.0
 }
 
 #[cfg(test)]
