@@ -212,7 +212,13 @@ impl Report {
     }
 
     /// Whether the report shows the global deadline kept (see the module
-    /// documentation); `Err` says how it was not.
+    /// documentation); `Err` says how it was not. Every row must have its
+    /// outcome (`done_ms`) by the limit, and so must the total; the
+    /// deadline on the report's axis cannot be later than the global
+    /// deadline itself (the axis starts after shutdownd's start). This
+    /// holds however late a loaded machine lets shutdownd wake up, and fails
+    /// if shutdownd waited for anything once it knew the deadline had
+    /// passed, or gave up early.
     pub fn kept_deadline(&self) -> Result<(), String> {
         let done = |d: &DeviceReport| d.done_ms.unwrap_or(f64::INFINITY);
         let limit = match self.deadline_reached_ms {
@@ -225,6 +231,15 @@ impl Report {
             }
             Some(r) => r,
         };
+        if self.deadline_at_ms > self.global_deadline_ms {
+            return Err(format!(
+                "deadline at {} ms on the report's axis is later than the global deadline of {} ms",
+                self.deadline_at_ms, self.global_deadline_ms
+            ));
+        }
+        if self.total_ms > limit {
+            return Err(format!("total {} ms after {limit} ms", self.total_ms));
+        }
         match self.devices.iter().find(|d| done(d) > limit) {
             Some(d) => Err(format!(
                 "{} got its outcome at {} ms, after {limit} ms",
@@ -238,6 +253,11 @@ impl Report {
     /// Reads a report from its JSON form (unknown fields are ignored).
     pub fn from_json(text: &str) -> Result<Self, serde_json::Error> {
         serde_json::from_str(text)
+    }
+
+    /// Number of rows that ended with `outcome` (`clean`, `timed-out`, ...).
+    pub fn count(&self, outcome: &str) -> usize {
+        self.devices.iter().filter(|d| d.outcome == outcome).count()
     }
 
     /// True when every device ended `clean` or `not-supported`.
@@ -259,15 +279,7 @@ impl Report {
             Outcome::NotSupported,
         ]
         .iter()
-        .map(|o| {
-            (
-                o.as_str(),
-                self.devices
-                    .iter()
-                    .filter(|d| d.outcome == o.as_str())
-                    .count(),
-            )
-        })
+        .map(|o| (o.as_str(), self.count(o.as_str())))
         .filter(|(_, n)| *n > 0)
         .collect()
     }
