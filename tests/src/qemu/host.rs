@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use super::cmdline::{GuestConfig, Mode};
 use super::cpio::CpioWriter;
-use super::report::{with_figures, ConsoleSummary};
+use super::report::{check_mode, with_figures, ConsoleSummary};
 use super::{canary, selftest_pattern, SELFTEST_PATTERN_LEN};
 
 /// Rust target the guest binaries are built for.
@@ -855,12 +855,7 @@ fn check_report(opts: &Options, console: &ConsoleSummary) -> Result<shutdownd::R
     } else {
         "two-phase"
     };
-    if report.mode != expected_mode {
-        return Err(E2eError::Check(format!(
-            "report mode is {:?}, expected {expected_mode:?}",
-            report.mode
-        )));
-    }
+    check_mode(&report, expected_mode).map_err(E2eError::Check)?;
     let nvme: Vec<_> = report
         .devices
         .iter()
@@ -1091,24 +1086,32 @@ fn write_json(opts: &Options, console: &ConsoleSummary, qemu_ms: f64) -> Result<
     let Some(path) = &opts.json else {
         return Ok(());
     };
-    let figures = {
-        let mut q = serde_json::Map::new();
-        q.insert("controllers".into(), opts.controllers.into());
-        q.insert("root_port".into(), opts.root_port.into());
-        q.insert("boot_to_poweroff_ms".into(), qemu_ms.into());
-        if let Some(ms) = console.kernel_poweroff_ms() {
-            q.insert("kernel_poweroff_ms".into(), ms.into());
-        }
-        for (k, _) in &console.timings {
-            if let Some(v) = console.timing(k) {
-                q.insert(format!("guest_{k}"), v.into());
-            }
-        }
-        serde_json::Value::Object(q)
-    };
+    let figures = serde_json::Value::Object(run_figures(opts, console, qemu_ms));
     let text = with_figures(&report, "qemu", figures)
         .map_err(|e| E2eError::Setup(format!("encode report: {e}")))?;
     fs::write(path, text + "\n").map_err(io_err(format!("write {}", path.display())))
+}
+
+/// The run's figures: controllers, root port, boot to power-off, the
+/// kernel's power-off time and the guest's timings.
+fn run_figures(
+    opts: &Options,
+    console: &ConsoleSummary,
+    qemu_ms: f64,
+) -> serde_json::Map<String, serde_json::Value> {
+    let mut q = serde_json::Map::new();
+    q.insert("controllers".into(), opts.controllers.into());
+    q.insert("root_port".into(), opts.root_port.into());
+    q.insert("boot_to_poweroff_ms".into(), qemu_ms.into());
+    if let Some(ms) = console.kernel_poweroff_ms() {
+        q.insert("kernel_poweroff_ms".into(), ms.into());
+    }
+    for (k, _) in &console.timings {
+        if let Some(v) = console.timing(k) {
+            q.insert(format!("guest_{k}"), v.into());
+        }
+    }
+    q
 }
 
 /// Kernel mode's JSON: the run and the kernel's power-off time.
@@ -1122,17 +1125,7 @@ fn write_kernel_json(
     };
     let mut q = serde_json::Map::new();
     q.insert("mode".into(), "kernel-driver".into());
-    q.insert("controllers".into(), opts.controllers.into());
-    q.insert("root_port".into(), opts.root_port.into());
-    q.insert("boot_to_poweroff_ms".into(), qemu_ms.into());
-    if let Some(ms) = console.kernel_poweroff_ms() {
-        q.insert("kernel_poweroff_ms".into(), ms.into());
-    }
-    for (k, _) in &console.timings {
-        if let Some(v) = console.timing(k) {
-            q.insert(format!("guest_{k}"), v.into());
-        }
-    }
+    q.extend(run_figures(opts, console, qemu_ms));
     let text = serde_json::to_string_pretty(&serde_json::Value::Object(q))
         .map_err(|e| E2eError::Setup(format!("encode report: {e}")))?;
     fs::write(path, text + "\n").map_err(io_err(format!("write {}", path.display())))

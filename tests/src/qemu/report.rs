@@ -156,6 +156,19 @@ pub fn parse_report(text: &str) -> Result<Report, ReportError> {
     Ok(Report::from_json(text)?)
 }
 
+/// `Err` saying so when `report` ran in another mode than `expected`
+/// (`two-phase` or `sequential`).
+pub fn check_mode(report: &Report, expected: &str) -> Result<(), String> {
+    if report.mode == expected {
+        Ok(())
+    } else {
+        Err(format!(
+            "report mode is {:?}, expected {expected:?}",
+            report.mode
+        ))
+    }
+}
+
 /// The report's JSON (pretty-printed) with a harness's run figures added
 /// under `key` (`"qemu"`, `"redox"`): shutdownd's schema plus one object.
 pub fn with_figures(

@@ -8,7 +8,7 @@ use super::boot::{canary, canary_image, nvme_image, Booted, NIC_SLOT};
 use super::console::{field, Console};
 use super::{Options, RedoxError};
 use crate::qemu::host::serial;
-use crate::qemu::report::with_figures;
+use crate::qemu::report::{check_mode, with_figures};
 use crate::qemu::trace::NvmeTrace;
 use crate::qemu::{selftest_pattern, SELFTEST_PATTERN_LEN};
 
@@ -94,12 +94,7 @@ pub fn check_report(opts: &Options, report: &shutdownd::Report) -> Result<(), Re
     } else {
         "two-phase"
     };
-    if report.mode != expected {
-        return Err(RedoxError::Check(format!(
-            "report mode is {:?}, expected {expected:?}",
-            report.mode
-        )));
-    }
+    check_mode(report, expected).map_err(RedoxError::Check)?;
     let nvme: Vec<&shutdownd::DeviceReport> = report
         .devices
         .iter()

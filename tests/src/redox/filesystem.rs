@@ -42,6 +42,7 @@ use super::run::{output, progress};
 use super::steps::Artifacts;
 use super::{Options, RedoxError};
 use crate::qemu::markers;
+use crate::qemu::report::check_mode;
 use crate::qemu::trace::{opcode, NvmeTrace};
 
 /// The scheme RedoxFS is mounted as (Redox's root file system's name).
@@ -345,12 +346,7 @@ fn check_report_order(
             ))
         })?
         .map_err(|e| RedoxError::Check(e.to_string()))?;
-    if report.mode != "two-phase" {
-        return Err(RedoxError::Check(format!(
-            "report mode is {:?}, expected two-phase",
-            report.mode
-        )));
-    }
+    check_mode(&report, "two-phase").map_err(RedoxError::Check)?;
     let first = report
         .devices
         .first()
