@@ -292,7 +292,7 @@ fn emit_progress(s: &mut Scheduler, progress: &mut dyn FnMut(&str)) {
         let at = ms(p.at.saturating_sub(origin));
         let who = match r.subject.address() {
             Some(a) => format!("{a} {}", r.subject.name()),
-            None => format!("participant {}", r.subject.name()),
+            None => r.subject.label(),
         };
         let line = match p.kind {
             ProgressKind::BeginSent | ProgressKind::ShutdownSent if sent.len() == 1 => {
