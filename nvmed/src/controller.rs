@@ -24,7 +24,6 @@
 //! * A command that completed (with success or an error status) is done with
 //!   its memory.
 
-use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -33,15 +32,15 @@ use nvme_spec::cmd::{NumberOfQueues, SubmissionEntry, CQ_ENTRY_SIZE_LOG2, SQ_ENT
 use nvme_spec::identify::{
     Cns, IdentifyController, IdentifyNamespace, NamespaceList, IDENTIFY_SIZE,
 };
-use nvme_spec::regs::offset;
 use nvme_spec::status::GenericStatus;
-use nvme_spec::{Aqa, Cap, Cc, CommandSetSelect, Csts, NvmOpcode, ShutdownNotification, Version};
+use nvme_spec::{Aqa, Cap, Cc, CommandSetSelect, NvmOpcode, ShutdownNotification, Version};
 use pcid_hw::{Clock, DmaAllocator, DmaBuffer, RegisterIo, PAGE_SIZE};
 
+use crate::lifecycle::{Lifecycle, LifecycleCell, ShutdownState};
 use crate::poll::{wait_for, Backoff, ShutdownPolling};
 use crate::queue::{IoStatCounters, QueuePair, WaitCtx, MAX_ENTRIES_PER_PAGE};
-use crate::shutdown::ShutdownState;
-use crate::NvmeError;
+use crate::regs::Registers;
+use crate::{lock, NvmeError};
 
 /// Tunables of the driver. [`Options::default`] suits real controllers and the model.
 #[derive(Debug, Clone)]
@@ -176,7 +175,7 @@ pub(crate) struct IoPath<B: DmaBuffer> {
 /// so I/O and the shutdown protocol can run on different threads.
 pub struct Controller<R: RegisterIo, D: DmaAllocator, C: Clock> {
     pub(crate) name: String,
-    pub(crate) regs: R,
+    pub(crate) regs: Registers<R>,
     pub(crate) clock: C,
     pub(crate) options: Options,
     pub(crate) info: ControllerInfo,
@@ -184,8 +183,8 @@ pub struct Controller<R: RegisterIo, D: DmaAllocator, C: Clock> {
     /// `None` only while the controller is being dropped.
     pub(crate) admin: Mutex<Option<QueuePair<D::Buffer>>>,
     pub(crate) io: Mutex<Option<IoPath<D::Buffer>>>,
-    pub(crate) state: AtomicU8,
-    pub(crate) shutdown: Mutex<ShutdownState<D::Buffer>>,
+    pub(crate) lifecycle: LifecycleCell,
+    pub(crate) shutdown: Mutex<ShutdownState<IoPath<D::Buffer>>>,
     /// Memory the controller may still access (quarantined buffers), freed
     /// only after a reset.
     quarantine: Mutex<Vec<D::Buffer>>,
@@ -237,42 +236,6 @@ pub struct IoSession<'a, R: RegisterIo, D: DmaAllocator, C: Clock> {
     io: &'a mut IoPath<D::Buffer>,
 }
 
-/// Locks a mutex, recovering the data if another thread panicked with it.
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// Lifecycle states kept in [`Controller::state`].
-pub(crate) mod state {
-    pub const RUNNING: u8 = 0;
-    pub const QUIESCING: u8 = 1;
-    pub const NOTIFIED: u8 = 2;
-}
-
-/// Reads CSTS, turning all-ones into [`NvmeError::DeviceGone`].
-pub(crate) fn read_csts<R: RegisterIo + ?Sized>(
-    regs: &R,
-    step: &'static str,
-) -> Result<Csts, NvmeError> {
-    let csts = Csts::from_bits(regs.read32(offset::CSTS));
-    if csts.is_all_ones() {
-        return Err(NvmeError::DeviceGone { step });
-    }
-    Ok(csts)
-}
-
-/// Reads CC, turning all-ones into [`NvmeError::DeviceGone`].
-pub(crate) fn read_cc<R: RegisterIo + ?Sized>(
-    regs: &R,
-    step: &'static str,
-) -> Result<Cc, NvmeError> {
-    let v = regs.read32(offset::CC);
-    if v == u32::MAX {
-        return Err(NvmeError::DeviceGone { step });
-    }
-    Ok(Cc::from_bits(v))
-}
-
 impl<R: RegisterIo, D: DmaAllocator, C: Clock> Controller<R, D, C> {
     /// Brings the controller up from whatever state it is in (NVMe Base
     /// Specification 1.4, §7.6.1 "Initialization"): reset (CC.EN=0, wait
@@ -290,12 +253,9 @@ impl<R: RegisterIo, D: DmaAllocator, C: Clock> Controller<R, D, C> {
         options: Options,
     ) -> Result<Self, NvmeError> {
         let name = name.into();
-        let cap_raw = regs.read64(offset::CAP);
-        if cap_raw == u64::MAX {
-            return Err(NvmeError::DeviceGone { step: "read CAP" });
-        }
-        let cap = Cap::from_bits(cap_raw);
-        let version = Version::from_bits(regs.read32(offset::VS));
+        let regs = Registers::new(regs);
+        let cap = regs.cap("read CAP")?;
+        let version = regs.version();
         debug!("{name}: {cap:?}, version {version}");
         if cap.css() & Cap::CSS_NVM == 0 {
             return Err(NvmeError::Unsupported {
@@ -322,8 +282,8 @@ impl<R: RegisterIo, D: DmaAllocator, C: Clock> Controller<R, D, C> {
         let dstrd = cap.dstrd();
 
         // Reset: clear CC.EN and wait for CSTS.RDY=0 (§7.6.1 step 1).
-        let cc = read_cc(&regs, "read CC before reset")?;
-        let csts = read_csts(&regs, "read CSTS before reset")?;
+        let cc = regs.cc("read CC before reset")?;
+        let csts = regs.csts("read CSTS before reset")?;
         info!(
             "{name}: found controller in state CC.EN={} CSTS.RDY={} CSTS.CFS={} SHST={:?}",
             cc.en(),
@@ -340,7 +300,8 @@ impl<R: RegisterIo, D: DmaAllocator, C: Clock> Controller<R, D, C> {
                 ready_timeout,
                 backoff,
                 || {
-                    Ok(read_csts(&regs, "wait CSTS.RDY=1 before reset")?
+                    Ok(regs
+                        .csts("wait CSTS.RDY=1 before reset")?
                         .rdy()
                         .then_some(()))
                 },
@@ -350,12 +311,7 @@ impl<R: RegisterIo, D: DmaAllocator, C: Clock> Controller<R, D, C> {
             }
         }
         if cc.en() {
-            regs.write32(
-                offset::CC,
-                cc.with_en(false)
-                    .with_shutdown(ShutdownNotification::None)
-                    .into_bits(),
-            );
+            regs.set_cc(cc.with_en(false).with_shutdown(ShutdownNotification::None));
         }
         wait_for(
             &clock,
@@ -363,7 +319,7 @@ impl<R: RegisterIo, D: DmaAllocator, C: Clock> Controller<R, D, C> {
             ready_timeout,
             backoff,
             || {
-                let csts = read_csts(&regs, "wait CSTS.RDY=0 after reset")?;
+                let csts = regs.csts("wait CSTS.RDY=0 after reset")?;
                 Ok((!csts.rdy()).then_some(()))
             },
         )?;
@@ -377,9 +333,7 @@ impl<R: RegisterIo, D: DmaAllocator, C: Clock> Controller<R, D, C> {
         let admin_entries = admin.entries();
         let aqa = Aqa::for_entries(admin_entries, admin_entries)
             .map_err(NvmeError::encode("program AQA"))?;
-        regs.write32(offset::AQA, aqa.into_bits());
-        regs.write64(offset::ASQ, admin.sq_address()?);
-        regs.write64(offset::ACQ, admin.cq_address()?);
+        regs.set_admin_queues(aqa, admin.sq_address()?, admin.cq_address()?);
 
         // Configure and enable (§7.6.1 steps 4-6).
         let cc = Cc::new()
@@ -390,7 +344,7 @@ impl<R: RegisterIo, D: DmaAllocator, C: Clock> Controller<R, D, C> {
             .with_iosqes(SQ_ENTRY_SIZE_LOG2)
             .with_iocqes(CQ_ENTRY_SIZE_LOG2)
             .with_en(true);
-        regs.write32(offset::CC, cc.into_bits());
+        regs.set_cc(cc);
 
         // From here on the controller may access the admin queues: the memory
         // belongs to `this`, whose drop resets the controller before freeing
@@ -415,7 +369,7 @@ impl<R: RegisterIo, D: DmaAllocator, C: Clock> Controller<R, D, C> {
             namespaces: Vec::new(),
             admin: Mutex::new(Some(admin)),
             io: Mutex::new(None),
-            state: AtomicU8::new(state::RUNNING),
+            lifecycle: LifecycleCell::new(Lifecycle::Running),
             shutdown: Mutex::new(ShutdownState::default()),
             quarantine: Mutex::new(Vec::new()),
             ready_timeout,
@@ -429,7 +383,7 @@ impl<R: RegisterIo, D: DmaAllocator, C: Clock> Controller<R, D, C> {
             ready_timeout,
             backoff,
             || {
-                let csts = read_csts(&this.regs, "wait CSTS.RDY=1 after enable")?;
+                let csts = this.regs.csts("wait CSTS.RDY=1 after enable")?;
                 if csts.cfs() {
                     return Err(NvmeError::ControllerFatal {
                         step: "wait CSTS.RDY=1 after enable",
@@ -762,7 +716,7 @@ impl<R: RegisterIo, D: DmaAllocator, C: Clock> Controller<R, D, C> {
     /// Locks the I/O path if new I/O is still accepted.
     fn io_path(&self) -> Result<MutexGuard<'_, Option<IoPath<D::Buffer>>>, NvmeError> {
         let guard = lock(&self.io);
-        if self.state.load(Ordering::SeqCst) != state::RUNNING || guard.is_none() {
+        if self.lifecycle.get() != Lifecycle::Running || guard.is_none() {
             return Err(NvmeError::ShuttingDown);
         }
         if let Some(reason) = guard.as_ref().and_then(|io| io.disabled.clone()) {
@@ -881,18 +835,14 @@ impl<R: RegisterIo, D: DmaAllocator, C: Clock> Controller<R, D, C> {
     /// is gone (registers read all-ones) accesses nothing either.
     fn reset_for_release(&self) -> Result<(), NvmeError> {
         const STEP: &str = "reset the controller before releasing its DMA memory";
-        let cc = match read_cc(&self.regs, STEP) {
+        let cc = match self.regs.cc(STEP) {
             Ok(cc) => cc,
             Err(NvmeError::DeviceGone { .. }) => return Ok(()),
             Err(e) => return Err(e),
         };
         if cc.en() {
-            self.regs.write32(
-                offset::CC,
-                cc.with_en(false)
-                    .with_shutdown(ShutdownNotification::None)
-                    .into_bits(),
-            );
+            self.regs
+                .set_cc(cc.with_en(false).with_shutdown(ShutdownNotification::None));
         }
         let backoff = Backoff::new(self.options.poll_initial, self.options.poll_max);
         wait_for(
@@ -900,7 +850,7 @@ impl<R: RegisterIo, D: DmaAllocator, C: Clock> Controller<R, D, C> {
             "wait CSTS.RDY=0 before releasing DMA memory",
             self.ready_timeout,
             backoff,
-            || match read_csts(&self.regs, STEP) {
+            || match self.regs.csts(STEP) {
                 Ok(csts) => Ok((!csts.rdy()).then_some(())),
                 Err(NvmeError::DeviceGone { .. }) => Ok(Some(())),
                 Err(e) => Err(e),
@@ -920,7 +870,8 @@ impl<R: RegisterIo, D: DmaAllocator, C: Clock> Controller<R, D, C> {
             .shutdown
             .get_mut()
             .unwrap_or_else(|e| e.into_inner())
-            .take_retired_io();
+            .retired_io
+            .take();
         let quarantined =
             std::mem::take(self.quarantine.get_mut().unwrap_or_else(|e| e.into_inner()));
         std::mem::forget((admin, io, retired, quarantined));

@@ -50,7 +50,7 @@ impl Rig {
     }
 
     fn enabled(&self) -> bool {
-        self.sim.read32(0x14) & 1 == 1
+        nvme_spec::Cc::from_bits(self.sim.read32(nvme_spec::regs::offset::CC)).en()
     }
 }
 

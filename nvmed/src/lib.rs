@@ -40,6 +40,7 @@ pub mod disk;
 #[cfg(test)]
 mod dma_lifetime_tests;
 mod error;
+mod lifecycle;
 pub mod partition;
 mod poll;
 mod queue;
@@ -47,10 +48,17 @@ mod queue;
 pub mod redox;
 #[cfg(target_os = "redox")]
 pub mod redox_disk;
+mod regs;
 pub mod service;
 mod shutdown;
 
 pub use controller::{Controller, ControllerInfo, IoSession, IoStats, Namespace, Options};
 pub use error::NvmeError;
+pub use lifecycle::BeginReport;
 pub use poll::ShutdownPolling;
-pub use shutdown::{BeginReport, FinishReport, ShutdownOutcome};
+pub use shutdown::{FinishObservation, ShutdownOutcome};
+
+/// Locks a mutex, recovering the data if another thread panicked with it.
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}

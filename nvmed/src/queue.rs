@@ -11,11 +11,10 @@ use std::time::Duration;
 
 use log::warn;
 use nvme_spec::cmd::{CompletionEntry, SubmissionEntry, CQ_ENTRY_SIZE, SQ_ENTRY_SIZE};
-use nvme_spec::regs::{cq_head_doorbell, offset, sq_tail_doorbell};
-use nvme_spec::Csts;
 use pcid_hw::{Clock, DmaAllocator, DmaBuffer, RegisterIo, PAGE_SIZE};
 
 use crate::poll::Backoff;
+use crate::regs::{Doorbells, Registers};
 use crate::NvmeError;
 
 /// Most entries a queue may have so that it fits in one DMA page: only one
@@ -34,13 +33,12 @@ pub(crate) struct QueuePair<B: DmaBuffer> {
     cq_head: u16,
     phase: bool,
     next_cid: u16,
-    sq_doorbell: usize,
-    cq_doorbell: usize,
+    doorbells: Doorbells,
 }
 
 /// What the wait for one completion needs besides the queue.
-pub(crate) struct WaitCtx<'a, R: ?Sized, C: ?Sized> {
-    pub regs: &'a R,
+pub(crate) struct WaitCtx<'a, R, C: ?Sized> {
+    pub regs: &'a Registers<R>,
     pub clock: &'a C,
     pub name: &'a str,
     pub timeout: Duration,
@@ -101,8 +99,7 @@ impl<B: DmaBuffer> QueuePair<B> {
             cq_head: 0,
             phase: true,
             next_cid: 0,
-            sq_doorbell: sq_tail_doorbell(qid, dstrd),
-            cq_doorbell: cq_head_doorbell(qid, dstrd),
+            doorbells: Doorbells::new(qid, dstrd),
         })
     }
 
@@ -135,9 +132,9 @@ impl<B: DmaBuffer> QueuePair<B> {
 
     /// Places `entry` (with a fresh command identifier) in the submission
     /// queue and rings the tail doorbell. Returns the command identifier.
-    fn submit<R: RegisterIo + ?Sized>(
+    fn submit<R: RegisterIo>(
         &mut self,
-        regs: &R,
+        regs: &Registers<R>,
         step: &'static str,
         mut entry: SubmissionEntry,
     ) -> Result<u16, NvmeError> {
@@ -155,15 +152,15 @@ impl<B: DmaBuffer> QueuePair<B> {
             .write(usize::from(self.sq_tail) * SQ_ENTRY_SIZE, &entry.to_bytes())
             .map_err(NvmeError::dma(step))?;
         self.sq_tail = next_tail;
-        regs.write32(self.sq_doorbell, u32::from(self.sq_tail));
+        regs.ring_sq_tail(self.doorbells, self.sq_tail);
         Ok(cid)
     }
 
     /// Consumes the completion entry at the head if its phase tag says it is
     /// new, and rings the head doorbell.
-    fn poll_one<R: RegisterIo + ?Sized>(
+    fn poll_one<R: RegisterIo>(
         &mut self,
-        regs: &R,
+        regs: &Registers<R>,
         step: &'static str,
     ) -> Result<Option<CompletionEntry>, NvmeError> {
         let slot = usize::from(self.cq_head) * CQ_ENTRY_SIZE;
@@ -193,7 +190,7 @@ impl<B: DmaBuffer> QueuePair<B> {
             self.cq_head = 0;
             self.phase = !self.phase;
         }
-        regs.write32(self.cq_doorbell, u32::from(self.cq_head));
+        regs.ring_cq_head(self.doorbells, self.cq_head);
         Ok(Some(entry))
     }
 
@@ -201,7 +198,7 @@ impl<B: DmaBuffer> QueuePair<B> {
     /// error status is [`NvmeError::CommandFailed`]; entries that belong to no
     /// outstanding command are logged and discarded. While waiting, CSTS is
     /// checked so that a fatal or vanished controller ends the wait at once.
-    pub(crate) fn execute<R: RegisterIo + ?Sized, C: Clock + ?Sized>(
+    pub(crate) fn execute<R: RegisterIo, C: Clock + ?Sized>(
         &mut self,
         ctx: &WaitCtx<'_, R, C>,
         command: &'static str,
@@ -220,7 +217,7 @@ impl<B: DmaBuffer> QueuePair<B> {
 
     /// Waits (bounded by `ctx.timeout` from `start`) for the completion of
     /// command `cid`, polling the completion queue with back-off.
-    fn wait_for_completion<R: RegisterIo + ?Sized, C: Clock + ?Sized>(
+    fn wait_for_completion<R: RegisterIo, C: Clock + ?Sized>(
         &mut self,
         ctx: &WaitCtx<'_, R, C>,
         command: &'static str,
@@ -267,10 +264,7 @@ impl<B: DmaBuffer> QueuePair<B> {
                 }
             }
             run_without_sleep = 0;
-            let csts = Csts::from_bits(ctx.regs.read32(offset::CSTS));
-            if csts.is_all_ones() {
-                return Err(NvmeError::DeviceGone { step: command });
-            }
+            let csts = ctx.regs.csts(command)?;
             if csts.cfs() {
                 return Err(NvmeError::ControllerFatal { step: command });
             }

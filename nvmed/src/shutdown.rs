@@ -14,67 +14,18 @@
 //!   measured from the CC.SHN write.
 
 use std::fmt;
-use std::sync::atomic::Ordering;
 use std::sync::TryLockError;
 use std::time::Duration;
 
 use log::{info, warn};
 use nvme_spec::cmd::SubmissionEntry;
-use nvme_spec::regs::offset;
-use nvme_spec::{Csts, ShutdownNotification, ShutdownStatus};
-use pcid_hw::{Clock, DmaAllocator, DmaBuffer, RegisterIo};
+use nvme_spec::{ShutdownNotification, ShutdownStatus};
+use pcid_hw::{Clock, DmaAllocator, RegisterIo};
 
-use crate::controller::{lock, read_cc, read_csts, state, Controller, IoPath};
+use crate::controller::{Controller, IoPath};
+use crate::lifecycle::{BeginReport, Lifecycle};
 use crate::poll::{Backoff, ShutdownPoller};
-use crate::NvmeError;
-
-/// Bookkeeping between `begin` and `finish`.
-pub(crate) struct ShutdownState<B: DmaBuffer> {
-    begin: Option<BeginReport>,
-    /// When `begin` itself already saw CSTS.SHST=10b (a controller that
-    /// completes shutdown inside the register write, like QEMU's).
-    completed_at: Option<Duration>,
-    /// The I/O path taken out of service by `begin`. Its memory stays
-    /// allocated as long as the controller object lives and is freed after
-    /// the reset that dropping the controller makes, so a controller that did
-    /// not accept the queue deletion never writes to freed memory.
-    retired_io: Option<IoPath<B>>,
-}
-
-impl<B: DmaBuffer> ShutdownState<B> {
-    /// The retired I/O path, taken (for a controller that cannot be reset).
-    pub(crate) fn take_retired_io(&mut self) -> Option<IoPath<B>> {
-        self.retired_io.take()
-    }
-}
-
-impl<B: DmaBuffer> Default for ShutdownState<B> {
-    fn default() -> Self {
-        Self {
-            begin: None,
-            completed_at: None,
-            retired_io: None,
-        }
-    }
-}
-
-/// What [`Controller::begin`] did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BeginReport {
-    /// Time the controller is expected to need to complete the shutdown:
-    /// RTD3E, or [`crate::Options::default_shutdown_budget`] when RTD3E is 0.
-    pub budget: Duration,
-    /// RTD3E as reported by Identify Controller, µs (0 = not reported).
-    pub rtd3e_us: u32,
-    /// Whether every namespace was flushed (NVM Flush) before the queues
-    /// were deleted; also true when the controller has no volatile write
-    /// cache, which leaves nothing to flush.
-    pub flushed: bool,
-    /// Whether the I/O submission and completion queues were deleted.
-    pub queues_deleted: bool,
-    /// Clock time at which CC.SHN=01b was written.
-    pub notified_at: Duration,
-}
+use crate::{lock, NvmeError};
 
 /// How a shutdown ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -106,7 +57,7 @@ impl ShutdownOutcome {
 
 /// What [`Controller::finish`] observed.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FinishReport {
+pub struct FinishObservation {
     /// How the shutdown ended.
     pub outcome: ShutdownOutcome,
     /// From the CC.SHN=01b write in `begin` to the observation that ended
@@ -118,7 +69,7 @@ pub struct FinishReport {
     pub polls: u32,
 }
 
-impl fmt::Display for FinishReport {
+impl fmt::Display for FinishObservation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let secs = self.duration.as_secs_f64();
         match self.outcome {
@@ -156,7 +107,7 @@ impl fmt::Display for FinishReport {
 impl<R: RegisterIo, D: DmaAllocator, C: Clock> Controller<R, D, C> {
     /// Whether shutdown has begun (new I/O is refused).
     pub fn is_shutting_down(&self) -> bool {
-        self.state.load(Ordering::SeqCst) != state::RUNNING
+        self.lifecycle.get() != Lifecycle::Running
     }
 
     /// First phase of shutdown. Refuses new I/O from now on
@@ -245,7 +196,7 @@ impl<R: RegisterIo, D: DmaAllocator, C: Clock> Controller<R, D, C> {
             Some(end) => end.saturating_sub(self.clock.now()),
             None => self.options.command_timeout,
         };
-        self.state.store(state::QUIESCING, Ordering::SeqCst);
+        self.lifecycle.set(Lifecycle::Quiescing);
         let mut queues_deleted = false;
         let mut flushed = !self.info.volatile_write_cache;
         match self.take_io_path(end) {
@@ -284,26 +235,25 @@ impl<R: RegisterIo, D: DmaAllocator, C: Clock> Controller<R, D, C> {
                 }
             }
         }
-        let csts = read_csts(&self.regs, "read CSTS before shutdown notification")?;
+        let csts = self.regs.csts("read CSTS before shutdown notification")?;
         if csts.cfs() {
             warn!(
                 "{}: controller fatal status before shutdown notification",
                 self.name
             );
         }
-        let cc = read_cc(&self.regs, "write CC.SHN=01b")?;
-        self.regs.write32(
-            offset::CC,
-            cc.with_shutdown(ShutdownNotification::Normal).into_bits(),
-        );
+        let cc = self.regs.cc("write CC.SHN=01b")?;
+        self.regs
+            .set_cc(cc.with_shutdown(ShutdownNotification::Normal));
         let notified_at = self.clock.now();
         // One look (not a wait): a controller that completes at once is
         // timed from here rather than from whenever finish is called.
-        let csts = Csts::from_bits(self.regs.read32(offset::CSTS));
-        if !csts.is_all_ones() && csts.shutdown_status() == ShutdownStatus::Complete {
+        // A device gone here is found by finish's first look.
+        let csts = self.regs.csts("look at CSTS.SHST after CC.SHN=01b");
+        if csts.is_ok_and(|c| c.shutdown_status() == ShutdownStatus::Complete) {
             st.completed_at = Some(self.clock.now());
         }
-        self.state.store(state::NOTIFIED, Ordering::SeqCst);
+        self.lifecycle.set(Lifecycle::Notified);
         let budget = if self.info.rtd3e_us == 0 {
             self.options.default_shutdown_budget
         } else {
@@ -343,7 +293,7 @@ impl<R: RegisterIo, D: DmaAllocator, C: Clock> Controller<R, D, C> {
     /// [`crate::Options::escalate_to_abrupt`], a shutdown still incomplete
     /// when only the abrupt reserve of the deadline is left is escalated to
     /// CC.SHN=10b. Fails only with [`NvmeError::NotBegun`].
-    pub fn finish(&self, deadline: Duration) -> Result<FinishReport, NvmeError> {
+    pub fn finish(&self, deadline: Duration) -> Result<FinishObservation, NvmeError> {
         let st = lock(&self.shutdown);
         let begun = st.begin.as_ref().ok_or(NvmeError::NotBegun)?;
         let notified_at = begun.notified_at;
@@ -375,12 +325,13 @@ impl<R: RegisterIo, D: DmaAllocator, C: Clock> Controller<R, D, C> {
         let mut escalated = false;
         let mut polls: u32 = 0;
         let (outcome, observed) = loop {
-            let csts = Csts::from_bits(self.regs.read32(offset::CSTS));
+            let csts = self.regs.csts("poll CSTS.SHST");
             polls = polls.saturating_add(1);
             let now = self.clock.now();
-            if csts.is_all_ones() {
+            let Ok(csts) = csts else {
+                // The only error of a register read: all-ones.
                 break (ShutdownOutcome::DeviceGone, now);
-            }
+            };
             if csts.cfs() {
                 break (ShutdownOutcome::ControllerFatal, now);
             }
@@ -401,21 +352,16 @@ impl<R: RegisterIo, D: DmaAllocator, C: Clock> Controller<R, D, C> {
                 );
             }
             if escalate_at.is_some_and(|at| !escalated && now >= at) {
-                let cc = self.regs.read32(offset::CC);
-                if cc == u32::MAX {
+                let Ok(cc) = self.regs.cc("write CC.SHN=10b") else {
                     break (ShutdownOutcome::DeviceGone, now);
-                }
+                };
                 warn!(
                     "{}: normal shutdown incomplete after {:.3} s (SHST {shst:?}); escalating to abrupt shutdown",
                     self.name,
                     now.saturating_sub(notified_at).as_secs_f64()
                 );
-                self.regs.write32(
-                    offset::CC,
-                    nvme_spec::Cc::from_bits(cc)
-                        .with_shutdown(ShutdownNotification::Abrupt)
-                        .into_bits(),
-                );
+                self.regs
+                    .set_cc(cc.with_shutdown(ShutdownNotification::Abrupt));
                 escalated = true;
                 poller.restart();
                 continue;
@@ -430,7 +376,7 @@ impl<R: RegisterIo, D: DmaAllocator, C: Clock> Controller<R, D, C> {
             self.clock.sleep(delay);
             poller.slept(delay, self.clock.now().saturating_sub(now));
         };
-        let report = FinishReport {
+        let report = FinishObservation {
             outcome,
             duration: observed.saturating_sub(notified_at),
             waited: self.clock.now().saturating_sub(start),

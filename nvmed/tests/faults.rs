@@ -5,8 +5,9 @@ mod common;
 use std::time::Duration;
 
 use common::{config, Rig};
-use nvme_sim::{ShutdownKind, SimController};
+use nvme_sim::SimController;
 use nvme_spec::regs::offset;
+use nvme_spec::ShutdownNotification;
 use nvme_spec::{Cc, ShutdownStatus};
 use nvmed::{Controller, NvmeError, Options, ShutdownOutcome};
 use pcid_hw::RegisterIo;
@@ -28,7 +29,10 @@ fn shutdown_never_completes_times_out_at_the_deadline_and_escalates() {
     );
     assert_eq!(rig.now() - start, deadline, "ends exactly at the deadline");
     assert_eq!(report.waited, deadline);
-    assert_eq!(rig.sim.stats().shutdown_kind, Some(ShutdownKind::Abrupt));
+    assert_eq!(
+        rig.sim.stats().shutdown_kind,
+        Some(ShutdownNotification::Abrupt)
+    );
     assert!(report.to_string().contains("escalated"));
 }
 
@@ -44,7 +48,10 @@ fn slow_normal_shutdown_is_escalated_to_abrupt() {
     // Escalation happens when only the abrupt reserve (10%) is left.
     assert!(rig.now() - start <= Duration::from_secs(2));
     assert!(rig.now() - start >= Duration::from_millis(1800));
-    assert_eq!(rig.sim.stats().shutdown_kind, Some(ShutdownKind::Abrupt));
+    assert_eq!(
+        rig.sim.stats().shutdown_kind,
+        Some(ShutdownNotification::Abrupt)
+    );
 }
 
 #[test]

@@ -5,7 +5,7 @@ mod common;
 use std::time::Duration;
 
 use common::{config, pattern, Rig};
-use nvme_sim::ShutdownKind;
+use nvme_spec::ShutdownNotification;
 use nvmed::{NvmeError, Options, ShutdownOutcome};
 use pcid_hw::Clock;
 
@@ -39,7 +39,7 @@ fn finish_reports_clean_with_the_controllers_latency() {
     assert_eq!(rig.now(), t0, "begin must not wait for CSTS.SHST");
     let stats = rig.sim.stats();
     assert_eq!(stats.shutdown_requested_at, Some(t0));
-    assert_eq!(stats.shutdown_kind, Some(ShutdownKind::Normal));
+    assert_eq!(stats.shutdown_kind, Some(ShutdownNotification::Normal));
     assert_eq!(stats.shutdown_completed_at, None);
 
     let report = ctrl.finish(Duration::from_secs(10)).unwrap();
@@ -259,7 +259,10 @@ fn no_escalation_when_disabled() {
         }
     );
     assert_eq!(rig.now() - start, Duration::from_millis(1500));
-    assert_eq!(rig.sim.stats().shutdown_kind, Some(ShutdownKind::Normal));
+    assert_eq!(
+        rig.sim.stats().shutdown_kind,
+        Some(ShutdownNotification::Normal)
+    );
 }
 
 #[test]

@@ -43,7 +43,7 @@
 //!   request with `DriverDied`. Either way every connected client also gets an
 //!   unsolicited `DeviceError { id: 0, .. }` event, once per driver. Messages a
 //!   driver sent before exiting are still relayed: after a process is reaped
-//!   its channel is read to end of file (at most [`EXIT_GRACE`]), and a channel
+//!   its channel is read to end of file (at most [`DRIVER_EXIT_WAIT`]), and a channel
 //!   that closes first waits as long for the exit status. A driver
 //!   exiting after its final `FinishAck` is normal and reported to nobody.
 //! * Drivers come in two kinds. A *spawned* driver ([`Relay::add_driver`],
@@ -78,9 +78,10 @@ use pcid_interface::protocol::{
     ParticipantInfo, Provider, ShutdownSupport, PROTOCOL_VERSION,
 };
 
-/// How long pcid keeps reading a driver's channel after its process was
-/// reaped, for the messages it sent just before exiting.
-pub const EXIT_GRACE: Duration = Duration::from_millis(500);
+/// How long pcid waits for the second half of a driver's exit: after its
+/// process was reaped, for end of file on its channel (the messages it sent
+/// just before exiting); after its channel closed, for its exit status.
+pub const DRIVER_EXIT_WAIT: Duration = Duration::from_millis(500);
 
 /// Index of a driver in the relay (the order drivers were added).
 pub type DriverId = usize;
@@ -387,7 +388,7 @@ struct Driver {
     exited: Option<(String, Instant)>,
     /// The channel closed while the process was not reaped yet: wait this
     /// long for its exit status.
-    closed_grace: Option<Instant>,
+    closed_wait: Option<Instant>,
     /// Sequence number of the next request on this driver's channel.
     next_seq: u32,
 }
@@ -495,7 +496,7 @@ impl Relay {
             phase: Phase::Idle,
             channel_closed: false,
             exited: None,
-            closed_grace: None,
+            closed_wait: None,
             next_seq: 1,
         });
         id
@@ -535,7 +536,7 @@ impl Relay {
             phase: Phase::Idle,
             channel_closed: false,
             exited: None,
-            closed_grace: None,
+            closed_wait: None,
             next_seq: 1,
         });
         (id, out)
@@ -571,7 +572,7 @@ impl Relay {
             phase: Phase::Idle,
             channel_closed: false,
             exited: None,
-            closed_grace: None,
+            closed_wait: None,
             next_seq: 1,
         });
         id
@@ -646,7 +647,7 @@ impl Relay {
         }
         if let Some(d) = self.drivers.get_mut(driver) {
             d.retired = true;
-            d.closed_grace = None;
+            d.closed_wait = None;
             d.exited = None;
         }
         match target {
@@ -715,7 +716,7 @@ impl Relay {
                     .into_iter()
                     .chain(ready)
                     .chain(exit)
-                    .chain(d.closed_grace)
+                    .chain(d.closed_wait)
             })
             .min()
     }
@@ -749,7 +750,7 @@ impl Relay {
                         Some((status, _)) => self.gone(driver, Gone::Exited(status), &mut out),
                         // Usually the process is exiting: wait (bounded) for its
                         // status, which says more than "closed its channel".
-                        None if d.gone.is_none() => d.closed_grace = Some(now + EXIT_GRACE),
+                        None if d.gone.is_none() => d.closed_wait = Some(now + DRIVER_EXIT_WAIT),
                         None => {}
                     }
                 }
@@ -757,12 +758,12 @@ impl Relay {
             Input::DriverExited { driver, status } => {
                 if let Some(d) = self.drivers.get_mut(driver) {
                     if d.channel_closed || d.gone.is_some() {
-                        d.closed_grace = None;
+                        d.closed_wait = None;
                         self.gone(driver, Gone::Exited(status), &mut out);
                     } else {
                         // Messages the driver sent before exiting may still be
                         // in its channel: wait for end of file (bounded).
-                        d.exited = Some((status, now + EXIT_GRACE));
+                        d.exited = Some((status, now + DRIVER_EXIT_WAIT));
                     }
                 }
             }
@@ -817,9 +818,9 @@ impl Relay {
             .drivers
             .iter_mut()
             .enumerate()
-            .filter_map(|(id, d)| match d.closed_grace {
+            .filter_map(|(id, d)| match d.closed_wait {
                 Some(grace) if now >= grace => {
-                    d.closed_grace = None;
+                    d.closed_wait = None;
                     Some(id)
                 }
                 _ => None,
@@ -1375,7 +1376,7 @@ impl Relay {
                     Some(s) if !request.fits(s) => format!(
                         "{} declared {} shutdown; {} does not apply",
                         d.name,
-                        support_name(s),
+                        s.name(),
                         request.name()
                     ),
                     Some(_) => format!(
@@ -1460,14 +1461,6 @@ fn violation_text(what: &str) -> String {
         text.truncate(end);
     }
     text
-}
-
-fn support_name(s: ShutdownSupport) -> &'static str {
-    match s {
-        ShutdownSupport::None => "no",
-        ShutdownSupport::OnePhase => "one-phase",
-        ShutdownSupport::TwoPhase => "two-phase",
-    }
 }
 
 #[cfg(test)]

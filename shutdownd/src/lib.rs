@@ -36,6 +36,12 @@ pub use run::{
 };
 pub use scheduler::{Config, Mode, Outcome, Scheduler};
 
+/// A duration in milliseconds as shutdownd writes times — in the report, in
+/// progress lines and in detail texts: microsecond resolution (0.001 ms).
+pub fn ms(d: std::time::Duration) -> f64 {
+    (d.as_micros() as f64) / 1000.0
+}
+
 /// shutdownd's exit status, as `shutdownd --help`, the README and
 /// `docs/fault-matrix.md` state it (a test keeps them the same).
 pub const EXIT_STATUS: &str = "Exit status: 0 when every device ended `clean` or \

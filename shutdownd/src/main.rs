@@ -245,7 +245,7 @@ fn shut_down_devices(args: Args, started: Instant) -> u8 {
             devices.len(),
             participants.len(),
             mode.as_str(),
-            shutdownd::scheduler::kind_str(args.config.kind),
+            args.config.kind.name(),
             args.config.global_deadline.as_millis()
         );
     }

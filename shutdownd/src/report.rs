@@ -54,7 +54,8 @@ use std::time::Duration;
 use pcid_interface::protocol::ShutdownSupport;
 use serde::{Deserialize, Serialize};
 
-use crate::scheduler::{kind_str, support_str, Outcome, Scheduler};
+use crate::ms;
+use crate::scheduler::{Outcome, Scheduler};
 
 /// The whole report. It reads back from its JSON form ([`Report::from_json`]),
 /// so a report saved on another machine can be drawn ([`crate::svg`]).
@@ -146,11 +147,6 @@ impl DeviceReport {
     }
 }
 
-fn ms(d: Duration) -> f64 {
-    // Microsecond resolution, rounded to 0.001 ms.
-    (d.as_micros() as f64) / 1000.0
-}
-
 impl Report {
     /// Builds the report from the scheduler's state; `now` is used for
     /// `total_ms` when not every device has an outcome yet.
@@ -179,7 +175,7 @@ impl Report {
                         .iter()
                         .map(|&c| plan.subjects()[c].label())
                         .collect(),
-                    protocol: support_str(r.subject.support()).to_string(),
+                    protocol: r.subject.support().name().to_string(),
                     budget_ms: r.budget.map(ms),
                     begin_sent_ms: rel(r.begin_sent),
                     begin_ack_ms: rel(r.begin_ack),
@@ -199,7 +195,7 @@ impl Report {
             .collect();
         Self {
             mode: s.config().mode.as_str().to_string(),
-            kind: kind_str(s.config().kind).to_string(),
+            kind: s.config().kind.name().to_string(),
             total_ms: ms(end.saturating_sub(origin)),
             global_deadline_ms: ms(s.config().global_deadline),
             deadline_at_ms: ms(s.global_end().saturating_sub(origin)),
@@ -216,7 +212,13 @@ impl Report {
     }
 
     /// Whether the report shows the global deadline kept (see the module
-    /// documentation); `Err` says how it was not.
+    /// documentation); `Err` says how it was not. Every row must have its
+    /// outcome (`done_ms`) by the limit, and so must the total; the
+    /// deadline on the report's axis cannot be later than the global
+    /// deadline itself (the axis starts after shutdownd's start). This
+    /// holds however late a loaded machine lets shutdownd wake up, and fails
+    /// if shutdownd waited for anything once it knew the deadline had
+    /// passed, or gave up early.
     pub fn kept_deadline(&self) -> Result<(), String> {
         let done = |d: &DeviceReport| d.done_ms.unwrap_or(f64::INFINITY);
         let limit = match self.deadline_reached_ms {
@@ -229,6 +231,15 @@ impl Report {
             }
             Some(r) => r,
         };
+        if self.deadline_at_ms > self.global_deadline_ms {
+            return Err(format!(
+                "deadline at {} ms on the report's axis is later than the global deadline of {} ms",
+                self.deadline_at_ms, self.global_deadline_ms
+            ));
+        }
+        if self.total_ms > limit {
+            return Err(format!("total {} ms after {limit} ms", self.total_ms));
+        }
         match self.devices.iter().find(|d| done(d) > limit) {
             Some(d) => Err(format!(
                 "{} got its outcome at {} ms, after {limit} ms",
@@ -242,6 +253,11 @@ impl Report {
     /// Reads a report from its JSON form (unknown fields are ignored).
     pub fn from_json(text: &str) -> Result<Self, serde_json::Error> {
         serde_json::from_str(text)
+    }
+
+    /// Number of rows that ended with `outcome` (`clean`, `timed-out`, ...).
+    pub fn count(&self, outcome: &str) -> usize {
+        self.devices.iter().filter(|d| d.outcome == outcome).count()
     }
 
     /// True when every device ended `clean` or `not-supported`.
@@ -263,15 +279,7 @@ impl Report {
             Outcome::NotSupported,
         ]
         .iter()
-        .map(|o| {
-            (
-                o.as_str(),
-                self.devices
-                    .iter()
-                    .filter(|d| d.outcome == o.as_str())
-                    .count(),
-            )
-        })
+        .map(|o| (o.as_str(), self.count(o.as_str())))
         .filter(|(_, n)| *n > 0)
         .collect()
     }

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use pcid_interface::protocol::{ControlMessage, DeviceInfo, ParticipantInfo};
 
+use crate::ms;
 use crate::plan::{Plan, PlanError};
 use crate::report::Report;
 use crate::scheduler::{Config, Handled, Progress, ProgressKind, Scheduler};
@@ -291,7 +292,7 @@ fn emit_progress(s: &mut Scheduler, progress: &mut dyn FnMut(&str)) {
         let at = ms(p.at.saturating_sub(origin));
         let who = match r.subject.address() {
             Some(a) => format!("{a} {}", r.subject.name()),
-            None => format!("participant {}", r.subject.name()),
+            None => r.subject.label(),
         };
         let line = match p.kind {
             ProgressKind::BeginSent | ProgressKind::ShutdownSent if sent.len() == 1 => {
@@ -321,10 +322,6 @@ fn emit_progress(s: &mut Scheduler, progress: &mut dyn FnMut(&str)) {
         };
         progress(&line);
     }
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_micros() as f64 / 1000.0
 }
 
 #[cfg(test)]

@@ -66,6 +66,7 @@ use pcid_interface::protocol::{
     ControlMessage, DeviceErrorKind, DriverState, FinishOutcome, ShutdownKind, ShutdownSupport,
 };
 
+use crate::ms;
 use crate::plan::{Plan, Subject};
 
 /// How devices are scheduled.
@@ -84,23 +85,6 @@ impl Mode {
             Mode::TwoPhase => "two-phase",
             Mode::Sequential => "sequential",
         }
-    }
-}
-
-/// Name of a shutdown kind as used on the command line and in reports.
-pub fn kind_str(kind: ShutdownKind) -> &'static str {
-    match kind {
-        ShutdownKind::Poweroff => "poweroff",
-        ShutdownKind::Reboot => "reboot",
-    }
-}
-
-/// Name of a declared shutdown support as used in reports.
-pub fn support_str(support: ShutdownSupport) -> &'static str {
-    match support {
-        ShutdownSupport::TwoPhase => "two-phase",
-        ShutdownSupport::OnePhase => "one-phase",
-        ShutdownSupport::None => "none",
     }
 }
 
@@ -881,7 +865,7 @@ impl Scheduler {
     fn wait_detail(&self, what: &str, sent: Option<Duration>, until: Duration) -> String {
         let clamped = until >= self.global_end;
         format!(
-            "no {what} within {} ms{}",
+            "no {what} within {:.0} ms{}",
             ms(sent
                 .unwrap_or_default()
                 .saturating_add(self.config.ack_grace)),
@@ -911,10 +895,6 @@ impl Scheduler {
             self.finished_at = Some(now);
         }
     }
-}
-
-fn ms(d: Duration) -> u128 {
-    d.as_millis()
 }
 
 /// How pcid's messages name a subject.

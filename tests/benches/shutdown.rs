@@ -56,7 +56,8 @@ use shutdown_tests::cli::lexopt;
 
 use shutdown_tests::sim::machine::MachineSpec;
 use shutdown_tests::sim::measure::{self, MEASURE_CHILD};
-use shutdown_tests::sim::stack::{Binaries, ReportView, Stack, StackOptions};
+use shutdown_tests::sim::stack::{Binaries, Report, Stack, StackOptions};
+use shutdownd::ms;
 
 struct Args {
     sizes: Vec<usize>,
@@ -155,10 +156,6 @@ struct Run {
     pcid_rss_kb: u64,
     nvmed_rss_kb: u64,
     shutdownd_rss_kb: u64,
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
 }
 
 /// The `q` quantile (nearest rank) of `v`.
@@ -289,7 +286,7 @@ fn run_once(
     })
 }
 
-fn check_clean(report: &ReportView) -> Result<(), String> {
+fn check_clean(report: &Report) -> Result<(), String> {
     if report.count("clean") == report.devices.len() {
         return Ok(());
     }
@@ -388,7 +385,7 @@ fn speedup(two: &[Run], seq: &[Run]) {
 
 /// Runs shutdownd against a scripted pcid (a thread here) that lists `n`
 /// two-phase devices and answers every request immediately.
-fn run_scripted(bins: &Binaries, n: usize, args: &[&str]) -> Result<ReportView, String> {
+fn run_scripted(bins: &Binaries, n: usize, args: &[&str]) -> Result<Report, String> {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let sock = dir.path().join("pcid.sock");
     let listener = ControlListener::bind(&sock).map_err(|e| e.to_string())?;

@@ -4,12 +4,9 @@
 
 use std::path::Path;
 
-/// Reads the report out of `value` (shutdownd's JSON report, possibly with
-/// a harness's extra keys) and writes its timeline picture to `path`.
-pub fn write_svg(value: &serde_json::Value, path: &Path) -> Result<(), String> {
-    let report: shutdownd::Report = serde_json::from_value(value.clone())
-        .map_err(|e| format!("the report cannot be drawn: {e}"))?;
-    let svg = shutdownd::svg::render(&report, &shutdownd::svg::SvgOptions::default());
+/// Writes the timeline picture of `report` to `path`.
+pub fn write_svg(report: &shutdownd::Report, path: &Path) -> Result<(), String> {
+    let svg = shutdownd::svg::render(report, &shutdownd::svg::SvgOptions::default());
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
     }

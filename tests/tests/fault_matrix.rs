@@ -12,7 +12,7 @@
 //! * shutdownd kept its global deadline: its report records every outcome
 //!   before the deadline, or, if the deadline passed with devices open, all
 //!   of them at the moment shutdownd saw it pass and none later
-//!   (`ReportView::kept_deadline`, a check a stalled machine cannot fail);
+//!   (`Report::kept_deadline`, a check a stalled machine cannot fail);
 //!   and, measured outside, the process exits within the deadline plus
 //!   [`PROCESS_GRACE`] (start-up, connecting, writing the report; generous so
 //!   that a slow machine cannot fail it);
@@ -34,7 +34,7 @@ use nvme_sim::{Fault, SimConfig};
 use shutdown_tests::sim::fault::{FaultSpec, KINDS};
 use shutdown_tests::sim::machine::{device_address, DeviceSpec, MachineSpec};
 use shutdown_tests::sim::stack::{
-    run_captured, Binaries, DeviceView, ReportView, ShutdowndRun, Stack, StackOptions,
+    load_report, run_captured, Binaries, DeviceReport, Report, ShutdowndRun, Stack, StackOptions,
 };
 
 /// Outside bound on one shutdownd run; only keeps a broken build from
@@ -161,7 +161,7 @@ impl Rig {
     /// Runs shutdownd with a global deadline of `deadline_ms` and checks the
     /// promises listed in the module documentation; `healthy` are the device
     /// positions that must end clean.
-    fn shutdown(&self, deadline_ms: u64, healthy: &[usize]) -> (ShutdowndRun, ReportView) {
+    fn shutdown(&self, deadline_ms: u64, healthy: &[usize]) -> (ShutdowndRun, Report) {
         let (run, report) = self.shutdown_allowing_panics(deadline_ms, healthy);
         // Nobody panicked.
         no_panic("shutdownd's standard error", &run.stderr);
@@ -175,7 +175,7 @@ impl Rig {
         &self,
         deadline_ms: u64,
         healthy: &[usize],
-    ) -> (ShutdowndRun, ReportView) {
+    ) -> (ShutdowndRun, Report) {
         let json = self.dir.path().join("report.json");
         let deadline = deadline_ms.to_string();
         let run = self
@@ -245,7 +245,7 @@ impl Rig {
     }
 }
 
-fn device(r: &ReportView, i: usize) -> &DeviceView {
+fn device(r: &Report, i: usize) -> &DeviceReport {
     &r.devices[i]
 }
 
@@ -559,7 +559,7 @@ fn a_second_shutdown_request_while_one_is_in_flight_is_refused() {
     no_panic("first shutdownd", &first_out);
     no_panic("first shutdownd", &first_err);
     assert_eq!(status.code(), Some(1), "{first_out}\n{first_err}");
-    let first_report = ReportView::load(&first_json).expect("first report");
+    let first_report = load_report(&first_json).expect("first report");
     let outcomes: Vec<&str> = first_report
         .devices
         .iter()
@@ -844,7 +844,7 @@ fn simulate_offers_every_fault_kind() {
     );
     assert_eq!(out.status.code(), Some(1), "{text}");
     no_panic("simulate", &text);
-    let r = ReportView::load(&json).expect("report");
+    let r = load_report(&json).expect("report");
     let outcomes: Vec<&str> = r.devices.iter().map(|d| d.outcome.as_str()).collect();
     assert_eq!(
         outcomes,

@@ -25,7 +25,7 @@ use std::time::Duration;
 use shutdown_tests::nvme::disk_socket::{socket_path, DISK_DIR_ENV};
 use shutdown_tests::participant::{dirty_pattern, Testfsd};
 use shutdown_tests::sim::machine::{device_address, DeviceSpec, MachineSpec};
-use shutdown_tests::sim::stack::{Binaries, ReportView, ShutdowndRun, Stack, StackOptions};
+use shutdown_tests::sim::stack::{Binaries, Report, ShutdowndRun, Stack, StackOptions};
 
 /// Deadline for any wait in these tests.
 const WAIT: Duration = Duration::from_secs(60);
@@ -92,7 +92,7 @@ impl Rig {
             .unwrap_or_else(|e| panic!("{e}; pcid log: {:?}", self.stack.log()))
     }
 
-    fn shutdown(&self) -> (ShutdowndRun, ReportView) {
+    fn shutdown(&self) -> (ShutdowndRun, Report) {
         let json = self.dir.path().join("report.json");
         let run = self
             .stack
@@ -127,7 +127,7 @@ fn read_at(path: &Path, offset: u64, len: usize) -> Vec<u8> {
     buf
 }
 
-fn row<'a>(report: &'a ReportView, label: &str) -> &'a shutdown_tests::sim::stack::DeviceView {
+fn row<'a>(report: &'a Report, label: &str) -> &'a shutdown_tests::sim::stack::DeviceReport {
     report
         .devices
         .iter()

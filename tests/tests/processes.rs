@@ -14,7 +14,7 @@ use std::time::Duration;
 use nvme_sim::{Fault, SimConfig};
 use shutdown_tests::sim::machine::{DeviceSpec, MachineSpec};
 use shutdown_tests::sim::stack::{
-    Binaries, DeviceView, ReportView, ShutdowndRun, Stack, StackOptions,
+    load_report, Binaries, DeviceReport, Report, ShutdowndRun, Stack, StackOptions,
 };
 
 /// Upper bound on any one shutdownd run in these tests (it bounds itself far
@@ -64,7 +64,7 @@ impl Rig {
         )
     }
 
-    fn shutdown(&self, args: &[&str]) -> (ShutdowndRun, ReportView) {
+    fn shutdown(&self, args: &[&str]) -> (ShutdowndRun, Report) {
         let json = self.dir.path().join("report.json");
         let run = self
             .stack
@@ -84,17 +84,17 @@ fn nvme_machine(n: usize, latency_ms: u64) -> MachineSpec {
     MachineSpec::nvme(n, latency_ms, None)
 }
 
-fn outcomes(r: &ReportView) -> Vec<&str> {
+fn outcomes(r: &Report) -> Vec<&str> {
     r.devices.iter().map(|d| d.outcome.as_str()).collect()
 }
 
-fn max_begin(devs: &[&DeviceView]) -> f64 {
+fn max_begin(devs: &[&DeviceReport]) -> f64 {
     devs.iter()
         .map(|d| d.begin_sent_ms.expect("begin sent"))
         .fold(f64::NEG_INFINITY, f64::max)
 }
 
-fn min_finish_ack(devs: &[&DeviceView]) -> f64 {
+fn min_finish_ack(devs: &[&DeviceReport]) -> f64 {
     devs.iter()
         .map(|d| d.finish_ack_ms.expect("finish ack"))
         .fold(f64::INFINITY, f64::min)
@@ -108,7 +108,7 @@ fn all_devices_clean_and_every_begin_precedes_the_first_finish_ack() {
     assert_eq!(report.mode, "two-phase");
     assert_eq!(report.kind, "poweroff");
     assert_eq!(outcomes(&report), vec!["clean"; 8]);
-    let all: Vec<&DeviceView> = report.devices.iter().collect();
+    let all: Vec<&DeviceReport> = report.devices.iter().collect();
     // Every Begin went out before the first device finished: at that instant all
     // eight controllers were shutting down together.
     assert!(
@@ -138,7 +138,7 @@ fn sequential_mode_shuts_devices_down_one_after_another() {
     assert_eq!(report.mode, "sequential");
     assert_eq!(report.kind, "reboot");
     assert_eq!(outcomes(&report), vec!["clean"; 3]);
-    let mut devs: Vec<&DeviceView> = report.devices.iter().collect();
+    let mut devs: Vec<&DeviceReport> = report.devices.iter().collect();
     devs.sort_by(|a, b| a.begin_sent_ms.partial_cmp(&b.begin_sent_ms).unwrap());
     for w in devs.windows(2) {
         assert!(
@@ -172,7 +172,7 @@ fn one_phase_and_no_support_drivers_are_handled() {
     assert!(legacy.elapsed_ms.unwrap() >= 200.0);
     // The one-phase Shutdown went out with the Begins, not after the NVMe
     // controllers finished.
-    let nvme: Vec<&DeviceView> = d[..2].iter().collect();
+    let nvme: Vec<&DeviceReport> = d[..2].iter().collect();
     assert!(legacy.begin_sent_ms.unwrap() < min_finish_ack(&nvme));
 
     let plain = &d[3];
@@ -205,15 +205,12 @@ fn controller_that_never_completes_times_out_at_its_deadline_while_others_finish
     // The driver waited out its whole finish deadline (max(200 ms × 1.5 + 500 ms,
     // 1 s) = 1 s) before giving up; had it answered later than shutdownd's wait,
     // the outcome would be no-response.
-    let raw: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(rig.dir.path().join("report.json")).unwrap())
-            .unwrap();
-    let deadline = raw["devices"][0]["finish_deadline_ms"].as_f64().unwrap();
+    let deadline = stuck.finish_deadline_ms.unwrap();
     assert_eq!(deadline, 1000.0);
     assert!(stuck.elapsed_ms.unwrap() >= deadline, "{stuck:?}");
     assert_eq!(outcomes(&report)[1..], ["clean", "clean", "clean"]);
     // The healthy controllers were not held up by the stuck one.
-    let healthy: Vec<&DeviceView> = report.devices[1..].iter().collect();
+    let healthy: Vec<&DeviceReport> = report.devices[1..].iter().collect();
     assert!(healthy
         .iter()
         .all(|d| d.finish_ack_ms.unwrap() < stuck.finish_ack_ms.unwrap()));
@@ -302,7 +299,7 @@ fn every_injectable_fault_gets_its_outcome_and_healthy_devices_stay_clean() {
     assert_eq!(outcomes(&report)[n - 2..], ["clean", "clean"]);
     assert_eq!(report.kept_deadline(), Ok(()));
     // Every device has a terminal outcome and was begun before anything finished.
-    let all: Vec<&DeviceView> = report.devices.iter().collect();
+    let all: Vec<&DeviceReport> = report.devices.iter().collect();
     let first_done = all
         .iter()
         .filter_map(|d| d.done_ms)
@@ -342,7 +339,7 @@ fn a_driven_bridge_begins_only_after_every_device_behind_it_finished() {
         }
     }
     // The controllers themselves were all begun before any of them finished.
-    let nvme: Vec<&DeviceView> = report
+    let nvme: Vec<&DeviceReport> = report
         .devices
         .iter()
         .filter(|d| d.driver == "nvmed")
@@ -388,7 +385,7 @@ fn a_second_shutdown_while_one_is_in_flight_is_refused_per_device() {
     let status = shutdown_tests::sim::stack::wait_deadline(&mut first, RUN_LIMIT)
         .expect("the first shutdownd exits");
     assert_eq!(status.code(), Some(0));
-    let first_report = ReportView::load(&first_json).expect("first report");
+    let first_report = load_report(&first_json).expect("first report");
     assert_eq!(first_report.count("clean"), 3);
 }
 

@@ -4,9 +4,9 @@
 
 use std::process::Command;
 
-use shutdown_tests::sim::stack::{Binaries, ReportView};
+use shutdown_tests::sim::stack::{load_report, Binaries, Report};
 
-fn simulate(args: &[&str]) -> (std::process::Output, Option<ReportView>) {
+fn simulate(args: &[&str]) -> (std::process::Output, Option<Report>) {
     let bins = Binaries::beside_current_exe().expect("locate binaries");
     bins.check().unwrap_or_else(|e| panic!("{e}"));
     let dir = tempfile::tempdir().unwrap();
@@ -18,9 +18,7 @@ fn simulate(args: &[&str]) -> (std::process::Output, Option<ReportView>) {
         .args(args)
         .output()
         .expect("run simulate");
-    let report = json
-        .exists()
-        .then(|| ReportView::load(&json).expect("report"));
+    let report = json.exists().then(|| load_report(&json).expect("report"));
     (out, report)
 }
 
@@ -154,7 +152,7 @@ fn simulate_draws_the_shutdown_and_shutdownd_redraws_it_from_the_saved_report() 
         .output()
         .expect("run simulate");
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    let report = ReportView::load(&json).expect("report");
+    let report = load_report(&json).expect("report");
     let picture = std::fs::read_to_string(&svg).expect("simulate wrote the picture");
     let (rows, folded) = picture_rows(&picture);
     assert_eq!(folded, 0);

@@ -41,15 +41,6 @@ const NSID: u32 = 1;
 /// Smallest BAR0 (QEMU's controller exposes 16 KiB).
 const MIN_BAR_SIZE: usize = 0x4000;
 
-/// Kind of shutdown notification (CC.SHN, §3.1.5).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ShutdownKind {
-    /// CC.SHN = 01b.
-    Normal,
-    /// CC.SHN = 10b.
-    Abrupt,
-}
-
 /// Counters and timestamps for tests and diagnostics. Times are readings of
 /// the controller's clock.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -89,8 +80,9 @@ pub struct SimStats {
     pub fatal_errors: u64,
     /// When the latest shutdown notification arrived.
     pub shutdown_requested_at: Option<Duration>,
-    /// Kind of the latest shutdown (abrupt if a normal one was escalated).
-    pub shutdown_kind: Option<ShutdownKind>,
+    /// Kind of the latest shutdown, `Normal` or `Abrupt` (abrupt if a
+    /// normal one was escalated).
+    pub shutdown_kind: Option<ShutdownNotification>,
     /// When the latest shutdown completed (CSTS.SHST became 10b).
     pub shutdown_completed_at: Option<Duration>,
     /// Number of shutdowns that completed.
@@ -131,7 +123,8 @@ impl Cq {
 
 #[derive(Debug, Clone, Copy)]
 struct Shutdown {
-    kind: ShutdownKind,
+    /// `Normal` or `Abrupt`.
+    kind: ShutdownNotification,
     /// When SHST becomes 10b; `None` if it never will (faults).
     complete_at: Option<Duration>,
     completed: bool,
@@ -712,11 +705,10 @@ impl Shared {
             return;
         }
         match s.kind {
-            ShutdownKind::Normal => self.write_back(st, "normal shutdown"),
-            ShutdownKind::Abrupt if self.config.abrupt_flushes_cache => {
+            ShutdownNotification::Abrupt if self.config.abrupt_flushes_cache => {
                 self.write_back(st, "abrupt shutdown")
             }
-            ShutdownKind::Abrupt => {
+            ShutdownNotification::Abrupt => {
                 let lost = st.store.discard_cache();
                 st.stats.cache_blocks_lost += lost as u64;
                 if lost > 0 {
@@ -726,6 +718,8 @@ impl Shared {
                     );
                 }
             }
+            // Normal (start_shutdown stores nothing else).
+            _ => self.write_back(st, "normal shutdown"),
         }
         s.completed = true;
         st.shutdown = Some(s);
@@ -831,8 +825,9 @@ impl Shared {
         let shn = new.shutdown();
         if shn != old.shutdown() {
             match shn {
-                ShutdownNotification::Normal => self.start_shutdown(st, ShutdownKind::Normal, now),
-                ShutdownNotification::Abrupt => self.start_shutdown(st, ShutdownKind::Abrupt, now),
+                ShutdownNotification::Normal | ShutdownNotification::Abrupt => {
+                    self.start_shutdown(st, shn, now)
+                }
                 // None, and the reserved 11b.
                 _ => {}
             }
@@ -930,20 +925,21 @@ impl Shared {
         log::debug!("{}: enabled, ready in {latency:?}", self.label);
     }
 
-    /// CC.SHN written with 01b or 10b (§7.6.2).
-    fn start_shutdown(&self, st: &mut State, kind: ShutdownKind, now: Duration) {
-        let latency = Duration::from_millis(match kind {
-            ShutdownKind::Normal => self.config.shutdown_latency_ms,
-            ShutdownKind::Abrupt => self.config.abrupt_latency_ms,
+    /// CC.SHN written with 01b or 10b (§7.6.2); `kind` is one of the two.
+    fn start_shutdown(&self, st: &mut State, kind: ShutdownNotification, now: Duration) {
+        let latency = Duration::from_millis(if kind == ShutdownNotification::Abrupt {
+            self.config.abrupt_latency_ms
+        } else {
+            self.config.shutdown_latency_ms
         });
         match st.shutdown {
             // An abrupt notification during a normal shutdown takes over.
-            Some(mut s) if !s.completed && s.kind == ShutdownKind::Normal => {
-                if kind == ShutdownKind::Abrupt {
-                    s.kind = ShutdownKind::Abrupt;
+            Some(mut s) if !s.completed && s.kind == ShutdownNotification::Normal => {
+                if kind == ShutdownNotification::Abrupt {
+                    s.kind = ShutdownNotification::Abrupt;
                     s.complete_at = s.complete_at.map(|t| t.min(now + latency));
                     st.shutdown = Some(s);
-                    st.stats.shutdown_kind = Some(ShutdownKind::Abrupt);
+                    st.stats.shutdown_kind = Some(ShutdownNotification::Abrupt);
                     log::info!("{}: normal shutdown escalated to abrupt", self.label);
                 }
                 return;

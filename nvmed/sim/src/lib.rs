@@ -79,7 +79,7 @@ mod store;
 use std::path::PathBuf;
 
 pub use config::{ConfigError, DmaLayout, Fault, SimConfig, StartState, UnknownFault};
-pub use controller::{ShutdownKind, SimController, SimStats};
+pub use controller::{SimController, SimStats};
 pub use dma::{DmaViolation, DmaViolationKind, SimDma, SimDmaBuffer};
 
 /// Errors from creating or inspecting a simulated controller.

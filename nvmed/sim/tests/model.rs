@@ -6,11 +6,12 @@ mod common;
 use std::time::Duration;
 
 use common::{pattern, Host, QueuePair};
-use nvme_sim::{DmaLayout, Fault, ShutdownKind, SimConfig, StartState};
+use nvme_sim::{DmaLayout, Fault, SimConfig, StartState};
 use nvme_spec::cmd::{FeaturesDw10, NumberOfQueues};
 use nvme_spec::features::FeatureId;
 use nvme_spec::identify::{Cns, IdentifyController, IdentifyNamespace, NamespaceList};
 use nvme_spec::regs::offset;
+use nvme_spec::ShutdownNotification;
 use nvme_spec::{
     AdminOpcode, Cap, Cc, CommandSetSelect, CommandSpecificStatus, CompletionEntry, GenericStatus,
     NvmOpcode, ShutdownNotification as Shn, ShutdownStatus, Status, SubmissionEntry,
@@ -706,7 +707,7 @@ fn normal_shutdown_takes_the_configured_latency() {
         s.shutdown_completed_at,
         Some(t0 + Duration::from_millis(4500))
     );
-    assert_eq!(s.shutdown_kind, Some(ShutdownKind::Normal));
+    assert_eq!(s.shutdown_kind, Some(ShutdownNotification::Normal));
     // No commands after shutdown until a reset.
     q.push(&SubmissionEntry::flush(1, 1));
     q.ring_sq(&h.ctrl);
@@ -750,7 +751,10 @@ fn abrupt_shutdown_and_escalation() {
     assert_eq!(h.csts().shutdown_status(), ShutdownStatus::Occurring);
     h.advance_ms(1);
     assert_eq!(h.csts().shutdown_status(), ShutdownStatus::Complete);
-    assert_eq!(h.ctrl.stats().shutdown_kind, Some(ShutdownKind::Abrupt));
+    assert_eq!(
+        h.ctrl.stats().shutdown_kind,
+        Some(ShutdownNotification::Abrupt)
+    );
 }
 
 fn cached(extra: SimConfig) -> Host {

@@ -227,7 +227,7 @@ pub enum ConformanceError {
 /// waited for it.
 pub const NO_WAIT_RESOLUTION: Duration = Duration::from_millis(20);
 
-fn ms(d: Duration) -> String {
+fn ms_text(d: Duration) -> String {
     format!("{:.1} ms", d.as_secs_f64() * 1000.0)
 }
 
@@ -615,7 +615,7 @@ fn handshake(
             if judge {
                 r.fail(
                     "hello",
-                    format!("no Hello within {}", ms(opts.hello_timeout)),
+                    format!("no Hello within {}", ms_text(opts.hello_timeout)),
                 );
             }
             return None;
@@ -651,9 +651,9 @@ fn handshake(
         r.pass(
             "hello",
             format!(
-                "Hello after {}: version {version}, {}, driver \"{driver}\"",
-                ms(took),
-                support_name(support)
+                "Hello after {}: version {version}, shutdown support {}, driver \"{driver}\"",
+                ms_text(took),
+                support.name()
             ),
         );
     }
@@ -675,7 +675,7 @@ fn handshake(
                 if judge {
                     r.pass(
                         "ready",
-                        format!("Ready {} after Welcome", ms(sent.elapsed())),
+                        format!("Ready {} after Welcome", ms_text(sent.elapsed())),
                     );
                 }
                 return Some(support);
@@ -684,7 +684,7 @@ fn handshake(
                 if judge {
                     r.fail(
                         "ready",
-                        format!("no Ready within {}", ms(opts.ready_timeout)),
+                        format!("no Ready within {}", ms_text(opts.ready_timeout)),
                     );
                 }
                 return None;
@@ -708,14 +708,6 @@ fn handshake(
     }
 }
 
-fn support_name(s: ShutdownSupport) -> &'static str {
-    match s {
-        ShutdownSupport::None => "no shutdown support",
-        ShutdownSupport::OnePhase => "one-phase",
-        ShutdownSupport::TwoPhase => "two-phase",
-    }
-}
-
 /// The Finish deadline shutdownd would send for `budget`.
 fn finish_deadline(budget: Duration, max: Duration) -> Duration {
     (budget.saturating_mul(3) / 2 + Duration::from_millis(500))
@@ -734,7 +726,7 @@ fn conversation(run: &mut Run, opts: &Options, r: &mut Results) -> Option<Shutdo
             Event::Timeout => {
                 r.pass(
                     "stays-up",
-                    format!("running {} after Ready", ms(opts.settle)),
+                    format!("running {} after Ready", ms_text(opts.settle)),
                 );
                 break;
             }
@@ -797,7 +789,7 @@ fn conversation(run: &mut Run, opts: &Options, r: &mut Results) -> Option<Shutdo
                     "unknown-type",
                     format!(
                         "no Error(seq {probe_seq:#x}) within {} for a frame of type 0x3f",
-                        ms(opts.begin_deadline)
+                        ms_text(opts.begin_deadline)
                     ),
                 );
                 break;
@@ -876,7 +868,7 @@ fn refuse(run: &mut Run, opts: &Options, r: &mut Results, check: &'static str) -
         Event::Refused(text, at) => {
             r.pass(
                 check,
-                format!("Begin refused after {}: \"{text}\"", ms(at - sent)),
+                format!("Begin refused after {}: \"{text}\"", ms_text(at - sent)),
             );
             true
         }
@@ -895,7 +887,7 @@ fn refuse(run: &mut Run, opts: &Options, r: &mut Results, check: &'static str) -
                 check,
                 format!(
                     "Begin neither refused nor answered within {}",
-                    ms(opts.begin_deadline)
+                    ms_text(opts.begin_deadline)
                 ),
             );
             false
@@ -938,8 +930,8 @@ fn two_phase(run: &mut Run, opts: &Options, r: &mut Results) {
                     "begin-ack",
                     format!(
                         "BeginAck after {}, past the {} deadline",
-                        ms(latency),
-                        ms(opts.begin_deadline)
+                        ms_text(latency),
+                        ms_text(opts.begin_deadline)
                     ),
                 );
             } else {
@@ -947,9 +939,9 @@ fn two_phase(run: &mut Run, opts: &Options, r: &mut Results) {
                     "begin-ack",
                     format!(
                         "BeginAck after {} (deadline {}), budget {}",
-                        ms(latency),
-                        ms(opts.begin_deadline),
-                        ms(budget)
+                        ms_text(latency),
+                        ms_text(opts.begin_deadline),
+                        ms_text(budget)
                     ),
                 );
             }
@@ -967,8 +959,8 @@ fn two_phase(run: &mut Run, opts: &Options, r: &mut Results) {
                 "begin-ack",
                 format!(
                     "no BeginAck within the {} Begin deadline (+{} grace)",
-                    ms(opts.begin_deadline),
-                    ms(opts.grace)
+                    ms_text(opts.begin_deadline),
+                    ms_text(opts.grace)
                 ),
             );
             return;
@@ -1019,10 +1011,10 @@ fn two_phase(run: &mut Run, opts: &Options, r: &mut Results) {
                 "finish-ack",
                 format!(
                     "FinishAck after {} (deadline {}): {}, device took {}{}",
-                    ms(latency),
-                    ms(deadline),
+                    ms_text(latency),
+                    ms_text(deadline),
                     outcome_name(outcome),
-                    ms(elapsed),
+                    ms_text(elapsed),
                     if detail.is_empty() {
                         String::new()
                     } else {
@@ -1035,22 +1027,22 @@ fn two_phase(run: &mut Run, opts: &Options, r: &mut Results) {
                     "begin-no-wait",
                     format!(
                         "the device took {}, too short to tell (BeginAck after {})",
-                        ms(elapsed),
-                        ms(begin_latency)
+                        ms_text(elapsed),
+                        ms_text(begin_latency)
                     ),
                 );
             } else if begin_latency >= elapsed {
                 r.fail(
                     "begin-no-wait",
-                    format!("BeginAck after {}: the device's {} shutdown was over before Begin was answered", ms(begin_latency), ms(elapsed)),
+                    format!("BeginAck after {}: the device's {} shutdown was over before Begin was answered", ms_text(begin_latency), ms_text(elapsed)),
                 );
             } else {
                 r.pass(
                     "begin-no-wait",
                     format!(
                         "BeginAck after {}, the device then took {} in all",
-                        ms(begin_latency),
-                        ms(elapsed)
+                        ms_text(begin_latency),
+                        ms_text(elapsed)
                     ),
                 );
             }
@@ -1063,8 +1055,8 @@ fn two_phase(run: &mut Run, opts: &Options, r: &mut Results) {
                 "finish-ack",
                 format!(
                     "no FinishAck within the {} Finish deadline (+{} grace)",
-                    ms(deadline),
-                    ms(opts.grace)
+                    ms_text(deadline),
+                    ms_text(opts.grace)
                 ),
             );
         }
@@ -1113,10 +1105,10 @@ fn one_phase(run: &mut Run, opts: &Options, r: &mut Results) {
             "shutdown",
             format!(
                 "FinishAck after {} (deadline {}): {}, device took {}",
-                ms(at - sent),
-                ms(opts.shutdown_deadline),
+                ms_text(at - sent),
+                ms_text(opts.shutdown_deadline),
                 outcome_name(outcome),
-                ms(elapsed)
+                ms_text(elapsed)
             ),
         ),
         Event::Refused(text, _) => r.fail(
@@ -1127,7 +1119,7 @@ fn one_phase(run: &mut Run, opts: &Options, r: &mut Results) {
             "shutdown",
             format!(
                 "no FinishAck within the {} Shutdown deadline",
-                ms(opts.shutdown_deadline)
+                ms_text(opts.shutdown_deadline)
             ),
         ),
         Event::Closed(why) => r.fail("shutdown", format!("{why} before FinishAck")),
@@ -1159,7 +1151,7 @@ fn exit_check(run: &mut Run, opts: &Options, r: &mut Results) {
             "exit",
             format!(
                 "exited with status 0, {} after pcid closed the channel",
-                ms(after)
+                ms_text(after)
             ),
         ),
         Some((s, _)) => r.fail("exit", format!("{} after the conversation", describe(s))),
@@ -1167,7 +1159,7 @@ fn exit_check(run: &mut Run, opts: &Options, r: &mut Results) {
             "exit",
             format!(
                 "still running {} after pcid closed the channel",
-                ms(opts.exit_timeout)
+                ms_text(opts.exit_timeout)
             ),
         ),
     }
@@ -1224,7 +1216,7 @@ fn unsupported_version(opts: &Options, r: &mut Results) -> Result<Run, Conforman
                     "unsupported-version",
                     format!(
                         "channel still open {} after a frame of header version 2",
-                        ms(opts.exit_timeout)
+                        ms_text(opts.exit_timeout)
                     ),
                 );
                 return Ok(run);
@@ -1240,7 +1232,7 @@ fn unsupported_version(opts: &Options, r: &mut Results) -> Result<Run, Conforman
         "unsupported-version",
         format!(
             "closed the channel {} after a frame of header version 2{}",
-            ms(sent.elapsed()),
+            ms_text(sent.elapsed()),
             match told {
                 Some((s, m)) => format!(", saying Error(seq {s}): \"{m}\""),
                 None => " (without an Error first)".into(),
@@ -1270,7 +1262,7 @@ fn closed_channel(opts: &Options, r: &mut Results) -> Result<Run, ConformanceErr
                     format!(
                         "{} {} after pcid closed the channel{}",
                         describe(s),
-                        ms(after),
+                        ms_text(after),
                         if s.code() == Some(101) {
                             " (a Rust panic)"
                         } else {
@@ -1284,7 +1276,7 @@ fn closed_channel(opts: &Options, r: &mut Results) -> Result<Run, ConformanceErr
                     format!(
                         "{} {} after pcid closed the channel",
                         describe(s),
-                        ms(after)
+                        ms_text(after)
                     ),
                 );
             }
@@ -1293,7 +1285,7 @@ fn closed_channel(opts: &Options, r: &mut Results) -> Result<Run, ConformanceErr
             "closed-channel",
             format!(
                 "still running {} after pcid closed the channel",
-                ms(opts.exit_timeout)
+                ms_text(opts.exit_timeout)
             ),
         ),
     }

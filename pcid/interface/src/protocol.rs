@@ -380,6 +380,29 @@ pub enum ControlMessage {
     },
 }
 
+impl ShutdownSupport {
+    /// The name used in log lines, error texts and shutdownd's report:
+    /// `two-phase`, `one-phase` or `none`.
+    pub fn name(self) -> &'static str {
+        match self {
+            ShutdownSupport::TwoPhase => "two-phase",
+            ShutdownSupport::OnePhase => "one-phase",
+            ShutdownSupport::None => "none",
+        }
+    }
+}
+
+impl ShutdownKind {
+    /// The name used on command lines and in shutdownd's report:
+    /// `poweroff` or `reboot`.
+    pub fn name(self) -> &'static str {
+        match self {
+            ShutdownKind::Poweroff => "poweroff",
+            ShutdownKind::Reboot => "reboot",
+        }
+    }
+}
+
 impl DriverMessage {
     /// The message's name as used in PROTOCOL.md and in log lines (`"BeginAck"`).
     pub fn name(&self) -> &'static str {

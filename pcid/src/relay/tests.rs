@@ -674,7 +674,7 @@ fn driver_death_fails_outstanding_request_and_notifies_every_client() {
     // reports DriverDied anyway once the grace period is over.
     assert!(f.h(Input::DriverChannelClosed { driver: 1 }).is_empty());
     assert_eq!(f.relay.devices()[1].state, DriverState::Running);
-    let grace = Duration::from_millis(1) + EXIT_GRACE;
+    let grace = Duration::from_millis(1) + DRIVER_EXIT_WAIT;
     assert_eq!(f.relay.next_deadline(), Some(f.t0 + grace));
     let out = f.at(Input::Tick, grace);
     let (kind, msg) = device_error(&out, 2, 0);
@@ -917,14 +917,17 @@ fn exit_grace_bounds_the_wait_for_end_of_file() {
             exited_at
         )
         .is_empty());
-    assert_eq!(f.relay.next_deadline(), Some(f.t0 + exited_at + EXIT_GRACE));
+    assert_eq!(
+        f.relay.next_deadline(),
+        Some(f.t0 + exited_at + DRIVER_EXIT_WAIT)
+    );
     assert!(f
         .at(
             Input::Tick,
-            exited_at + EXIT_GRACE - Duration::from_millis(1)
+            exited_at + DRIVER_EXIT_WAIT - Duration::from_millis(1)
         )
         .is_empty());
-    let out = f.at(Input::Tick, exited_at + EXIT_GRACE);
+    let out = f.at(Input::Tick, exited_at + DRIVER_EXIT_WAIT);
     assert!(out.contains(&Output::CloseDriver { driver: 0 }), "{out:?}");
     let (kind, msg) = device_error(&out, 1, 1);
     assert_eq!(kind, DeviceErrorKind::DriverDied);

@@ -89,14 +89,13 @@ fn main() -> ExitCode {
                     w.qemu_ms
                 );
                 if let Some(p) = &w.participant {
-                    let text = |k: &str| p[k].as_str().unwrap_or("?").to_string();
                     println!(
                         "    participant {} ({}): {} at {} ms — {}",
-                        text("driver"),
-                        text("protocol"),
-                        text("outcome"),
-                        p["done_ms"],
-                        text("detail")
+                        p.driver,
+                        p.protocol,
+                        p.outcome,
+                        p.done_ms.map_or_else(|| "-".to_string(), |t| t.to_string()),
+                        p.detail
                     );
                 }
             }

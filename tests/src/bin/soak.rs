@@ -42,7 +42,7 @@ use std::time::{Duration, Instant};
 
 use shutdown_tests::sim::machine::MachineSpec;
 use shutdown_tests::sim::stack::{
-    wait_deadline, Binaries, ReportView, Stack, StackOptions, NVMED_TEST, STACK_BINARIES,
+    load_report, wait_deadline, Binaries, Stack, StackOptions, NVMED_TEST, STACK_BINARIES,
 };
 
 const USAGE: &str =
@@ -384,7 +384,7 @@ fn run_cycle(
         .ok()
         .and_then(|s| s.trim().parse().ok())
         .unwrap_or(0);
-    match ReportView::load(&json) {
+    match load_report(&json) {
         Ok(r) => {
             c.clean = r.count("clean");
             if c.clean != devices || r.devices.len() != devices {

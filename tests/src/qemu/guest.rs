@@ -719,10 +719,13 @@ fn list_pcid_devices(timeout: Duration) -> Result<Vec<DeviceInfo>, GuestError> {
 /// Prints the report as one compact JSON line between the markers, in a
 /// single write so that other writers to the console cannot split it.
 fn print_report(text: &str) -> Result<(), GuestError> {
-    let value: serde_json::Value = serde_json::from_str(text)
-        .map_err(|e| GuestError::Shutdownd(format!("{REPORT_PATH} is not valid JSON: {e}")))?;
+    let line = shutdownd::Report::from_json(text)
+        .and_then(|r| r.to_json_line())
+        .map_err(|e| {
+            GuestError::Shutdownd(format!("{REPORT_PATH} is not a shutdownd report: {e}"))
+        })?;
     let block = format!(
-        "{}\n{value}\n{}\n",
+        "{}\n{line}\n{}\n",
         markers::REPORT_BEGIN,
         markers::REPORT_END
     );

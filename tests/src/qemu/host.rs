@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use super::cmdline::{GuestConfig, Mode};
 use super::cpio::CpioWriter;
-use super::report::{ConsoleSummary, ShutdownReport};
+use super::report::{check_mode, with_figures, ConsoleSummary};
 use super::{canary, selftest_pattern, SELFTEST_PATTERN_LEN};
 
 /// Rust target the guest binaries are built for.
@@ -166,7 +166,7 @@ pub struct RunResult {
     /// Everything read from the console.
     pub console: ConsoleSummary,
     /// The guest's report (full mode).
-    pub report: Option<ShutdownReport>,
+    pub report: Option<shutdownd::Report>,
     /// Wall time from starting QEMU to its exit (boot to power-off), ms.
     pub qemu_ms: f64,
 }
@@ -845,8 +845,8 @@ fn check_probe(opts: &Options, console: &ConsoleSummary) -> Result<(), E2eError>
     Ok(())
 }
 
-fn check_report(opts: &Options, console: &ConsoleSummary) -> Result<ShutdownReport, E2eError> {
-    let (report, _) = console
+fn check_report(opts: &Options, console: &ConsoleSummary) -> Result<shutdownd::Report, E2eError> {
+    let report = console
         .report()
         .ok_or_else(|| E2eError::Check("the guest printed no shutdown report".to_string()))?
         .map_err(|e| E2eError::Check(e.to_string()))?;
@@ -855,12 +855,7 @@ fn check_report(opts: &Options, console: &ConsoleSummary) -> Result<ShutdownRepo
     } else {
         "two-phase"
     };
-    if report.mode != expected_mode {
-        return Err(E2eError::Check(format!(
-            "report mode is {:?}, expected {expected_mode:?}",
-            report.mode
-        )));
-    }
+    check_mode(&report, expected_mode).map_err(E2eError::Check)?;
     let nvme: Vec<_> = report
         .devices
         .iter()
@@ -921,35 +916,28 @@ fn check_participant(
     work: &Path,
 ) -> Result<(), E2eError> {
     use super::guest::testfs;
-    let (_, raw) = console
+    let report = console
         .report()
         .ok_or_else(|| E2eError::Check("the guest printed no shutdown report".to_string()))?
         .map_err(|e| E2eError::Check(e.to_string()))?;
-    let devices = raw["devices"].as_array().cloned().unwrap_or_default();
-    let first = devices
+    let first = report
+        .devices
         .first()
         .ok_or_else(|| E2eError::Check("the report lists nothing".to_string()))?;
-    if first["kind"] != "participant"
-        || first["driver"] != testfs::NAME
-        || first["outcome"] != "clean"
-    {
+    if first.kind != "participant" || first.driver != testfs::NAME || first.outcome != "clean" {
         return Err(E2eError::Check(format!(
             "the report's first row is {} {} ({}), expected the participant {} clean",
-            first["kind"],
-            first["driver"],
-            first["outcome"],
+            first.kind,
+            first.driver,
+            first.outcome,
             testfs::NAME
         )));
     }
-    let done = first["done_ms"].as_f64().unwrap_or(f64::MAX);
-    let waiting: Vec<&serde_json::Value> = devices
+    let done = first.done_ms.unwrap_or(f64::MAX);
+    let waiting: Vec<&shutdownd::DeviceReport> = report
+        .devices
         .iter()
-        .filter(|d| {
-            d["waits_for"].as_array().is_some_and(|w| {
-                w.iter()
-                    .any(|x| x == &format!("participant {}", testfs::NAME))
-            })
-        })
+        .filter(|d| d.waits_for.contains(&first.label()))
         .collect();
     if waiting.len() != 1 {
         return Err(E2eError::Check(format!(
@@ -957,11 +945,11 @@ fn check_participant(
             waiting.len()
         )));
     }
-    let begun = waiting[0]["begin_sent_ms"].as_f64().unwrap_or(f64::MIN);
+    let begun = waiting[0].begin_sent_ms.unwrap_or(f64::MIN);
     if begun < done {
         return Err(E2eError::Check(format!(
             "its disk {} got Begin at {begun} ms, before the participant was done at {done} ms",
-            waiting[0]["address"]
+            waiting[0].label()
         )));
     }
     let expected = crate::participant::dirty_pattern(testfs::NAME, testfs::KIB * 1024);
@@ -1089,33 +1077,41 @@ fn check_canary(console: &ConsoleSummary, work: &Path) -> Result<(), E2eError> {
 /// Writes the guest's report with the run's figures (`--json`) and its
 /// picture (`--svg`), when asked and when the guest printed one.
 fn write_json(opts: &Options, console: &ConsoleSummary, qemu_ms: f64) -> Result<(), E2eError> {
-    let Some(Ok((_, mut value))) = console.report() else {
+    let Some(Ok(report)) = console.report() else {
         return Ok(());
     };
     if let Some(svg) = &opts.svg {
-        crate::picture::write_svg(&value, svg).map_err(E2eError::Setup)?;
+        crate::picture::write_svg(&report, svg).map_err(E2eError::Setup)?;
     }
     let Some(path) = &opts.json else {
         return Ok(());
     };
-    if let Some(obj) = value.as_object_mut() {
-        let mut q = serde_json::Map::new();
-        q.insert("controllers".into(), opts.controllers.into());
-        q.insert("root_port".into(), opts.root_port.into());
-        q.insert("boot_to_poweroff_ms".into(), qemu_ms.into());
-        if let Some(ms) = console.kernel_poweroff_ms() {
-            q.insert("kernel_poweroff_ms".into(), ms.into());
-        }
-        for (k, _) in &console.timings {
-            if let Some(v) = console.timing(k) {
-                q.insert(format!("guest_{k}"), v.into());
-            }
-        }
-        obj.insert("qemu".into(), serde_json::Value::Object(q));
-    }
-    let text = serde_json::to_string_pretty(&value)
+    let figures = serde_json::Value::Object(run_figures(opts, console, qemu_ms));
+    let text = with_figures(&report, "qemu", figures)
         .map_err(|e| E2eError::Setup(format!("encode report: {e}")))?;
     fs::write(path, text + "\n").map_err(io_err(format!("write {}", path.display())))
+}
+
+/// The run's figures: controllers, root port, boot to power-off, the
+/// kernel's power-off time and the guest's timings.
+fn run_figures(
+    opts: &Options,
+    console: &ConsoleSummary,
+    qemu_ms: f64,
+) -> serde_json::Map<String, serde_json::Value> {
+    let mut q = serde_json::Map::new();
+    q.insert("controllers".into(), opts.controllers.into());
+    q.insert("root_port".into(), opts.root_port.into());
+    q.insert("boot_to_poweroff_ms".into(), qemu_ms.into());
+    if let Some(ms) = console.kernel_poweroff_ms() {
+        q.insert("kernel_poweroff_ms".into(), ms.into());
+    }
+    for (k, _) in &console.timings {
+        if let Some(v) = console.timing(k) {
+            q.insert(format!("guest_{k}"), v.into());
+        }
+    }
+    q
 }
 
 /// Kernel mode's JSON: the run and the kernel's power-off time.
@@ -1129,17 +1125,7 @@ fn write_kernel_json(
     };
     let mut q = serde_json::Map::new();
     q.insert("mode".into(), "kernel-driver".into());
-    q.insert("controllers".into(), opts.controllers.into());
-    q.insert("root_port".into(), opts.root_port.into());
-    q.insert("boot_to_poweroff_ms".into(), qemu_ms.into());
-    if let Some(ms) = console.kernel_poweroff_ms() {
-        q.insert("kernel_poweroff_ms".into(), ms.into());
-    }
-    for (k, _) in &console.timings {
-        if let Some(v) = console.timing(k) {
-            q.insert(format!("guest_{k}"), v.into());
-        }
-    }
+    q.extend(run_figures(opts, console, qemu_ms));
     let text = serde_json::to_string_pretty(&serde_json::Value::Object(q))
         .map_err(|e| E2eError::Setup(format!("encode report: {e}")))?;
     fs::write(path, text + "\n").map_err(io_err(format!("write {}", path.display())))
@@ -1241,21 +1227,16 @@ mod tests {
         ])
     }
 
-    fn device(address: &str, outcome: &str) -> String {
-        format!(
-            r#"{{"address":"{address}","driver":"nvmed","protocol":"two-phase","outcome":"{outcome}"}}"#
-        )
+    fn device(address: &str, outcome: &str) -> shutdownd::DeviceReport {
+        super::super::report::fixture::row(Some(address), "nvmed", outcome)
     }
 
     #[test]
     fn report_checks_name_the_failing_controller() {
         let mut opts = Options::new(PathBuf::from("/repo"));
         opts.controllers = 2;
-        let report = |devices: &[String], mode: &str| {
-            console_with_report(&format!(
-                r#"{{"mode":"{mode}","total_ms":1.5,"devices":[{}]}}"#,
-                devices.join(",")
-            ))
+        let report = |devices: &[shutdownd::DeviceReport], mode: &str| {
+            console_with_report(&super::super::report::fixture::json(mode, devices.to_vec()))
         };
         let good = [
             device("0000:00:02.0", "clean"),
@@ -1300,9 +1281,10 @@ mod tests {
             "{err}"
         );
         // pcid lists no device with a parent at all.
+        let empty = super::super::report::fixture::json("two-phase", Vec::new());
         let no_parent = ConsoleSummary::scan([
             super::super::markers::REPORT_BEGIN,
-            r#"{"mode":"two-phase","total_ms":1.5,"devices":[]}"#,
+            empty.as_str(),
             super::super::markers::REPORT_END,
         ]);
         let mut none = opts.clone();

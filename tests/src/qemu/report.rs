@@ -1,47 +1,8 @@
 //! What the host reads back from the guest's serial console.
 
-use serde::Deserialize;
+use shutdownd::Report;
 
 use super::markers;
-
-/// One device (or participant) in shutdownd's JSON report (fields the
-/// checks need; the rest is kept raw).
-#[derive(Debug, Clone, Deserialize)]
-pub struct DeviceReport {
-    /// `device` or `participant`.
-    #[serde(default)]
-    pub kind: String,
-    /// PCI address, `SSSS:BB:DD.F` (`None` for a participant).
-    pub address: Option<String>,
-    /// Driver name.
-    #[serde(default)]
-    pub driver: String,
-    /// `two-phase`, `one-phase` or `none`.
-    #[serde(default)]
-    pub protocol: String,
-    /// `clean`, `abrupt`, `timed-out`, ...
-    pub outcome: String,
-}
-
-impl DeviceReport {
-    /// The address, or `participant <name>`.
-    pub fn label(&self) -> String {
-        self.address
-            .clone()
-            .unwrap_or_else(|| format!("participant {}", self.driver))
-    }
-}
-
-/// shutdownd's JSON report (`--json`).
-#[derive(Debug, Clone, Deserialize)]
-pub struct ShutdownReport {
-    /// `two-phase` or `sequential`.
-    pub mode: String,
-    /// Time from the first Begin to the last answer.
-    pub total_ms: f64,
-    /// Every device.
-    pub devices: Vec<DeviceReport>,
-}
 
 /// Everything of interest the guest printed.
 #[derive(Debug, Clone, Default)]
@@ -183,14 +144,98 @@ impl ConsoleSummary {
             .and_then(|(_, v)| v.parse().ok())
     }
 
-    /// Parses the report, returning both the typed view and the raw JSON value.
-    pub fn report(&self) -> Option<Result<(ShutdownReport, serde_json::Value), ReportError>> {
-        let text = self.report_json.as_ref()?;
-        Some((|| {
-            let value: serde_json::Value = serde_json::from_str(text)?;
-            let report: ShutdownReport = serde_json::from_value(value.clone())?;
-            Ok((report, value))
-        })())
+    /// The report, read with shutdownd's own type.
+    pub fn report(&self) -> Option<Result<Report, ReportError>> {
+        self.report_json.as_deref().map(parse_report)
+    }
+}
+
+/// Reads shutdownd's JSON report (as a console printed it) with shutdownd's
+/// own type, [`shutdownd::Report`]: the schema is defined once.
+pub fn parse_report(text: &str) -> Result<Report, ReportError> {
+    Ok(Report::from_json(text)?)
+}
+
+/// `Err` saying so when `report` ran in another mode than `expected`
+/// (`two-phase` or `sequential`).
+pub fn check_mode(report: &Report, expected: &str) -> Result<(), String> {
+    if report.mode == expected {
+        Ok(())
+    } else {
+        Err(format!(
+            "report mode is {:?}, expected {expected:?}",
+            report.mode
+        ))
+    }
+}
+
+/// The report's JSON (pretty-printed) with a harness's run figures added
+/// under `key` (`"qemu"`, `"redox"`): shutdownd's schema plus one object.
+pub fn with_figures(
+    report: &Report,
+    key: &str,
+    figures: serde_json::Value,
+) -> Result<String, serde_json::Error> {
+    let mut value = serde_json::to_value(report)?;
+    if let Some(obj) = value.as_object_mut() {
+        obj.insert(key.to_string(), figures);
+    }
+    serde_json::to_string_pretty(&value)
+}
+
+/// Reports for the harnesses' unit tests, made with shutdownd's types.
+#[cfg(test)]
+pub(crate) mod fixture {
+    use shutdownd::{DeviceReport, Report};
+
+    /// A device row: `address` (or a participant when `None`), `driver`,
+    /// `outcome`; no times.
+    pub(crate) fn row(address: Option<&str>, driver: &str, outcome: &str) -> DeviceReport {
+        DeviceReport {
+            kind: if address.is_some() {
+                "device"
+            } else {
+                "participant"
+            }
+            .to_string(),
+            address: address.map(str::to_string),
+            parent: None,
+            participant_id: None,
+            driver: driver.to_string(),
+            waits_for: Vec::new(),
+            protocol: "two-phase".to_string(),
+            budget_ms: None,
+            begin_sent_ms: None,
+            begin_ack_ms: None,
+            finish_sent_ms: None,
+            finish_deadline_ms: None,
+            finish_ack_ms: None,
+            elapsed_ms: None,
+            done_ms: None,
+            outcome: outcome.to_string(),
+            detail: String::new(),
+        }
+    }
+
+    /// A report in `mode` with `devices`.
+    pub(crate) fn report(mode: &str, devices: Vec<DeviceReport>) -> Report {
+        Report {
+            mode: mode.to_string(),
+            kind: "poweroff".to_string(),
+            total_ms: 1.5,
+            global_deadline_ms: 30000.0,
+            deadline_at_ms: 29990.0,
+            deadline_reached_ms: None,
+            cycles: Vec::new(),
+            unresolved: Vec::new(),
+            critical_path: Vec::new(),
+            devices,
+        }
+    }
+
+    /// Its JSON on one line, as the guest prints it.
+    pub(crate) fn json(mode: &str, devices: Vec<DeviceReport>) -> String {
+        report(mode, devices).to_json_line().unwrap()
     }
 }
 
@@ -200,8 +245,17 @@ mod tests {
 
     #[test]
     fn finds_markers_amid_other_output() {
+        // Pretty-printed (several lines), with a field this harness does
+        // not know: both are read.
+        let mut value: serde_json::Value = serde_json::from_str(&fixture::json(
+            "two-phase",
+            vec![fixture::row(Some("0000:00:04.0"), "nvmed", "clean")],
+        ))
+        .unwrap();
+        value["devices"][0]["extra"] = 1.into();
+        let json = serde_json::to_string_pretty(&value).unwrap();
         let console = format!(
-            "SeaBIOS noise\n{init}\r\n{canary} address=0000:00:1e.0 outcome=clean\ne2e: starting pcid\n[ 1.2] kernel: x {timing} shutdownd_ms=12.5 a=b\n{begin}\n{{\"mode\": \"two-phase\", \"kind\": \"poweroff\", \"total_ms\": 3.5,\n\"devices\": [{{\"address\": \"0000:00:04.0\", \"outcome\": \"clean\", \"extra\": 1}}]}}\n{end}\n{failed} nothing\n{poweroff} uptime_ms=9\n",
+            "SeaBIOS noise\n{init}\r\n{canary} address=0000:00:1e.0 outcome=clean\ne2e: starting pcid\n[ 1.2] kernel: x {timing} shutdownd_ms=12.5 a=b\n{begin}\n{json}\n{end}\n{failed} nothing\n{poweroff} uptime_ms=9\n",
             init = markers::INIT_START,
             canary = markers::CANARY,
             timing = markers::TIMING,
@@ -221,10 +275,10 @@ mod tests {
         );
         assert_eq!(s.timing("shutdownd_ms"), Some(12.5));
         assert_eq!(s.failures, vec!["nothing".to_string()]);
-        let (report, raw) = s.report().unwrap().unwrap();
+        let report = s.report().unwrap().unwrap();
         assert_eq!(report.mode, "two-phase");
         assert_eq!(report.devices[0].outcome, "clean");
-        assert_eq!(raw["devices"][0]["extra"], 1);
+        assert_eq!(report.devices[0].label(), "0000:00:04.0");
     }
 
     #[test]
@@ -264,13 +318,14 @@ mod tests {
 
     #[test]
     fn stray_console_lines_inside_the_block_are_skipped() {
+        let json = fixture::json("sequential", Vec::new());
         let s = ConsoleSummary::scan([
             markers::REPORT_BEGIN,
             "[2026-11-25T08:34:40Z INFO ] shutdown session ended",
-            r#"{"mode":"sequential","total_ms":1.0,"devices":[]}"#,
+            json.as_str(),
             markers::REPORT_END,
         ]);
-        assert_eq!(s.report().unwrap().unwrap().0.mode, "sequential");
+        assert_eq!(s.report().unwrap().unwrap().mode, "sequential");
     }
 
     #[test]

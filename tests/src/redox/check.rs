@@ -8,7 +8,7 @@ use super::boot::{canary, canary_image, nvme_image, Booted, NIC_SLOT};
 use super::console::{field, Console};
 use super::{Options, RedoxError};
 use crate::qemu::host::serial;
-use crate::qemu::report::ShutdownReport;
+use crate::qemu::report::{check_mode, with_figures};
 use crate::qemu::trace::NvmeTrace;
 use crate::qemu::{selftest_pattern, SELFTEST_PATTERN_LEN};
 
@@ -16,9 +16,7 @@ use crate::qemu::{selftest_pattern, SELFTEST_PATTERN_LEN};
 #[derive(Debug, Clone)]
 pub struct Outcome {
     /// shutdownd's report.
-    pub report: ShutdownReport,
-    /// The report as printed (all fields).
-    pub raw: serde_json::Value,
+    pub report: shutdownd::Report,
     /// QEMU's NVMe trace.
     pub trace: NvmeTrace,
 }
@@ -88,33 +86,20 @@ pub fn stage_failure(b: &Booted) -> Option<RedoxError> {
     None
 }
 
-fn ms(v: &serde_json::Value, key: &str) -> Option<f64> {
-    v.get(key).and_then(serde_json::Value::as_f64)
-}
-
 /// Checks the report: mode, every NVMe controller `clean`, and (two-phase)
 /// every Begin sent before the first FinishAck arrived.
-pub fn check_report(
-    opts: &Options,
-    report: &ShutdownReport,
-    raw: &serde_json::Value,
-) -> Result<(), RedoxError> {
+pub fn check_report(opts: &Options, report: &shutdownd::Report) -> Result<(), RedoxError> {
     let expected = if opts.sequential {
         "sequential"
     } else {
         "two-phase"
     };
-    if report.mode != expected {
-        return Err(RedoxError::Check(format!(
-            "report mode is {:?}, expected {expected:?}",
-            report.mode
-        )));
-    }
-    let nvme: Vec<&serde_json::Value> = raw
-        .get("devices")
-        .and_then(serde_json::Value::as_array)
-        .map(|d| d.iter().filter(|d| d["driver"] == "nvmed").collect())
-        .unwrap_or_default();
+    check_mode(report, expected).map_err(RedoxError::Check)?;
+    let nvme: Vec<&shutdownd::DeviceReport> = report
+        .devices
+        .iter()
+        .filter(|d| d.driver == "nvmed")
+        .collect();
     // The test build says Hello as nvmed too; the canary is the shipped one.
     if nvme.len() != opts.controllers + 1 {
         return Err(RedoxError::Check(format!(
@@ -123,32 +108,35 @@ pub fn check_report(
             opts.controllers
         )));
     }
-    if !nvme.iter().any(|d| d["address"] == canary::ADDRESS) {
+    if !nvme
+        .iter()
+        .any(|d| d.address.as_deref() == Some(canary::ADDRESS))
+    {
         return Err(RedoxError::Check(format!(
             "the canary ({}, the shipped nvmed) is not in the report",
             canary::ADDRESS
         )));
     }
     for d in &nvme {
-        if d["outcome"] != "clean" {
+        if d.outcome != "clean" {
             return Err(RedoxError::Check(format!(
                 "controller {}: outcome {} ({})",
-                d["address"].as_str().unwrap_or("?"),
-                d["outcome"].as_str().unwrap_or("?"),
-                d["detail"].as_str().unwrap_or("")
+                d.label(),
+                d.outcome,
+                d.detail
             )));
         }
     }
     if !opts.sequential {
         let last_begin = nvme
             .iter()
-            .filter_map(|d| ms(d, "begin_sent_ms"))
+            .filter_map(|d| d.begin_sent_ms)
             .fold(f64::MIN, f64::max);
         let first_ack = nvme
             .iter()
-            .filter_map(|d| ms(d, "finish_ack_ms"))
+            .filter_map(|d| d.finish_ack_ms)
             .fold(f64::MAX, f64::min);
-        if nvme.iter().any(|d| ms(d, "begin_sent_ms").is_none()) {
+        if nvme.iter().any(|d| d.begin_sent_ms.is_none()) {
             return Err(RedoxError::Check(
                 "a controller has no begin_sent_ms in the report".to_string(),
             ));
@@ -221,26 +209,28 @@ pub fn check_probes(console: &Console) -> Result<(), RedoxError> {
 
 /// Redox's own drivers are in the report as drivers without shutdown
 /// support, and acpid (started by hwd) handled the power-off.
-pub fn check_redox_drivers(console: &Console, raw: &serde_json::Value) -> Result<(), RedoxError> {
-    let devices = raw
-        .get("devices")
-        .and_then(serde_json::Value::as_array)
-        .cloned()
-        .unwrap_or_default();
+pub fn check_redox_drivers(
+    console: &Console,
+    report: &shutdownd::Report,
+) -> Result<(), RedoxError> {
     let nic = format!("0000:00:{NIC_SLOT:02x}.0");
     for (address, what) in [
         ("0000:00:1f.2", "ahcid (q35's AHCI)"),
         (nic.as_str(), "e1000d (the e1000 NIC)"),
     ] {
-        let Some(d) = devices.iter().find(|d| d["address"] == address) else {
+        let Some(d) = report
+            .devices
+            .iter()
+            .find(|d| d.address.as_deref() == Some(address))
+        else {
             return Err(RedoxError::Check(format!(
                 "{what} at {address} is not in the report"
             )));
         };
-        if d["outcome"] != "not-supported" {
+        if d.outcome != "not-supported" {
             return Err(RedoxError::Check(format!(
                 "{what} at {address}: outcome {}, expected not-supported",
-                d["outcome"]
+                d.outcome
             )));
         }
     }
@@ -334,20 +324,20 @@ pub fn all(opts: &Options, booted: &Booted, work: &Path) -> Result<Outcome, Redo
     if let Some(e) = stage_failure(booted) {
         return Err(e);
     }
-    let (report, raw) = booted
+    let report = booted
         .console
         .report()
         .ok_or_else(|| RedoxError::Check("no report".to_string()))?
         .map_err(|e| RedoxError::Check(e.to_string()))?;
-    check_report(opts, &report, &raw)?;
+    check_report(opts, &report)?;
     check_probes(&booted.console)?;
-    check_redox_drivers(&booted.console, &raw)?;
+    check_redox_drivers(&booted.console, &report)?;
     check_images(opts, work)?;
     let text = fs::read_to_string(&booted.trace)
         .map_err(RedoxError::io(format!("read {}", booted.trace.display())))?;
     let trace = NvmeTrace::parse(&text);
     check_trace(opts, &trace)?;
-    Ok(Outcome { report, raw, trace })
+    Ok(Outcome { report, trace })
 }
 
 /// Writes the report with the run's figures added under `"redox"`.
@@ -357,20 +347,14 @@ pub fn write_json(
     booted: &Booted,
     outcome: &Outcome,
 ) -> Result<(), RedoxError> {
-    let mut value = outcome.raw.clone();
-    if let Some(obj) = value.as_object_mut() {
-        obj.insert(
-            "redox".to_string(),
-            serde_json::json!({
-                "controllers": opts.controllers,
-                "boot_to_poweroff_ms": booted.elapsed.as_secs_f64() * 1000.0,
-                "trace_notified": outcome.trace.notified(),
-                "trace_flush_commands": outcome.trace.flush_cmds,
-                "trace_namespace_flushes": outcome.trace.flush_ns,
-            }),
-        );
-    }
-    let text = serde_json::to_string_pretty(&value)
+    let figures = serde_json::json!({
+        "controllers": opts.controllers,
+        "boot_to_poweroff_ms": booted.elapsed.as_secs_f64() * 1000.0,
+        "trace_notified": outcome.trace.notified(),
+        "trace_flush_commands": outcome.trace.flush_cmds,
+        "trace_namespace_flushes": outcome.trace.flush_ns,
+    });
+    let text = with_figures(&outcome.report, "redox", figures)
         .map_err(|e| RedoxError::setup(format!("encode report: {e}")))?;
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         fs::create_dir_all(dir).map_err(RedoxError::io(format!("create {}", dir.display())))?;
@@ -382,6 +366,7 @@ pub fn write_json(
 mod tests {
     use super::*;
     use crate::qemu::markers;
+    use crate::qemu::report::fixture;
     use crate::redox::console::{DRIVERS_UP, KSTOP};
     use std::os::unix::process::ExitStatusExt as _;
     use std::path::PathBuf;
@@ -404,7 +389,8 @@ mod tests {
             other => panic!("{other:?}"),
         };
         let kernel = "Redox OS starting...";
-        let report = r#"{"mode":"two-phase","total_ms":1,"devices":[]}"#;
+        let report = fixture::json("two-phase", Vec::new());
+        let report = report.as_str();
         assert_eq!(stage(&["BOOTLOADER"], None), "boot");
         assert_eq!(stage(&[kernel], Some(0)), "init");
         assert_eq!(stage(&[kernel, markers::INIT_START], None), "pcid ready");
@@ -427,16 +413,17 @@ mod tests {
         assert_eq!(stage(&done, Some(1 << 8)), "boot", "QEMU failed");
     }
 
-    fn raw(devices: &[(&str, f64, f64, &str)]) -> (ShutdownReport, serde_json::Value) {
-        let devs: Vec<serde_json::Value> = devices
+    fn report(devices: &[(&str, f64, f64, &str)]) -> shutdownd::Report {
+        let devs = devices
             .iter()
-            .map(|(a, b, f, o)| {
-                serde_json::json!({"address": a, "driver": "nvmed", "protocol": "two-phase",
-                    "begin_sent_ms": b, "finish_ack_ms": f, "outcome": o, "detail": ""})
+            .map(|&(a, b, f, o)| {
+                let mut d = fixture::row(Some(a), "nvmed", o);
+                d.begin_sent_ms = Some(b);
+                d.finish_ack_ms = Some(f);
+                d
             })
             .collect();
-        let v = serde_json::json!({"mode": "two-phase", "total_ms": 5.0, "devices": devs});
-        (serde_json::from_value(v.clone()).unwrap(), v)
+        fixture::report("two-phase", devs)
     }
 
     #[test]
@@ -444,26 +431,26 @@ mod tests {
         let mut opts = Options::new(PathBuf::from("/r"));
         opts.controllers = 1;
         let c = canary::ADDRESS;
-        let (r, v) = raw(&[("a", 0.0, 3.0, "clean"), (c, 0.5, 2.0, "clean")]);
-        check_report(&opts, &r, &v).unwrap();
-        let (r, v) = raw(&[("a", 0.0, 3.0, "clean"), ("b", 0.5, 2.0, "clean")]);
-        assert!(check_report(&opts, &r, &v)
+        let r = report(&[("a", 0.0, 3.0, "clean"), (c, 0.5, 2.0, "clean")]);
+        check_report(&opts, &r).unwrap();
+        let r = report(&[("a", 0.0, 3.0, "clean"), ("b", 0.5, 2.0, "clean")]);
+        assert!(check_report(&opts, &r)
             .unwrap_err()
             .to_string()
             .contains("the canary"));
-        let (r, v) = raw(&[("a", 0.0, 1.0, "clean"), (c, 2.0, 3.0, "clean")]);
-        let e = check_report(&opts, &r, &v).unwrap_err().to_string();
+        let r = report(&[("a", 0.0, 1.0, "clean"), (c, 2.0, 3.0, "clean")]);
+        let e = check_report(&opts, &r).unwrap_err().to_string();
         assert!(
             e.contains("before Begin was sent to every controller"),
             "{e}"
         );
-        let (r, v) = raw(&[("a", 0.0, 3.0, "clean"), (c, 0.5, 2.0, "timed-out")]);
-        assert!(check_report(&opts, &r, &v)
+        let r = report(&[("a", 0.0, 3.0, "clean"), (c, 0.5, 2.0, "timed-out")]);
+        assert!(check_report(&opts, &r)
             .unwrap_err()
             .to_string()
             .contains(&format!("controller {c}: outcome timed-out")));
-        let (r, v) = raw(&[("a", 0.0, 3.0, "clean")]);
-        assert!(check_report(&opts, &r, &v)
+        let r = report(&[("a", 0.0, 3.0, "clean")]);
+        assert!(check_report(&opts, &r)
             .unwrap_err()
             .to_string()
             .contains("1 nvmed devices, expected 1 and the canary"));

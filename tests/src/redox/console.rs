@@ -6,7 +6,7 @@
 //! complete JSON object after the begin marker.
 
 use crate::qemu::markers;
-use crate::qemu::report::{ReportError, ShutdownReport};
+use crate::qemu::report::{parse_report, ReportError};
 
 /// Printed by init.rc once pcid and pcid-spawner returned (drivers started).
 pub const DRIVERS_UP: &str = "===E2E-DRIVERS-UP===";
@@ -121,14 +121,9 @@ impl Console {
         c
     }
 
-    /// The report, typed and raw.
-    pub fn report(&self) -> Option<Result<(ShutdownReport, serde_json::Value), ReportError>> {
-        let text = self.report_json.as_ref()?;
-        Some((|| {
-            let value: serde_json::Value = serde_json::from_str(text)?;
-            let report: ShutdownReport = serde_json::from_value(value.clone())?;
-            Ok((report, value))
-        })())
+    /// The report, read with shutdownd's own type.
+    pub fn report(&self) -> Option<Result<shutdownd::Report, ReportError>> {
+        self.report_json.as_deref().map(parse_report)
     }
 
     /// The last `n` lines, joined for a one-line message.
@@ -150,6 +145,7 @@ impl Console {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::qemu::report::fixture;
 
     #[test]
     fn colours_are_removed() {
@@ -158,20 +154,27 @@ mod tests {
 
     #[test]
     fn the_report_is_the_first_whole_json_object_after_the_marker() {
+        // A report printed across two lines.
+        let json = fixture::json(
+            "two-phase",
+            vec![fixture::row(Some("0000:00:01.0"), "nvmed", "clean")],
+        );
+        let (first, second) = json.split_at(json.find("\"devices\"").unwrap());
+        let (first, second) = (first.to_string(), second.to_string());
         let console = [
             "kernel::arch::x86_shared::start:INFO -- Redox OS starting...",
             markers::INIT_START,
             DRIVERS_UP,
             markers::REPORT_BEGIN,
             "shutdownd: 2 devices",
-            "{\"mode\": \"two-phase\", \"total_ms\": 3.5,",
-            "\"devices\": [{\"address\": \"0000:00:01.0\", \"outcome\": \"clean\"}]}",
+            first.as_str(),
+            second.as_str(),
             "{\"other\": 1}",
             "kernel::arch::x86_shared::stop:INFO -- Running kstop()",
         ];
         let c = Console::scan(console);
         assert!(c.kernel_started && c.init_started && c.drivers_up && c.kstop);
-        let (report, _) = c.report().unwrap().unwrap();
+        let report = c.report().unwrap().unwrap();
         assert_eq!(report.mode, "two-phase");
         assert_eq!(report.devices[0].outcome, "clean");
     }
@@ -181,7 +184,8 @@ mod tests {
         let c = Console::scan([markers::REPORT_BEGIN, "{\"mode\": \"two"]);
         assert!(c.report_started);
         assert!(c.report().is_none());
-        let c = Console::scan(["{\"mode\": \"x\", \"total_ms\": 1, \"devices\": []}"]);
+        let json = fixture::json("two-phase", Vec::new());
+        let c = Console::scan([json.as_str()]);
         assert!(
             c.report().is_none(),
             "JSON before the marker is not the report"

@@ -42,6 +42,7 @@ use super::run::{output, progress};
 use super::steps::Artifacts;
 use super::{Options, RedoxError};
 use crate::qemu::markers;
+use crate::qemu::report::check_mode;
 use crate::qemu::trace::{opcode, NvmeTrace};
 
 /// The scheme RedoxFS is mounted as (Redox's root file system's name).
@@ -222,7 +223,7 @@ pub struct WayResult {
     /// Controllers whose shutdown notification QEMU acted on.
     pub notified: usize,
     /// The participant's row (this project's way only).
-    pub participant: Option<serde_json::Value>,
+    pub participant: Option<shutdownd::DeviceReport>,
     /// Boot to power-off.
     pub qemu_ms: f64,
 }
@@ -331,8 +332,11 @@ pub fn check(
 
 /// The report: the file system's row first and `clean`, every controller
 /// `clean`, and no controller's Begin before the file system was done.
-fn check_report_order(opts: &Options, booted: &Booted) -> Result<serde_json::Value, RedoxError> {
-    let (report, raw) = booted
+fn check_report_order(
+    opts: &Options,
+    booted: &Booted,
+) -> Result<shutdownd::DeviceReport, RedoxError> {
+    let report = booted
         .console
         .report()
         .ok_or_else(|| {
@@ -342,34 +346,29 @@ fn check_report_order(opts: &Options, booted: &Booted) -> Result<serde_json::Val
             ))
         })?
         .map_err(|e| RedoxError::Check(e.to_string()))?;
-    if report.mode != "two-phase" {
-        return Err(RedoxError::Check(format!(
-            "report mode is {:?}, expected two-phase",
-            report.mode
-        )));
-    }
-    let devices = raw
-        .get("devices")
-        .and_then(serde_json::Value::as_array)
-        .cloned()
-        .unwrap_or_default();
-    let first = devices
+    check_mode(&report, "two-phase").map_err(RedoxError::Check)?;
+    let first = report
+        .devices
         .first()
         .ok_or_else(|| RedoxError::Check("the report lists nothing".to_string()))?;
-    if first["kind"] != "participant" || first["driver"] != MOUNT {
+    if first.kind != "participant" || first.driver != MOUNT {
         return Err(RedoxError::Check(format!(
             "the report's first row is {} {}, expected the file system participant {MOUNT:?}",
-            first["kind"], first["driver"]
+            first.kind, first.driver
         )));
     }
-    if first["outcome"] != "clean" {
+    if first.outcome != "clean" {
         return Err(RedoxError::Check(format!(
             "the file system participant ended {} ({})",
-            first["outcome"], first["detail"]
+            first.outcome, first.detail
         )));
     }
-    let fs_done = first["done_ms"].as_f64().unwrap_or(f64::MAX);
-    let nvme: Vec<&serde_json::Value> = devices.iter().filter(|d| d["driver"] == "nvmed").collect();
+    let fs_done = first.done_ms.unwrap_or(f64::MAX);
+    let nvme: Vec<&shutdownd::DeviceReport> = report
+        .devices
+        .iter()
+        .filter(|d| d.driver == "nvmed")
+        .collect();
     if nvme.len() != opts.controllers {
         return Err(RedoxError::Check(format!(
             "the report lists {} nvmed devices, expected {}",
@@ -378,19 +377,21 @@ fn check_report_order(opts: &Options, booted: &Booted) -> Result<serde_json::Val
         )));
     }
     for d in &nvme {
-        if d["outcome"] != "clean" {
+        if d.outcome != "clean" {
             return Err(RedoxError::Check(format!(
                 "controller {}: outcome {} ({})",
-                d["address"], d["outcome"], d["detail"]
+                d.label(),
+                d.outcome,
+                d.detail
             )));
         }
     }
     for d in nvme {
-        let begin = d["begin_sent_ms"].as_f64().unwrap_or(f64::MIN);
+        let begin = d.begin_sent_ms.unwrap_or(f64::MIN);
         if begin < fs_done {
             return Err(RedoxError::Check(format!(
                 "controller {} got Begin at {begin} ms, before the file system was done at {fs_done} ms",
-                d["address"]
+                d.label()
             )));
         }
     }

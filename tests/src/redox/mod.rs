@@ -108,8 +108,9 @@ impl RedoxError {
     }
 }
 
-/// Most NVMe controllers one run attaches (slots on q35's root bus).
-pub const MAX_CONTROLLERS: usize = 24;
+/// Most NVMe controllers one run attaches: the QEMU runner's limit (slots
+/// on q35's root bus), the same machine.
+pub use crate::qemu::host::MAX_CONTROLLERS;
 
 /// Settings of one run.
 #[derive(Debug, Clone)]
@@ -380,7 +381,7 @@ pub fn run(opts: &Options) -> Result<RunResult, RedoxError> {
         check::write_json(path, opts, &booted, &outcome)?;
     }
     if let Some(path) = &opts.svg {
-        crate::picture::write_svg(&outcome.raw, path).map_err(RedoxError::setup)?;
+        crate::picture::write_svg(&outcome.report, path).map_err(RedoxError::setup)?;
     }
     if opts.keep {
         progress(format!(

@@ -13,7 +13,6 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use rustix::process::{kill_process, kill_process_group, Pid, Signal};
-use serde::Deserialize;
 
 /// Binaries the stack needs, all built by `cargo build --release --workspace`.
 /// The NVMe controllers are driven by the test build of nvmed
@@ -462,7 +461,7 @@ pub struct ShutdowndRun {
     /// Wall time from spawn to exit, measured outside the process.
     pub wall: Duration,
     /// The JSON report, when one was written.
-    pub report: Option<ReportView>,
+    pub report: Option<Report>,
 }
 
 /// Runs `cmd` with captured output, killing it after `timeout`; parses the
@@ -501,7 +500,7 @@ pub fn run_captured(
     let stdout = join(out);
     let stderr = join(err);
     let report = match json {
-        Some(p) if p.exists() => Some(ReportView::load(p)?),
+        Some(p) if p.exists() => Some(load_report(p)?),
         _ => None,
     };
     Ok(ShutdowndRun {
@@ -521,137 +520,19 @@ fn drain<R: Read + Send + 'static>(mut r: R) -> std::thread::JoinHandle<String> 
     })
 }
 
-/// The JSON report as documented (read independently of shutdownd's types so
-/// that the tests check the schema, not a shared struct).
-#[derive(Debug, Clone, Deserialize)]
-pub struct ReportView {
-    /// `two-phase` or `sequential`.
-    pub mode: String,
-    /// `poweroff` or `reboot`.
-    pub kind: String,
-    /// Total time in ms.
-    pub total_ms: f64,
-    /// The global deadline (from shutdownd's start), ms.
-    pub global_deadline_ms: f64,
-    /// The global deadline on the report's time axis, ms.
-    pub deadline_at_ms: f64,
-    /// When shutdownd found the deadline passed with devices still open.
-    pub deadline_reached_ms: Option<f64>,
-    /// Dependency cycles found (closed paths of labels).
-    #[serde(default)]
-    pub cycles: Vec<Vec<String>>,
-    /// What decided the total, first to last.
-    #[serde(default)]
-    pub critical_path: Vec<String>,
-    /// Per-device (and per-participant) entries.
-    pub devices: Vec<DeviceView>,
-}
+/// shutdownd's JSON report, read with shutdownd's own type (the schema is
+/// defined once, in shutdownd's `report` module; its tests check the field
+/// names against the documented form).
+pub use shutdownd::{DeviceReport, Report};
 
-/// One device (or participant) of [`ReportView`].
-#[derive(Debug, Clone, Deserialize)]
-pub struct DeviceView {
-    /// `device` or `participant`.
-    #[serde(default)]
-    pub kind: String,
-    /// PCI address (`None` for a participant).
-    pub address: Option<String>,
-    /// What had to be done before it was asked to begin.
-    #[serde(default)]
-    pub waits_for: Vec<String>,
-    /// Driver name.
-    pub driver: String,
-    /// `two-phase`, `one-phase` or `none`.
-    pub protocol: String,
-    /// Budget from BeginAck.
-    pub budget_ms: Option<f64>,
-    /// Begin (or Shutdown) sent.
-    pub begin_sent_ms: Option<f64>,
-    /// BeginAck received.
-    pub begin_ack_ms: Option<f64>,
-    /// Finish sent.
-    pub finish_sent_ms: Option<f64>,
-    /// FinishAck received.
-    pub finish_ack_ms: Option<f64>,
-    /// Time the driver measured.
-    #[serde(default)]
-    pub elapsed_ms: Option<f64>,
-    /// When the outcome was recorded.
-    #[serde(default)]
-    pub done_ms: Option<f64>,
-    /// Outcome.
-    pub outcome: String,
-    /// Detail text.
-    #[serde(default)]
-    pub detail: String,
-}
-
-impl DeviceView {
-    /// The address, or `participant <name>`.
-    pub fn label(&self) -> String {
-        self.address
-            .clone()
-            .unwrap_or_else(|| format!("participant {}", self.driver))
-    }
-}
-
-impl ReportView {
-    /// Reads and parses a report file.
-    pub fn load(path: &Path) -> Result<Self, StackError> {
-        let text = std::fs::read_to_string(path).map_err(|source| StackError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        serde_json::from_str(&text).map_err(|source| StackError::BadReport {
-            path: path.to_path_buf(),
-            source,
-        })
-    }
-
-    /// Count of devices with `outcome`.
-    pub fn count(&self, outcome: &str) -> usize {
-        self.devices.iter().filter(|d| d.outcome == outcome).count()
-    }
-
-    /// Whether the report shows that shutdownd kept its global deadline, read
-    /// from the documented fields (shutdownd's report module): every outcome
-    /// was recorded before the deadline, or — when shutdownd found the
-    /// deadline passed with devices still open — not before the deadline and
-    /// none after that moment, the last device included. This holds however
-    /// late a loaded machine lets shutdownd wake up, and fails if shutdownd
-    /// waited for anything once it knew the deadline had passed, or gave up
-    /// early. (That it never plans a wait past the deadline is shown with a
-    /// fake clock in shutdownd's `run` tests.)
-    pub fn kept_deadline(&self) -> Result<(), String> {
-        let limit = match self.deadline_reached_ms {
-            None => self.deadline_at_ms,
-            Some(r) if r < self.deadline_at_ms => {
-                return Err(format!(
-                    "deadline reported reached at {r} ms, before it ({} ms)",
-                    self.deadline_at_ms
-                ))
-            }
-            Some(r) => r,
-        };
-        if self.deadline_at_ms > self.global_deadline_ms {
-            return Err(format!(
-                "deadline at {} ms on the report's axis is later than the global deadline of {} ms",
-                self.deadline_at_ms, self.global_deadline_ms
-            ));
-        }
-        if self.total_ms > limit {
-            return Err(format!("total {} ms after {limit} ms", self.total_ms));
-        }
-        match self
-            .devices
-            .iter()
-            .find(|d| d.done_ms.is_none_or(|t| t > limit))
-        {
-            Some(d) => Err(format!(
-                "{} got its outcome at {:?} ms, after {limit} ms",
-                d.label(),
-                d.done_ms
-            )),
-            None => Ok(()),
-        }
-    }
+/// Reads and parses a report file.
+pub fn load_report(path: &Path) -> Result<Report, StackError> {
+    let text = std::fs::read_to_string(path).map_err(|source| StackError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Report::from_json(&text).map_err(|source| StackError::BadReport {
+        path: path.to_path_buf(),
+        source,
+    })
 }

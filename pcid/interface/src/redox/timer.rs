@@ -144,13 +144,13 @@ mod tests {
         }
     }
 
-    fn ms(n: u64) -> Duration {
+    fn millis(n: u64) -> Duration {
         Duration::from_millis(n)
     }
 
     fn timer_at(now: u64) -> DeadlineTimer<FakeClock> {
         DeadlineTimer::new(FakeClock {
-            now: ms(now),
+            now: millis(now),
             added: Vec::new(),
         })
     }
@@ -158,48 +158,51 @@ mod tests {
     #[test]
     fn a_later_deadline_reuses_the_pending_wakeup() {
         let mut t = timer_at(0);
-        assert_eq!(t.wake_by(ms(100)).unwrap(), Arming::Armed);
+        assert_eq!(t.wake_by(millis(100)).unwrap(), Arming::Armed);
         // The same loop asking again, or for a later time, adds nothing.
-        assert_eq!(t.wake_by(ms(100)).unwrap(), Arming::AlreadyPending);
-        assert_eq!(t.wake_by(ms(500)).unwrap(), Arming::AlreadyPending);
-        assert_eq!(t.source().added, vec![ms(100)]);
+        assert_eq!(t.wake_by(millis(100)).unwrap(), Arming::AlreadyPending);
+        assert_eq!(t.wake_by(millis(500)).unwrap(), Arming::AlreadyPending);
+        assert_eq!(t.source().added, vec![millis(100)]);
     }
 
     #[test]
     fn an_earlier_deadline_adds_a_wakeup_and_both_stay_pending() {
         let mut t = timer_at(0);
-        t.wake_by(ms(500)).unwrap();
-        assert_eq!(t.wake_by(ms(100)).unwrap(), Arming::Armed);
-        assert_eq!(t.source().added, vec![ms(500), ms(100)]);
-        assert_eq!(t.pending().collect::<Vec<_>>(), vec![ms(100), ms(500)]);
+        t.wake_by(millis(500)).unwrap();
+        assert_eq!(t.wake_by(millis(100)).unwrap(), Arming::Armed);
+        assert_eq!(t.source().added, vec![millis(500), millis(100)]);
+        assert_eq!(
+            t.pending().collect::<Vec<_>>(),
+            vec![millis(100), millis(500)]
+        );
     }
 
     #[test]
     fn a_stale_wakeup_is_not_taken_for_the_deadline() {
         let mut t = timer_at(0);
         // Armed for a deadline that was then abandoned (the message arrived).
-        t.wake_by(ms(100)).unwrap();
+        t.wake_by(millis(100)).unwrap();
         // A new wait with a later deadline relies on the pending wake-up...
-        let deadline = ms(300);
+        let deadline = millis(300);
         assert_eq!(t.wake_by(deadline).unwrap(), Arming::AlreadyPending);
         // ...which fires at 100: stale for this wait.
-        t.source.now = ms(100);
+        t.source.now = millis(100);
         assert!(!t.passed(deadline).unwrap());
         // Asking again arms the real deadline (nothing is pending any more).
         assert_eq!(t.wake_by(deadline).unwrap(), Arming::Armed);
-        t.source.now = ms(300);
+        t.source.now = millis(300);
         assert!(t.passed(deadline).unwrap());
-        assert_eq!(t.source().added, vec![ms(100), ms(300)]);
+        assert_eq!(t.source().added, vec![millis(100), millis(300)]);
         assert_eq!(t.pending().count(), 0);
     }
 
     #[test]
     fn a_passed_deadline_arms_nothing() {
         let mut t = timer_at(1000);
-        assert_eq!(t.wake_by(ms(1000)).unwrap(), Arming::Passed);
-        assert_eq!(t.wake_by(ms(10)).unwrap(), Arming::Passed);
+        assert_eq!(t.wake_by(millis(1000)).unwrap(), Arming::Passed);
+        assert_eq!(t.wake_by(millis(10)).unwrap(), Arming::Passed);
         assert!(t.source().added.is_empty());
-        assert!(t.passed(ms(1000)).unwrap());
+        assert!(t.passed(millis(1000)).unwrap());
     }
 
     #[test]
@@ -207,22 +210,22 @@ mod tests {
         // pcid's event loop asks for its next deadline on every turn; the
         // deadline only moves when a relay deadline changes.
         let mut t = timer_at(0);
-        let mut deadline = ms(5000);
+        let mut deadline = millis(5000);
         for turn in 0..1000u64 {
-            t.source.now = ms(turn);
+            t.source.now = millis(turn);
             if turn == 500 {
-                deadline = ms(2000); // an earlier deadline appeared
+                deadline = millis(2000); // an earlier deadline appeared
             }
             t.wake_by(deadline).unwrap();
         }
-        assert_eq!(t.source().added, vec![ms(5000), ms(2000)]);
+        assert_eq!(t.source().added, vec![millis(5000), millis(2000)]);
     }
 
     #[test]
     fn wake_after_counts_from_now_and_saturates() {
         let mut t = timer_at(7);
-        let (at, arming) = t.wake_after(ms(10)).unwrap();
-        assert_eq!((at, arming), (ms(17), Arming::Armed));
+        let (at, arming) = t.wake_after(millis(10)).unwrap();
+        assert_eq!((at, arming), (millis(17), Arming::Armed));
         let (at, _) = t.wake_after(Duration::MAX).unwrap();
         assert_eq!(at, Duration::MAX);
     }
@@ -232,13 +235,13 @@ mod tests {
         let mut t = timer_at(0);
         for i in 0..(MAX_REMEMBERED as u64 + 10) {
             // Ever earlier deadlines: each one is armed.
-            assert_eq!(t.wake_by(ms(100_000 - i)).unwrap(), Arming::Armed);
+            assert_eq!(t.wake_by(millis(100_000 - i)).unwrap(), Arming::Armed);
         }
         assert_eq!(t.pending().count(), MAX_REMEMBERED);
         // The earliest ones are the ones kept.
         assert_eq!(
             t.pending().next(),
-            Some(ms(100_000 - (MAX_REMEMBERED as u64 + 9)))
+            Some(millis(100_000 - (MAX_REMEMBERED as u64 + 9)))
         );
     }
 
@@ -254,7 +257,7 @@ mod tests {
             }
         }
         let mut t = DeadlineTimer::new(Broken);
-        assert!(t.wake_by(ms(1)).is_err());
+        assert!(t.wake_by(millis(1)).is_err());
         // A failed arming is not remembered as pending.
         assert_eq!(t.pending().count(), 0);
     }
