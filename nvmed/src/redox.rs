@@ -43,9 +43,9 @@ use crate::disk::{scheme_name, DiskService};
 use crate::Controller;
 
 use pcid_hw::redox::{MemoryType, PhysMap, RedoxDmaAllocator};
+use pcid_interface::function::Bar;
 use pcid_interface::function::PciAddress;
 use pcid_interface::redox::daemon::{self, DaemonError, Readiness};
-use pcid_interface::redox::Bar;
 
 use crate::service::{redox_bar0, Bar0Error, HardwareError, DRIVER_NAME};
 
@@ -56,7 +56,7 @@ static READINESS: Mutex<Option<Readiness>> = Mutex::new(None);
 /// Forks into the background as Redox's drivers do and runs `run` in the
 /// daemon (the child); its exit code becomes the daemon's exit status (0 for
 /// success, 1 otherwise). The started process exits once the daemon is
-/// ready ([`crate::service::ready_to_serve`]) or gone.
+/// ready (after its privilege drop, [`crate::service::ready_to_serve`]) or gone.
 ///
 /// Call it first thing in `main`, before any thread is started. Returns
 /// only if the readiness pipe or the fork failed.
@@ -94,12 +94,10 @@ pub fn open_hardware(
     Ok((regs, dma))
 }
 
-/// After `Ready`: drops privileges, then tells whoever started the daemon
-/// that it is ready. Failures are logged; the driver keeps serving.
-pub(crate) fn ready(address: PciAddress) {
-    if let Err(e) = pcid_interface::privileges::drop_privileges() {
-        log::error!("{address}: {e}");
-    }
+/// After the privilege drop ([`crate::service::ready_to_serve`]): tells
+/// whoever started the daemon that it is ready. A failure is logged; the
+/// driver keeps serving.
+fn signal_ready(address: PciAddress) {
     let readiness = READINESS.lock().unwrap_or_else(|e| e.into_inner()).take();
     if let Some(readiness) = readiness {
         if let Err(e) = readiness.ready() {
@@ -162,6 +160,7 @@ where
         .serve_in_background(handler)
         .map_err(ServeError::Thread)?;
     crate::service::ready_to_serve(function);
+    signal_ready(address);
     let served = crate::redox_disk::serve(&socket, &mut disks);
     log::warn!(
         "{address}: the disk scheme ended ({}); serving the shutdown protocol only",

@@ -23,8 +23,8 @@ use log::info;
 use pcid_hw::{Clock, DmaAllocator, HwError, RegisterIo};
 use pcid_interface::driver::{Deadline, FinishReport, ServeOutcome, ShutdownHandler};
 use pcid_interface::function::PciFunction;
+use pcid_interface::function::{Bar, BarKind};
 use pcid_interface::protocol::{FinishOutcome, ShutdownKind, ShutdownSupport};
-use pcid_interface::redox::{Bar, BarKind};
 
 use crate::{Controller, NvmeError, Options, ShutdownOutcome};
 
@@ -187,8 +187,8 @@ where
 }
 
 /// Called once `Ready` was sent, before serving: drops privileges where Redox
-/// drivers do, and on Redox tells whoever started the daemon that it is
-/// ready (see [`crate::redox`]).
+/// drivers do. On Redox the daemon then tells whoever started it that it is
+/// ready (`nvmed::redox`).
 ///
 /// Everything the daemon will use must be open by then: the channel with
 /// its event queue and timer, BAR0, the DMA allocator and its buffers, and
@@ -198,9 +198,6 @@ where
 /// `pcid_interface` fail as on Redox, so the Linux process tests check the
 /// order. Failures are logged with the PCI address; the driver keeps serving.
 pub fn ready_to_serve(function: &PciFunction) {
-    #[cfg(target_os = "redox")]
-    crate::redox::ready(function.address);
-    #[cfg(not(target_os = "redox"))]
     if let Err(e) = pcid_interface::privileges::drop_privileges() {
         log::error!("{}: {e}", function.address);
     }

@@ -74,7 +74,7 @@ pub enum FunctionBackend {
     /// tells the driver what it needs to reach the device.
     Redox {
         /// The implemented BARs (at most 6), as pcid sized them.
-        bars: Vec<crate::redox::Bar>,
+        bars: Vec<Bar>,
         /// The legacy interrupt line (IRQ) when the function has an interrupt
         /// pin, as pcid set it up when it enabled the function.
         legacy_irq: Option<u8>,
@@ -102,4 +102,70 @@ pub struct PciFunction {
     pub parent: Option<PciAddress>,
     /// How to reach the hardware.
     pub backend: FunctionBackend,
+}
+
+/// What a BAR decodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BarKind {
+    /// 32-bit memory space.
+    Memory32 {
+        /// Prefetchable.
+        prefetchable: bool,
+    },
+    /// 64-bit memory space (occupies two BAR slots).
+    Memory64 {
+        /// Prefetchable.
+        prefetchable: bool,
+    },
+    /// I/O space.
+    Io,
+}
+
+/// One implemented BAR of a function (PCI Local Bus Specification 3.0, §6.2.5.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bar {
+    /// BAR slot, 0..=5 (the lower slot of a 64-bit BAR).
+    pub index: u8,
+    /// What it decodes.
+    pub kind: BarKind,
+    /// Base address (physical memory address or I/O port).
+    pub address: u64,
+    /// Size in bytes (a power of two).
+    pub size: u64,
+}
+
+/// The memory BAR in slot `index` (the lower slot of a 64-bit BAR), if the
+/// function implements one there.
+pub fn memory_bar(bars: &[Bar], index: u8) -> Option<Bar> {
+    bars.iter()
+        .find(|b| b.index == index && b.kind != BarKind::Io)
+        .copied()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_bar_skips_io_and_absent_slots() {
+        let bars = [
+            Bar {
+                index: 0,
+                kind: BarKind::Io,
+                address: 0xC000,
+                size: 0x20,
+            },
+            Bar {
+                index: 2,
+                kind: BarKind::Memory64 {
+                    prefetchable: false,
+                },
+                address: 0xFEBF_0000,
+                size: 0x4000,
+            },
+        ];
+        assert_eq!(memory_bar(&bars, 0), None);
+        assert_eq!(memory_bar(&bars, 1), None);
+        assert_eq!(memory_bar(&bars, 2).map(|b| b.address), Some(0xFEBF_0000));
+    }
 }

@@ -24,12 +24,12 @@
 
 use std::time::Duration;
 
+use crate::function::{Bar, BarKind};
 use crate::function::{FunctionBackend, PciAddress, PciFunction};
 use crate::protocol::{
     ControlMessage, DeviceErrorKind, DeviceInfo, DriverMessage, DriverState, FinishOutcome,
     ParticipantInfo, Provider, ShutdownKind, ShutdownSupport,
 };
-use crate::redox::{Bar, BarKind};
 
 /// The four magic bytes every frame starts with.
 pub const MAGIC: [u8; 4] = *b"PCID";

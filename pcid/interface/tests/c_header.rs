@@ -10,12 +10,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use pcid_interface::function::{Bar, BarKind};
 use pcid_interface::function::{FunctionBackend, PciAddress, PciFunction};
 use pcid_interface::protocol::{
     ControlMessage, DeviceErrorKind, DeviceInfo, DriverMessage, DriverState, FinishOutcome,
     ShutdownKind, ShutdownSupport, PROTOCOL_VERSION,
 };
-use pcid_interface::redox::{Bar, BarKind};
 use pcid_interface::wire::{self, msg_type, WireMessage};
 
 fn root() -> PathBuf {

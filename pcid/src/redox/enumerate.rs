@@ -45,8 +45,8 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
+use pcid_interface::function::{Bar, BarKind};
 use pcid_interface::function::{FunctionBackend, PciAddress, PciFunction};
-use pcid_interface::redox::{Bar, BarKind};
 
 use super::config_space::ConfigAccess;
 use super::driver_interface::handler::{read_capabilities, Function};
@@ -103,7 +103,7 @@ impl Found {
         let id = &self.function.config.full_device_id;
         format!(
             "{} {:04X}:{:04X} {:02X}.{:02X}.{:02X}.{:02X}",
-            super::state::function_name(self.address()),
+            pcid_interface::redox::function_name(self.address()),
             id.vendor_id,
             id.device_id,
             id.class,
@@ -359,7 +359,7 @@ mod tests {
     fn addresses(found: &[Found]) -> Vec<String> {
         found
             .iter()
-            .map(|f| super::super::state::function_name(f.address()))
+            .map(|f| pcid_interface::redox::function_name(f.address()))
             .collect()
     }
 

@@ -70,7 +70,6 @@ use std::collections::{BTreeMap, VecDeque};
 
 use pcid_interface::function::{PciAddress, PciFunction};
 use pcid_interface::protocol::{ControlMessage, DriverMessage};
-use pcid_interface::redox::{function_dir, PCI_SCHEME_ROOT};
 use pcid_interface::wire::{FrameHeader, WireMessage, HEADER_LEN, MAGIC};
 
 use super::access;
@@ -94,17 +93,8 @@ pub const F_GETFL: usize = 3;
 /// See [`F_GETFL`].
 pub const F_SETFL: usize = 4;
 
-/// The scheme entry name of a function, as Redox's pcid lists it:
-/// pci_types 0.10's address display (`{segment:02x}-{bus:02x}:{device:02x}.{function}`)
-/// with `:` replaced by `--`, e.g. `00-00--04.0`.
-pub fn function_name(a: PciAddress) -> String {
-    let dir = function_dir(a);
-    dir.strip_prefix(PCI_SCHEME_ROOT)
-        .map_or(dir.clone(), |n| n.trim_start_matches('/').to_string())
-}
-
-/// Parses a function entry name as Redox's pcid does (hex fields of any width).
-pub use pcid_interface::redox::parse_function_name;
+/// A function's scheme entry name (`00-00--04.0`) and its parser, shared with drivers.
+pub use pcid_interface::redox::{function_name, parse_function_name};
 
 /// Errors of scheme operations (mapped to errno values by the Redox adaptor).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]

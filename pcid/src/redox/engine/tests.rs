@@ -4,11 +4,11 @@
 use std::time::Duration;
 
 use pcid_interface::function::FunctionBackend;
+use pcid_interface::function::{Bar, BarKind};
 use pcid_interface::protocol::{
     ControlMessage, DeviceErrorKind, DriverMessage, DriverState, FinishOutcome, ShutdownKind,
     ShutdownSupport, PROTOCOL_VERSION,
 };
-use pcid_interface::redox::{Bar, BarKind};
 use pcid_interface::wire::{FrameHeader, WireMessage};
 
 use super::*;
