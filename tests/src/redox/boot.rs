@@ -6,7 +6,7 @@ use std::process::ExitStatus;
 use std::time::Duration;
 
 use super::console::{self, Console};
-use super::image::{DriverEntry, Guest};
+use super::image::{DriverEntry, DriverMatch, Guest};
 use super::run::progress;
 use super::{Options, RedoxError};
 use crate::qemu::host::{run_qemu, serial};
@@ -68,25 +68,39 @@ pub fn canary_image(work: &Path) -> PathBuf {
 pub const DRIVERS: &[DriverEntry] = &[
     DriverEntry {
         name: "NVMe canary (the shipped nvmed)",
-        keys: "ids = { 0x8086 = [0x5845] }",
+        matches: DriverMatch::Ids {
+            class: None,
+            vendor: 0x8086,
+            devices: &[0x5845],
+        },
         program: "nvmed",
         from_base: false,
     },
     DriverEntry {
         name: "AHCI storage",
-        keys: "class = 1\nsubclass = 6",
+        matches: DriverMatch::Class {
+            class: 1,
+            subclass: 6,
+        },
         program: "ahcid",
         from_base: true,
     },
     DriverEntry {
         name: "E1000 NIC",
-        keys: "class = 0x02\nids = { 0x8086 = [0x1004, 0x100e, 0x100f, 0x109a, 0x1503] }",
+        matches: DriverMatch::Ids {
+            class: Some(0x02),
+            vendor: 0x8086,
+            devices: &[0x1004, 0x100e, 0x100f, 0x109a, 0x1503],
+        },
         program: "e1000d",
         from_base: true,
     },
     DriverEntry {
         name: "NVMe storage (the test build of nvmed)",
-        keys: "class = 1\nsubclass = 8",
+        matches: DriverMatch::Class {
+            class: 1,
+            subclass: 8,
+        },
         program: "nvmed-test",
         from_base: false,
     },

@@ -37,7 +37,7 @@ use std::process::Command;
 
 use super::boot::{self, nvme_image, Booted, NVME_IMAGE_BYTES};
 use super::console::field;
-use super::image::{self, DriverEntry, Guest};
+use super::image::{self, DriverEntry, DriverMatch, Guest};
 use super::run::{output, progress};
 use super::steps::Artifacts;
 use super::{Options, RedoxError};
@@ -127,19 +127,29 @@ pub fn drivers(way: Way) -> Vec<DriverEntry> {
     vec![
         DriverEntry {
             name: "AHCI storage",
-            keys: "class = 1\nsubclass = 6",
+            matches: DriverMatch::Class {
+                class: 1,
+                subclass: 6,
+            },
             program: "ahcid",
             from_base: true,
         },
         DriverEntry {
             name: "E1000 NIC",
-            keys: "class = 0x02\nids = { 0x8086 = [0x1004, 0x100e, 0x100f, 0x109a, 0x1503] }",
+            matches: DriverMatch::Ids {
+                class: Some(0x02),
+                vendor: 0x8086,
+                devices: &[0x1004, 0x100e, 0x100f, 0x109a, 0x1503],
+            },
             program: "e1000d",
             from_base: true,
         },
         DriverEntry {
             name: "NVMe storage",
-            keys: "class = 1\nsubclass = 8",
+            matches: DriverMatch::Class {
+                class: 1,
+                subclass: 8,
+            },
             program: "nvmed",
             from_base: way == Way::Redox,
         },
