@@ -15,8 +15,9 @@
 //! Around the controller, [`service`] holds what the daemon does (bring-up
 //! with a summary line, the shutdown handler, opening Linux hardware, BAR0
 //! from pcid's `Welcome`), and `redox` (on Redox) its start-up as a Redox
-//! driver daemon and BAR0 through physmap. The shipped `nvmed` binary and
-//! its test build (`nvmed-test`) are both made of these.
+//! driver daemon and BAR0 through physmap, and [`daemon`] the process
+//! around them (start, connect, serve). The shipped `nvmed` binary and its
+//! test build (`nvmed-test`) are both made of these.
 //!
 //! ```no_run
 //! # fn demo<R: pcid_hw::RegisterIo, D: pcid_hw::DmaAllocator, C: pcid_hw::Clock>(
@@ -36,6 +37,7 @@
 #![warn(missing_docs)]
 
 mod controller;
+pub mod daemon;
 pub mod disk;
 #[cfg(test)]
 mod dma_lifetime_tests;

@@ -28,13 +28,12 @@
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use log::error;
-use nvmed::service::{self, HardwareError, ShutdownService, DRIVER_NAME};
+use nvmed::daemon;
+use nvmed::service::{self, HardwareError, ShutdownService};
 use nvmed::NvmeError;
 use pcid_hw::{Clock, DmaAllocator, RegisterIo, SystemClock};
 use pcid_interface::driver;
 use pcid_interface::function::{FunctionBackend, PciFunction};
-use pcid_interface::protocol::ShutdownSupport;
 
 /// Why the daemon stopped.
 #[derive(Debug, thiserror::Error)]
@@ -51,19 +50,11 @@ enum Fatal {
     Nvme(NvmeError, String),
     #[error("{address}: backend not available: {what}")]
     BackendUnavailable { address: String, what: String },
-    #[cfg_attr(target_os = "redox", allow(dead_code))]
-    #[error("{address}: serving the shutdown protocol: {source}")]
+    #[error("{address}: {source}")]
     Serve {
         address: String,
         #[source]
-        source: driver::DriverError,
-    },
-    #[cfg(target_os = "redox")]
-    #[error("{address}: {source}")]
-    Redox {
-        address: String,
-        #[source]
-        source: nvmed::redox::ServeError,
+        source: daemon::ServeError,
     },
 }
 
@@ -107,40 +98,12 @@ fn main() -> ExitCode {
         return code;
     }
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-    #[cfg(target_os = "redox")]
-    return match nvmed::redox::daemonize(run_to_exit_code) {
-        Ok(never) => match never {},
-        Err(e) => {
-            eprintln!("nvmed: error: {e}");
-            ExitCode::FAILURE
-        }
-    };
-    #[cfg(not(target_os = "redox"))]
-    run_to_exit_code()
-}
-
-fn run_to_exit_code() -> ExitCode {
-    match run() {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            error!("{e}");
-            eprintln!("nvmed: error: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    daemon::run(run)
 }
 
 fn run() -> Result<(), Fatal> {
-    let (conn, function) = driver::connect(DRIVER_NAME, ShutdownSupport::TwoPhase)?;
+    let (conn, function) = daemon::connect("nvmed")?;
     let address = function.address.to_string();
-    log::info!(
-        "{address}: nvmed serving {:04x}:{:04x} class {:02x}.{:02x}.{:02x}",
-        function.vendor,
-        function.device,
-        function.class,
-        function.subclass,
-        function.interface
-    );
     let hardware = |source| Fatal::Hardware {
         address: address.clone(),
         source,
@@ -194,53 +157,10 @@ where
     C: Clock + 'static,
 {
     let address = function.address.to_string();
-    let ctrl = service::bring_up(function, regs, dma, clock)
-        .map_err(|e| Fatal::Nvme(e, address.clone()))?;
-    #[cfg(target_os = "redox")]
-    {
-        let ctrl = Arc::new(ctrl);
-        let handler = ShutdownService::new(Arc::clone(&ctrl));
-        let outcome =
-            nvmed::redox::serve_with_disk(conn, function, ctrl, handler).map_err(|source| {
-                Fatal::Redox {
-                    address: address.clone(),
-                    source,
-                }
-            })?;
-        service::log_serve_outcome(&address, &outcome);
-        Ok(())
-    }
-    #[cfg(not(target_os = "redox"))]
-    {
-        drive_without_disk(conn, function, ctrl)
-    }
-}
-
-/// Off Redox the operating system's own block layer serves the disk:
-/// `Ready`, then the shutdown protocol only.
-#[cfg(not(target_os = "redox"))]
-fn drive_without_disk<R, D, C>(
-    mut conn: driver::DriverConnection,
-    function: &PciFunction,
-    ctrl: nvmed::Controller<R, D, C>,
-) -> Result<(), Fatal>
-where
-    R: RegisterIo + 'static,
-    D: DmaAllocator + 'static,
-    C: Clock + 'static,
-{
-    let address = function.address.to_string();
-    conn.ready().map_err(|source| Fatal::Serve {
-        address: address.clone(),
-        source,
-    })?;
-    service::ready_to_serve(function);
-    let outcome = conn
-        .serve(ShutdownService::new(Arc::new(ctrl)))
-        .map_err(|source| Fatal::Serve {
-            address: address.clone(),
-            source,
-        })?;
-    service::log_serve_outcome(&address, &outcome);
-    Ok(())
+    let ctrl = Arc::new(
+        service::bring_up(function, regs, dma, clock)
+            .map_err(|e| Fatal::Nvme(e, address.clone()))?,
+    );
+    let handler = ShutdownService::new(Arc::clone(&ctrl));
+    daemon::serve(conn, function, ctrl, handler).map_err(|source| Fatal::Serve { address, source })
 }
