@@ -224,6 +224,10 @@ pub struct Stack {
     log: Option<PathBuf>,
     ready_after: Duration,
     ready_line: String,
+    /// The thread draining pcid's standard output, and word of its end: it
+    /// holds the pipe until pcid and its group are gone, so stopping waits
+    /// for it and no fd of the stack outlives [`Stack::stop`].
+    drainer: Option<(std::thread::JoinHandle<()>, mpsc::Receiver<()>)>,
 }
 
 impl Stack {
@@ -284,18 +288,23 @@ impl Stack {
             log,
             ready_after: Duration::ZERO,
             ready_line: String::new(),
+            drainer: None,
         };
         // pcid prints `pcid: ready: N drivers` on standard output once every
         // driver has sent Ready, exited, or passed its start deadline.
         let (tx, rx) = mpsc::channel();
         if let Some(out) = stdout {
-            std::thread::spawn(move || {
+            let (done_tx, done_rx) = mpsc::channel();
+            let handle = std::thread::spawn(move || {
                 let mut lines = BufReader::new(out).lines();
                 let first = lines.next();
                 let _ = tx.send(first);
                 // Keep draining so pcid never blocks on a full pipe.
-                for _ in lines {}
+                for _ in lines.by_ref() {}
+                drop(lines);
+                let _ = done_tx.send(());
             });
+            stack.drainer = Some((handle, done_rx));
         }
         match rx.recv_timeout(opts.ready_timeout) {
             Ok(Some(Ok(line))) if line.starts_with("pcid: ready") => {
@@ -408,6 +417,16 @@ impl Stack {
         // Whatever pcid did, nothing of its group may outlive the stack.
         if let Some(pid) = pid {
             let _ = kill_process_group(pid, Signal::KILL);
+        }
+        // With pcid and its group gone the drainer reads end-of-file and
+        // closes the pipe; one still reading after `grace` is left running.
+        if let Some((handle, done)) = self.drainer.take() {
+            match done.recv_timeout(grace) {
+                Ok(()) | Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    let _ = handle.join();
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+            }
         }
         match status {
             Some(s) => Ok(s),
