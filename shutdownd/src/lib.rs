@@ -21,6 +21,8 @@
 //! * [`run`] — the I/O loop over pcid's control connection.
 
 pub mod cli;
+#[cfg(test)]
+mod clocked_pcid;
 pub mod local;
 pub mod plan;
 pub mod report;

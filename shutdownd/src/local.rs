@@ -709,6 +709,7 @@ mod tests {
 #[cfg(test)]
 mod router_tests {
     use super::*;
+    use crate::clocked_pcid::ClockedPcid;
     use crate::plan::Plan;
     use crate::run::run_plan_with_clock;
     use crate::scheduler::Config;
@@ -735,52 +736,27 @@ mod router_tests {
         }
     }
 
-    /// pcid answering every device request 1 ms later; the clock moves only
-    /// while shutdownd waits.
-    struct Pcid {
-        clock: Rc<Cell<Duration>>,
-        answers: Vec<(Duration, ControlMessage)>,
-        sent: Vec<(Duration, ControlMessage)>,
-    }
-
-    impl ControlPort for Pcid {
-        fn send(&mut self, msg: &ControlMessage) -> Result<(), PortError> {
-            let at = self.clock.get();
-            self.sent.push((at, msg.clone()));
-            let answer = match *msg {
-                ControlMessage::Begin { id, address, .. } => ControlMessage::BeginAck {
+    /// pcid answering every device request 1 ms later.
+    fn pcid(clock: Rc<Cell<Duration>>) -> ClockedPcid {
+        ClockedPcid::new(
+            clock,
+            Duration::from_millis(1),
+            Box::new(|msg| match *msg {
+                ControlMessage::Begin { id, address, .. } => Some(ControlMessage::BeginAck {
                     id,
                     address,
                     budget: Duration::from_millis(5),
-                },
-                ControlMessage::Finish { id, address, .. } => ControlMessage::FinishAck {
+                }),
+                ControlMessage::Finish { id, address, .. } => Some(ControlMessage::FinishAck {
                     id,
                     address,
                     outcome: FinishOutcome::Clean,
                     elapsed: Duration::from_millis(1),
                     detail: String::new(),
-                },
+                }),
                 ref other => panic!("pcid got a request not meant for it: {other:?}"),
-            };
-            self.answers.push((at + Duration::from_millis(1), answer));
-            Ok(())
-        }
-
-        fn recv(&mut self, timeout: Duration) -> Result<Option<ControlMessage>, PortError> {
-            let end = self.clock.get() + timeout;
-            self.answers.sort_by_key(|(at, _)| *at);
-            match self.answers.first() {
-                Some((at, _)) if *at <= end => {
-                    let (at, msg) = self.answers.remove(0);
-                    self.clock.set(self.clock.get().max(at));
-                    Ok(Some(msg))
-                }
-                _ => {
-                    self.clock.set(end);
-                    Ok(None)
-                }
-            }
-        }
+            }),
+        )
     }
 
     #[test]
@@ -808,11 +784,7 @@ mod router_tests {
             state: DriverState::Running,
         };
         let plan = Plan::with_participants(vec![device(1), device(2)], local.infos()).unwrap();
-        let mut pcid = Pcid {
-            clock: clock.clone(),
-            answers: Vec::new(),
-            sent: Vec::new(),
-        };
+        let mut pcid = pcid(clock.clone());
         let now = || clock.get();
         let report = {
             let mut router = Router::new(&mut pcid, &mut local, &now);

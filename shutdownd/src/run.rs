@@ -333,6 +333,7 @@ mod tests {
     use pcid_interface::protocol::{DriverState, FinishOutcome, ShutdownSupport};
 
     use super::*;
+    use crate::clocked_pcid::ClockedPcid;
 
     fn device(i: u8) -> DeviceInfo {
         DeviceInfo {
@@ -350,64 +351,35 @@ mod tests {
         }
     }
 
-    /// pcid on a fake clock: answers every request 1 ms later, except that
-    /// device 0 never answers Finish. Time moves only while shutdownd waits.
-    struct FakePcid {
-        clock: Rc<Cell<Duration>>,
-        answers: Vec<(Duration, ControlMessage)>,
-        /// The latest instant shutdownd asked to wait until.
-        latest_wait_end: Duration,
-    }
-
-    impl ControlPort for FakePcid {
-        fn send(&mut self, msg: &ControlMessage) -> Result<(), PortError> {
-            let at = self.clock.get() + Duration::from_millis(1);
-            let answer = match *msg {
-                ControlMessage::Begin { id, address, .. } => ControlMessage::BeginAck {
+    /// pcid answering every request 1 ms later, except that device 0 never
+    /// answers Finish.
+    fn pcid(clock: Rc<Cell<Duration>>) -> ClockedPcid {
+        ClockedPcid::new(
+            clock,
+            Duration::from_millis(1),
+            Box::new(|msg| match *msg {
+                ControlMessage::Begin { id, address, .. } => Some(ControlMessage::BeginAck {
                     id,
                     address,
                     budget: Duration::from_millis(4000),
-                },
-                ControlMessage::Finish { address, .. } if address.device == 0 => return Ok(()),
-                ControlMessage::Finish { id, address, .. } => ControlMessage::FinishAck {
+                }),
+                ControlMessage::Finish { address, .. } if address.device == 0 => None,
+                ControlMessage::Finish { id, address, .. } => Some(ControlMessage::FinishAck {
                     id,
                     address,
                     outcome: FinishOutcome::Clean,
                     elapsed: Duration::from_millis(1),
                     detail: String::new(),
-                },
-                _ => return Ok(()),
-            };
-            self.answers.push((at, answer));
-            Ok(())
-        }
-
-        fn recv(&mut self, timeout: Duration) -> Result<Option<ControlMessage>, PortError> {
-            let end = self.clock.get() + timeout;
-            self.latest_wait_end = self.latest_wait_end.max(end);
-            self.answers.sort_by_key(|(at, _)| *at);
-            match self.answers.first() {
-                Some((at, _)) if *at <= end => {
-                    let (at, msg) = self.answers.remove(0);
-                    self.clock.set(self.clock.get().max(at));
-                    Ok(Some(msg))
-                }
-                _ => {
-                    self.clock.set(end);
-                    Ok(None)
-                }
-            }
-        }
+                }),
+                _ => None,
+            }),
+        )
     }
 
     #[test]
     fn the_loop_never_waits_past_the_global_deadline() {
         let clock = Rc::new(Cell::new(Duration::from_secs(7)));
-        let mut pcid = FakePcid {
-            clock: Rc::clone(&clock),
-            answers: Vec::new(),
-            latest_wait_end: Duration::ZERO,
-        };
+        let mut pcid = pcid(Rc::clone(&clock));
         let config = Config {
             global_deadline: Duration::from_millis(1500),
             ..Config::default()

@@ -38,7 +38,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use nvmed::service::{self, ShutdownService, DRIVER_NAME};
+use nvmed::service::{self, ShutdownService};
 use pcid_hw::{Clock, DmaAllocator, RegisterIo, SystemClock};
 use pcid_interface::driver::{self, Deadline, FinishReport, ShutdownHandler};
 use pcid_interface::function::{FunctionBackend, PciFunction};
@@ -73,23 +73,15 @@ enum Fatal {
     Workload(workload::WorkloadError, String),
     #[error("{address}: backend not available: {what}")]
     BackendUnavailable { address: String, what: String },
-    #[cfg_attr(target_os = "redox", allow(dead_code))]
-    #[error("{address}: serving the shutdown protocol: {source}")]
+    #[error("{address}: {source}")]
     Serve {
         address: String,
         #[source]
-        source: driver::DriverError,
+        source: nvmed::daemon::ServeError,
     },
     #[cfg(target_os = "linux")]
     #[error("{address}: serving the disk socket: {0}", address = .1)]
     Disk(std::io::Error, String),
-    #[cfg(target_os = "redox")]
-    #[error("{address}: {source}")]
-    Redox {
-        address: String,
-        #[source]
-        source: nvmed::redox::ServeError,
-    },
     #[cfg(target_os = "linux")]
     #[error("{address}: DMA lifetime violation seen by the simulated controller: {what}")]
     DmaLifetime { address: String, what: String },
@@ -103,40 +95,12 @@ type DmaCheck = Option<Arc<dyn Fn() -> Option<String> + Send + Sync>>;
 /// process daemonizes first, as `nvmed` does.
 pub fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-    #[cfg(target_os = "redox")]
-    return match nvmed::redox::daemonize(run_to_exit_code) {
-        Ok(never) => match never {},
-        Err(e) => {
-            eprintln!("nvmed: error: {e}");
-            ExitCode::FAILURE
-        }
-    };
-    #[cfg(not(target_os = "redox"))]
-    run_to_exit_code()
-}
-
-fn run_to_exit_code() -> ExitCode {
-    match run() {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            log::error!("{e}");
-            eprintln!("nvmed: error: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    nvmed::daemon::run(run)
 }
 
 fn run() -> Result<(), Fatal> {
-    let (conn, function) = driver::connect(DRIVER_NAME, ShutdownSupport::TwoPhase)?;
+    let (conn, function) = nvmed::daemon::connect("nvmed (test build)")?;
     let address = function.address.to_string();
-    log::info!(
-        "{address}: nvmed (test build) serving {:04x}:{:04x} class {:02x}.{:02x}.{:02x}",
-        function.vendor,
-        function.device,
-        function.class,
-        function.subclass,
-        function.interface
-    );
     let hardware = |source| Fatal::Hardware {
         address: address.clone(),
         source,
@@ -201,7 +165,7 @@ fn simulated(conn: driver::DriverConnection, function: &PciFunction) -> Result<(
 }
 
 fn drive<R, D, C>(
-    #[allow(unused_mut)] mut conn: driver::DriverConnection,
+    conn: driver::DriverConnection,
     function: &PciFunction,
     regs: R,
     dma: D,
@@ -240,29 +204,8 @@ where
         workload,
         checker,
     };
-    #[cfg(target_os = "redox")]
-    let outcome =
-        nvmed::redox::serve_with_disk(conn, function, ctrl, handler).map_err(|source| {
-            Fatal::Redox {
-                address: address.clone(),
-                source,
-            }
-        })?;
-    #[cfg(not(target_os = "redox"))]
-    let outcome = {
-        drop(ctrl);
-        conn.ready().map_err(|source| Fatal::Serve {
-            address: address.clone(),
-            source,
-        })?;
-        service::ready_to_serve(function);
-        conn.serve(handler).map_err(|source| Fatal::Serve {
-            address: address.clone(),
-            source,
-        })?
-    };
-    service::log_serve_outcome(&address, &outcome);
-    Ok(())
+    nvmed::daemon::serve(conn, function, ctrl, handler)
+        .map_err(|source| Fatal::Serve { address, source })
 }
 
 /// `nvmed`'s shutdown handler, with the phases noted in the workload's log.
