@@ -57,9 +57,15 @@ pub enum RunError {
     /// Sending `ListDevices` or reading its answer failed.
     #[error("cannot list devices: {0}")]
     List(#[source] PortError),
-    /// pcid did not answer `ListDevices` in time.
-    #[error("pcid did not answer ListDevices within {0:?}")]
-    ListTimeout(Duration),
+    /// pcid did not answer a listing request (`ListDevices`,
+    /// `ListParticipants`) in time.
+    #[error("pcid did not answer {request} within {timeout:?}")]
+    ListTimeout {
+        /// The request.
+        request: &'static str,
+        /// How long shutdownd waited.
+        timeout: Duration,
+    },
     /// pcid answered `ListDevices` with an error.
     #[error("pcid refused ListDevices: {0}")]
     ListRefused(String),
@@ -73,27 +79,20 @@ pub fn list_devices(
     port: &mut dyn ControlPort,
     timeout: Duration,
 ) -> Result<Vec<DeviceInfo>, RunError> {
-    let start = Instant::now();
-    port.send(&ControlMessage::ListDevices {
-        id: LIST_REQUEST_ID,
-    })
-    .map_err(list_error)?;
-    loop {
-        let left = timeout.saturating_sub(start.elapsed());
-        if left.is_zero() {
-            return Err(RunError::ListTimeout(timeout));
-        }
-        match port.recv(left).map_err(list_error)? {
-            Some(ControlMessage::Devices { id, devices }) if id == LIST_REQUEST_ID => {
-                return Ok(devices)
+    let id = LIST_REQUEST_ID;
+    ask(
+        port,
+        ControlMessage::ListDevices { id },
+        "ListDevices",
+        timeout,
+        |msg| match msg {
+            ControlMessage::Devices { id: i, devices } if *i == id => Some(Ok(devices.clone())),
+            ControlMessage::Error { id: i, message } if *i == id || *i == 0 => {
+                Some(Err(RunError::ListRefused(message.clone())))
             }
-            Some(ControlMessage::Error { id, message }) if id == LIST_REQUEST_ID || id == 0 => {
-                return Err(RunError::ListRefused(message))
-            }
-            Some(other) => log::warn!("ignoring message while listing devices: {other:?}"),
-            None => {}
-        }
-    }
+            _ => None,
+        },
+    )
 }
 
 /// Asks pcid for its participants, waiting at most `timeout`. A pcid that
@@ -103,30 +102,53 @@ pub fn list_participants(
     port: &mut dyn ControlPort,
     timeout: Duration,
 ) -> Result<Vec<ParticipantInfo>, RunError> {
+    let id = LIST_PARTICIPANTS_ID;
+    let request = ControlMessage::ListParticipants { id };
+    ask(
+        port,
+        request,
+        "ListParticipants",
+        timeout,
+        |msg| match msg {
+            ControlMessage::Participants {
+                id: i,
+                participants,
+            } if *i == id => Some(Ok(participants.clone())),
+            ControlMessage::Error { id: i, message } if *i == id || *i == 0 => {
+                log::warn!("pcid lists no participants ({message}); going on without them");
+                Some(Ok(Vec::new()))
+            }
+            _ => None,
+        },
+    )
+}
+
+/// Sends `request` (named `name` in errors) and waits at most `timeout` for
+/// the message `answer` takes; other messages are logged and ignored.
+fn ask<T>(
+    port: &mut dyn ControlPort,
+    request: ControlMessage,
+    name: &'static str,
+    timeout: Duration,
+    mut answer: impl FnMut(&ControlMessage) -> Option<Result<T, RunError>>,
+) -> Result<T, RunError> {
     let start = Instant::now();
-    port.send(&ControlMessage::ListParticipants {
-        id: LIST_PARTICIPANTS_ID,
-    })
-    .map_err(list_error)?;
+    port.send(&request).map_err(list_error)?;
     loop {
         let left = timeout.saturating_sub(start.elapsed());
         if left.is_zero() {
-            return Err(RunError::ListTimeout(timeout));
+            return Err(RunError::ListTimeout {
+                request: name,
+                timeout,
+            });
         }
-        match port.recv(left).map_err(list_error)? {
-            Some(ControlMessage::Participants { id, participants })
-                if id == LIST_PARTICIPANTS_ID =>
-            {
-                return Ok(participants)
+        if let Some(msg) = port.recv(left).map_err(list_error)? {
+            match answer(&msg) {
+                Some(result) => return result,
+                None => {
+                    log::warn!("ignoring message while waiting for the answer to {name}: {msg:?}")
+                }
             }
-            Some(ControlMessage::Error { id, message })
-                if id == LIST_PARTICIPANTS_ID || id == 0 =>
-            {
-                log::warn!("pcid lists no participants ({message}); going on without them");
-                return Ok(Vec::new());
-            }
-            Some(other) => log::warn!("ignoring message while listing participants: {other:?}"),
-            None => {}
         }
     }
 }
@@ -374,6 +396,19 @@ mod tests {
                 _ => None,
             }),
         )
+    }
+
+    #[test]
+    fn a_listing_pcid_never_answers_names_its_request() {
+        let silent = || ClockedPcid::new(Rc::default(), Duration::ZERO, Box::new(|_| None));
+        let timeout = Duration::from_millis(20);
+        let e = list_devices(&mut silent(), timeout).unwrap_err();
+        assert_eq!(e.to_string(), "pcid did not answer ListDevices within 20ms");
+        let e = list_participants(&mut silent(), timeout).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "pcid did not answer ListParticipants within 20ms"
+        );
     }
 
     #[test]
