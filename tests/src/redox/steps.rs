@@ -122,12 +122,19 @@ impl Builder {
     }
 
     /// A command with the build environment: niceness (the machine is
-    /// shared), jobs, PATH with the wrappers, no inherited RUSTFLAGS.
+    /// shared), jobs, PATH with the wrappers, no inherited RUSTFLAGS, and
+    /// none of the variables `cargo run` sets for redox-e2e that name its own
+    /// toolchain's programs: relibc's Makefile runs `$(CARGO)`, which must be
+    /// rustup's `cargo` honouring the step's toolchain, not the stable cargo
+    /// that started this process.
     fn command(&self, program: &str) -> Command {
         let mut c = Command::new("nice");
         c.args(["-n", "10", program])
             .env("PATH", self.path_env())
             .env("CARGO_BUILD_JOBS", self.jobs.to_string())
+            .env_remove("CARGO")
+            .env_remove("RUSTC")
+            .env_remove("RUSTDOC")
             .env_remove("RUSTFLAGS")
             .env_remove("CARGO_TARGET_DIR")
             .env_remove("RUSTUP_TOOLCHAIN")
