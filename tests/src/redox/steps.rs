@@ -855,3 +855,40 @@ fn strip(path: &Path, step: &str, log: &Path) -> Result<(), RedoxError> {
         log,
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn build_commands_do_not_inherit_the_toolchain_of_cargo_run() {
+        let repo = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+        let builder = Builder {
+            pins: Pins::load(&repo.join("tests/redox")).unwrap(),
+            cache: PathBuf::from("/nonexistent-cache"),
+            redox_src: None,
+            jobs: 2,
+            image_tool_src: PathBuf::new(),
+            sources_key: String::new(),
+        };
+        let c = builder.command("make");
+        let removed: Vec<_> = c
+            .get_envs()
+            .filter(|(_, v)| v.is_none())
+            .map(|(k, _)| k.to_string_lossy().into_owned())
+            .collect();
+        for name in ["CARGO", "RUSTC", "RUSTDOC", "RUSTFLAGS", "RUSTUP_TOOLCHAIN"] {
+            assert!(
+                removed.iter().any(|r| r == name),
+                "{name} kept: {removed:?}"
+            );
+        }
+        let path = c
+            .get_envs()
+            .find(|(k, _)| *k == "PATH")
+            .and_then(|(_, v)| v)
+            .unwrap();
+        let first = std::env::split_paths(path).next().unwrap();
+        assert_eq!(first, Path::new("/nonexistent-cache/toolchain/bin"));
+    }
+}
