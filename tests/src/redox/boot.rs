@@ -6,7 +6,7 @@ use std::process::ExitStatus;
 use std::time::Duration;
 
 use super::console::{self, Console};
-use super::image::{DriverEntry, DriverMatch, Guest};
+use super::image::{DriverEntry, DriverMatch, Guest, AHCID, E1000D};
 use super::run::progress;
 use super::{Options, RedoxError};
 use crate::qemu::host::{run_qemu, serial};
@@ -76,25 +76,8 @@ pub const DRIVERS: &[DriverEntry] = &[
         program: "nvmed",
         from_base: false,
     },
-    DriverEntry {
-        name: "AHCI storage",
-        matches: DriverMatch::Class {
-            class: 1,
-            subclass: 6,
-        },
-        program: "ahcid",
-        from_base: true,
-    },
-    DriverEntry {
-        name: "E1000 NIC",
-        matches: DriverMatch::Ids {
-            class: Some(0x02),
-            vendor: 0x8086,
-            devices: &[0x1004, 0x100e, 0x100f, 0x109a, 0x1503],
-        },
-        program: "e1000d",
-        from_base: true,
-    },
+    AHCID,
+    E1000D,
     DriverEntry {
         name: "NVMe storage (the test build of nvmed)",
         matches: DriverMatch::Class {

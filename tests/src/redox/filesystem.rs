@@ -37,7 +37,7 @@ use std::process::Command;
 
 use super::boot::{self, nvme_image, Booted, NVME_IMAGE_BYTES};
 use super::console::field;
-use super::image::{self, DriverEntry, DriverMatch, Guest};
+use super::image::{self, DriverEntry, DriverMatch, Guest, AHCID, E1000D};
 use super::run::{output, progress};
 use super::steps::Artifacts;
 use super::{Options, RedoxError};
@@ -125,25 +125,8 @@ pub fn guest(opts: &Options, project_bin: &Path, art: &Artifacts, way: Way, nonc
 /// this project's shipped `nvmed` (put in by `integrate.sh`), or Redox's.
 pub fn drivers(way: Way) -> Vec<DriverEntry> {
     vec![
-        DriverEntry {
-            name: "AHCI storage",
-            matches: DriverMatch::Class {
-                class: 1,
-                subclass: 6,
-            },
-            program: "ahcid",
-            from_base: true,
-        },
-        DriverEntry {
-            name: "E1000 NIC",
-            matches: DriverMatch::Ids {
-                class: Some(0x02),
-                vendor: 0x8086,
-                devices: &[0x1004, 0x100e, 0x100f, 0x109a, 0x1503],
-            },
-            program: "e1000d",
-            from_base: true,
-        },
+        AHCID,
+        E1000D,
         DriverEntry {
             name: "NVMe storage",
             matches: DriverMatch::Class {

@@ -62,6 +62,29 @@ pub struct DriverEntry {
     pub from_base: bool,
 }
 
+/// Redox's own AHCI driver, matched as in base's tables.
+pub const AHCID: DriverEntry = DriverEntry {
+    name: "AHCI storage",
+    matches: DriverMatch::Class {
+        class: 1,
+        subclass: 6,
+    },
+    program: "ahcid",
+    from_base: true,
+};
+
+/// Redox's own e1000 driver, matched as in base's tables.
+pub const E1000D: DriverEntry = DriverEntry {
+    name: "E1000 NIC",
+    matches: DriverMatch::Ids {
+        class: Some(0x02),
+        vendor: 0x8086,
+        devices: &[0x1004, 0x100e, 0x100f, 0x109a, 0x1503],
+    },
+    program: "e1000d",
+    from_base: true,
+};
+
 /// The matching keys of an entry, as pcid-spawner reads them.
 #[derive(Debug, Clone, Copy)]
 pub enum DriverMatch {
