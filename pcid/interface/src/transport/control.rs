@@ -219,21 +219,7 @@ impl ParticipantClient {
     /// Connects to pcid's participant socket at `path` (errors as
     /// [`ControlClient::connect`]).
     pub fn connect(path: impl AsRef<Path>) -> Result<DriverChannel, ControlError> {
-        let path = path.as_ref();
-        match UnixStream::connect(path) {
-            Ok(stream) => Ok(DriverChannel::from_stream(stream)),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(ControlError::NotRunning {
-                path: path.to_path_buf(),
-            }),
-            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => Err(ControlError::Stale {
-                path: path.to_path_buf(),
-            }),
-            Err(source) => Err(ControlError::Io {
-                op: "connecting to",
-                path: path.to_path_buf(),
-                source,
-            }),
-        }
+        connect_to_pcid(path.as_ref()).map(DriverChannel::from_stream)
     }
 }
 
@@ -244,24 +230,29 @@ pub struct ControlClient;
 impl ControlClient {
     /// Connects to pcid's control socket at `path`.
     ///
-    /// A missing socket file or a refused connection gives
-    /// [`ControlError::NotRunning`] ("pcid is not running: no control socket at PATH");
-    /// a socket file nobody accepts on gives [`ControlError::Stale`].
+    /// A missing socket file gives [`ControlError::NotRunning`] ("pcid is
+    /// not running: no control socket at PATH"); a socket file nobody
+    /// accepts on (connection refused) gives [`ControlError::Stale`].
     pub fn connect(path: impl AsRef<Path>) -> Result<ControlChannel, ControlError> {
-        let path = path.as_ref();
-        match UnixStream::connect(path) {
-            Ok(stream) => Ok(ControlChannel::from_stream(stream)),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(ControlError::NotRunning {
-                path: path.to_path_buf(),
-            }),
-            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => Err(ControlError::Stale {
-                path: path.to_path_buf(),
-            }),
-            Err(source) => Err(ControlError::Io {
-                op: "connecting to",
-                path: path.to_path_buf(),
-                source,
-            }),
-        }
+        connect_to_pcid(path.as_ref()).map(ControlChannel::from_stream)
     }
+}
+
+/// Connects to one of pcid's sockets, telling a missing socket
+/// ([`ControlError::NotRunning`]) from one nobody accepts on
+/// ([`ControlError::Stale`]).
+fn connect_to_pcid(path: &Path) -> Result<UnixStream, ControlError> {
+    UnixStream::connect(path).map_err(|e| match e.kind() {
+        io::ErrorKind::NotFound => ControlError::NotRunning {
+            path: path.to_path_buf(),
+        },
+        io::ErrorKind::ConnectionRefused => ControlError::Stale {
+            path: path.to_path_buf(),
+        },
+        _ => ControlError::Io {
+            op: "connecting to",
+            path: path.to_path_buf(),
+            source: e,
+        },
+    })
 }
