@@ -7,12 +7,33 @@ use std::cell::Cell;
 use std::rc::Rc;
 use std::time::Duration;
 
-use pcid_interface::protocol::ControlMessage;
+use pcid_interface::protocol::{ControlMessage, FinishOutcome};
 
 use crate::run::{ControlPort, PortError};
 
 /// How a [`ClockedPcid`] answers a request (`None`: it never does).
 pub type Answer = Box<dyn FnMut(&ControlMessage) -> Option<ControlMessage>>;
+
+/// What a healthy driver behind pcid answers: `BeginAck(budget)` to a
+/// `Begin`, a clean `FinishAck` (1 ms measured) to a `Finish`; `None` to
+/// anything else.
+pub fn ack(msg: &ControlMessage, budget: Duration) -> Option<ControlMessage> {
+    match *msg {
+        ControlMessage::Begin { id, address, .. } => Some(ControlMessage::BeginAck {
+            id,
+            address,
+            budget,
+        }),
+        ControlMessage::Finish { id, address, .. } => Some(ControlMessage::FinishAck {
+            id,
+            address,
+            outcome: FinishOutcome::Clean,
+            elapsed: Duration::from_millis(1),
+            detail: String::new(),
+        }),
+        _ => None,
+    }
+}
 
 /// See the module documentation.
 pub struct ClockedPcid {

@@ -709,7 +709,7 @@ mod tests {
 #[cfg(test)]
 mod router_tests {
     use super::*;
-    use crate::clocked_pcid::ClockedPcid;
+    use crate::clocked_pcid::{ack, ClockedPcid};
     use crate::plan::Plan;
     use crate::run::run_plan_with_clock;
     use crate::scheduler::Config;
@@ -741,20 +741,13 @@ mod router_tests {
         ClockedPcid::new(
             clock,
             Duration::from_millis(1),
-            Box::new(|msg| match *msg {
-                ControlMessage::Begin { id, address, .. } => Some(ControlMessage::BeginAck {
-                    id,
-                    address,
-                    budget: Duration::from_millis(5),
-                }),
-                ControlMessage::Finish { id, address, .. } => Some(ControlMessage::FinishAck {
-                    id,
-                    address,
-                    outcome: FinishOutcome::Clean,
-                    elapsed: Duration::from_millis(1),
-                    detail: String::new(),
-                }),
-                ref other => panic!("pcid got a request not meant for it: {other:?}"),
+            Box::new(|msg| {
+                let answer = ack(msg, Duration::from_millis(5));
+                assert!(
+                    answer.is_some(),
+                    "pcid got a request not meant for it: {msg:?}"
+                );
+                answer
             }),
         )
     }

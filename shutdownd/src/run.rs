@@ -352,10 +352,10 @@ mod tests {
     use std::rc::Rc;
 
     use pcid_interface::function::PciAddress;
-    use pcid_interface::protocol::{DriverState, FinishOutcome, ShutdownSupport};
+    use pcid_interface::protocol::{DriverState, ShutdownSupport};
 
     use super::*;
-    use crate::clocked_pcid::ClockedPcid;
+    use crate::clocked_pcid::{ack, ClockedPcid};
 
     fn device(i: u8) -> DeviceInfo {
         DeviceInfo {
@@ -380,20 +380,8 @@ mod tests {
             clock,
             Duration::from_millis(1),
             Box::new(|msg| match *msg {
-                ControlMessage::Begin { id, address, .. } => Some(ControlMessage::BeginAck {
-                    id,
-                    address,
-                    budget: Duration::from_millis(4000),
-                }),
                 ControlMessage::Finish { address, .. } if address.device == 0 => None,
-                ControlMessage::Finish { id, address, .. } => Some(ControlMessage::FinishAck {
-                    id,
-                    address,
-                    outcome: FinishOutcome::Clean,
-                    elapsed: Duration::from_millis(1),
-                    detail: String::new(),
-                }),
-                _ => None,
+                _ => ack(msg, Duration::from_millis(4000)),
             }),
         )
     }
