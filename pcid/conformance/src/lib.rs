@@ -30,9 +30,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use pcid_interface::function::{FunctionBackend, PciAddress, PciFunction};
-use pcid_interface::protocol::{
-    DriverMessage, FinishOutcome, ShutdownKind, ShutdownSupport, PROTOCOL_VERSION,
-};
+use pcid_interface::protocol::{DriverMessage, ShutdownKind, ShutdownSupport, PROTOCOL_VERSION};
 use pcid_interface::transport::{spawn_with_channel, DriverChannel, TransportError};
 use pcid_interface::wire::WireMessage;
 
@@ -1013,7 +1011,7 @@ fn two_phase(run: &mut Run, opts: &Options, r: &mut Results) {
                     "FinishAck after {} (deadline {}): {}, device took {}{}",
                     ms_text(latency),
                     ms_text(deadline),
-                    outcome_name(outcome),
+                    outcome.name(),
                     ms_text(elapsed),
                     if detail.is_empty() {
                         String::new()
@@ -1107,7 +1105,7 @@ fn one_phase(run: &mut Run, opts: &Options, r: &mut Results) {
                 "FinishAck after {} (deadline {}): {}, device took {}",
                 ms_text(at - sent),
                 ms_text(opts.shutdown_deadline),
-                outcome_name(outcome),
+                outcome.name(),
                 ms_text(elapsed)
             ),
         ),
@@ -1127,15 +1125,6 @@ fn one_phase(run: &mut Run, opts: &Options, r: &mut Results) {
             "shutdown",
             format!("unexpected answer to Shutdown: {other:?}"),
         ),
-    }
-}
-
-fn outcome_name(o: FinishOutcome) -> &'static str {
-    match o {
-        FinishOutcome::Clean => "clean",
-        FinishOutcome::Abrupt => "abrupt",
-        FinishOutcome::TimedOut => "timed-out",
-        FinishOutcome::Failed => "failed",
     }
 }
 

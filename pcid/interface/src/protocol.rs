@@ -392,6 +392,19 @@ impl ShutdownSupport {
     }
 }
 
+impl FinishOutcome {
+    /// The name used in log lines and in shutdownd's report: `clean`,
+    /// `abrupt`, `timed-out` or `failed`.
+    pub fn name(self) -> &'static str {
+        match self {
+            FinishOutcome::Clean => "clean",
+            FinishOutcome::Abrupt => "abrupt",
+            FinishOutcome::TimedOut => "timed-out",
+            FinishOutcome::Failed => "failed",
+        }
+    }
+}
+
 impl ShutdownKind {
     /// The name used on command lines and in shutdownd's report:
     /// `poweroff` or `reboot`.

@@ -977,3 +977,15 @@ fn participants_and_unknown_replies_do_not_mix_up() {
     assert!(matches!(s.handle(t(1), crossed), Handled::Ignored(_)));
     assert_eq!(s.handle(t(2), p_begin_ack(pb, t(1))), Handled::Applied);
 }
+
+#[test]
+fn a_drivers_outcome_keeps_its_protocol_name_in_the_report() {
+    for o in [
+        FinishOutcome::Clean,
+        FinishOutcome::Abrupt,
+        FinishOutcome::TimedOut,
+        FinishOutcome::Failed,
+    ] {
+        assert_eq!(Outcome::from(o).as_str(), o.name());
+    }
+}
